@@ -1,0 +1,73 @@
+//! Engine events as a TypeScript discriminated union on `type`.
+
+use napi_derive::napi;
+
+use crate::event::SyncEvent;
+
+#[napi(object)]
+pub struct SyncErrorInfo {
+    /// Stable code such as `ERR_HISTORY_LOST`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Everything `onEvent` callbacks receive; switch on `type`.
+#[napi(js_name = "SyncEvent", discriminant = "type", discriminant_case = "camelCase")]
+pub enum SyncEventJs {
+    /// The sync moved to a new state; `error` is set when it is `failed`.
+    State {
+        #[napi(ts_type = "'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'")]
+        state: String,
+        error: Option<SyncErrorInfo>,
+    },
+    /// Copy progress of one collection (`done` on its last report).
+    Progress { namespace: String, index: String, copied: i64, total_estimate: i64, done: bool },
+    /// One batch acknowledged by Elasticsearch.
+    Batch {
+        namespace: String,
+        index: String,
+        #[napi(ts_type = "'copy' | 'stream'")]
+        phase: String,
+        indexed: i64,
+        deleted: i64,
+        conflicts: i64,
+        dead_letters: i64,
+        took_ms: i64,
+    },
+    /// A transient failure; the operation is tried again after `delayMs`.
+    Retry { attempt: u32, delay_ms: i64, cause: String },
+    /// A document that could not be written, set aside with the reason.
+    DeadLetter { namespace: String, index: String, id: String, reason: String },
+    /// A collection-level change: `drop`, `rename`, `dropDatabase`, `invalidate`.
+    Change { namespace: String, operation: String },
+    Warning { namespace: String, message: String },
+}
+
+impl From<&SyncEvent> for SyncEventJs {
+    fn from(event: &SyncEvent) -> Self {
+        let n = |v: u64| v as i64;
+        match event.clone() {
+            SyncEvent::State { state, error } => SyncEventJs::State {
+                state: state.as_str().to_string(),
+                error: error.map(|e| SyncErrorInfo { code: e.code.as_str().to_string(), message: e.message }),
+            },
+            SyncEvent::Progress { namespace, index, copied, total_estimate, done } => {
+                SyncEventJs::Progress { namespace, index, copied: n(copied), total_estimate: n(total_estimate), done }
+            }
+            SyncEvent::Batch { namespace, index, phase, outcome, took_ms } => SyncEventJs::Batch {
+                namespace,
+                index,
+                phase: phase.as_str().to_string(),
+                indexed: n(outcome.indexed),
+                deleted: n(outcome.deleted),
+                conflicts: n(outcome.conflicts),
+                dead_letters: n(outcome.dead_letters),
+                took_ms: n(took_ms),
+            },
+            SyncEvent::Retry { attempt, delay_ms, cause } => SyncEventJs::Retry { attempt, delay_ms: n(delay_ms), cause },
+            SyncEvent::DeadLetter { namespace, index, id, reason } => SyncEventJs::DeadLetter { namespace, index, id, reason },
+            SyncEvent::Change { namespace, operation } => SyncEventJs::Change { namespace, operation },
+            SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
+        }
+    }
+}

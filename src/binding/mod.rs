@@ -1,0 +1,7 @@
+//! The Node.js binding: JS-facing types and conversions only; all sync logic lives in the engine.
+
+mod error;
+mod event;
+mod options;
+mod stats;
+mod sync;

@@ -1,0 +1,148 @@
+//! The options object of `new MongoElasticSync(options)` and its conversion into the engine's config.
+
+use std::time::Duration;
+
+use napi::bindgen_prelude::Either;
+use napi_derive::napi;
+
+use crate::config::{
+    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, EsAuth, EsConfig, MongoConfig, Namespace,
+    RetryConfig, Secret, SyncConfig,
+};
+use crate::error::{SyncError, SyncResult};
+
+#[napi(object)]
+pub struct SyncOptions {
+    /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
+    pub name: String,
+    pub mongo: MongoOptions,
+    pub elasticsearch: ElasticsearchOptions,
+    /// `"db.collection"` (index named after the collection) or `{ namespace, index }`.
+    pub collections: Vec<Either<String, CollectionOptions>>,
+    pub checkpoint: Option<CheckpointOptions>,
+    pub batch: Option<BatchOptions>,
+    pub retry: Option<RetryOptions>,
+}
+
+#[napi(object)]
+pub struct MongoOptions {
+    /// A replica set or sharded cluster URI (change streams need one).
+    pub uri: String,
+}
+
+#[napi(object)]
+pub struct ElasticsearchOptions {
+    /// e.g. `http://127.0.0.1:9200`; credentials in the URL are used as basic auth.
+    pub node: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Base64 `id:key` API key.
+    pub api_key: Option<String>,
+    pub bearer_token: Option<String>,
+    /// Per-request timeout (default 30000).
+    pub request_timeout_ms: Option<u32>,
+}
+
+#[napi(object)]
+pub struct CollectionOptions {
+    /// `"db.collection"`.
+    pub namespace: String,
+    /// Target index (default: the collection name, lowercased).
+    pub index: Option<String>,
+}
+
+#[napi(object)]
+pub struct CheckpointOptions {
+    /// Database holding checkpoints (default `mongo_elastic_sync`).
+    pub database: Option<String>,
+    /// Collection holding checkpoints (default `checkpoints`).
+    pub collection: Option<String>,
+}
+
+#[napi(object)]
+pub struct BatchOptions {
+    /// Most documents per `_bulk` request (default 1000).
+    pub max_docs: Option<u32>,
+    /// Most bytes per `_bulk` request (default 8 MiB); a larger single document is dead-lettered.
+    pub max_bytes: Option<u32>,
+    /// While streaming, the longest a change waits for its batch (default 1000).
+    pub flush_interval_ms: Option<u32>,
+}
+
+#[napi(object)]
+pub struct RetryOptions {
+    /// Attempts before a transient Elasticsearch failure fails the sync (default: retry forever).
+    pub max_attempts: Option<u32>,
+    pub initial_delay_ms: Option<u32>,
+    pub max_delay_ms: Option<u32>,
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(v as u64)
+}
+
+impl SyncOptions {
+    pub fn into_config(self) -> SyncResult<SyncConfig> {
+        let es = self.elasticsearch;
+        let auth = match (es.username, es.password, es.api_key, es.bearer_token) {
+            (None, None, None, None) => EsAuth::None,
+            (Some(username), password, None, None) => {
+                EsAuth::Basic { username, password: Secret::new(password.unwrap_or_default()) }
+            }
+            (None, None, Some(key), None) => EsAuth::ApiKey(Secret::new(key)),
+            (None, None, None, Some(token)) => EsAuth::Bearer(Secret::new(token)),
+            (None, Some(_), None, None) => return Err(SyncError::config("elasticsearch.password: given without elasticsearch.username")),
+            _ => {
+                return Err(SyncError::config(
+                    "elasticsearch: give only one of username/password, apiKey or bearerToken",
+                ))
+            }
+        };
+        let collections = self
+            .collections
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (text, index, path) = match c {
+                    Either::A(ns) => (ns, None, format!("collections[{i}]")),
+                    Either::B(o) => (o.namespace, o.index, format!("collections[{i}].namespace")),
+                };
+                let namespace = Namespace::parse(&text).map_err(|m| SyncError::config(format!("{path}: {m}")))?;
+                let index = index.unwrap_or_else(|| default_index_name(&namespace));
+                Ok(CollectionConfig { namespace, index })
+            })
+            .collect::<SyncResult<Vec<_>>>()?;
+        let checkpoint_defaults = CheckpointConfig::default();
+        let checkpoint = self.checkpoint.map_or(checkpoint_defaults.clone(), |c| CheckpointConfig {
+            database: c.database.unwrap_or(checkpoint_defaults.database),
+            collection: c.collection.unwrap_or(checkpoint_defaults.collection),
+        });
+        let batch_defaults = BatchConfig::default();
+        let batch = self.batch.map_or(batch_defaults.clone(), |b| BatchConfig {
+            max_docs: b.max_docs.map_or(batch_defaults.max_docs, |v| v as usize),
+            max_bytes: b.max_bytes.map_or(batch_defaults.max_bytes, |v| v as usize),
+            flush_interval: b.flush_interval_ms.map_or(batch_defaults.flush_interval, ms),
+        });
+        let retry_defaults = RetryConfig::default();
+        let retry = self.retry.map_or(retry_defaults.clone(), |r| RetryConfig {
+            max_attempts: r.max_attempts.or(retry_defaults.max_attempts),
+            initial_delay: r.initial_delay_ms.map_or(retry_defaults.initial_delay, ms),
+            max_delay: r.max_delay_ms.map_or(retry_defaults.max_delay, ms),
+        });
+        let config = SyncConfig {
+            name: self.name,
+            mongo: MongoConfig { uri: Secret::new(self.mongo.uri) },
+            elasticsearch: EsConfig {
+                node: es.node,
+                auth,
+                request_timeout: ms(es.request_timeout_ms.unwrap_or(30_000)),
+            },
+            collections,
+            checkpoint,
+            batch,
+            retry,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,92 @@
+//! The `MongoElasticSync` JS class.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use super::error::{js_error, promise};
+use super::event::SyncEventJs;
+use super::options::SyncOptions;
+use super::stats::SyncStats;
+use crate::error::SyncError;
+use crate::pipeline::SyncEngine;
+
+/// Events waiting for the JS thread; beyond this the engine waits (backpressure, not growth).
+const EVENT_QUEUE: usize = 10_000;
+
+type EventCallback = ThreadsafeFunction<SyncEventJs, (), SyncEventJs, Status, false, true, EVENT_QUEUE>;
+
+/// Syncs MongoDB collections into Elasticsearch indices: copy, then change streams.
+#[napi]
+pub struct MongoElasticSync {
+    engine: Arc<SyncEngine>,
+}
+
+#[napi]
+impl MongoElasticSync {
+    /// Validates the options; throws an `Error` with `code: 'ERR_CONFIG'` naming the bad field.
+    #[napi(constructor)]
+    pub fn new(env: Env, #[napi(ts_arg_type = "SyncOptions")] options: Unknown) -> Result<Self> {
+        let config = unsafe { SyncOptions::from_napi_value(env.raw(), options.raw()) }
+            .map_err(|e| SyncError::config(format!("invalid options: {}", e.reason)))
+            .and_then(SyncOptions::into_config)
+            .map_err(|e| js_error(&env, &e))?;
+        let engine = SyncEngine::new(config).map_err(|e| js_error(&env, &e))?;
+        Ok(MongoElasticSync { engine: Arc::new(engine) })
+    }
+
+    /// Registers a listener for every event. Listening does not keep the process alive.
+    #[napi(ts_args_type = "callback: (event: SyncEvent) => void")]
+    pub fn on_event(&self, callback: Function<SyncEventJs, ()>) -> Result<()> {
+        let tsfn: EventCallback = callback
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .max_queue_size::<EVENT_QUEUE>()
+            .build()?;
+        self.engine.events().subscribe(move |event| {
+            tsfn.call(SyncEventJs::from(event), ThreadsafeFunctionCallMode::Blocking);
+        });
+        Ok(())
+    }
+
+    /// Connects and starts syncing; resolves once it runs. Rejects with `ERR_CONFIG`,
+    /// `ERR_MONGO_UNREACHABLE`, `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
+    /// While the sync runs it keeps the Node.js process alive.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn start<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let engine = self.engine.clone();
+        let waiter = self.engine.clone();
+        env.spawn_future_with_callback(async move { Ok(engine.start().await) }, move |env, started| {
+            started.map_err(|e| js_error(env, &e))?;
+            // A pending promise holds the event loop open until the sync stops or fails.
+            env.spawn_future(async move {
+                let _ = waiter.wait().await;
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Stops reading, writes what was read, saves the checkpoint, then resolves.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let engine = self.engine.clone();
+        promise(env, async move { engine.stop().await })
+    }
+
+    /// Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let engine = self.engine.clone();
+        promise(env, async move { engine.wait().await })
+    }
+
+    /// Running totals and the current state.
+    #[napi]
+    pub fn stats(&self) -> SyncStats {
+        self.engine.stats().into()
+    }
+}

@@ -1,0 +1,76 @@
+//! Checkpoints kept in a MongoDB collection, one document per (sync name, namespace).
+
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::options::{CollectionOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, Collection};
+
+use super::CollectionCheckpoint;
+use crate::config::{CheckpointConfig, Namespace};
+use crate::error::{ErrorCode, SyncError, SyncResult};
+
+#[derive(Clone)]
+pub struct MongoCheckpointStore {
+    collection: Collection<Document>,
+    name: String,
+}
+
+impl MongoCheckpointStore {
+    pub fn new(client: &Client, config: &CheckpointConfig, name: &str) -> Self {
+        let options = CollectionOptions::builder().write_concern(WriteConcern::majority()).build();
+        let collection = client.database(&config.database).collection_with_options::<Document>(&config.collection, options);
+        MongoCheckpointStore { collection, name: name.to_string() }
+    }
+
+    fn key(&self, ns: &Namespace) -> String {
+        format!("{}:{}", self.name, ns)
+    }
+
+    pub async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint> {
+        let found = self
+            .collection
+            .find_one(doc! {"_id": self.key(ns)})
+            .await
+            .map_err(|e| SyncError::caused_by(ErrorCode::Checkpoint, format!("cannot read the checkpoint of {ns}"), &e))?;
+        let Some(d) = found else { return Ok(CollectionCheckpoint::default()) };
+        let bad = |field: &str| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} has an invalid \"{field}\""));
+        Ok(CollectionCheckpoint {
+            start_at: match d.get("startAt") {
+                None | Some(Bson::Null) => None,
+                Some(Bson::Timestamp(t)) => Some(*t),
+                Some(_) => return Err(bad("startAt")),
+            },
+            copy_last_id: match d.get("copyLastId") {
+                None | Some(Bson::Null) => None,
+                Some(id) => Some(id.clone()),
+            },
+            copy_done: d.get_bool("copyDone").unwrap_or(false),
+            copied: d.get_i64("copied").unwrap_or(0).max(0) as u64,
+            resume_token: match d.get("resumeToken") {
+                None | Some(Bson::Null) => None,
+                Some(Bson::Document(t)) => Some(t.clone()),
+                Some(_) => return Err(bad("resumeToken")),
+            },
+        })
+    }
+
+    pub async fn save(&self, ns: &Namespace, cp: &CollectionCheckpoint) -> SyncResult<()> {
+        let opt = |v: Option<Bson>| v.unwrap_or(Bson::Null);
+        let record = doc! {
+            "name": &self.name,
+            "namespace": ns.to_string(),
+            "startAt": opt(cp.start_at.map(Bson::Timestamp)),
+            "copyLastId": opt(cp.copy_last_id.clone()),
+            "copyDone": cp.copy_done,
+            "copied": cp.copied as i64,
+            "resumeToken": opt(cp.resume_token.clone().map(Bson::Document)),
+            "updatedAt": DateTime::now(),
+        };
+        self.collection
+            .find_one_and_update(doc! {"_id": self.key(ns)}, doc! {"$set": record})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| SyncError::caused_by(ErrorCode::Checkpoint, format!("cannot save the checkpoint of {ns}"), &e))?;
+        Ok(())
+    }
+}

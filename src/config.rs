@@ -1,0 +1,256 @@
+//! The engine's configuration, already converted from JS or CLI input, and its validation.
+//! Every validation error names the offending field the way the user wrote it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{SyncError, SyncResult};
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Key of the saved checkpoint: two syncs with the same name share their progress.
+    pub name: String,
+    pub mongo: MongoConfig,
+    pub elasticsearch: EsConfig,
+    pub collections: Vec<CollectionConfig>,
+    pub checkpoint: CheckpointConfig,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    pub uri: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct EsConfig {
+    pub node: String,
+    pub auth: EsAuth,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum EsAuth {
+    #[default]
+    None,
+    Basic { username: String, password: Secret },
+    ApiKey(Secret),
+    Bearer(Secret),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    pub db: String,
+    pub coll: String,
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+impl Namespace {
+    /// Parses `db.collection`; the collection part may itself contain dots.
+    pub fn parse(text: &str) -> Result<Namespace, String> {
+        let (db, coll) = text
+            .split_once('.')
+            .ok_or_else(|| format!("\"{text}\" is not of the form \"database.collection\""))?;
+        if db.is_empty() || coll.is_empty() {
+            return Err(format!("\"{text}\" is not of the form \"database.collection\""));
+        }
+        if db.contains(['/', '\\', ' ', '"', '$', '\0']) {
+            return Err(format!("\"{db}\" is not a valid MongoDB database name"));
+        }
+        if coll.contains(['$', '\0']) || coll.starts_with("system.") {
+            return Err(format!("\"{coll}\" is not a collection that can be synced"));
+        }
+        Ok(Namespace { db: db.to_string(), coll: coll.to_string() })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectionConfig {
+    pub namespace: Namespace,
+    pub index: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub database: String,
+    pub collection: String,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { database: "mongo_elastic_sync".into(), collection: "checkpoints".into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub max_docs: usize,
+    /// Upper bound of one `_bulk` request body.
+    pub max_bytes: usize,
+    /// While streaming, how long a change may wait for its batch to fill.
+    pub flush_interval: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_docs: 1000, max_bytes: 8 * 1024 * 1024, flush_interval: Duration::from_millis(1000) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// `None` retries transient failures forever.
+    pub max_attempts: Option<u32>,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: None, initial_delay: Duration::from_millis(200), max_delay: Duration::from_secs(30) }
+    }
+}
+
+/// A string that never shows in logs, events or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `mongodb://user:pass@host/...` → `mongodb://user:***@host/...`, for messages.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else { return uri.to_string() };
+    let rest = &uri[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &uri[..scheme_end], user, &rest[at..])
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// Elasticsearch's rules for index names.
+pub fn check_index_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("index name is empty".into());
+    }
+    if name.len() > 255 {
+        return Err(format!("index name \"{name}\" is longer than 255 bytes"));
+    }
+    if name == "." || name == ".." || name.starts_with(['-', '_', '+']) {
+        return Err(format!("index name \"{name}\" may not be \".\", \"..\" or start with '-', '_' or '+'"));
+    }
+    if let Some(bad) = name.chars().find(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(*c)) {
+        return Err(format!("index name \"{name}\" contains '{bad}' (lowercase letters, digits, '-', '_', '.' and '+' are allowed)"));
+    }
+    Ok(())
+}
+
+impl SyncConfig {
+    pub fn validate(&self) -> SyncResult<()> {
+        let field = |path: &str, msg: String| SyncError::config(format!("{path}: {msg}"));
+        if self.name.trim().is_empty() {
+            return Err(field("name", "must be a non-empty string".into()));
+        }
+        let uri = self.mongo.uri.expose();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
+        }
+        match url::Url::parse(&self.elasticsearch.node) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(field(
+                    "elasticsearch.node",
+                    format!("\"{}\" is not an http(s) URL", redact_uri(&self.elasticsearch.node)),
+                ))
+            }
+        }
+        if self.collections.is_empty() {
+            return Err(field("collections", "must list at least one \"database.collection\"".into()));
+        }
+        for (i, c) in self.collections.iter().enumerate() {
+            check_index_name(&c.index).map_err(|m| field(&format!("collections[{i}].index"), m))?;
+            if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
+                return Err(field(
+                    &format!("collections[{i}]"),
+                    format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace),
+                ));
+            }
+        }
+        if self.checkpoint.database.is_empty() || self.checkpoint.collection.is_empty() {
+            return Err(field("checkpoint", "database and collection must be non-empty".into()));
+        }
+        if self.batch.max_docs == 0 {
+            return Err(field("batch.maxDocs", "must be at least 1".into()));
+        }
+        if self.batch.max_bytes < 1024 {
+            return Err(field("batch.maxBytes", "must be at least 1024".into()));
+        }
+        if self.retry.initial_delay > self.retry.max_delay {
+            return Err(field("retry.initialDelayMs", "must not exceed retry.maxDelayMs".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The index a collection goes to when none is configured: its name, lowercased.
+pub fn default_index_name(ns: &Namespace) -> String {
+    ns.coll.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_parse_with_dotted_collection_names() {
+        let ns = Namespace::parse("shop.orders.archive").unwrap();
+        assert_eq!((ns.db.as_str(), ns.coll.as_str()), ("shop", "orders.archive"));
+        assert!(Namespace::parse("orders").unwrap_err().contains("database.collection"));
+        assert!(Namespace::parse(".orders").is_err());
+        assert!(Namespace::parse("shop.system.users").is_err());
+    }
+
+    #[test]
+    fn index_names_follow_elasticsearch_rules() {
+        assert!(check_index_name("users-v1").is_ok());
+        assert!(check_index_name("Users").unwrap_err().contains("'U'"));
+        assert!(check_index_name("_x").is_err());
+        assert!(check_index_name("a b").is_err());
+        assert!(check_index_name("").is_err());
+    }
+
+    #[test]
+    fn uri_passwords_are_redacted() {
+        assert_eq!(redact_uri("mongodb://bob:s3cret@h:1/db?x=1"), "mongodb://bob:***@h:1/db?x=1");
+        assert_eq!(redact_uri("mongodb://h:1/?replicaSet=rs"), "mongodb://h:1/?replicaSet=rs");
+        assert_eq!(redact_uri("https://u:p@es:9200"), "https://u:***@es:9200");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

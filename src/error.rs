@@ -1,0 +1,121 @@
+//! Errors of the sync engine: a stable code for programs, a message for people.
+
+use std::fmt;
+
+/// Stable error codes; the binding exposes them as the JS `error.code` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The configuration is invalid; the message names the field.
+    Config,
+    /// `start()` while running, `stop()` before `start()`, and similar misuse.
+    State,
+    /// MongoDB could not be reached or refused the connection (auth, TLS, DNS).
+    MongoUnreachable,
+    /// Elasticsearch could not be reached or refused the connection.
+    EsUnreachable,
+    /// A MongoDB operation failed after the sync had started.
+    Mongo,
+    /// Elasticsearch failed permanently (not retryable, or retries exhausted).
+    Elasticsearch,
+    /// The saved resume point is no longer in the change stream history, or is invalid.
+    HistoryLost,
+    /// Reading or writing the checkpoint failed.
+    Checkpoint,
+    /// A bug or an unexpected server reply.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Config => "ERR_CONFIG",
+            ErrorCode::State => "ERR_STATE",
+            ErrorCode::MongoUnreachable => "ERR_MONGO_UNREACHABLE",
+            ErrorCode::EsUnreachable => "ERR_ES_UNREACHABLE",
+            ErrorCode::Mongo => "ERR_MONGO",
+            ErrorCode::Elasticsearch => "ERR_ELASTICSEARCH",
+            ErrorCode::HistoryLost => "ERR_HISTORY_LOST",
+            ErrorCode::Checkpoint => "ERR_CHECKPOINT",
+            ErrorCode::Internal => "ERR_INTERNAL",
+        }
+    }
+}
+
+/// An engine error: its code and a message that already holds the cause chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl SyncError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        SyncError { code, message: message.into() }
+    }
+
+    /// Wraps a lower-level error, keeping its whole `source()` chain in the message.
+    pub fn caused_by(code: ErrorCode, context: impl fmt::Display, cause: &(dyn std::error::Error + 'static)) -> Self {
+        SyncError::new(code, format!("{context}: {}", cause_chain(cause)))
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        SyncError::new(ErrorCode::Config, message)
+    }
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+pub type SyncResult<T> = Result<T, SyncError>;
+
+/// "outer: inner: innermost", skipping links that only repeat their predecessor's text.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connection refused")
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[derive(Debug)]
+    struct Outer(Leaf);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("request failed")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn message_keeps_the_cause_chain() {
+        let err = SyncError::caused_by(ErrorCode::EsUnreachable, "cannot reach Elasticsearch", &Outer(Leaf));
+        assert_eq!(err.to_string(), "ERR_ES_UNREACHABLE: cannot reach Elasticsearch: request failed: connection refused");
+    }
+}

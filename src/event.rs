@@ -1,0 +1,96 @@
+//! What the engine tells its host while it runs. The binding turns these into JS objects.
+
+use std::sync::{Arc, RwLock};
+
+use crate::error::SyncError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    Idle,
+    Starting,
+    Copying,
+    Streaming,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Idle => "idle",
+            SyncState::Starting => "starting",
+            SyncState::Copying => "copying",
+            SyncState::Streaming => "streaming",
+            SyncState::Stopping => "stopping",
+            SyncState::Stopped => "stopped",
+            SyncState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Copy,
+    Stream,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copy => "copy",
+            Phase::Stream => "stream",
+        }
+    }
+}
+
+/// Outcome of one acknowledged `_bulk` batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub indexed: u64,
+    pub deleted: u64,
+    /// Writes Elasticsearch refused because it already holds a newer version: expected, not errors.
+    pub conflicts: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SyncEvent {
+    State { state: SyncState, error: Option<SyncError> },
+    /// Copy progress of one collection; `done` on its last report.
+    Progress { namespace: String, index: String, copied: u64, total_estimate: u64, done: bool },
+    Batch { namespace: String, index: String, phase: Phase, outcome: BatchOutcome, took_ms: u64 },
+    Retry { attempt: u32, delay_ms: u64, cause: String },
+    /// A document that could not be written and was set aside, with why.
+    DeadLetter { namespace: String, index: String, id: String, reason: String },
+    /// A change that is not a document write: drop, rename, dropDatabase, invalidate.
+    Change { namespace: String, operation: String },
+    Warning { namespace: String, message: String },
+}
+
+type Listener = Arc<dyn Fn(&SyncEvent) + Send + Sync>;
+
+/// Fan-out to every registered listener. Listeners must not block: the binding's one
+/// queues the event for the JS thread and returns.
+#[derive(Clone, Default)]
+pub struct EventBus {
+    listeners: Arc<RwLock<Vec<Listener>>>,
+}
+
+impl EventBus {
+    pub fn subscribe(&self, listener: impl Fn(&SyncEvent) + Send + Sync + 'static) {
+        self.listeners.write().expect("listener lock").push(Arc::new(listener));
+    }
+
+    pub fn emit(&self, event: SyncEvent) {
+        match &event {
+            SyncEvent::Warning { namespace, message } => tracing::warn!(namespace, "{message}"),
+            SyncEvent::Retry { attempt, delay_ms, cause } => tracing::warn!(attempt, delay_ms, "retrying: {cause}"),
+            other => tracing::debug!(event = ?other),
+        }
+        let listeners = self.listeners.read().expect("listener lock").clone();
+        for listener in listeners {
+            listener(&event);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! mongo-elastic-sync: MongoDB → Elasticsearch sync engine.
+//!
+//! The engine (source → transform → sink, with checkpoints beside, run by the pipeline) has no
+//! napi dependency; `binding` is the thin Node.js layer over it.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod stats;
+pub mod transform;
+
+mod binding;

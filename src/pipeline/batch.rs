@@ -1,0 +1,128 @@
+//! A batch of writes bounded by documents and bytes, and its commit to the sink.
+
+use std::time::Instant;
+
+use crate::config::BatchConfig;
+use crate::error::SyncResult;
+use crate::event::{Phase, SyncEvent};
+use crate::sink::elasticsearch::encoded_len;
+use crate::transform::{coalesce, ConvertWarning, DocumentWrite, Rejected};
+
+use super::Context;
+
+#[derive(Debug, Default)]
+pub struct Batch {
+    writes: Vec<DocumentWrite>,
+    bytes: usize,
+    /// MongoDB documents or change events this batch stands for (some make no write).
+    read: u64,
+    rejected: Vec<Rejected>,
+    warnings: Vec<ConvertWarning>,
+    opened: Option<Instant>,
+}
+
+/// What adding a write needs first.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Room {
+    Fits,
+    /// Commit the batch, then add.
+    FlushFirst,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.read == 0
+    }
+
+    pub fn read_count(&self) -> u64 {
+        self.read
+    }
+
+    pub fn age_ms(&self) -> u128 {
+        self.opened.map_or(0, |t| t.elapsed().as_millis())
+    }
+
+    pub fn warnings(&mut self) -> &mut Vec<ConvertWarning> {
+        &mut self.warnings
+    }
+
+    fn touch(&mut self) {
+        self.read += 1;
+        self.opened.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether `write` fits next to what is already here.
+    pub fn room_for(&self, index: &str, write: &DocumentWrite, limits: &BatchConfig) -> Room {
+        let len = encoded_len(index, write);
+        let full = self.writes.len() >= limits.max_docs || self.bytes + len > limits.max_bytes;
+        if full && !self.writes.is_empty() {
+            Room::FlushFirst
+        } else {
+            Room::Fits
+        }
+    }
+
+    /// Adds a write; one that alone exceeds the byte cap is dead-lettered instead, since no
+    /// request may exceed the cap.
+    pub fn push(&mut self, index: &str, write: DocumentWrite, limits: &BatchConfig) {
+        self.touch();
+        let len = encoded_len(index, &write);
+        if len > limits.max_bytes {
+            self.rejected.push(Rejected {
+                id: write.id,
+                reason: format!("document of {len} bytes exceeds batch.maxBytes ({})", limits.max_bytes),
+            });
+            return;
+        }
+        self.bytes += len;
+        self.writes.push(write);
+    }
+
+    /// Counts a read that produced no write (e.g. an update whose document is already gone).
+    pub fn push_skipped(&mut self) {
+        self.touch();
+    }
+
+    pub fn push_rejected(&mut self, rejected: Rejected) {
+        self.touch();
+        self.rejected.push(rejected);
+    }
+}
+
+/// Writes the batch and reports it; returns once everything in it is acknowledged or dead-lettered.
+pub async fn commit(ctx: &Context, namespace: &str, index: &str, phase: Phase, batch: Batch) -> SyncResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut report = ctx.sink.write(index, coalesce(batch.writes)).await?;
+    report.outcome.dead_letters += batch.rejected.len() as u64;
+    for rejected in batch.rejected.into_iter().chain(report.dead_letters) {
+        ctx.events.emit(SyncEvent::DeadLetter {
+            namespace: namespace.to_string(),
+            index: index.to_string(),
+            id: rejected.id,
+            reason: rejected.reason,
+        });
+    }
+    if let Some(first) = batch.warnings.first() {
+        ctx.events.emit(SyncEvent::Warning {
+            namespace: namespace.to_string(),
+            message: format!(
+                "{} value(s) altered while converting to JSON, e.g. at \"{}\": {}",
+                batch.warnings.len(),
+                first.path,
+                first.reason
+            ),
+        });
+    }
+    ctx.stats.record_batch(phase, batch.read, &report.outcome);
+    ctx.events.emit(SyncEvent::Batch {
+        namespace: namespace.to_string(),
+        index: index.to_string(),
+        phase,
+        outcome: report.outcome,
+        took_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! One collection's sync: the copy (if not done yet), then its change stream, checkpointing
+//! after every acknowledged batch.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+use mongodb::Collection;
+use tokio::sync::mpsc;
+
+use super::batch::{commit, Batch, Room};
+use super::{Context, Flow};
+use crate::checkpoint::CollectionCheckpoint;
+use crate::config::CollectionConfig;
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::event::{Phase, SyncEvent};
+use crate::source::change_stream::{self, CollectionStream, StreamStart};
+use crate::source::{copy, mongo_error};
+use crate::transform::{delete_write, describe_id, index_write, version_of};
+
+/// A saved idle position is refreshed at most this often.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+pub struct CollectionSync<'a> {
+    pub ctx: &'a Context,
+    pub config: &'a CollectionConfig,
+    pub checkpoint: CollectionCheckpoint,
+}
+
+impl CollectionSync<'_> {
+    fn namespace(&self) -> String {
+        self.config.namespace.to_string()
+    }
+
+    fn collection(&self) -> Collection<Document> {
+        self.ctx.client.database(&self.config.namespace.db).collection(&self.config.namespace.coll)
+    }
+
+    async fn save(&self) -> SyncResult<()> {
+        self.ctx.store.save(&self.config.namespace, &self.checkpoint).await
+    }
+
+    /// Copy then stream; returns when stopped. Transient MongoDB failures are retried from
+    /// the last checkpoint, which is also the in-memory position. `opened_stream`, opened (and
+    /// so validated) at start, serves the first stream phase.
+    pub async fn run(mut self, mut opened_stream: Option<CollectionStream>) -> SyncResult<()> {
+        let mut attempt = 0;
+        loop {
+            let result = self.run_phases(opened_stream.take()).await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code == ErrorCode::MongoUnreachable && !self.ctx.cancel.is_cancelled() => {
+                    attempt += 1;
+                    let delay = crate::sink::elasticsearch::retry::backoff_delay(&self.ctx.config.retry, attempt);
+                    self.ctx.stats.record_retry();
+                    self.ctx.events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause: e.to_string() });
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.ctx.cancel.cancelled() => return Ok(()),
+                    }
+                }
+                Err(e) if e.code == ErrorCode::State && self.ctx.cancel.is_cancelled() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn run_phases(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
+        if !self.checkpoint.copy_done {
+            if self.checkpoint.start_at.is_none() {
+                // Rule: capture the stream's start before scanning, so nothing changed during the copy is missed.
+                let now = change_stream::cluster_time(&self.ctx.client)
+                    .await
+                    .map_err(|e| mongo_error("cannot read the cluster time", &e))?;
+                self.checkpoint.start_at = Some(now);
+                self.save().await?;
+            }
+            if self.copy().await? == Flow::Stopped {
+                return Ok(Flow::Stopped);
+            }
+        }
+        self.ctx.copy_finished(&self.config.namespace);
+        self.stream(opened_stream).await
+    }
+
+    async fn copy(&mut self) -> SyncResult<Flow> {
+        let ctx = self.ctx;
+        let ns = self.namespace();
+        let index = self.config.index.clone();
+        let start_at = self.checkpoint.start_at.expect("start point captured before the copy");
+        let version = version_of(start_at);
+        let collection = self.collection();
+        let total = collection.estimated_document_count().await.unwrap_or(0);
+        let limits = ctx.config.batch.clone();
+        let convert = ctx.convert.clone();
+        let after = self.checkpoint.copy_last_id.clone();
+
+        // The reader converts while the writer waits on Elasticsearch; two batches in flight at most.
+        let (tx, mut rx) = mpsc::channel::<SyncResult<(Batch, Bson)>>(2);
+        let cancel = ctx.cancel.clone();
+        let reader_index = index.clone();
+        let reader = tokio::spawn(async move {
+            let read = async {
+                let mut cursor = copy::open(&collection, after.as_ref(), limits.max_docs.min(10_000) as u32)
+                    .await
+                    .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
+                let mut batch = Batch::default();
+                let mut last_id = Bson::Null;
+                while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
+                    if cancel.is_cancelled() {
+                        return Ok(());
+                    }
+                    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+                    match index_write(&doc, version, &convert, batch.warnings()) {
+                        Ok(write) => {
+                            if batch.room_for(&reader_index, &write, &limits) == Room::FlushFirst {
+                                if tx.send(Ok((std::mem::take(&mut batch), last_id.clone()))).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            batch.push(&reader_index, write, &limits);
+                        }
+                        Err(rejected) => batch.push_rejected(rejected),
+                    }
+                    last_id = id;
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok((batch, last_id))).await;
+                }
+                Ok(())
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+
+        let ns = self.namespace();
+        let mut last_progress = Instant::now();
+        let outcome = loop {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                _ = ctx.cancel.cancelled() => break Flow::Stopped,
+            };
+            let Some(item) = next else { break Flow::Done };
+            let (batch, last_id) = match item {
+                Ok(v) => v,
+                Err(e) => {
+                    reader.abort();
+                    return Err(e);
+                }
+            };
+            let read = batch.read_count();
+            commit(ctx, &ns, &index, Phase::Copy, batch).await?;
+            self.checkpoint.copy_last_id = Some(last_id);
+            self.checkpoint.copied += read;
+            self.save().await?;
+            if last_progress.elapsed() >= Duration::from_millis(500) {
+                last_progress = Instant::now();
+                ctx.events.emit(SyncEvent::Progress { namespace: ns.clone(), index: index.clone(), copied: self.checkpoint.copied, total_estimate: total, done: false });
+            }
+        };
+        reader.abort();
+        if outcome == Flow::Done {
+            self.checkpoint.copy_done = true;
+            self.save().await?;
+            ctx.events.emit(SyncEvent::Progress { namespace: ns, index, copied: self.checkpoint.copied, total_estimate: total.max(self.checkpoint.copied), done: true });
+        }
+        Ok(outcome)
+    }
+
+    fn stream_start(&self) -> StreamStart {
+        match (&self.checkpoint.resume_token, self.checkpoint.start_at) {
+            (Some(token), _) => StreamStart::ResumeAfter(token.clone()),
+            (None, Some(at)) => StreamStart::AtOperationTime(at),
+            (None, None) => unreachable!("a collection reaches its stream with a start point"),
+        }
+    }
+
+    async fn open_stream(&self, start: &StreamStart) -> SyncResult<CollectionStream> {
+        change_stream::open(&self.collection(), start, self.ctx.max_await())
+            .await
+            .map_err(|e| stream_open_error(&self.config.namespace.to_string(), &e))
+    }
+
+    async fn stream(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
+        let ctx = self.ctx;
+        let ns = self.namespace();
+        let index = self.config.index.clone();
+        let limits = ctx.config.batch.clone();
+        let mut stream = match opened_stream {
+            Some(s) => s,
+            None => self.open_stream(&self.stream_start()).await?,
+        };
+        let mut batch = Batch::default();
+        // Token of the last event in `batch`: the position to save once it is acknowledged.
+        let mut batch_token: Option<Document> = None;
+        let mut last_saved = Instant::now();
+
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => None,
+                next = stream.next_if_any() => Some(next),
+            };
+            match next {
+                None => {
+                    self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                    return Ok(Flow::Stopped);
+                }
+                Some(Err(e)) => {
+                    // What was read is still written and checkpointed before reopening.
+                    self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                    return Err(mongo_error(format!("change stream of {ns} failed"), &e));
+                }
+                Some(Ok(None)) => {
+                    if !batch.is_empty() {
+                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        last_saved = Instant::now();
+                    } else if last_saved.elapsed() >= IDLE_CHECKPOINT_EVERY {
+                        // Rule: idle collections keep a fresh token so they stay inside the history window.
+                        if let Some(token) = stream.resume_token().as_ref().and_then(change_stream::token_document) {
+                            if self.checkpoint.resume_token.as_ref() != Some(&token) {
+                                self.checkpoint.resume_token = Some(token);
+                                self.save().await?;
+                            }
+                        }
+                        last_saved = Instant::now();
+                    }
+                }
+                Some(Ok(Some(event))) => {
+                    let token = change_stream::token_document(&event.id);
+                    if event.operation_type == OperationType::Invalidate {
+                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        ctx.events.emit(SyncEvent::Change { namespace: ns.clone(), operation: "invalidate".into() });
+                        let Some(token) = token else {
+                            return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {ns} has no usable token")));
+                        };
+                        stream = self.open_stream(&StreamStart::StartAfter(token)).await?;
+                        // The new stream's first position replaces the invalidate token, which cannot be resumed after.
+                        if let Some(t) = stream.resume_token().as_ref().and_then(change_stream::token_document) {
+                            self.checkpoint.resume_token = Some(t);
+                            self.save().await?;
+                        }
+                        continue;
+                    }
+                    self.add_event(&ns, &index, &mut batch, &mut batch_token, event, token, &limits).await?;
+                    last_saved = Instant::now();
+                }
+            }
+            if !batch.is_empty() && (batch.age_ms() >= limits.flush_interval.as_millis()) {
+                self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add_event(
+        &mut self,
+        ns: &str,
+        index: &str,
+        batch: &mut Batch,
+        batch_token: &mut Option<Document>,
+        event: ChangeStreamEvent<Document>,
+        token: Option<Document>,
+        limits: &crate::config::BatchConfig,
+    ) -> SyncResult<()> {
+        let ctx = self.ctx;
+        let Some(cluster_time) = event.cluster_time else {
+            return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {ns} has no clusterTime")));
+        };
+        let version = version_of(cluster_time);
+        let write = match event.operation_type {
+            OperationType::Insert | OperationType::Replace | OperationType::Update => match &event.full_document {
+                Some(doc) => Some(index_write(doc, version, &ctx.convert, batch.warnings())),
+                // An update whose document is already deleted: its delete event follows.
+                None => None,
+            },
+            OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id")) {
+                Some(id) => Some(delete_write(id, version)),
+                None => Some(Err(crate::transform::Rejected { id: describe_id(&Bson::Null), reason: "delete event without documentKey._id".into() })),
+            },
+            ref other => {
+                let operation = format!("{other:?}").to_lowercase();
+                ctx.events.emit(SyncEvent::Change { namespace: ns.to_string(), operation });
+                None
+            }
+        };
+        match write {
+            Some(Ok(write)) => {
+                if batch.room_for(index, &write, limits) == Room::FlushFirst {
+                    self.flush(ns, index, batch, batch_token).await?;
+                }
+                batch.push(index, write, limits);
+            }
+            Some(Err(rejected)) => batch.push_rejected(rejected),
+            None => batch.push_skipped(),
+        }
+        *batch_token = token;
+        Ok(())
+    }
+
+    /// Commits the batch, then saves the position of its last event.
+    async fn flush(&mut self, ns: &str, index: &str, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        commit(self.ctx, ns, index, Phase::Stream, std::mem::take(batch)).await?;
+        if let Some(token) = batch_token.take() {
+            self.checkpoint.resume_token = Some(token);
+            self.save().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Opening a stream at a saved position that is gone is lost history, not a passing fault.
+pub fn stream_open_error(ns: &str, err: &mongodb::error::Error) -> SyncError {
+    let mut e = mongo_error(format!("cannot open the change stream of {ns}"), err);
+    if change_stream::is_history_lost(err) {
+        e.code = ErrorCode::HistoryLost;
+        e.message = format!(
+            "the saved position of {ns} is no longer in the change stream history (or is invalid); \
+             nothing was written. Re-copy the collection by deleting its checkpoint. Cause: {}",
+            e.message
+        );
+    }
+    e
+}

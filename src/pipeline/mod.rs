@@ -1,0 +1,255 @@
+//! The sync engine: connects source, transform, sink and checkpoints, and runs one task per
+//! collection. Its lifecycle is `start` → (`stop` | failure), observable through events and stats.
+
+mod batch;
+mod collection;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::MongoCheckpointStore;
+use crate::config::{redact_uri, Namespace, SyncConfig};
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::event::{EventBus, SyncEvent, SyncState};
+use crate::sink::elasticsearch::{EsSink, ServerInfo};
+use crate::source::change_stream::{self, StreamStart};
+use crate::source::mongo_error;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::transform::ConvertOptions;
+use collection::{stream_open_error, CollectionSync};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Done,
+    Stopped,
+}
+
+/// What every collection task shares.
+pub(crate) struct Context {
+    config: Arc<SyncConfig>,
+    client: Client,
+    sink: EsSink,
+    store: MongoCheckpointStore,
+    events: EventBus,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+    convert: ConvertOptions,
+    copying: Mutex<HashSet<Namespace>>,
+}
+
+impl Context {
+    /// Marks a collection's copy as finished; the last one moves the sync to `streaming`.
+    fn copy_finished(&self, ns: &Namespace) {
+        let mut copying = self.copying.lock().expect("copying lock");
+        if copying.remove(ns) && copying.is_empty() && !self.cancel.is_cancelled() {
+            set_state(&self.stats, &self.events, SyncState::Streaming, None);
+        }
+    }
+
+    /// How long one getMore waits for changes: short, so a lone change is written promptly.
+    fn max_await(&self) -> Duration {
+        (self.config.batch.flush_interval / 5).clamp(Duration::from_millis(20), Duration::from_millis(200))
+    }
+}
+
+fn set_state(stats: &Stats, events: &EventBus, state: SyncState, error: Option<SyncError>) {
+    stats.set_state(state);
+    events.emit(SyncEvent::State { state, error });
+}
+
+/// The result of a finished run, shared by everyone waiting for it.
+type Finished = Option<Result<(), SyncError>>;
+
+struct Run {
+    cancel: CancellationToken,
+    finished: watch::Receiver<Finished>,
+}
+
+pub struct SyncEngine {
+    config: Arc<SyncConfig>,
+    events: EventBus,
+    stats: Arc<Stats>,
+    run: tokio::sync::Mutex<Option<Run>>,
+}
+
+impl SyncEngine {
+    /// Validates the configuration; nothing connects until `start`.
+    pub fn new(config: SyncConfig) -> SyncResult<Self> {
+        config.validate()?;
+        Ok(SyncEngine { config: Arc::new(config), events: EventBus::default(), stats: Arc::new(Stats::default()), run: Default::default() })
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// Connects, checks the saved positions and starts syncing; resolves once it runs.
+    pub async fn start(&self) -> SyncResult<()> {
+        let mut run = self.run.lock().await;
+        let state = self.stats.state();
+        if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
+            return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
+        }
+        set_state(&self.stats, &self.events, SyncState::Starting, None);
+        let cancel = CancellationToken::new();
+        let prepared = match self.prepare(cancel.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                set_state(&self.stats, &self.events, SyncState::Failed, Some(e.clone()));
+                return Err(e);
+            }
+        };
+        let (done_tx, done_rx) = watch::channel::<Finished>(None);
+        let events = self.events.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let result = run_all(prepared).await;
+            match &result {
+                Ok(()) => set_state(&stats, &events, SyncState::Stopped, None),
+                Err(e) => set_state(&stats, &events, SyncState::Failed, Some(e.clone())),
+            }
+            let _ = done_tx.send(Some(result));
+        });
+        *run = Some(Run { cancel, finished: done_rx });
+        Ok(())
+    }
+
+    async fn prepare(&self, cancel: CancellationToken) -> SyncResult<Prepared> {
+        let config = self.config.clone();
+        let client = connect_mongo(&config).await?;
+        let sink = EsSink::new(&config.elasticsearch, config.retry.clone(), self.events.clone(), self.stats.clone(), cancel.clone())?;
+        let server: ServerInfo = sink.server_info().await?;
+        tracing::info!(flavour = %server.flavour, version = %server.version, "connected to the search server");
+        let store = MongoCheckpointStore::new(&client, &config.checkpoint, &config.name);
+        let ctx = Arc::new(Context {
+            config: config.clone(),
+            client: client.clone(),
+            sink,
+            store,
+            events: self.events.clone(),
+            stats: self.stats.clone(),
+            cancel,
+            convert: ConvertOptions::default(),
+            copying: Mutex::new(HashSet::new()),
+        });
+        let mut collections = Vec::new();
+        for c in &config.collections {
+            let checkpoint = ctx.store.load(&c.namespace).await?;
+            // A saved stream position is checked now, so that lost history fails `start()`.
+            let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
+                (Some(token), true) => Some(
+                    change_stream::open(
+                        &client.database(&c.namespace.db).collection(&c.namespace.coll),
+                        &StreamStart::ResumeAfter(token.clone()),
+                        ctx.max_await(),
+                    )
+                    .await
+                    .map_err(|e| stream_open_error(&c.namespace.to_string(), &e))?,
+                ),
+                _ => None,
+            };
+            if !checkpoint.copy_done {
+                ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
+            }
+            ctx.sink.ensure_index(&c.index).await?;
+            collections.push((c.clone(), checkpoint, opened_stream));
+        }
+        Ok(Prepared { ctx, collections })
+    }
+
+    /// Stops reading, writes what was read, saves the checkpoint. Idempotent once started.
+    pub async fn stop(&self) -> SyncResult<()> {
+        let mut finished = {
+            let run = self.run.lock().await;
+            let Some(run) = run.as_ref() else {
+                return Err(SyncError::new(ErrorCode::State, "stop() called before start()"));
+            };
+            if !matches!(self.stats.state(), SyncState::Stopped | SyncState::Failed) {
+                set_state(&self.stats, &self.events, SyncState::Stopping, None);
+            }
+            run.cancel.cancel();
+            run.finished.clone()
+        };
+        let _ = finished.wait_for(|f| f.is_some()).await;
+        Ok(())
+    }
+
+    /// Resolves when the sync has stopped; rejects with the error that made it fail.
+    pub async fn wait(&self) -> SyncResult<()> {
+        let finished = {
+            let run = self.run.lock().await;
+            match run.as_ref() {
+                Some(run) => run.finished.clone(),
+                None => return Err(SyncError::new(ErrorCode::State, "the sync was never started")),
+            }
+        };
+        let mut finished = finished;
+        let done = finished.wait_for(|f| f.is_some()).await.map_err(|_| SyncError::new(ErrorCode::Internal, "sync task vanished"))?;
+        done.clone().expect("waited for Some")
+    }
+}
+
+struct Prepared {
+    ctx: Arc<Context>,
+    collections: Vec<(crate::config::CollectionConfig, crate::checkpoint::CollectionCheckpoint, Option<change_stream::CollectionStream>)>,
+}
+
+async fn run_all(prepared: Prepared) -> SyncResult<()> {
+    let Prepared { ctx, collections } = prepared;
+    let initial = if ctx.copying.lock().expect("copying lock").is_empty() { SyncState::Streaming } else { SyncState::Copying };
+    set_state(&ctx.stats, &ctx.events, initial, None);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (config, checkpoint, opened_stream) in collections {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            CollectionSync { ctx: &ctx, config: &config, checkpoint }.run(opened_stream).await
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| Err(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))));
+        if let Err(e) = result {
+            // One collection failing stops the others (cleanly, with their checkpoints saved).
+            ctx.cancel.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn connect_mongo(config: &SyncConfig) -> SyncResult<Client> {
+    let uri = config.mongo.uri.expose();
+    let unreachable = |msg: String| SyncError::new(ErrorCode::MongoUnreachable, format!("cannot connect to MongoDB at {}: {msg}", redact_uri(uri)));
+    let mut options = ClientOptions::parse(uri).await.map_err(|e| unreachable(crate::error::cause_chain(&e)))?;
+    options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+    options.connect_timeout.get_or_insert(Duration::from_secs(10));
+    options.app_name.get_or_insert_with(|| "mongo-elastic-sync".to_string());
+    let client = Client::with_options(options).map_err(|e| unreachable(crate::error::cause_chain(&e)))?;
+    client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"ping": 1})
+        .await
+        .map_err(|e| {
+            let mut err = mongo_error("ping failed", &e);
+            err.code = ErrorCode::MongoUnreachable;
+            unreachable(err.message)
+        })?;
+    Ok(client)
+}

@@ -1,0 +1,106 @@
+//! Reads a `_bulk` response item by item and classifies every outcome.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Indexed,
+    /// Deleted, or already absent (a delete of a missing document is a success).
+    Deleted,
+    /// Elasticsearch holds a newer version: the write was stale. Expected after replays.
+    Conflict,
+    /// Worth sending again: overload (429), server-side failures (5xx).
+    Retryable(String),
+    /// Will never succeed as is: mapping conflicts, bad values. Goes to dead letters.
+    Permanent(String),
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// One outcome per item, in request order; an error if the reply does not match the request.
+pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, String> {
+    let parsed: BulkResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+    if parsed.items.len() != expected_items {
+        return Err(format!("_bulk response has {} items for {} writes", parsed.items.len(), expected_items));
+    }
+    parsed
+        .items
+        .into_iter()
+        .map(|item| {
+            let (action, result) = item.into_iter().next().ok_or("empty _bulk response item")?;
+            Ok(classify(&action, result.status, result.error.as_ref()))
+        })
+        .collect()
+}
+
+fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> ItemOutcome {
+    let error_type = error.and_then(|e| e.get("type")).and_then(|t| t.as_str()).unwrap_or("");
+    match status {
+        200..=299 if action == "delete" => ItemOutcome::Deleted,
+        200..=299 => ItemOutcome::Indexed,
+        404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
+        409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
+        429 | 500..=599 => ItemOutcome::Retryable(describe(status, error)),
+        _ if error_type == "es_rejected_execution_exception" => ItemOutcome::Retryable(describe(status, error)),
+        _ => ItemOutcome::Permanent(describe(status, error)),
+    }
+}
+
+/// "400 mapper_parsing_exception: failed to parse field [a] (caused by: ...)"
+fn describe(status: u16, error: Option<&serde_json::Value>) -> String {
+    let Some(error) = error else { return format!("status {status}") };
+    let text = |e: &serde_json::Value| {
+        let kind = e.get("type").and_then(|t| t.as_str()).unwrap_or("error");
+        let reason = e.get("reason").and_then(|t| t.as_str()).unwrap_or("");
+        format!("{kind}: {reason}")
+    };
+    match error.get("caused_by") {
+        Some(cause) => format!("{status} {} (caused by {})", text(error), text(cause)),
+        None => format!("{status} {}", text(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_item_is_classified() {
+        let body = br#"{"errors":true,"items":[
+            {"index":{"status":201,"result":"created"}},
+            {"delete":{"status":404,"result":"not_found"}},
+            {"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"old"}}},
+            {"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}},
+            {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad","caused_by":{"type":"illegal_argument_exception","reason":"x"}}}},
+            {"delete":{"status":200,"result":"deleted"}}
+        ]}"#;
+        let out = parse_bulk_response(body, 6).unwrap();
+        assert_eq!(out[0], ItemOutcome::Indexed);
+        assert_eq!(out[1], ItemOutcome::Deleted);
+        assert_eq!(out[2], ItemOutcome::Conflict);
+        assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
+        assert_eq!(
+            out[4],
+            ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into())
+        );
+        assert_eq!(out[5], ItemOutcome::Deleted);
+    }
+
+    #[test]
+    fn a_reply_with_the_wrong_item_count_is_an_error() {
+        assert!(parse_bulk_response(br#"{"items":[]}"#, 1).unwrap_err().contains("0 items for 1"));
+        assert!(parse_bulk_response(b"<html>", 1).is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The Elasticsearch client: connection check, index creation and versioned bulk writes
+//! with whole-request and per-item retries.
+
+use std::sync::Arc;
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use tokio_util::sync::CancellationToken;
+
+use super::encoder::encode_all;
+use super::response::{parse_bulk_response, ItemOutcome};
+use super::retry::{backoff_delay, is_retryable_status, may_retry};
+use crate::config::{redact_uri, EsAuth, EsConfig, RetryConfig, Secret};
+use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
+use crate::event::{BatchOutcome, EventBus, SyncEvent};
+use crate::stats::Stats;
+use crate::transform::{DocumentWrite, Rejected, WriteOp};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// "elasticsearch" or "opensearch".
+    pub flavour: String,
+    pub version: String,
+}
+
+/// What one acknowledged batch came to, and the documents set aside.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    pub outcome: BatchOutcome,
+    pub dead_letters: Vec<Rejected>,
+}
+
+#[derive(Clone)]
+pub struct EsSink {
+    client: Elasticsearch,
+    node: String,
+    retry: RetryConfig,
+    events: EventBus,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+}
+
+/// A reply read whole: status and body.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl EsSink {
+    pub fn new(config: &EsConfig, retry: RetryConfig, events: EventBus, stats: Arc<Stats>, cancel: CancellationToken) -> SyncResult<Self> {
+        let mut url = url::Url::parse(&config.node)
+            .map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
+        // Credentials in the URL become basic auth, so the URL itself (which shows up in
+        // transport errors) never carries them.
+        let mut auth = config.auth.clone();
+        if !url.username().is_empty() && matches!(auth, EsAuth::None) {
+            auth = EsAuth::Basic {
+                username: url.username().to_string(),
+                password: Secret::new(url.password().unwrap_or("")),
+            };
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
+            .disable_proxy()
+            .enable_meta_header(false)
+            .timeout(config.request_timeout);
+        builder = match &auth {
+            EsAuth::None => builder,
+            EsAuth::Basic { username, password } => builder.auth(Credentials::Basic(username.clone(), password.expose().to_string())),
+            EsAuth::ApiKey(key) => builder.auth(Credentials::EncodedApiKey(key.expose().to_string())),
+            EsAuth::Bearer(token) => builder.auth(Credentials::Bearer(token.expose().to_string())),
+        };
+        let transport = builder
+            .build()
+            .map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
+        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), retry, events, stats, cancel })
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, String> {
+        let mut headers = HeaderMap::new();
+        if ndjson {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        }
+        let response = self
+            .client
+            .send(method, path, headers, None::<&()>, body, None)
+            .await
+            .map_err(|e| cause_chain(&e))?;
+        let status = response.status_code().as_u16();
+        let body = response.bytes().await.map_err(|e| cause_chain(&e))?.to_vec();
+        Ok(Reply { status, body })
+    }
+
+    /// Asks the server who it is; fails fast (no retries) so that `start()` reports a wrong URL at once.
+    pub async fn server_info(&self) -> SyncResult<ServerInfo> {
+        let unreachable = |msg: String| SyncError::new(ErrorCode::EsUnreachable, format!("cannot reach Elasticsearch at {}: {msg}", redact_uri(&self.node)));
+        let reply = self.request(Method::Get, "/", None, false).await.map_err(unreachable)?;
+        if reply.status == 401 || reply.status == 403 {
+            return Err(unreachable(format!("authentication refused (HTTP {})", reply.status)));
+        }
+        if reply.status != 200 {
+            return Err(unreachable(format!("HTTP {}: {}", reply.status, snippet(&reply.body))));
+        }
+        let info: serde_json::Value = serde_json::from_slice(&reply.body)
+            .map_err(|e| unreachable(format!("the reply to GET / is not JSON ({e})")))?;
+        let version = &info["version"];
+        Ok(ServerInfo {
+            flavour: version["distribution"].as_str().unwrap_or("elasticsearch").to_string(),
+            version: version["number"].as_str().unwrap_or("unknown").to_string(),
+        })
+    }
+
+    /// Creates the index with dynamic mapping unless it exists.
+    pub async fn ensure_index(&self, index: &str) -> SyncResult<()> {
+        let path = format!("/{index}");
+        let reply = self.with_retries("check index", || self.request(Method::Head, &path, None, false)).await?;
+        if reply.status == 200 {
+            return Ok(());
+        }
+        let reply = self
+            .with_retries("create index", || self.request(Method::Put, &path, Some(b"{}".to_vec()), false))
+            .await?;
+        let already_exists = reply.status == 400 && snippet(&reply.body).contains("resource_already_exists");
+        if reply.status == 200 || already_exists {
+            return Ok(());
+        }
+        Err(SyncError::new(
+            ErrorCode::Elasticsearch,
+            format!("cannot create index \"{index}\": HTTP {}: {}", reply.status, snippet(&reply.body)),
+        ))
+    }
+
+    /// Sends a request until it gets a non-transient reply; transient = transport error, 429, 5xx.
+    async fn with_retries<F, Fut>(&self, what: &str, mut send: F) -> SyncResult<Reply>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Reply, String>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let cause = match send().await {
+                Ok(reply) if !is_retryable_status(reply.status) => return Ok(reply),
+                Ok(reply) => format!("HTTP {}: {}", reply.status, snippet(&reply.body)),
+                Err(transport) => transport,
+            };
+            attempt += 1;
+            self.pause_before_retry(what, attempt, &cause).await?;
+        }
+    }
+
+    async fn pause_before_retry(&self, what: &str, attempt: u32, cause: &str) -> SyncResult<()> {
+        if !may_retry(&self.retry, attempt) {
+            return Err(SyncError::new(ErrorCode::Elasticsearch, format!("{what} failed after {attempt} attempts: {cause}")));
+        }
+        let delay = backoff_delay(&self.retry, attempt);
+        self.stats.record_retry();
+        self.events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause: format!("{what}: {cause}") });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.cancel.cancelled() => Err(SyncError::new(ErrorCode::State, format!("stopped while retrying {what}"))),
+        }
+    }
+
+    /// Writes a batch to `index` and returns once every write is acknowledged, stale (conflict)
+    /// or dead-lettered. Transient failures, of the whole request or of single items, are retried.
+    pub async fn write(&self, index: &str, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+        let mut report = WriteReport::default();
+        let mut pending = writes;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let body = encode_all(index, &pending);
+            let reply = self
+                .with_retries("bulk write", || self.request(Method::Post, "/_bulk", Some(body.clone()), true))
+                .await?;
+            if reply.status == 413 && pending.len() > 1 {
+                // The server's request limit is below ours: halve and carry on.
+                let rest = pending.split_off(pending.len() / 2);
+                let first = Box::pin(self.write(index, std::mem::take(&mut pending))).await?;
+                let second = Box::pin(self.write(index, rest)).await?;
+                merge(&mut report, first);
+                merge(&mut report, second);
+                return Ok(report);
+            }
+            if reply.status == 413 {
+                report.outcome.dead_letters += 1;
+                report.dead_letters.push(Rejected { id: pending[0].id.clone(), reason: format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len()) });
+                return Ok(report);
+            }
+            if !(200..300).contains(&reply.status) {
+                return Err(SyncError::new(
+                    ErrorCode::Elasticsearch,
+                    format!("bulk write to \"{index}\" refused: HTTP {}: {}", reply.status, snippet(&reply.body)),
+                ));
+            }
+            let outcomes = parse_bulk_response(&reply.body, pending.len())
+                .map_err(|e| SyncError::new(ErrorCode::Elasticsearch, format!("bulk write to \"{index}\": {e}")))?;
+            let mut retry_items = Vec::new();
+            let mut retry_cause = String::new();
+            for (write, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    ItemOutcome::Indexed => report.outcome.indexed += 1,
+                    ItemOutcome::Deleted => report.outcome.deleted += 1,
+                    ItemOutcome::Conflict => report.outcome.conflicts += 1,
+                    ItemOutcome::Retryable(cause) => {
+                        retry_cause = cause;
+                        retry_items.push(write);
+                    }
+                    ItemOutcome::Permanent(reason) => {
+                        report.outcome.dead_letters += 1;
+                        let reason = match write.op {
+                            WriteOp::Index(_) => reason,
+                            WriteOp::Delete => format!("delete failed: {reason}"),
+                        };
+                        report.dead_letters.push(Rejected { id: write.id, reason });
+                    }
+                }
+            }
+            pending = retry_items;
+            if !pending.is_empty() {
+                attempt += 1;
+                let what = format!("{} items of a bulk write", pending.len());
+                self.pause_before_retry(&what, attempt, &retry_cause).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Makes recent writes visible to searches (used by tests and the demo).
+    pub async fn refresh(&self, index: &str) -> SyncResult<()> {
+        let path = format!("/{index}/_refresh");
+        let reply = self
+            .with_retries("refresh", || self.request(Method::Post, &path, None, false))
+            .await?;
+        if (200..300).contains(&reply.status) {
+            Ok(())
+        } else {
+            Err(SyncError::new(ErrorCode::Elasticsearch, format!("refresh of \"{index}\": HTTP {}", reply.status)))
+        }
+    }
+}
+
+fn merge(into: &mut WriteReport, part: WriteReport) {
+    into.outcome.indexed += part.outcome.indexed;
+    into.outcome.deleted += part.outcome.deleted;
+    into.outcome.conflicts += part.outcome.conflicts;
+    into.outcome.dead_letters += part.outcome.dead_letters;
+    into.dead_letters.extend(part.dead_letters);
+}
+
+/// The start of a reply body, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.replace('\n', " ")
+}
+

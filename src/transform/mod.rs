@@ -1,0 +1,110 @@
+//! Turns MongoDB documents and change events into versioned Elasticsearch writes.
+
+pub mod bson_to_json;
+
+use mongodb::bson::{Bson, Document, Timestamp};
+
+pub use bson_to_json::{ConvertOptions, ConvertWarning};
+
+/// One document-level write for Elasticsearch, already serialised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentWrite {
+    pub id: String,
+    /// External version: newer MongoDB history always carries a higher (or equal) number.
+    pub version: i64,
+    pub op: WriteOp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// The `_source` as JSON bytes.
+    Index(Vec<u8>),
+    Delete,
+}
+
+/// A document that cannot become a write, with the reason it is dead-lettered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub id: String,
+    pub reason: String,
+}
+
+/// The version Elasticsearch stores for a change made at MongoDB cluster time `t`.
+pub fn version_of(t: Timestamp) -> i64 {
+    bson_to_json::bson_timestamp_version(t)
+}
+
+/// A display form of any `_id`, for dead letters and messages.
+pub fn describe_id(id: &Bson) -> String {
+    bson_to_json::es_id(id).unwrap_or_else(|_| id.to_string())
+}
+
+/// An index (create or replace) write of a whole document.
+pub fn index_write(
+    doc: &Document,
+    version: i64,
+    options: &ConvertOptions,
+    warnings: &mut Vec<ConvertWarning>,
+) -> Result<DocumentWrite, Rejected> {
+    let raw_id = doc.get("_id").ok_or_else(|| Rejected { id: String::new(), reason: "document has no _id".into() })?;
+    let id = bson_to_json::es_id(raw_id).map_err(|e| Rejected { id: describe_id(raw_id), reason: e.to_string() })?;
+    let source = bson_to_json::document_to_source(doc, options, warnings);
+    let body = serde_json::to_vec(&source).map_err(|e| Rejected { id: id.clone(), reason: format!("cannot serialise document: {e}") })?;
+    Ok(DocumentWrite { id, version, op: WriteOp::Index(body) })
+}
+
+/// A versioned delete, so that an older index write replayed later cannot resurrect it.
+pub fn delete_write(id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
+    let es_id = bson_to_json::es_id(id).map_err(|e| Rejected { id: describe_id(id), reason: e.to_string() })?;
+    Ok(DocumentWrite { id: es_id, version, op: WriteOp::Delete })
+}
+
+/// Keeps only the last write per `_id`, in first-seen order. Several changes of one
+/// document inside a batch (e.g. one transaction, same cluster time) thus end as the last one.
+pub fn coalesce(writes: Vec<DocumentWrite>) -> Vec<DocumentWrite> {
+    use std::collections::HashMap;
+    let mut position: HashMap<String, usize> = HashMap::with_capacity(writes.len());
+    let mut out: Vec<DocumentWrite> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match position.get(&w.id) {
+            Some(&i) => out[i] = w,
+            None => {
+                position.insert(w.id.clone(), out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn index_write_moves_id_out_of_the_source() {
+        let mut warnings = vec![];
+        let w = index_write(&doc! {"_id": 7_i64, "a": 1}, 42, &ConvertOptions::default(), &mut warnings).unwrap();
+        assert_eq!(w.id, "7");
+        assert_eq!(w.version, 42);
+        assert_eq!(w.op, WriteOp::Index(br#"{"a":1}"#.to_vec()));
+    }
+
+    #[test]
+    fn a_document_without_id_is_rejected_not_dropped() {
+        let err = index_write(&doc! {"a": 1}, 1, &ConvertOptions::default(), &mut vec![]).unwrap_err();
+        assert!(err.reason.contains("_id"));
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_write_per_id_in_order() {
+        let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), version: v, op };
+        let out = coalesce(vec![
+            w("a", 1, WriteOp::Index(b"1".to_vec())),
+            w("b", 1, WriteOp::Index(b"2".to_vec())),
+            w("a", 1, WriteOp::Delete),
+        ]);
+        assert_eq!(out, vec![w("a", 1, WriteOp::Delete), w("b", 1, WriteOp::Index(b"2".to_vec()))]);
+    }
+}
