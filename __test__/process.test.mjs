@@ -1,0 +1,129 @@
+// The sync in a real child process: it keeps Node alive while running, lets it exit once stopped,
+// and after SIGKILL at random moments a restart ends with Elasticsearch equal to MongoDB.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { once } from 'node:events'
+import path from 'node:path'
+
+const require = createRequire(import.meta.url)
+const { setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
+const FIXTURE = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'run-sync.js')
+
+/** Spawns the fixture; `events` fills with the child's events as they arrive. */
+function runChild(options, mode = 'run') {
+  const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const events = []
+  let buffer = ''
+  child.stdout.on('data', (chunk) => {
+    buffer += chunk
+    let nl
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl)
+      buffer = buffer.slice(nl + 1)
+      if (line.trim()) events.push(JSON.parse(line))
+    }
+  })
+  const exited = once(child, 'exit')
+  return { child, events, exited }
+}
+
+const inState = (run, state) => run.events.some((e) => e.type === 'state' && e.state === state)
+
+/** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
+function rng(seed) {
+  return () => {
+    seed |= 0
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+test('process lifecycle and crash recovery', async (t) => {
+  const ctx = await setup('process')
+  t.after(() => ctx.teardown())
+
+  await t.test('a running sync keeps the process alive; a stopped one lets it exit', async () => {
+    const db = ctx.mongo.db(unique('life'))
+    await db.collection('c').insertMany([{ _id: 1 }, { _id: 2 }])
+    const base = { name: unique('life'), mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, collections: [`${db.databaseName}.c`] }
+
+    const running = runChild(base)
+    await waitFor('child to stream', () => inState(running, 'streaming'))
+    // Nothing but the sync holds this child's event loop.
+    await new Promise((r) => setTimeout(r, 1500))
+    assert.equal(running.child.exitCode, null, 'still running while syncing')
+    running.child.kill('SIGTERM')
+    const [code] = await running.exited
+    assert.equal(code, 0, 'SIGTERM → stop() → clean exit')
+
+    const stopping = runChild({ ...base, name: unique('life2') }, 'stop-when-streaming')
+    const [exitCode] = await withTimeout(stopping.exited, 30000, 'the process did not exit after stop()')
+    assert.equal(exitCode, 0)
+    assert.ok(stopping.events.some((e) => e.type === 'stopped-by-fixture'))
+  })
+
+  await t.test('SIGKILL during copy and during stream, then restart: index equals collection', async () => {
+    const random = rng(20261123)
+    const db = ctx.mongo.db(unique('crash'))
+    const coll = db.collection('orders')
+    const index = unique('orders')
+    await coll.insertMany(Array.from({ length: 6000 }, (_, i) => ({ _id: i, v: 0, s: `doc ${i}` })))
+    const options = {
+      name: unique('crash'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.orders`, index }],
+      batch: { maxDocs: 200, flushIntervalMs: 100 },
+    }
+    let nextId = 10000
+    let writing = true
+    // A steady load of bulk changes while the sync is killed and restarted.
+    const writer = (async () => {
+      while (writing) {
+        const ops = []
+        for (let k = 0; k < 20; k++) {
+          const id = Math.floor(random() * 6000)
+          const r = random()
+          if (r < 0.6) ops.push({ updateOne: { filter: { _id: id }, update: { $inc: { v: 1 } } } })
+          else if (r < 0.75) ops.push({ deleteOne: { filter: { _id: id } } })
+          else if (r < 0.9) ops.push({ insertOne: { document: { _id: nextId++, v: 0, s: 'new' } } })
+          else ops.push({ replaceOne: { filter: { _id: id }, replacement: { v: -1, s: 'replaced' }, upsert: true } })
+        }
+        await coll.bulkWrite(ops, { ordered: false })
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    })()
+
+    const copyBatches = (run) => run.events.filter((e) => e.type === 'batch' && e.phase === 'copy').length
+    const trials = [
+      { phase: 'copying', ready: (run) => copyBatches(run) >= 2 + Math.floor(random() * 8) },
+      { phase: 'copying', ready: (run) => copyBatches(run) >= 1 + Math.floor(random() * 4) },
+      { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: 200 + random() * 1500 },
+      { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: 200 + random() * 1500 },
+    ]
+    for (const trial of trials) {
+      const run = runChild(options)
+      await waitFor(`child to reach ${trial.phase}`, () => trial.ready(run) || run.events.find((e) => e.type === 'start-failed'), 60000, 5)
+      if (trial.afterMs) await new Promise((r) => setTimeout(r, trial.afterMs))
+      run.child.kill('SIGKILL')
+      await run.exited
+      const states = run.events.filter((e) => e.type === 'state').map((e) => e.state)
+      assert.equal(states.at(-1), trial.phase, `killed while ${trial.phase} (states: ${states})`)
+    }
+    writing = false
+    await writer
+
+    const final = runChild(options)
+    t.after(() => final.child.kill('SIGTERM'))
+    await waitFor('final child to stream', () => inState(final, 'streaming'), 60000)
+    const diff = await waitForMirror(ctx, coll, index, (d) => d, 90000)
+    assert.equal(diff.count, await coll.countDocuments())
+    final.child.kill('SIGTERM')
+    const [code] = await final.exited
+    assert.equal(code, 0)
+  })
+})
