@@ -9,7 +9,9 @@ import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 const { setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
-const FIXTURE = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'run-sync.js')
+const HERE = path.dirname(new URL(import.meta.url).pathname)
+const FIXTURE = path.join(HERE, 'fixtures', 'run-sync.js')
+const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
 
 /** Spawns the fixture; `events` fills with the child's events as they arrive. */
 function runChild(options, mode = 'run') {
@@ -64,6 +66,30 @@ test('process lifecycle and crash recovery', async (t) => {
     const [exitCode] = await withTimeout(stopping.exited, 30000, 'the process did not exit after stop()')
     assert.equal(exitCode, 0)
     assert.ok(stopping.events.some((e) => e.type === 'stopped-by-fixture'))
+  })
+
+  await t.test('the CLI syncs from flags and stops cleanly on SIGINT', async () => {
+    const db = ctx.mongo.db(unique('cli'))
+    await db.collection('c').insertMany([{ _id: 'a', v: 1 }, { _id: 'b', v: 2 }])
+    const cli = spawn(process.execPath, [CLI, '--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', `${db.databaseName}.c`, '--name', unique('cli')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    cli.stdout.on('data', (d) => (out += d))
+    const exited = once(cli, 'exit')
+    await waitFor('CLI to stream', () => out.includes('state: streaming'))
+    assert.match(out, /copy .*\.c → c: 2\/2 \(100%\) done/)
+    cli.kill('SIGINT')
+    const [code] = await exited
+    assert.equal(code, 0)
+    assert.match(out, /stopped: 2 copied/)
+
+    const bad = spawn(process.execPath, [CLI, '--mongo', 'nope', '--es', ctx.esUrl, '--collections', 'a.b'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let err = ''
+    bad.stderr.on('data', (d) => (err += d))
+    const [badCode] = await once(bad, 'exit')
+    assert.equal(badCode, 2)
+    assert.match(err, /ERR_CONFIG: mongo\.uri/)
   })
 
   await t.test('SIGKILL during copy and during stream, then restart: index equals collection', async () => {

@@ -2,6 +2,7 @@
 
 mod error;
 mod event;
+mod logging;
 mod options;
 mod stats;
 mod sync;

@@ -29,6 +29,7 @@ impl MongoElasticSync {
     /// Validates the options; throws an `Error` with `code: 'ERR_CONFIG'` naming the bad field.
     #[napi(constructor)]
     pub fn new(env: Env, #[napi(ts_arg_type = "SyncOptions")] options: Unknown) -> Result<Self> {
+        super::logging::init();
         let config = unsafe { SyncOptions::from_napi_value(env.raw(), options.raw()) }
             .map_err(|e| SyncError::config(format!("invalid options: {}", e.reason)))
             .and_then(SyncOptions::into_config)

@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// mongo-elastic-sync daemon: runs one sync until SIGINT/SIGTERM, printing what it does.
+'use strict'
+
+const fs = require('node:fs')
+const { parseArgs } = require('node:util')
+const { MongoElasticSync } = require('..')
+
+const HELP = `Usage: mongo-elastic-sync [--config sync.json] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
+
+Syncs MongoDB collections into Elasticsearch: copies them, then follows their change streams.
+Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
+
+  -c, --config FILE       JSON file with the options of new MongoElasticSync(options) (see README)
+      --mongo URI         MongoDB URI (env MONGO_URL)
+      --es URL            Elasticsearch URL (env ES_URL)
+      --collections LIST  comma-separated db.collection list (env SYNC_COLLECTIONS)
+      --name NAME         checkpoint name (env SYNC_NAME; default "mongo-elastic-sync")
+  -q, --quiet             only state changes, dead letters and errors
+  -h, --help              this text
+
+Flags override the config file. Exit code: 0 after a clean stop, 1 on failure, 2 on bad usage.`
+
+function fail(code, message, exitCode = 1) {
+  console.error(`mongo-elastic-sync: ${code}: ${message}`)
+  process.exit(exitCode)
+}
+
+function loadOptions() {
+  let args
+  try {
+    args = parseArgs({
+      options: {
+        config: { type: 'string', short: 'c' },
+        mongo: { type: 'string' },
+        es: { type: 'string' },
+        collections: { type: 'string' },
+        name: { type: 'string' },
+        quiet: { type: 'boolean', short: 'q' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values
+  } catch (e) {
+    fail('ERR_USAGE', `${e.message}\n\n${HELP}`, 2)
+  }
+  if (args.help) {
+    console.log(HELP)
+    process.exit(0)
+  }
+  let options = {}
+  if (args.config) {
+    try {
+      options = JSON.parse(fs.readFileSync(args.config, 'utf8'))
+    } catch (e) {
+      fail('ERR_CONFIG', `cannot read ${args.config}: ${e.message}`, 2)
+    }
+  }
+  const env = process.env
+  const mongo = args.mongo ?? env.MONGO_URL
+  const es = args.es ?? env.ES_URL
+  const collections = args.collections ?? env.SYNC_COLLECTIONS
+  const name = args.name ?? env.SYNC_NAME
+  if (mongo) options.mongo = { ...options.mongo, uri: mongo }
+  if (es) options.elasticsearch = { ...options.elasticsearch, node: es }
+  if (collections) options.collections = collections.split(',').map((c) => c.trim()).filter(Boolean)
+  if (name) options.name = name
+  options.name ??= 'mongo-elastic-sync'
+  return { options, quiet: Boolean(args.quiet) }
+}
+
+function describe(event) {
+  switch (event.type) {
+    case 'state':
+      return event.error ? `state: ${event.state} (${event.error.code}: ${event.error.message})` : `state: ${event.state}`
+    case 'progress': {
+      const pct = event.totalEstimate > 0 ? ` (${Math.min(100, Math.round((100 * event.copied) / event.totalEstimate))}%)` : ''
+      return `copy ${event.namespace} → ${event.index}: ${event.copied}/${event.totalEstimate}${pct}${event.done ? ' done' : ''}`
+    }
+    case 'batch':
+      return `${event.phase} ${event.namespace} → ${event.index}: ${event.indexed} indexed, ${event.deleted} deleted, ${event.conflicts} stale, ${event.deadLetters} dead-lettered (${event.tookMs} ms)`
+    case 'retry':
+      return `retry #${event.attempt} in ${event.delayMs} ms: ${event.cause}`
+    case 'deadLetter':
+      return `dead letter ${event.namespace} _id=${event.id}: ${event.reason}`
+    case 'change':
+      return `${event.namespace}: ${event.operation}`
+    case 'warning':
+      return `warning ${event.namespace}: ${event.message}`
+    default:
+      return JSON.stringify(event)
+  }
+}
+
+async function main() {
+  const { options, quiet } = loadOptions()
+  let sync
+  try {
+    sync = new MongoElasticSync(options)
+  } catch (e) {
+    fail(e.code ?? 'ERR_CONFIG', e.message, 2)
+  }
+  sync.onEvent((event) => {
+    if (quiet && !['state', 'deadLetter'].includes(event.type)) return
+    const line = `${new Date().toISOString()} ${describe(event)}`
+    if (event.type === 'deadLetter' || event.type === 'warning' || event.error) console.error(line)
+    else console.log(line)
+  })
+  let stopping = false
+  const onSignal = (signal) => {
+    if (stopping) {
+      console.error(`${signal} again: exiting without waiting`)
+      process.exit(1)
+    }
+    stopping = true
+    console.log(`${signal}: stopping (writing what was read, saving the checkpoint)…`)
+    sync.stop().catch((e) => fail(e.code, e.message))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    await sync.start()
+    await sync.wait()
+  } catch (e) {
+    fail(e.code ?? 'ERR_INTERNAL', e.message)
+  }
+  const s = sync.stats()
+  console.log(`stopped: ${s.copied} copied, ${s.streamed} changes streamed, ${s.indexed} indexed, ${s.deleted} deleted, ${s.deadLetters} dead letters`)
+}
+
+main()
