@@ -89,7 +89,8 @@ export type SyncEvent =
   | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
-  | { type: 'change'; namespace: string; operation: string }
+  | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate'; /** The new namespace of a `rename`. */
+  to?: string }
   | { type: 'warning'; namespace: string; message: string }
 
 export interface SyncOptions {
@@ -102,6 +103,13 @@ export interface SyncOptions {
   checkpoint?: CheckpointOptions
   batch?: BatchOptions
   retry?: RetryOptions
+  /** On `drop`/`dropDatabase` of a synced collection (default `'deleteDocuments'`). */
+  onDrop?: 'deleteDocuments' | 'deleteIndex' | 'ignore'
+  /**
+   * On `rename` of a synced collection (default `'move'`): move its documents (versions kept)
+   * to the new name's index, copy the renamed collection afresh, or do nothing.
+   */
+  onRename?: 'move' | 'recopy' | 'ignore'
 }
 
 export interface SyncStats {

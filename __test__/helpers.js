@@ -9,6 +9,7 @@ async function setup(name) {
   await mongo.connect()
   return {
     ...servers,
+    servers,
     mongo,
     async teardown() {
       await mongo.close()

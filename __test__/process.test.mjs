@@ -92,64 +92,68 @@ test('process lifecycle and crash recovery', async (t) => {
     assert.match(err, /ERR_CONFIG: mongo\.uri/)
   })
 
-  await t.test('SIGKILL during copy and during stream, then restart: index equals collection', async () => {
-    const random = rng(20261123)
-    const db = ctx.mongo.db(unique('crash'))
-    const coll = db.collection('orders')
-    const index = unique('orders')
-    await coll.insertMany(Array.from({ length: 6000 }, (_, i) => ({ _id: i, v: 0, s: `doc ${i}` })))
-    const options = {
-      name: unique('crash'),
-      mongo: { uri: ctx.mongoUrl },
-      elasticsearch: { node: ctx.esUrl },
-      collections: [{ namespace: `${db.databaseName}.orders`, index }],
-      batch: { maxDocs: 200, flushIntervalMs: 100 },
-    }
-    let nextId = 10000
-    let writing = true
-    // A steady load of bulk changes while the sync is killed and restarted.
-    const writer = (async () => {
-      while (writing) {
-        const ops = []
-        for (let k = 0; k < 20; k++) {
-          const id = Math.floor(random() * 6000)
-          const r = random()
-          if (r < 0.6) ops.push({ updateOne: { filter: { _id: id }, update: { $inc: { v: 1 } } } })
-          else if (r < 0.75) ops.push({ deleteOne: { filter: { _id: id } } })
-          else if (r < 0.9) ops.push({ insertOne: { document: { _id: nextId++, v: 0, s: 'new' } } })
-          else ops.push({ replaceOne: { filter: { _id: id }, replacement: { v: -1, s: 'replaced' }, upsert: true } })
-        }
-        await coll.bulkWrite(ops, { ordered: false })
-        await new Promise((r) => setTimeout(r, 50))
+  // 4 rounds × (2 kills during the copy + 3 during the stream) = 20 seeded trials.
+  for (let round = 0; round < 4; round++) {
+    await t.test(`SIGKILL during copy and stream, then restart: index equals collection (round ${round + 1}/4)`, async () => {
+      const random = rng(20261123 + round)
+      const db = ctx.mongo.db(unique(`crash${round}`))
+      const coll = db.collection('orders')
+      const index = unique(`orders${round}`)
+      await coll.insertMany(Array.from({ length: 6000 }, (_, i) => ({ _id: i, v: 0, s: `doc ${i}` })))
+      const options = {
+        name: unique(`crash${round}`),
+        mongo: { uri: ctx.mongoUrl },
+        elasticsearch: { node: ctx.esUrl },
+        collections: [{ namespace: `${db.databaseName}.orders`, index }],
+        batch: { maxDocs: 200, flushIntervalMs: 100 },
       }
-    })()
+      let nextId = 10000
+      let writing = true
+      // A steady load of bulk changes while the sync is killed and restarted.
+      const writer = (async () => {
+        while (writing) {
+          const ops = []
+          for (let k = 0; k < 20; k++) {
+            const id = Math.floor(random() * 6000)
+            const r = random()
+            if (r < 0.6) ops.push({ updateOne: { filter: { _id: id }, update: { $inc: { v: 1 } } } })
+            else if (r < 0.75) ops.push({ deleteOne: { filter: { _id: id } } })
+            else if (r < 0.9) ops.push({ insertOne: { document: { _id: nextId++, v: 0, s: 'new' } } })
+            else ops.push({ replaceOne: { filter: { _id: id }, replacement: { v: -1, s: 'replaced' }, upsert: true } })
+          }
+          await coll.bulkWrite(ops, { ordered: false })
+          await new Promise((r) => setTimeout(r, 50))
+        }
+      })()
 
-    const copyBatches = (run) => run.events.filter((e) => e.type === 'batch' && e.phase === 'copy').length
-    const trials = [
-      { phase: 'copying', ready: (run) => copyBatches(run) >= 2 + Math.floor(random() * 8) },
-      { phase: 'copying', ready: (run) => copyBatches(run) >= 1 + Math.floor(random() * 4) },
-      { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: 200 + random() * 1500 },
-      { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: 200 + random() * 1500 },
-    ]
-    for (const trial of trials) {
-      const run = runChild(options)
-      await waitFor(`child to reach ${trial.phase}`, () => trial.ready(run) || run.events.find((e) => e.type === 'start-failed'), 60000, 5)
-      if (trial.afterMs) await new Promise((r) => setTimeout(r, trial.afterMs))
-      run.child.kill('SIGKILL')
-      await run.exited
-      const states = run.events.filter((e) => e.type === 'state').map((e) => e.state)
-      assert.equal(states.at(-1), trial.phase, `killed while ${trial.phase} (states: ${states})`)
-    }
-    writing = false
-    await writer
+      const copyBatches = (run) => run.events.filter((e) => e.type === 'batch' && e.phase === 'copy').length
+      const trials = [
+        { phase: 'copying', ready: (run) => copyBatches(run) >= 1 + Math.floor(random() * 6) },
+        { phase: 'copying', ready: (run) => copyBatches(run) >= 1 + Math.floor(random() * 4) },
+        { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: random() * 1500 },
+        { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: random() * 1500 },
+        { phase: 'streaming', ready: (run) => inState(run, 'streaming'), afterMs: random() * 300 },
+      ]
+      for (const trial of trials) {
+        const run = runChild(options)
+        await waitFor(`child to reach ${trial.phase}`, () => trial.ready(run) || run.events.find((e) => e.type === 'start-failed'), 60000, 5)
+        if (trial.afterMs) await new Promise((r) => setTimeout(r, trial.afterMs))
+        run.child.kill('SIGKILL')
+        await run.exited
+        const states = run.events.filter((e) => e.type === 'state').map((e) => e.state)
+        assert.equal(states.at(-1), trial.phase, `killed while ${trial.phase} (states: ${states})`)
+      }
+      writing = false
+      await writer
 
-    const final = runChild(options)
-    t.after(() => final.child.kill('SIGTERM'))
-    await waitFor('final child to stream', () => inState(final, 'streaming'), 60000)
-    const diff = await waitForMirror(ctx, coll, index, (d) => d, 90000)
-    assert.equal(diff.count, await coll.countDocuments())
-    final.child.kill('SIGTERM')
-    const [code] = await final.exited
-    assert.equal(code, 0)
-  })
+      const final = runChild(options)
+      await waitFor('final child to stream', () => inState(final, 'streaming'), 60000)
+      const diff = await waitForMirror(ctx, coll, index, (d) => d, 90000)
+      assert.equal(diff.count, await coll.countDocuments())
+      assert.equal(diff.stale.length, 0)
+      final.child.kill('SIGTERM')
+      const [code] = await final.exited
+      assert.equal(code, 0)
+    })
+  }
 })

@@ -16,6 +16,31 @@ pub struct SyncConfig {
     pub checkpoint: CheckpointConfig,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
+    pub on_drop: DropPolicy,
+    pub on_rename: RenamePolicy,
+}
+
+/// What a `drop` (or `dropDatabase`) of a synced collection does to its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropPolicy {
+    /// Keep the index (mappings, settings) and delete its documents: the index mirrors the empty collection.
+    #[default]
+    DeleteDocuments,
+    DeleteIndex,
+    /// Leave the index as it was.
+    Ignore,
+}
+
+/// What a `rename` of a synced collection does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenamePolicy {
+    /// Move the documents, versions kept, to the new name's index (`_reindex`, then delete them from the old one).
+    #[default]
+    Move,
+    /// Copy the renamed collection afresh into the new name's index, then empty the old one.
+    Recopy,
+    /// Leave both indices as they are.
+    Ignore,
 }
 
 #[derive(Debug, Clone)]

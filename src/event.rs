@@ -63,8 +63,8 @@ pub enum SyncEvent {
     Retry { attempt: u32, delay_ms: u64, cause: String },
     /// A document that could not be written and was set aside, with why.
     DeadLetter { namespace: String, index: String, id: String, reason: String },
-    /// A change that is not a document write: drop, rename, dropDatabase, invalidate.
-    Change { namespace: String, operation: String },
+    /// A change that is not a document write: drop, rename (with its target), dropDatabase, invalidate.
+    Change { namespace: String, operation: String, to: Option<String> },
     Warning { namespace: String, message: String },
 }
 

@@ -38,8 +38,14 @@ pub enum SyncEventJs {
     Retry { attempt: u32, delay_ms: i64, cause: String },
     /// A document that could not be written, set aside with the reason.
     DeadLetter { namespace: String, index: String, id: String, reason: String },
-    /// A collection-level change: `drop`, `rename`, `dropDatabase`, `invalidate`.
-    Change { namespace: String, operation: String },
+    /// A collection-level change and what was done about it (see `onDrop`, `onRename`).
+    Change {
+        namespace: String,
+        #[napi(ts_type = "'drop' | 'rename' | 'dropDatabase' | 'invalidate'")]
+        operation: String,
+        /// The new namespace of a `rename`.
+        to: Option<String>,
+    },
     Warning { namespace: String, message: String },
 }
 
@@ -66,7 +72,7 @@ impl From<&SyncEvent> for SyncEventJs {
             },
             SyncEvent::Retry { attempt, delay_ms, cause } => SyncEventJs::Retry { attempt, delay_ms: n(delay_ms), cause },
             SyncEvent::DeadLetter { namespace, index, id, reason } => SyncEventJs::DeadLetter { namespace, index, id, reason },
-            SyncEvent::Change { namespace, operation } => SyncEventJs::Change { namespace, operation },
+            SyncEvent::Change { namespace, operation, to } => SyncEventJs::Change { namespace, operation, to },
             SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
         }
     }

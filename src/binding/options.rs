@@ -6,8 +6,8 @@ use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 
 use crate::config::{
-    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, EsAuth, EsConfig, MongoConfig, Namespace,
-    RetryConfig, Secret, SyncConfig,
+    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, MongoConfig,
+    Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
 };
 use crate::error::{SyncError, SyncResult};
 
@@ -22,6 +22,13 @@ pub struct SyncOptions {
     pub checkpoint: Option<CheckpointOptions>,
     pub batch: Option<BatchOptions>,
     pub retry: Option<RetryOptions>,
+    /// On `drop`/`dropDatabase` of a synced collection (default `'deleteDocuments'`).
+    #[napi(ts_type = "'deleteDocuments' | 'deleteIndex' | 'ignore'")]
+    pub on_drop: Option<String>,
+    /// On `rename` of a synced collection (default `'move'`): move its documents (versions kept)
+    /// to the new name's index, copy the renamed collection afresh, or do nothing.
+    #[napi(ts_type = "'move' | 'recopy' | 'ignore'")]
+    pub on_rename: Option<String>,
 }
 
 #[napi(object)]
@@ -129,6 +136,18 @@ impl SyncOptions {
             initial_delay: r.initial_delay_ms.map_or(retry_defaults.initial_delay, ms),
             max_delay: r.max_delay_ms.map_or(retry_defaults.max_delay, ms),
         });
+        let on_drop = match self.on_drop.as_deref() {
+            None | Some("deleteDocuments") => DropPolicy::DeleteDocuments,
+            Some("deleteIndex") => DropPolicy::DeleteIndex,
+            Some("ignore") => DropPolicy::Ignore,
+            Some(other) => return Err(SyncError::config(format!("onDrop: \"{other}\" is not one of 'deleteDocuments', 'deleteIndex', 'ignore'"))),
+        };
+        let on_rename = match self.on_rename.as_deref() {
+            None | Some("move") => RenamePolicy::Move,
+            Some("recopy") => RenamePolicy::Recopy,
+            Some("ignore") => RenamePolicy::Ignore,
+            Some(other) => return Err(SyncError::config(format!("onRename: \"{other}\" is not one of 'move', 'recopy', 'ignore'"))),
+        };
         let config = SyncConfig {
             name: self.name,
             mongo: MongoConfig { uri: Secret::new(self.mongo.uri) },
@@ -141,6 +160,8 @@ impl SyncOptions {
             checkpoint,
             batch,
             retry,
+            on_drop,
+            on_rename,
         };
         config.validate()?;
         Ok(config)

@@ -7,6 +7,7 @@ use mongodb::{Client, Collection};
 use super::CollectionCheckpoint;
 use crate::config::{CheckpointConfig, Namespace};
 use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::source::mongo_error;
 
 #[derive(Clone)]
 pub struct MongoCheckpointStore {
@@ -30,7 +31,7 @@ impl MongoCheckpointStore {
             .collection
             .find_one(doc! {"_id": self.key(ns)})
             .await
-            .map_err(|e| SyncError::caused_by(ErrorCode::Checkpoint, format!("cannot read the checkpoint of {ns}"), &e))?;
+            .map_err(|e| checkpoint_error(format!("cannot read the checkpoint of {ns}"), &e))?;
         let Some(d) = found else { return Ok(CollectionCheckpoint::default()) };
         let bad = |field: &str| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} has an invalid \"{field}\""));
         Ok(CollectionCheckpoint {
@@ -70,7 +71,17 @@ impl MongoCheckpointStore {
             .upsert(true)
             .return_document(ReturnDocument::After)
             .await
-            .map_err(|e| SyncError::caused_by(ErrorCode::Checkpoint, format!("cannot save the checkpoint of {ns}"), &e))?;
+            .map_err(|e| checkpoint_error(format!("cannot save the checkpoint of {ns}"), &e))?;
         Ok(())
     }
+}
+
+/// A checkpoint failure: transient (`MongoUnreachable`, retried by the pipeline) when the
+/// server is out of reach, `Checkpoint` otherwise.
+fn checkpoint_error(context: String, err: &mongodb::error::Error) -> SyncError {
+    let mut e = mongo_error(context, err);
+    if e.code != ErrorCode::MongoUnreachable {
+        e.code = ErrorCode::Checkpoint;
+    }
+    e
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::Collection;
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::batch::{commit, Batch, Room};
 use super::{Context, Flow};
 use crate::checkpoint::CollectionCheckpoint;
-use crate::config::CollectionConfig;
+use crate::config::{default_index_name, CollectionConfig, DropPolicy, Namespace, RenamePolicy};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
@@ -232,7 +232,7 @@ impl CollectionSync<'_> {
                     let token = change_stream::token_document(&event.id);
                     if event.operation_type == OperationType::Invalidate {
                         self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
-                        ctx.events.emit(SyncEvent::Change { namespace: ns.clone(), operation: "invalidate".into() });
+                        ctx.events.emit(SyncEvent::Change { namespace: ns.clone(), operation: "invalidate".into(), to: None });
                         let Some(token) = token else {
                             return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {ns} has no usable token")));
                         };
@@ -240,6 +240,15 @@ impl CollectionSync<'_> {
                         // The new stream's first position replaces the invalidate token, which cannot be resumed after.
                         if let Some(t) = stream.resume_token().as_ref().and_then(change_stream::token_document) {
                             self.checkpoint.resume_token = Some(t);
+                            self.save().await?;
+                        }
+                        continue;
+                    }
+                    if matches!(event.operation_type, OperationType::Drop | OperationType::DropDatabase | OperationType::Rename) {
+                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        self.apply_collection_change(&event).await?;
+                        if let Some(token) = token {
+                            self.checkpoint.resume_token = Some(token);
                             self.save().await?;
                         }
                         continue;
@@ -280,11 +289,8 @@ impl CollectionSync<'_> {
                 Some(id) => Some(delete_write(id, version)),
                 None => Some(Err(crate::transform::Rejected { id: describe_id(&Bson::Null), reason: "delete event without documentKey._id".into() })),
             },
-            ref other => {
-                let operation = format!("{other:?}").to_lowercase();
-                ctx.events.emit(SyncEvent::Change { namespace: ns.to_string(), operation });
-                None
-            }
+            // Other event types (index builds, collection creation…) change no document.
+            _ => None,
         };
         match write {
             Some(Ok(write)) => {
@@ -298,6 +304,72 @@ impl CollectionSync<'_> {
         }
         *batch_token = token;
         Ok(())
+    }
+
+    /// Applies a drop, dropDatabase or rename of the collection to its index, per `onDrop` / `onRename`.
+    async fn apply_collection_change(&mut self, event: &ChangeStreamEvent<Document>) -> SyncResult<()> {
+        let ctx = self.ctx;
+        let ns = self.namespace();
+        let index = &self.config.index;
+        let (operation, to) = match event.operation_type {
+            OperationType::Drop => ("drop", None),
+            OperationType::DropDatabase => ("dropDatabase", None),
+            _ => ("rename", event.to.as_ref().map(|t| Namespace { db: t.db.clone(), coll: t.coll.clone().unwrap_or_default() })),
+        };
+        match (operation, &to) {
+            ("rename", Some(to_ns)) => {
+                let to_index = ctx
+                    .config
+                    .collections
+                    .iter()
+                    .find(|c| &c.namespace == to_ns)
+                    .map_or_else(|| default_index_name(to_ns), |c| c.index.clone());
+                if to_index != *index && ctx.config.on_rename != RenamePolicy::Ignore {
+                    ctx.sink.ensure_index(&to_index).await?;
+                    match ctx.config.on_rename {
+                        RenamePolicy::Move => ctx.sink.reindex(index, &to_index).await?,
+                        _ => {
+                            let version = version_of(event.cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
+                            self.copy_once(to_ns, &to_index, version).await?;
+                        }
+                    }
+                    ctx.sink.delete_documents(index).await?;
+                }
+            }
+            ("rename", None) => return Err(SyncError::new(ErrorCode::Mongo, format!("rename event of {ns} has no target namespace"))),
+            _ => match ctx.config.on_drop {
+                DropPolicy::DeleteDocuments => ctx.sink.delete_documents(index).await?,
+                DropPolicy::DeleteIndex => ctx.sink.delete_index(index).await?,
+                DropPolicy::Ignore => {}
+            },
+        }
+        ctx.events.emit(SyncEvent::Change { namespace: ns, operation: operation.into(), to: to.map(|t| t.to_string()) });
+        Ok(())
+    }
+
+    /// A one-off copy of another collection (a rename's target), without checkpoints: if it is
+    /// interrupted, the rename event is not checkpointed and is applied again.
+    async fn copy_once(&self, source: &Namespace, index: &str, version: i64) -> SyncResult<()> {
+        let ctx = self.ctx;
+        let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
+        let limits = &ctx.config.batch;
+        let ns = source.to_string();
+        let mut cursor = copy::open(&collection, None, limits.max_docs.min(10_000) as u32)
+            .await
+            .map_err(|e| mongo_error(format!("cannot copy {ns}"), &e))?;
+        let mut batch = Batch::default();
+        while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
+            match index_write(&doc, version, &ctx.convert, batch.warnings()) {
+                Ok(write) => {
+                    if batch.room_for(index, &write, limits) == Room::FlushFirst {
+                        commit(ctx, &ns, index, Phase::Copy, std::mem::take(&mut batch)).await?;
+                    }
+                    batch.push(index, write, limits);
+                }
+                Err(rejected) => batch.push_rejected(rejected),
+            }
+        }
+        commit(ctx, &ns, index, Phase::Copy, batch).await
     }
 
     /// Commits the batch, then saves the position of its last event.

@@ -229,18 +229,56 @@ impl EsSink {
         Ok(report)
     }
 
-    /// Makes recent writes visible to searches (used by tests and the demo).
-    pub async fn refresh(&self, index: &str) -> SyncResult<()> {
-        let path = format!("/{index}/_refresh");
-        let reply = self
-            .with_retries("refresh", || self.request(Method::Post, &path, None, false))
-            .await?;
-        if (200..300).contains(&reply.status) {
-            Ok(())
-        } else {
-            Err(SyncError::new(ErrorCode::Elasticsearch, format!("refresh of \"{index}\": HTTP {}", reply.status)))
-        }
+    /// Deletes an index; a missing one is fine.
+    pub async fn delete_index(&self, index: &str) -> SyncResult<()> {
+        let path = format!("/{index}");
+        let reply = self.with_retries("delete index", || self.request(Method::Delete, &path, None, false)).await?;
+        expect_success(&reply, &format!("delete index \"{index}\""), &[404])
     }
+
+    /// Deletes every document of an index, keeping the index; a missing index is fine.
+    pub async fn delete_documents(&self, index: &str) -> SyncResult<()> {
+        let path = format!("/{index}/_delete_by_query?refresh=true&conflicts=proceed");
+        let body = br#"{"query":{"match_all":{}}}"#.to_vec();
+        let reply = self
+            .with_retries("delete documents", || self.request(Method::Post, &path, Some(body.clone()), false))
+            .await?;
+        expect_success(&reply, &format!("delete the documents of \"{index}\""), &[404])
+    }
+
+    /// Copies every document of `from` into `to`, keeping their versions so that newer data in
+    /// `to` is not overwritten.
+    pub async fn reindex(&self, from: &str, to: &str) -> SyncResult<()> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "conflicts": "proceed",
+            "source": { "index": from },
+            "dest": { "index": to, "version_type": "external" },
+        }))
+        .expect("serialising JSON");
+        let reply = self
+            .with_retries("reindex", || self.request(Method::Post, "/_reindex?refresh=true", Some(body.clone()), false))
+            .await?;
+        expect_success(&reply, &format!("reindex \"{from}\" into \"{to}\""), &[404])?;
+        let failures = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("failures").and_then(|f| f.as_array()).map(|f| f.len()))
+            .unwrap_or(0);
+        if failures > 0 {
+            return Err(SyncError::new(
+                ErrorCode::Elasticsearch,
+                format!("reindex \"{from}\" into \"{to}\" had {failures} failures: {}", snippet(&reply.body)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A 2xx reply, or one of the `tolerated` statuses; anything else is a permanent failure.
+fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> SyncResult<()> {
+    if (200..300).contains(&reply.status) || tolerated.contains(&reply.status) {
+        return Ok(());
+    }
+    Err(SyncError::new(ErrorCode::Elasticsearch, format!("{what}: HTTP {}: {}", reply.status, snippet(&reply.body))))
 }
 
 fn merge(into: &mut WriteReport, part: WriteReport) {

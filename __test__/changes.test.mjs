@@ -1,0 +1,135 @@
+// Ordering and every change type: transactions, replays (stale writes), drop, dropDatabase,
+// rename, invalidate, and lost history.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { MongoElasticSync } = require('../index.js')
+const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+
+test('change types and ordering', async (t) => {
+  const ctx = await setup('changes')
+  t.after(() => ctx.teardown())
+  const checkpoints = ctx.mongo.db('mongo_elastic_sync').collection('checkpoints')
+
+  /** A running sync of one fresh collection holding `docs` documents. */
+  async function running(label, { docs = 20, index = unique(label), ...extra } = {}) {
+    const db = ctx.mongo.db(unique(label))
+    const coll = db.collection('c')
+    if (docs > 0) await coll.insertMany(Array.from({ length: docs }, (_, i) => ({ _id: i, v: 0 })))
+    const options = {
+      name: unique(label),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.c`, index }],
+      batch: { flushIntervalMs: 100 },
+      ...extra,
+    }
+    const sync = new MongoElasticSync(options)
+    const events = []
+    sync.onEvent((e) => events.push(e))
+    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+    await sync.start()
+    await streaming
+    t.after(() => sync.stop())
+    return { db, coll, index, options, sync, events, checkpointId: `${options.name}:${db.databaseName}.c` }
+  }
+
+  await t.test('several changes of one document in one transaction end as the last one', async () => {
+    const { coll, index } = await running('txn')
+    const session = ctx.mongo.startSession()
+    await session.withTransaction(async () => {
+      await coll.insertOne({ _id: 'tx', v: 1 }, { session })
+      await coll.updateOne({ _id: 'tx' }, { $set: { v: 2 } }, { session })
+      await coll.updateOne({ _id: 'tx' }, { $set: { v: 3 } }, { session })
+      await coll.deleteOne({ _id: 1 }, { session })
+      await coll.insertOne({ _id: 1, v: 100 }, { session })
+    })
+    await session.endSession()
+    await waitForMirror(ctx, coll, index)
+    const docs = await esDocs(ctx.esUrl, index)
+    assert.equal(docs.get('tx').v, 3)
+    assert.equal(docs.get('1').v, 100)
+  })
+
+  await t.test('a replay from an older position counts stale writes as conflicts and changes nothing', async () => {
+    const first = await running('replay', { batch: { maxDocs: 1, flushIntervalMs: 50 } })
+    const { coll, index, checkpointId } = first
+    await coll.updateOne({ _id: 0 }, { $set: { v: 1 } })
+    await waitForMirror(ctx, coll, index)
+    const older = (await checkpoints.findOne({ _id: checkpointId })).resumeToken
+    assert.ok(older, 'a resume token is saved after the acknowledged change')
+    for (let v = 2; v <= 6; v++) await coll.updateOne({ _id: 0 }, { $set: { v } })
+    await waitForMirror(ctx, coll, index)
+    await first.sync.stop()
+
+    await checkpoints.updateOne({ _id: checkpointId }, { $set: { resumeToken: older } })
+    const replay = new MongoElasticSync(first.options)
+    await replay.start()
+    t.after(() => replay.stop())
+    await waitFor('the replayed changes', () => replay.stats().streamed >= 5)
+    await waitForMirror(ctx, coll, index)
+    const stats = replay.stats()
+    assert.ok(stats.conflicts >= 1, `stale writes are refused by version and counted (${JSON.stringify(stats)})`)
+    assert.equal(stats.deadLetters, 0)
+    assert.equal((await esDocs(ctx.esUrl, index)).get('0').v, 6)
+  })
+
+  await t.test('drop deletes the documents and keeps the index; the collection can come back', async () => {
+    const { coll, index, events } = await running('drop')
+    const dropped = waitFor('drop event', () => events.find((e) => e.type === 'change' && e.operation === 'drop'))
+    await coll.drop()
+    await dropped
+    assert.equal((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body.count, 0)
+    await coll.insertMany([{ _id: 'new', v: 1 }])
+    await waitForMirror(ctx, coll, index)
+    assert.ok(events.some((e) => e.type === 'change' && e.operation === 'invalidate'), 'the invalidated stream was reopened')
+  })
+
+  await t.test("onDrop: 'deleteIndex' deletes the index; dropDatabase is handled too", async () => {
+    const { db, index, events } = await running('dropdb', { onDrop: 'deleteIndex' })
+    await db.dropDatabase()
+    await waitFor('drop event', () => events.find((e) => e.type === 'change' && /^drop/.test(e.operation)))
+    await waitFor('index deleted', async () => (await es(ctx.esUrl, 'HEAD', `/${index}`)).status === 404)
+  })
+
+  await t.test("onDrop: 'ignore' leaves the index as it was", async () => {
+    const { coll, index, events } = await running('dropignore', { onDrop: 'ignore', docs: 5 })
+    await coll.drop()
+    await waitFor('drop event', () => events.find((e) => e.type === 'change' && e.operation === 'drop'))
+    assert.equal((await esDocs(ctx.esUrl, index)).size, 5)
+  })
+
+  for (const onRename of ['move', 'recopy']) {
+    await t.test(`rename with onRename: '${onRename}' puts the documents in the new name's index`, async () => {
+      const { db, coll, index, events } = await running(`ren_${onRename}`, { onRename, docs: 30 })
+      const target = unique(`renamed_${onRename}`)
+      const renamed = waitFor('rename event', () => events.find((e) => e.type === 'change' && e.operation === 'rename'))
+      await coll.rename(target)
+      const event = await renamed
+      assert.equal(event.to, `${db.databaseName}.${target}`)
+      const moved = await esDocs(ctx.esUrl, target)
+      assert.equal(moved.size, 30)
+      assert.equal((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body.count, 0)
+    })
+  }
+
+  await t.test('an invalid saved resume token fails start() with ERR_HISTORY_LOST and writes nothing', async () => {
+    const { coll, index, options, sync, checkpointId } = await running('lost', { docs: 3 })
+    await sync.stop()
+    await checkpoints.updateOne({ _id: checkpointId }, { $set: { resumeToken: { _data: '00' } } })
+    await coll.insertOne({ _id: 'after', v: 1 })
+    const again = new MongoElasticSync(options)
+    const states = []
+    again.onEvent((e) => e.type === 'state' && states.push(e))
+    await assert.rejects(again.start(), (e) => {
+      assert.equal(e.code, 'ERR_HISTORY_LOST')
+      assert.match(e.message, /no longer in the change stream history|invalid/)
+      return true
+    })
+    assert.equal(again.stats().state, 'failed')
+    assert.ok(!(await esDocs(ctx.esUrl, index)).has('after'), 'nothing is written from "now" instead')
+    await waitFor('failed state event', () => states.find((s) => s.state === 'failed' && s.error.code === 'ERR_HISTORY_LOST'))
+  })
+})
