@@ -89,7 +89,7 @@ export type SyncEvent =
   | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
-  | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate'; /** The new namespace of a `rename`. */
+  | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync'; /** The new namespace of a `rename`; the new index of a `resync`. */
   to?: string }
   | { type: 'warning'; namespace: string; message: string }
 
@@ -110,6 +110,14 @@ export interface SyncOptions {
    * to the new name's index, copy the renamed collection afresh, or do nothing.
    */
   onRename?: 'move' | 'recopy' | 'ignore'
+  /**
+   * When the saved position is gone from the oplog (default `'fail'`: stop with
+   * `ERR_HISTORY_LOST`). `'resync'` copies again into `<index>-<n>` while the old index stays
+   * readable, then points the alias `<index>` at the new index and drops the old one.
+   */
+  onHistoryLost?: 'fail' | 'resync'
+  /** Also write dead letters (id, reason, document) into this index. */
+  deadLetterIndex?: string
 }
 
 export interface SyncStats {
@@ -124,5 +132,7 @@ export interface SyncStats {
   deadLetters: number
   retries: number
   batches: number
+  /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
+  valuesAltered: number
   state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
 }

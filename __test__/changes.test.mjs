@@ -8,6 +8,8 @@ const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
 const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
 test('change types and ordering', async (t) => {
   const ctx = await setup('changes')
   t.after(() => ctx.teardown())
@@ -132,4 +134,83 @@ test('change types and ordering', async (t) => {
     assert.ok(!(await esDocs(ctx.esUrl, index)).has('after'), 'nothing is written from "now" instead')
     await waitFor('failed state event', () => states.find((s) => s.state === 'failed' && s.error.code === 'ERR_HISTORY_LOST'))
   })
+
+  await t.test("onHistoryLost: 'resync' copies into <index>-1, then swaps the alias; readers never see a half-filled index", async () => {
+    const { coll, index, options, sync, checkpointId } = await running('resync', { docs: 2000, batch: { maxDocs: 100, flushIntervalMs: 100 } })
+    await sync.stop()
+    await checkpoints.updateOne({ _id: checkpointId }, { $set: { resumeToken: { _data: '00' } } })
+    await coll.insertOne({ _id: 'after', v: 1 })
+    const again = new MongoElasticSync({ ...options, onHistoryLost: 'resync' })
+    const events = []
+    again.onEvent((e) => events.push(e))
+    // A reader of the configured name during the whole re-copy.
+    let reading = true
+    const counts = []
+    const reader = (async () => {
+      while (reading) {
+        counts.push((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body?.count ?? -1)
+        await sleep(5)
+      }
+    })()
+    await again.start()
+    t.after(() => again.stop())
+    await waitFor('the alias swap', () => events.find((e) => e.type === 'change' && e.operation === 'resync'))
+    reading = false
+    await reader
+    assert.ok(counts.length > 5, `the index was read during the re-copy (${counts.length} reads)`)
+    assert.ok(Math.min(...counts) >= 2000, `every read saw a complete index (smallest count ${Math.min(...counts)})`)
+    const aliases = await es(ctx.esUrl, 'GET', `/_alias/${index}`)
+    assert.deepEqual(Object.keys(aliases.body), [`${index}-1`], 'the name is now an alias of the new index; the old one is gone')
+    assert.ok(events.some((e) => e.type === 'warning' && /copying again/.test(e.message)))
+    assert.equal(again.stats().copied, 2001)
+    await coll.insertOne({ _id: 'streamed after the swap', v: 2 })
+    await waitForMirror(ctx, coll, index)
+  })
+
+  await t.test('oversized and rejected documents become dead letters, also recorded in deadLetterIndex', async () => {
+    const dlq = unique('dead-letters')
+    const { coll, index, sync, events } = await running('dlq', { deadLetterIndex: dlq, batch: { maxBytes: 4096, flushIntervalMs: 100 } })
+    await coll.insertMany([
+      { _id: 'huge', v: 1, blob: 'x'.repeat(10000) },
+      { _id: 'conflict', v: { not: 'a number' } },
+      { _id: 'fine', v: 2 },
+      { _id: 'nan', v: 3, bad: NaN },
+    ])
+    await waitFor('two dead letters', () => events.filter((e) => e.type === 'deadLetter').length >= 2)
+    const dead = Object.fromEntries(events.filter((e) => e.type === 'deadLetter').map((e) => [e.id, e.reason]))
+    assert.match(dead.huge, /exceeds batch\.maxBytes \(4096\)/)
+    assert.match(dead.conflict, /mapper_parsing_exception|illegal_argument/)
+    const records = await waitFor('dead-letter records', async () => {
+      const docs = await esDocs(ctx.esUrl, dlq)
+      return docs.size === 2 && docs
+    })
+    const conflict = [...records.values()].find((r) => r.id === 'conflict')
+    assert.equal(conflict.namespace, `${coll.dbName}.c`)
+    assert.equal(conflict.index, index)
+    assert.deepEqual(JSON.parse(conflict.document), { v: { not: 'a number' } })
+    const docs = await esDocs(ctx.esUrl, index)
+    assert.ok(docs.has('fine') && docs.has('nan') && !('bad' in docs.get('nan')))
+    const stats = sync.stats()
+    assert.equal(stats.deadLetters, 2)
+    assert.equal(stats.valuesAltered, 1, 'the dropped NaN is counted')
+  })
+
+  await t.test('an idle collection keeps saving fresh resume tokens', async () => {
+    const { checkpointId } = await running('idle', { docs: 1 })
+    const first = await waitFor('a first token', async () => (await checkpoints.findOne({ _id: checkpointId }))?.resumeToken)
+    // Activity elsewhere moves the cluster's history on; this collection stays quiet.
+    const elsewhere = ctx.mongo.db(unique('busy')).collection('c')
+    const moved = await waitFor(
+      'a newer token for the idle collection',
+      async () => {
+        await elsewhere.insertOne({ at: new Date() })
+        const token = (await checkpoints.findOne({ _id: checkpointId })).resumeToken
+        return JSON.stringify(token) !== JSON.stringify(first) && token
+      },
+      20000,
+      500,
+    )
+    assert.ok(moved._data > first._data, 'the saved position only moves forward')
+  })
+
 })

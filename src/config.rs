@@ -18,6 +18,20 @@ pub struct SyncConfig {
     pub retry: RetryConfig,
     pub on_drop: DropPolicy,
     pub on_rename: RenamePolicy,
+    pub on_history_lost: HistoryLostPolicy,
+    /// Where dead letters are also written, as documents (none: events only).
+    pub dead_letter_index: Option<String>,
+}
+
+/// What happens when a saved stream position is no longer in the oplog (or is invalid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryLostPolicy {
+    /// Stop with `ERR_HISTORY_LOST`; nothing is written.
+    #[default]
+    Fail,
+    /// Copy the collection again into `<index>-<n>` while the old index stays readable, then
+    /// point the alias `<index>` at the new one and drop the old.
+    Resync,
 }
 
 /// What a `drop` (or `dropDatabase`) of a synced collection does to its index.
@@ -221,6 +235,12 @@ impl SyncConfig {
                     &format!("collections[{i}]"),
                     format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace),
                 ));
+            }
+        }
+        if let Some(dlq) = &self.dead_letter_index {
+            check_index_name(dlq).map_err(|m| field("deadLetterIndex", m))?;
+            if self.collections.iter().any(|c| &c.index == dlq) {
+                return Err(field("deadLetterIndex", format!("\"{dlq}\" is also the index of a synced collection")));
             }
         }
         if self.checkpoint.database.is_empty() || self.checkpoint.collection.is_empty() {

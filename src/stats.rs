@@ -15,6 +15,7 @@ pub struct Stats {
     dead_letters: AtomicU64,
     retries: AtomicU64,
     batches: AtomicU64,
+    values_altered: AtomicU64,
     state: Mutex<SyncState>,
 }
 
@@ -29,6 +30,8 @@ pub struct StatsSnapshot {
     pub dead_letters: u64,
     pub retries: u64,
     pub batches: u64,
+    /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers).
+    pub values_altered: u64,
     pub state: SyncState,
 }
 
@@ -43,6 +46,7 @@ impl Default for Stats {
             dead_letters: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            values_altered: AtomicU64::new(0),
             state: Mutex::new(SyncState::Idle),
         }
     }
@@ -61,6 +65,10 @@ impl Stats {
         self.conflicts.fetch_add(outcome.conflicts, Ordering::Relaxed);
         self.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_altered_values(&self, count: u64) {
+        self.values_altered.fetch_add(count, Ordering::Relaxed);
     }
 
     pub fn record_retry(&self) {
@@ -86,6 +94,7 @@ impl Stats {
             dead_letters: get(&self.dead_letters),
             retries: get(&self.retries),
             batches: get(&self.batches),
+            values_altered: get(&self.values_altered),
             state: self.state(),
         }
     }

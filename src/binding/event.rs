@@ -41,9 +41,9 @@ pub enum SyncEventJs {
     /// A collection-level change and what was done about it (see `onDrop`, `onRename`).
     Change {
         namespace: String,
-        #[napi(ts_type = "'drop' | 'rename' | 'dropDatabase' | 'invalidate'")]
+        #[napi(ts_type = "'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync'")]
         operation: String,
-        /// The new namespace of a `rename`.
+        /// The new namespace of a `rename`; the new index of a `resync`.
         to: Option<String>,
     },
     Warning { namespace: String, message: String },

@@ -6,8 +6,8 @@ use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 
 use crate::config::{
-    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, MongoConfig,
-    Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
+    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, HistoryLostPolicy,
+    MongoConfig, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
 };
 use crate::error::{SyncError, SyncResult};
 
@@ -29,6 +29,13 @@ pub struct SyncOptions {
     /// to the new name's index, copy the renamed collection afresh, or do nothing.
     #[napi(ts_type = "'move' | 'recopy' | 'ignore'")]
     pub on_rename: Option<String>,
+    /// When the saved position is gone from the oplog (default `'fail'`: stop with
+    /// `ERR_HISTORY_LOST`). `'resync'` copies again into `<index>-<n>` while the old index stays
+    /// readable, then points the alias `<index>` at the new index and drops the old one.
+    #[napi(ts_type = "'fail' | 'resync'")]
+    pub on_history_lost: Option<String>,
+    /// Also write dead letters (id, reason, document) into this index.
+    pub dead_letter_index: Option<String>,
 }
 
 #[napi(object)]
@@ -148,6 +155,11 @@ impl SyncOptions {
             Some("ignore") => RenamePolicy::Ignore,
             Some(other) => return Err(SyncError::config(format!("onRename: \"{other}\" is not one of 'move', 'recopy', 'ignore'"))),
         };
+        let on_history_lost = match self.on_history_lost.as_deref() {
+            None | Some("fail") => HistoryLostPolicy::Fail,
+            Some("resync") => HistoryLostPolicy::Resync,
+            Some(other) => return Err(SyncError::config(format!("onHistoryLost: \"{other}\" is not one of 'fail', 'resync'"))),
+        };
         let config = SyncConfig {
             name: self.name,
             mongo: MongoConfig { uri: Secret::new(self.mongo.uri) },
@@ -162,6 +174,8 @@ impl SyncOptions {
             retry,
             on_drop,
             on_rename,
+            on_history_lost,
+            dead_letter_index: self.dead_letter_index,
         };
         config.validate()?;
         Ok(config)

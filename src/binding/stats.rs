@@ -17,6 +17,8 @@ pub struct SyncStats {
     pub dead_letters: i64,
     pub retries: i64,
     pub batches: i64,
+    /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events.
+    pub values_altered: i64,
     #[napi(ts_type = "'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'")]
     pub state: String,
 }
@@ -33,6 +35,7 @@ impl From<StatsSnapshot> for SyncStats {
             dead_letters: n(s.dead_letters),
             retries: n(s.retries),
             batches: n(s.batches),
+            values_altered: n(s.values_altered),
             state: s.state.as_str().to_string(),
         }
     }

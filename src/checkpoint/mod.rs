@@ -18,4 +18,10 @@ pub struct CollectionCheckpoint {
     pub copied: u64,
     /// The change stream position up to which everything is acknowledged.
     pub resume_token: Option<Document>,
+    /// The concrete index written to, when it differs from the configured name (which is then
+    /// an alias to it): `<index>-<generation>` after a re-copy.
+    pub physical_index: Option<String>,
+    pub generation: u32,
+    /// The concrete index a re-copy replaces: dropped when the alias moves to the new one.
+    pub replaces: Option<String>,
 }

@@ -51,6 +51,9 @@ impl MongoCheckpointStore {
                 Some(Bson::Document(t)) => Some(t.clone()),
                 Some(_) => return Err(bad("resumeToken")),
             },
+            physical_index: d.get_str("physicalIndex").ok().map(str::to_string),
+            generation: d.get_i32("generation").unwrap_or(0).max(0) as u32,
+            replaces: d.get_str("replaces").ok().map(str::to_string),
         })
     }
 
@@ -64,6 +67,9 @@ impl MongoCheckpointStore {
             "copyDone": cp.copy_done,
             "copied": cp.copied as i64,
             "resumeToken": opt(cp.resume_token.clone().map(Bson::Document)),
+            "physicalIndex": opt(cp.physical_index.clone().map(Bson::String)),
+            "generation": cp.generation as i32,
+            "replaces": opt(cp.replaces.clone().map(Bson::String)),
             "updatedAt": DateTime::now(),
         };
         self.collection

@@ -68,10 +68,8 @@ impl Batch {
         self.touch();
         let len = encoded_len(index, &write);
         if len > limits.max_bytes {
-            self.rejected.push(Rejected {
-                id: write.id,
-                reason: format!("document of {len} bytes exceeds batch.maxBytes ({})", limits.max_bytes),
-            });
+            // The document itself is left out of the record: it is too large by definition.
+            self.rejected.push(Rejected::new(write.id, format!("document of {len} bytes exceeds batch.maxBytes ({})", limits.max_bytes)));
             return;
         }
         self.bytes += len;
@@ -97,7 +95,12 @@ pub async fn commit(ctx: &Context, namespace: &str, index: &str, phase: Phase, b
     let started = Instant::now();
     let mut report = ctx.sink.write(index, coalesce(batch.writes)).await?;
     report.outcome.dead_letters += batch.rejected.len() as u64;
-    for rejected in batch.rejected.into_iter().chain(report.dead_letters) {
+    let dead_letters: Vec<Rejected> = batch.rejected.into_iter().chain(report.dead_letters).collect();
+    if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {
+        // Written before the batch counts as acknowledged: a dead letter is never only in memory.
+        ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await?;
+    }
+    for rejected in dead_letters {
         ctx.events.emit(SyncEvent::DeadLetter {
             namespace: namespace.to_string(),
             index: index.to_string(),
@@ -105,6 +108,7 @@ pub async fn commit(ctx: &Context, namespace: &str, index: &str, phase: Phase, b
             reason: rejected.reason,
         });
     }
+    ctx.stats.record_altered_values(batch.warnings.len() as u64);
     if let Some(first) = batch.warnings.first() {
         ctx.events.emit(SyncEvent::Warning {
             namespace: namespace.to_string(),

@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use super::batch::{commit, Batch, Room};
 use super::{Context, Flow};
 use crate::checkpoint::CollectionCheckpoint;
-use crate::config::{default_index_name, CollectionConfig, DropPolicy, Namespace, RenamePolicy};
+use crate::config::{default_index_name, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
-use crate::transform::{delete_write, describe_id, index_write, version_of};
+use crate::transform::{delete_write, describe_id, index_write, version_of, Rejected};
 
 /// A saved idle position is refreshed at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -31,6 +31,11 @@ pub struct CollectionSync<'a> {
 impl CollectionSync<'_> {
     fn namespace(&self) -> String {
         self.config.namespace.to_string()
+    }
+
+    /// The concrete index written to: the configured name, or `<name>-<n>` after a re-copy.
+    fn index(&self) -> String {
+        self.checkpoint.physical_index.clone().unwrap_or_else(|| self.config.index.clone())
     }
 
     fn collection(&self) -> Collection<Document> {
@@ -61,6 +66,9 @@ impl CollectionSync<'_> {
                     }
                 }
                 Err(e) if e.code == ErrorCode::State && self.ctx.cancel.is_cancelled() => return Ok(()),
+                Err(e) if e.code == ErrorCode::HistoryLost && self.ctx.config.on_history_lost == HistoryLostPolicy::Resync => {
+                    begin_resync(self.ctx, self.config, &mut self.checkpoint, &e).await?;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -80,6 +88,13 @@ impl CollectionSync<'_> {
                 return Ok(Flow::Stopped);
             }
         }
+        if let Some(old) = self.checkpoint.replaces.clone() {
+            let new_index = self.index();
+            self.ctx.sink.swap_alias(&self.config.index, &new_index, &old).await?;
+            self.checkpoint.replaces = None;
+            self.save().await?;
+            self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), operation: "resync".into(), to: Some(new_index) });
+        }
         self.ctx.copy_finished(&self.config.namespace);
         self.stream(opened_stream).await
     }
@@ -87,7 +102,7 @@ impl CollectionSync<'_> {
     async fn copy(&mut self) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = self.config.index.clone();
+        let index = self.index();
         let start_at = self.checkpoint.start_at.expect("start point captured before the copy");
         let version = version_of(start_at);
         let collection = self.collection();
@@ -186,7 +201,7 @@ impl CollectionSync<'_> {
     async fn stream(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = self.config.index.clone();
+        let index = self.index();
         let limits = ctx.config.batch.clone();
         let mut stream = match opened_stream {
             Some(s) => s,
@@ -287,7 +302,7 @@ impl CollectionSync<'_> {
             },
             OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id")) {
                 Some(id) => Some(delete_write(id, version)),
-                None => Some(Err(crate::transform::Rejected { id: describe_id(&Bson::Null), reason: "delete event without documentKey._id".into() })),
+                None => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
             },
             // Other event types (index builds, collection creation…) change no document.
             _ => None,
@@ -310,7 +325,7 @@ impl CollectionSync<'_> {
     async fn apply_collection_change(&mut self, event: &ChangeStreamEvent<Document>) -> SyncResult<()> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = &self.config.index;
+        let index = &self.index();
         let (operation, to) = match event.operation_type {
             OperationType::Drop => ("drop", None),
             OperationType::DropDatabase => ("dropDatabase", None),
@@ -384,6 +399,33 @@ impl CollectionSync<'_> {
         }
         Ok(())
     }
+}
+
+/// Starts copying a collection again after its stream position was lost: into a new concrete
+/// index `<index>-<n>`, while the index readers use stays as it is until the copy is done.
+pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut CollectionCheckpoint, cause: &SyncError) -> SyncResult<()> {
+    let current = cp.physical_index.clone().unwrap_or_else(|| config.index.clone());
+    // An unfinished earlier re-copy: its half-filled index goes, the one readers use stays.
+    let serving = match cp.replaces.clone() {
+        Some(serving) => {
+            if serving != current {
+                ctx.sink.delete_index(&current).await?;
+            }
+            serving
+        }
+        None => current,
+    };
+    let generation = cp.generation + 1;
+    let new_index = format!("{}-{generation}", config.index);
+    *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
+    ctx.sink.ensure_index(&new_index).await?;
+    ctx.store.save(&config.namespace, cp).await?;
+    ctx.copy_started(&config.namespace);
+    ctx.events.emit(SyncEvent::Warning {
+        namespace: config.namespace.to_string(),
+        message: format!("{cause}; copying again into \"{new_index}\" (\"{serving}\" stays readable until then)"),
+    });
+    Ok(())
 }
 
 /// Opening a stream at a saved position that is gone is lost history, not a passing fault.

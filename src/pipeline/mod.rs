@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::MongoCheckpointStore;
-use crate::config::{redact_uri, Namespace, SyncConfig};
+use crate::config::{redact_uri, HistoryLostPolicy, Namespace, SyncConfig};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::sink::elasticsearch::{EsSink, ServerInfo};
@@ -22,7 +22,7 @@ use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transform::ConvertOptions;
-use collection::{stream_open_error, CollectionSync};
+use collection::{begin_resync, stream_open_error, CollectionSync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -49,6 +49,14 @@ impl Context {
         let mut copying = self.copying.lock().expect("copying lock");
         if copying.remove(ns) && copying.is_empty() && !self.cancel.is_cancelled() {
             set_state(&self.stats, &self.events, SyncState::Streaming, None);
+        }
+    }
+
+    /// Marks a collection as copying (again, after lost history); a streaming sync goes back to `copying`.
+    fn copy_started(&self, ns: &Namespace) {
+        self.copying.lock().expect("copying lock").insert(ns.clone());
+        if self.stats.state() == SyncState::Streaming {
+            set_state(&self.stats, &self.events, SyncState::Copying, None);
         }
     }
 
@@ -147,25 +155,34 @@ impl SyncEngine {
             copying: Mutex::new(HashSet::new()),
         });
         let mut collections = Vec::new();
+        if let Some(dlq) = &config.dead_letter_index {
+            ctx.sink.ensure_dead_letter_index(dlq).await?;
+        }
         for c in &config.collections {
-            let checkpoint = ctx.store.load(&c.namespace).await?;
-            // A saved stream position is checked now, so that lost history fails `start()`.
+            let mut checkpoint = ctx.store.load(&c.namespace).await?;
+            // A saved stream position is checked now, so that lost history fails `start()`
+            // (or, with `onHistoryLost: 'resync'`, starts the re-copy at once).
             let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
-                (Some(token), true) => Some(
-                    change_stream::open(
-                        &client.database(&c.namespace.db).collection(&c.namespace.coll),
-                        &StreamStart::ResumeAfter(token.clone()),
-                        ctx.max_await(),
-                    )
-                    .await
-                    .map_err(|e| stream_open_error(&c.namespace.to_string(), &e))?,
-                ),
+                (Some(token), true) => {
+                    let collection = client.database(&c.namespace.db).collection(&c.namespace.coll);
+                    match change_stream::open(&collection, &StreamStart::ResumeAfter(token.clone()), ctx.max_await()).await {
+                        Ok(stream) => Some(stream),
+                        Err(e) => {
+                            let err = stream_open_error(&c.namespace.to_string(), &e);
+                            if err.code != ErrorCode::HistoryLost || config.on_history_lost != HistoryLostPolicy::Resync {
+                                return Err(err);
+                            }
+                            begin_resync(&ctx, c, &mut checkpoint, &err).await?;
+                            None
+                        }
+                    }
+                }
                 _ => None,
             };
             if !checkpoint.copy_done {
                 ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
             }
-            ctx.sink.ensure_index(&c.index).await?;
+            ctx.sink.ensure_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index)).await?;
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         Ok(Prepared { ctx, collections })

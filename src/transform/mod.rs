@@ -27,6 +27,24 @@ pub enum WriteOp {
 pub struct Rejected {
     pub id: String,
     pub reason: String,
+    /// The document as JSON (or MongoDB extended JSON when it could not be converted), if known.
+    pub document: Option<String>,
+}
+
+impl Rejected {
+    pub fn new(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Rejected { id: id.into(), reason: reason.into(), document: None }
+    }
+
+    pub fn with_document(mut self, document: String) -> Self {
+        self.document = Some(document);
+        self
+    }
+}
+
+/// A document as relaxed extended JSON, for dead letters of documents that could not be converted.
+fn extended_json(doc: &Document) -> String {
+    Bson::Document(doc.clone()).into_relaxed_extjson().to_string()
 }
 
 /// The version Elasticsearch stores for a change made at MongoDB cluster time `t`.
@@ -46,16 +64,17 @@ pub fn index_write(
     options: &ConvertOptions,
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<DocumentWrite, Rejected> {
-    let raw_id = doc.get("_id").ok_or_else(|| Rejected { id: String::new(), reason: "document has no _id".into() })?;
-    let id = bson_to_json::es_id(raw_id).map_err(|e| Rejected { id: describe_id(raw_id), reason: e.to_string() })?;
+    let rejected = |id: String, reason: String| Rejected::new(id, reason).with_document(extended_json(doc));
+    let raw_id = doc.get("_id").ok_or_else(|| rejected(String::new(), "document has no _id".into()))?;
+    let id = bson_to_json::es_id(raw_id).map_err(|e| rejected(describe_id(raw_id), e.to_string()))?;
     let source = bson_to_json::document_to_source(doc, options, warnings);
-    let body = serde_json::to_vec(&source).map_err(|e| Rejected { id: id.clone(), reason: format!("cannot serialise document: {e}") })?;
+    let body = serde_json::to_vec(&source).map_err(|e| rejected(id.clone(), format!("cannot serialise document: {e}")))?;
     Ok(DocumentWrite { id, version, op: WriteOp::Index(body) })
 }
 
 /// A versioned delete, so that an older index write replayed later cannot resurrect it.
 pub fn delete_write(id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
-    let es_id = bson_to_json::es_id(id).map_err(|e| Rejected { id: describe_id(id), reason: e.to_string() })?;
+    let es_id = bson_to_json::es_id(id).map_err(|e| Rejected::new(describe_id(id), e.to_string()))?;
     Ok(DocumentWrite { id: es_id, version, op: WriteOp::Delete })
 }
 

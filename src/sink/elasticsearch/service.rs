@@ -116,13 +116,18 @@ impl EsSink {
 
     /// Creates the index with dynamic mapping unless it exists.
     pub async fn ensure_index(&self, index: &str) -> SyncResult<()> {
+        self.ensure_index_with(index, b"{}").await
+    }
+
+    /// Creates the index with the given settings/mappings body unless it exists.
+    async fn ensure_index_with(&self, index: &str, body: &[u8]) -> SyncResult<()> {
         let path = format!("/{index}");
         let reply = self.with_retries("check index", || self.request(Method::Head, &path, None, false)).await?;
         if reply.status == 200 {
             return Ok(());
         }
         let reply = self
-            .with_retries("create index", || self.request(Method::Put, &path, Some(b"{}".to_vec()), false))
+            .with_retries("create index", || self.request(Method::Put, &path, Some(body.to_vec()), false))
             .await?;
         let already_exists = reply.status == 400 && snippet(&reply.body).contains("resource_already_exists");
         if reply.status == 200 || already_exists {
@@ -187,7 +192,10 @@ impl EsSink {
             }
             if reply.status == 413 {
                 report.outcome.dead_letters += 1;
-                report.dead_letters.push(Rejected { id: pending[0].id.clone(), reason: format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len()) });
+                report.dead_letters.push(Rejected::new(
+                    pending[0].id.clone(),
+                    format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len()),
+                ));
                 return Ok(report);
             }
             if !(200..300).contains(&reply.status) {
@@ -211,11 +219,12 @@ impl EsSink {
                     }
                     ItemOutcome::Permanent(reason) => {
                         report.outcome.dead_letters += 1;
-                        let reason = match write.op {
-                            WriteOp::Index(_) => reason,
-                            WriteOp::Delete => format!("delete failed: {reason}"),
-                        };
-                        report.dead_letters.push(Rejected { id: write.id, reason });
+                        report.dead_letters.push(match write.op {
+                            WriteOp::Index(source) => {
+                                Rejected::new(write.id, reason).with_document(String::from_utf8_lossy(&source).into_owned())
+                            }
+                            WriteOp::Delete => Rejected::new(write.id, format!("delete failed: {reason}")),
+                        });
                     }
                 }
             }
@@ -227,6 +236,60 @@ impl EsSink {
             }
         }
         Ok(report)
+    }
+
+    /// The dead-letter index stores the failed documents unindexed (`dynamic: false`), so that
+    /// the very values Elasticsearch rejected cannot make the record fail too.
+    pub async fn ensure_dead_letter_index(&self, index: &str) -> SyncResult<()> {
+        let body = br#"{"mappings":{"dynamic":false,"properties":{"namespace":{"type":"keyword"},"index":{"type":"keyword"},"id":{"type":"keyword"},"reason":{"type":"text"},"at":{"type":"date"}}}}"#;
+        self.ensure_index_with(index, body).await
+    }
+
+    /// Records dead letters in `dlq`, one document per source document (the latest failure wins).
+    pub async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<()> {
+        let at = mongodb::bson::DateTime::now();
+        let writes = records
+            .iter()
+            .map(|r| {
+                let body = serde_json::json!({
+                    "namespace": namespace,
+                    "index": index,
+                    "id": r.id,
+                    "reason": r.reason,
+                    "document": r.document,
+                    "at": at.try_to_rfc3339_string().unwrap_or_default(),
+                });
+                DocumentWrite {
+                    id: format!("{namespace}:{}", r.id),
+                    version: at.timestamp_millis(),
+                    op: WriteOp::Index(serde_json::to_vec(&body).expect("serialising JSON")),
+                }
+            })
+            .collect();
+        let report = self.write(dlq, writes).await?;
+        match report.dead_letters.first() {
+            None => Ok(()),
+            Some(failed) => Err(SyncError::new(
+                ErrorCode::Elasticsearch,
+                format!("cannot record the dead letter of {namespace} {} in \"{dlq}\": {}", failed.id, failed.reason),
+            )),
+        }
+    }
+
+    /// Points `alias` at `new_index` and drops `old_index` in one atomic step, so readers of the
+    /// alias never see a half-filled index. Repeating it after a crash is harmless.
+    pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str) -> SyncResult<()> {
+        let old_path = format!("/{old_index}");
+        let old_exists = self.with_retries("check index", || self.request(Method::Head, &old_path, None, false)).await?.status == 200;
+        let mut actions = vec![serde_json::json!({ "add": { "index": new_index, "alias": alias } })];
+        if old_exists && old_index != new_index {
+            actions.push(serde_json::json!({ "remove_index": { "index": old_index } }));
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "actions": actions })).expect("serialising JSON");
+        let reply = self
+            .with_retries("alias swap", || self.request(Method::Post, "/_aliases", Some(body.clone()), false))
+            .await?;
+        expect_success(&reply, &format!("point alias \"{alias}\" at \"{new_index}\""), &[])
     }
 
     /// Deletes an index; a missing one is fine.
