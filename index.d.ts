@@ -48,8 +48,18 @@ export interface CheckpointOptions {
 export interface CollectionOptions {
   /** `"db.collection"`. */
   namespace: string
-  /** Target index (default: the collection name, lowercased). */
+  /** Target index (default: from `indexTemplate`). */
   index?: string
+  /** Index settings used when the index is created. */
+  settings?: Record<string, unknown>
+  /** Index mappings used when the index is created; an existing index must agree with them. */
+  mappings?: Record<string, unknown>
+  /** Ingest pipeline every write goes through. */
+  pipeline?: string
+  /** Dotted path of the field whose value is the shard routing key. */
+  routing?: string
+  /** Alias to add to the index. */
+  alias?: string
 }
 
 export interface ElasticsearchOptions {
@@ -62,11 +72,35 @@ export interface ElasticsearchOptions {
   bearerToken?: string
   /** Per-request timeout (default 30000). */
   requestTimeoutMs?: number
+  /** gzip request bodies (default false). */
+  compression?: boolean
+  tls?: ElasticsearchTlsOptions
+}
+
+export interface ElasticsearchTlsOptions {
+  /** PEM file of the CA(s) to trust; when given, only these are trusted. */
+  caFile?: string
+  /** PEM client certificate, for servers requiring mutual TLS (with `keyFile`). */
+  certFile?: string
+  keyFile?: string
+  /** `false` skips certificate verification (logged as a warning). Never in production. */
+  rejectUnauthorized?: boolean
 }
 
 export interface MongoOptions {
   /** A replica set or sharded cluster URI (change streams need one). */
   uri: string
+  /** TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI. */
+  tls?: MongoTlsOptions
+}
+
+export interface MongoTlsOptions {
+  /** PEM file of the CA(s) to trust. */
+  caFile?: string
+  /** PEM file with the client certificate and its private key. */
+  certKeyFile?: string
+  /** Skip certificate verification (logged as a warning). Never in production. */
+  allowInvalidCertificates?: boolean
 }
 
 export interface RetryOptions {
@@ -85,6 +119,7 @@ export interface SyncErrorInfo {
 /** Everything `onEvent` callbacks receive; switch on `type`. */
 export type SyncEvent =
   | { type: 'state'; state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'; error?: SyncErrorInfo }
+  | { type: 'connected'; distribution: 'elasticsearch' | 'opensearch' | (string & {}); version: string }
   | { type: 'progress'; namespace: string; index: string; copied: number; totalEstimate: number; done: boolean }
   | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
@@ -98,8 +133,13 @@ export interface SyncOptions {
   name: string
   mongo: MongoOptions
   elasticsearch: ElasticsearchOptions
-  /** `"db.collection"` (index named after the collection) or `{ namespace, index }`. */
+  /** `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`. */
   collections: Array<string | CollectionOptions>
+  /**
+   * Index name for collections without `index`: `{db}` and `{coll}` are replaced, then
+   * lowercased (default `'{coll}'`).
+   */
+  indexTemplate?: string
   checkpoint?: CheckpointOptions
   batch?: BatchOptions
   retry?: RetryOptions

@@ -32,9 +32,9 @@ test('change types and ordering', async (t) => {
     const events = []
     sync.onEvent((e) => events.push(e))
     const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+    t.after(() => sync.stop().catch(() => {}))
     await sync.start()
     await streaming
-    t.after(() => sync.stop())
     return { db, coll, index, options, sync, events, checkpointId: `${options.name}:${db.databaseName}.c` }
   }
 

@@ -13,6 +13,8 @@ async function startFaultProxy(targetUrl) {
   const target = new URL(targetUrl)
   let mode = { kind: 'pass' }
   const counts = { requests: 0, injected: 0, rejectedItems: 0 }
+  // The most recent requests (method, path, headers), for tests that check what was sent.
+  const seen = []
 
   const forward = (method, path, headers, body) =>
     new Promise((resolve, reject) => {
@@ -56,6 +58,8 @@ async function startFaultProxy(targetUrl) {
 
   const server = http.createServer((req, res) => {
     counts.requests++
+    seen.push({ method: req.method, url: req.url, headers: req.headers })
+    if (seen.length > 200) seen.shift()
     const chunks = []
     req.on('data', (c) => chunks.push(c))
     req.on('end', async () => {
@@ -93,6 +97,7 @@ async function startFaultProxy(targetUrl) {
   return {
     url: `http://127.0.0.1:${port}`,
     counts,
+    seen,
     set(next) {
       mode = next
     },

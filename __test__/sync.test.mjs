@@ -68,11 +68,12 @@ test('copy, stream, stop and resume', async (t) => {
   ])
 
   const sync = new MongoElasticSync(options)
+  t.after(() => sync.stop())
   const events = []
   sync.onEvent((e) => events.push(e))
   const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming', 120000)
   await sync.start()
-  assert.ok(['copying', 'streaming'].includes(sync.stats().state))
+  assert.ok(['copying', 'streaming'].includes(sync.stats().state), JSON.stringify(events.filter((e) => e.type === 'state')))
 
   // Changes made while the copy runs are applied too (the stream starts from before the copy).
   await items.updateMany({ n: { $lt: 50 } }, { $set: { name: 'changed during copy' } })

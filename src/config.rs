@@ -2,6 +2,7 @@
 //! Every validation error names the offending field the way the user wrote it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{SyncError, SyncResult};
@@ -60,6 +61,16 @@ pub enum RenamePolicy {
 #[derive(Debug, Clone)]
 pub struct MongoConfig {
     pub uri: Secret,
+    /// TLS settings beyond (and overriding) those in the URI.
+    pub tls: Option<MongoTls>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MongoTls {
+    pub ca_file: Option<PathBuf>,
+    /// PEM file holding the client certificate and its private key.
+    pub cert_key_file: Option<PathBuf>,
+    pub allow_invalid_certificates: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +78,26 @@ pub struct EsConfig {
     pub node: String,
     pub auth: EsAuth,
     pub request_timeout: Duration,
+    /// gzip request bodies.
+    pub compression: bool,
+    pub tls: EsTls,
+}
+
+#[derive(Debug, Clone)]
+pub struct EsTls {
+    /// PEM CA certificate(s) to trust (in addition to none: only these are trusted when given).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that require mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `false` turns off certificate verification (logged as a warning).
+    pub reject_unauthorized: bool,
+}
+
+impl Default for EsTls {
+    fn default() -> Self {
+        EsTls { ca_file: None, cert_file: None, key_file: None, reject_unauthorized: true }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -113,6 +144,20 @@ impl Namespace {
 pub struct CollectionConfig {
     pub namespace: Namespace,
     pub index: String,
+    /// Body for creating the index: `{ "settings": …, "mappings": … }` (none: dynamic mapping).
+    pub index_body: Option<serde_json::Value>,
+    /// Ingest pipeline every write goes through.
+    pub pipeline: Option<String>,
+    /// Dotted path of the field whose value routes documents to shards.
+    pub routing: Option<String>,
+    /// An alias added to the index.
+    pub alias: Option<String>,
+}
+
+impl CollectionConfig {
+    pub fn new(namespace: Namespace, index: String) -> Self {
+        CollectionConfig { namespace, index, index_body: None, pipeline: None, routing: None, alias: None }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +275,16 @@ impl SyncConfig {
         }
         for (i, c) in self.collections.iter().enumerate() {
             check_index_name(&c.index).map_err(|m| field(&format!("collections[{i}].index"), m))?;
+            if let Some(alias) = &c.alias {
+                check_index_name(alias).map_err(|m| field(&format!("collections[{i}].alias"), m))?;
+            }
+            if let Some(body) = &c.index_body {
+                for key in body.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if key != "settings" && key != "mappings" {
+                        return Err(field(&format!("collections[{i}].{key}"), "only settings and mappings can be given".into()));
+                    }
+                }
+            }
             if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
                 return Err(field(
                     &format!("collections[{i}]"),
@@ -261,7 +316,14 @@ impl SyncConfig {
 
 /// The index a collection goes to when none is configured: its name, lowercased.
 pub fn default_index_name(ns: &Namespace) -> String {
-    ns.coll.to_lowercase()
+    index_from_template(DEFAULT_INDEX_TEMPLATE, ns)
+}
+
+pub const DEFAULT_INDEX_TEMPLATE: &str = "{coll}";
+
+/// Fills `{db}` and `{coll}` in an index name template, lowercased.
+pub fn index_from_template(template: &str, ns: &Namespace) -> String {
+    template.replace("{db}", &ns.db).replace("{coll}", &ns.coll).to_lowercase()
 }
 
 #[cfg(test)]
@@ -284,6 +346,13 @@ mod tests {
         assert!(check_index_name("_x").is_err());
         assert!(check_index_name("a b").is_err());
         assert!(check_index_name("").is_err());
+    }
+
+    #[test]
+    fn index_templates_fill_database_and_collection() {
+        let ns = Namespace::parse("Shop.Orders").unwrap();
+        assert_eq!(index_from_template("{db}-{coll}-v1", &ns), "shop-orders-v1");
+        assert_eq!(default_index_name(&ns), "orders");
     }
 
     #[test]

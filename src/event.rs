@@ -57,6 +57,8 @@ pub struct BatchOutcome {
 #[derive(Debug, Clone)]
 pub enum SyncEvent {
     State { state: SyncState, error: Option<SyncError> },
+    /// The search server answered: its distribution ("elasticsearch", "opensearch") and version.
+    Connected { distribution: String, version: String },
     /// Copy progress of one collection; `done` on its last report.
     Progress { namespace: String, index: String, copied: u64, total_estimate: u64, done: bool },
     Batch { namespace: String, index: String, phase: Phase, outcome: BatchOutcome, took_ms: u64 },

@@ -20,6 +20,12 @@ pub enum SyncEventJs {
         state: String,
         error: Option<SyncErrorInfo>,
     },
+    /// The search server answered at start.
+    Connected {
+        #[napi(ts_type = "'elasticsearch' | 'opensearch' | (string & {})")]
+        distribution: String,
+        version: String,
+    },
     /// Copy progress of one collection (`done` on its last report).
     Progress { namespace: String, index: String, copied: i64, total_estimate: i64, done: bool },
     /// One batch acknowledged by Elasticsearch.
@@ -57,6 +63,7 @@ impl From<&SyncEvent> for SyncEventJs {
                 state: state.as_str().to_string(),
                 error: error.map(|e| SyncErrorInfo { code: e.code.as_str().to_string(), message: e.message }),
             },
+            SyncEvent::Connected { distribution, version } => SyncEventJs::Connected { distribution, version },
             SyncEvent::Progress { namespace, index, copied, total_estimate, done } => {
                 SyncEventJs::Progress { namespace, index, copied: n(copied), total_estimate: n(total_estimate), done }
             }

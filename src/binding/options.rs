@@ -1,13 +1,15 @@
 //! The options object of `new MongoElasticSync(options)` and its conversion into the engine's config.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 
 use crate::config::{
-    default_index_name, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, HistoryLostPolicy,
-    MongoConfig, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
+    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
+    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
+    DEFAULT_INDEX_TEMPLATE,
 };
 use crate::error::{SyncError, SyncResult};
 
@@ -17,8 +19,11 @@ pub struct SyncOptions {
     pub name: String,
     pub mongo: MongoOptions,
     pub elasticsearch: ElasticsearchOptions,
-    /// `"db.collection"` (index named after the collection) or `{ namespace, index }`.
+    /// `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`.
     pub collections: Vec<Either<String, CollectionOptions>>,
+    /// Index name for collections without `index`: `{db}` and `{coll}` are replaced, then
+    /// lowercased (default `'{coll}'`).
+    pub index_template: Option<String>,
     pub checkpoint: Option<CheckpointOptions>,
     pub batch: Option<BatchOptions>,
     pub retry: Option<RetryOptions>,
@@ -42,6 +47,18 @@ pub struct SyncOptions {
 pub struct MongoOptions {
     /// A replica set or sharded cluster URI (change streams need one).
     pub uri: String,
+    /// TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI.
+    pub tls: Option<MongoTlsOptions>,
+}
+
+#[napi(object)]
+pub struct MongoTlsOptions {
+    /// PEM file of the CA(s) to trust.
+    pub ca_file: Option<String>,
+    /// PEM file with the client certificate and its private key.
+    pub cert_key_file: Option<String>,
+    /// Skip certificate verification (logged as a warning). Never in production.
+    pub allow_invalid_certificates: Option<bool>,
 }
 
 #[napi(object)]
@@ -55,14 +72,40 @@ pub struct ElasticsearchOptions {
     pub bearer_token: Option<String>,
     /// Per-request timeout (default 30000).
     pub request_timeout_ms: Option<u32>,
+    /// gzip request bodies (default false).
+    pub compression: Option<bool>,
+    pub tls: Option<ElasticsearchTlsOptions>,
+}
+
+#[napi(object)]
+pub struct ElasticsearchTlsOptions {
+    /// PEM file of the CA(s) to trust; when given, only these are trusted.
+    pub ca_file: Option<String>,
+    /// PEM client certificate, for servers requiring mutual TLS (with `keyFile`).
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// `false` skips certificate verification (logged as a warning). Never in production.
+    pub reject_unauthorized: Option<bool>,
 }
 
 #[napi(object)]
 pub struct CollectionOptions {
     /// `"db.collection"`.
     pub namespace: String,
-    /// Target index (default: the collection name, lowercased).
+    /// Target index (default: from `indexTemplate`).
     pub index: Option<String>,
+    /// Index settings used when the index is created.
+    #[napi(ts_type = "Record<string, unknown>")]
+    pub settings: Option<serde_json::Value>,
+    /// Index mappings used when the index is created; an existing index must agree with them.
+    #[napi(ts_type = "Record<string, unknown>")]
+    pub mappings: Option<serde_json::Value>,
+    /// Ingest pipeline every write goes through.
+    pub pipeline: Option<String>,
+    /// Dotted path of the field whose value is the shard routing key.
+    pub routing: Option<String>,
+    /// Alias to add to the index.
+    pub alias: Option<String>,
 }
 
 #[napi(object)]
@@ -95,6 +138,35 @@ fn ms(v: u32) -> Duration {
     Duration::from_millis(v as u64)
 }
 
+impl CollectionOptions {
+    fn into_config(self, i: usize, template: &str) -> SyncResult<CollectionConfig> {
+        let namespace = Namespace::parse(&self.namespace).map_err(|m| SyncError::config(format!("collections[{i}]: {m}")))?;
+        let index = self.index.unwrap_or_else(|| index_from_template(template, &namespace));
+        let mut body = serde_json::Map::new();
+        for (key, value) in [("settings", self.settings), ("mappings", self.mappings)] {
+            match value {
+                Some(v @ serde_json::Value::Object(_)) => {
+                    body.insert(key.to_string(), v);
+                }
+                Some(_) => return Err(SyncError::config(format!("collections[{i}].{key}: must be an object"))),
+                None => {}
+            }
+        }
+        Ok(CollectionConfig {
+            namespace,
+            index,
+            index_body: (!body.is_empty()).then_some(serde_json::Value::Object(body)),
+            pipeline: self.pipeline,
+            routing: self.routing,
+            alias: self.alias,
+        })
+    }
+}
+
+fn path(value: Option<String>) -> Option<PathBuf> {
+    value.map(PathBuf::from)
+}
+
 impl SyncOptions {
     pub fn into_config(self) -> SyncResult<SyncConfig> {
         let es = self.elasticsearch;
@@ -112,18 +184,25 @@ impl SyncOptions {
                 ))
             }
         };
+        let template = self.index_template.as_deref().unwrap_or(DEFAULT_INDEX_TEMPLATE);
         let collections = self
             .collections
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let (text, index, path) = match c {
-                    Either::A(ns) => (ns, None, format!("collections[{i}]")),
-                    Either::B(o) => (o.namespace, o.index, format!("collections[{i}].namespace")),
+                let options = match c {
+                    Either::A(namespace) => CollectionOptions {
+                        namespace,
+                        index: None,
+                        settings: None,
+                        mappings: None,
+                        pipeline: None,
+                        routing: None,
+                        alias: None,
+                    },
+                    Either::B(o) => o,
                 };
-                let namespace = Namespace::parse(&text).map_err(|m| SyncError::config(format!("{path}: {m}")))?;
-                let index = index.unwrap_or_else(|| default_index_name(&namespace));
-                Ok(CollectionConfig { namespace, index })
+                options.into_config(i, template)
             })
             .collect::<SyncResult<Vec<_>>>()?;
         let checkpoint_defaults = CheckpointConfig::default();
@@ -162,11 +241,25 @@ impl SyncOptions {
         };
         let config = SyncConfig {
             name: self.name,
-            mongo: MongoConfig { uri: Secret::new(self.mongo.uri) },
+            mongo: MongoConfig {
+                uri: Secret::new(self.mongo.uri),
+                tls: self.mongo.tls.map(|t| MongoTls {
+                    ca_file: path(t.ca_file),
+                    cert_key_file: path(t.cert_key_file),
+                    allow_invalid_certificates: t.allow_invalid_certificates.unwrap_or(false),
+                }),
+            },
             elasticsearch: EsConfig {
                 node: es.node,
                 auth,
                 request_timeout: ms(es.request_timeout_ms.unwrap_or(30_000)),
+                compression: es.compression.unwrap_or(false),
+                tls: es.tls.map_or_else(EsTls::default, |t| EsTls {
+                    ca_file: path(t.ca_file),
+                    cert_file: path(t.cert_file),
+                    key_file: path(t.key_file),
+                    reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+                }),
             },
             collections,
             checkpoint,

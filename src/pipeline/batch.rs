@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::config::BatchConfig;
 use crate::error::SyncResult;
 use crate::event::{Phase, SyncEvent};
-use crate::sink::elasticsearch::encoded_len;
+use crate::sink::elasticsearch::{encoded_len, Target};
 use crate::transform::{coalesce, ConvertWarning, DocumentWrite, Rejected};
 
 use super::Context;
@@ -52,8 +52,8 @@ impl Batch {
     }
 
     /// Whether `write` fits next to what is already here.
-    pub fn room_for(&self, index: &str, write: &DocumentWrite, limits: &BatchConfig) -> Room {
-        let len = encoded_len(index, write);
+    pub fn room_for(&self, target: &Target, write: &DocumentWrite, limits: &BatchConfig) -> Room {
+        let len = encoded_len(target, write);
         let full = self.writes.len() >= limits.max_docs || self.bytes + len > limits.max_bytes;
         if full && !self.writes.is_empty() {
             Room::FlushFirst
@@ -64,9 +64,9 @@ impl Batch {
 
     /// Adds a write; one that alone exceeds the byte cap is dead-lettered instead, since no
     /// request may exceed the cap.
-    pub fn push(&mut self, index: &str, write: DocumentWrite, limits: &BatchConfig) {
+    pub fn push(&mut self, target: &Target, write: DocumentWrite, limits: &BatchConfig) {
         self.touch();
-        let len = encoded_len(index, &write);
+        let len = encoded_len(target, &write);
         if len > limits.max_bytes {
             // The document itself is left out of the record: it is too large by definition.
             self.rejected.push(Rejected::new(write.id, format!("document of {len} bytes exceeds batch.maxBytes ({})", limits.max_bytes)));
@@ -88,12 +88,13 @@ impl Batch {
 }
 
 /// Writes the batch and reports it; returns once everything in it is acknowledged or dead-lettered.
-pub async fn commit(ctx: &Context, namespace: &str, index: &str, phase: Phase, batch: Batch) -> SyncResult<()> {
+pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phase, batch: Batch) -> SyncResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
-    let mut report = ctx.sink.write(index, coalesce(batch.writes)).await?;
+    let index = target.index.as_str();
+    let mut report = ctx.sink.write(target, coalesce(batch.writes)).await?;
     report.outcome.dead_letters += batch.rejected.len() as u64;
     let dead_letters: Vec<Rejected> = batch.rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {

@@ -17,7 +17,8 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
-use crate::transform::{delete_write, describe_id, index_write, version_of, Rejected};
+use crate::sink::elasticsearch::Target;
+use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, DocumentWrite, Rejected};
 
 /// A saved idle position is refreshed at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -36,6 +37,10 @@ impl CollectionSync<'_> {
     /// The concrete index written to: the configured name, or `<name>-<n>` after a re-copy.
     fn index(&self) -> String {
         self.checkpoint.physical_index.clone().unwrap_or_else(|| self.config.index.clone())
+    }
+
+    fn target(&self) -> Target {
+        Target { index: self.index(), pipeline: self.config.pipeline.clone() }
     }
 
     fn collection(&self) -> Collection<Document> {
@@ -102,7 +107,8 @@ impl CollectionSync<'_> {
     async fn copy(&mut self) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = self.index();
+        let target = self.target();
+        let routing = self.config.routing.clone();
         let start_at = self.checkpoint.start_at.expect("start point captured before the copy");
         let version = version_of(start_at);
         let collection = self.collection();
@@ -114,7 +120,7 @@ impl CollectionSync<'_> {
         // The reader converts while the writer waits on Elasticsearch; two batches in flight at most.
         let (tx, mut rx) = mpsc::channel::<SyncResult<(Batch, Bson)>>(2);
         let cancel = ctx.cancel.clone();
-        let reader_index = index.clone();
+        let reader_target = target.clone();
         let reader = tokio::spawn(async move {
             let read = async {
                 let mut cursor = copy::open(&collection, after.as_ref(), limits.max_docs.min(10_000) as u32)
@@ -128,13 +134,14 @@ impl CollectionSync<'_> {
                     }
                     let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
                     match index_write(&doc, version, &convert, batch.warnings()) {
-                        Ok(write) => {
-                            if batch.room_for(&reader_index, &write, &limits) == Room::FlushFirst {
+                        Ok(mut write) => {
+                            write.routing = routing.as_deref().and_then(|path| routing_value(&doc, path));
+                            if batch.room_for(&reader_target, &write, &limits) == Room::FlushFirst {
                                 if tx.send(Ok((std::mem::take(&mut batch), last_id.clone()))).await.is_err() {
                                     return Ok(());
                                 }
                             }
-                            batch.push(&reader_index, write, &limits);
+                            batch.push(&reader_target, write, &limits);
                         }
                         Err(rejected) => batch.push_rejected(rejected),
                     }
@@ -166,20 +173,20 @@ impl CollectionSync<'_> {
                 }
             };
             let read = batch.read_count();
-            commit(ctx, &ns, &index, Phase::Copy, batch).await?;
+            commit(ctx, &ns, &target, Phase::Copy, batch).await?;
             self.checkpoint.copy_last_id = Some(last_id);
             self.checkpoint.copied += read;
             self.save().await?;
             if last_progress.elapsed() >= Duration::from_millis(500) {
                 last_progress = Instant::now();
-                ctx.events.emit(SyncEvent::Progress { namespace: ns.clone(), index: index.clone(), copied: self.checkpoint.copied, total_estimate: total, done: false });
+                ctx.events.emit(SyncEvent::Progress { namespace: ns.clone(), index: target.index.clone(), copied: self.checkpoint.copied, total_estimate: total, done: false });
             }
         };
         reader.abort();
         if outcome == Flow::Done {
             self.checkpoint.copy_done = true;
             self.save().await?;
-            ctx.events.emit(SyncEvent::Progress { namespace: ns, index, copied: self.checkpoint.copied, total_estimate: total.max(self.checkpoint.copied), done: true });
+            ctx.events.emit(SyncEvent::Progress { namespace: ns, index: target.index, copied: self.checkpoint.copied, total_estimate: total.max(self.checkpoint.copied), done: true });
         }
         Ok(outcome)
     }
@@ -201,7 +208,7 @@ impl CollectionSync<'_> {
     async fn stream(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = self.index();
+        let target = self.target();
         let limits = ctx.config.batch.clone();
         let mut stream = match opened_stream {
             Some(s) => s,
@@ -220,17 +227,17 @@ impl CollectionSync<'_> {
             };
             match next {
                 None => {
-                    self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                    self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                     return Ok(Flow::Stopped);
                 }
                 Some(Err(e)) => {
                     // What was read is still written and checkpointed before reopening.
-                    self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                    self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                     return Err(mongo_error(format!("change stream of {ns} failed"), &e));
                 }
                 Some(Ok(None)) => {
                     if !batch.is_empty() {
-                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                         last_saved = Instant::now();
                     } else if last_saved.elapsed() >= IDLE_CHECKPOINT_EVERY {
                         // Rule: idle collections keep a fresh token so they stay inside the history window.
@@ -246,7 +253,7 @@ impl CollectionSync<'_> {
                 Some(Ok(Some(event))) => {
                     let token = change_stream::token_document(&event.id);
                     if event.operation_type == OperationType::Invalidate {
-                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                         ctx.events.emit(SyncEvent::Change { namespace: ns.clone(), operation: "invalidate".into(), to: None });
                         let Some(token) = token else {
                             return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {ns} has no usable token")));
@@ -260,7 +267,7 @@ impl CollectionSync<'_> {
                         continue;
                     }
                     if matches!(event.operation_type, OperationType::Drop | OperationType::DropDatabase | OperationType::Rename) {
-                        self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                        self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                         self.apply_collection_change(&event).await?;
                         if let Some(token) = token {
                             self.checkpoint.resume_token = Some(token);
@@ -268,12 +275,12 @@ impl CollectionSync<'_> {
                         }
                         continue;
                     }
-                    self.add_event(&ns, &index, &mut batch, &mut batch_token, event, token, &limits).await?;
+                    self.add_event(&ns, &target, &mut batch, &mut batch_token, event, token, &limits).await?;
                     last_saved = Instant::now();
                 }
             }
             if !batch.is_empty() && (batch.age_ms() >= limits.flush_interval.as_millis()) {
-                self.flush(&ns, &index, &mut batch, &mut batch_token).await?;
+                self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
             }
         }
     }
@@ -282,7 +289,7 @@ impl CollectionSync<'_> {
     async fn add_event(
         &mut self,
         ns: &str,
-        index: &str,
+        target: &Target,
         batch: &mut Batch,
         batch_token: &mut Option<Document>,
         event: ChangeStreamEvent<Document>,
@@ -294,14 +301,16 @@ impl CollectionSync<'_> {
             return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {ns} has no clusterTime")));
         };
         let version = version_of(cluster_time);
+        let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
         let write = match event.operation_type {
             OperationType::Insert | OperationType::Replace | OperationType::Update => match &event.full_document {
-                Some(doc) => Some(index_write(doc, version, &ctx.convert, batch.warnings())),
+                Some(doc) => Some(index_write(doc, version, &ctx.convert, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
                 // An update whose document is already deleted: its delete event follows.
                 None => None,
             },
-            OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id")) {
-                Some(id) => Some(delete_write(id, version)),
+            // The routing of a delete can only come from the document key (a shard key field).
+            OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id").map(|id| (k, id))) {
+                Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: routing(key), ..w })),
                 None => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
             },
             // Other event types (index builds, collection creation…) change no document.
@@ -309,10 +318,10 @@ impl CollectionSync<'_> {
         };
         match write {
             Some(Ok(write)) => {
-                if batch.room_for(index, &write, limits) == Room::FlushFirst {
-                    self.flush(ns, index, batch, batch_token).await?;
+                if batch.room_for(target, &write, limits) == Room::FlushFirst {
+                    self.flush(ns, target, batch, batch_token).await?;
                 }
-                batch.push(index, write, limits);
+                batch.push(target, write, limits);
             }
             Some(Err(rejected)) => batch.push_rejected(rejected),
             None => batch.push_skipped(),
@@ -345,7 +354,7 @@ impl CollectionSync<'_> {
                         RenamePolicy::Move => ctx.sink.reindex(index, &to_index).await?,
                         _ => {
                             let version = version_of(event.cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
-                            self.copy_once(to_ns, &to_index, version).await?;
+                            self.copy_once(to_ns, &Target::index(to_index.clone()), version).await?;
                         }
                     }
                     ctx.sink.delete_documents(index).await?;
@@ -364,7 +373,7 @@ impl CollectionSync<'_> {
 
     /// A one-off copy of another collection (a rename's target), without checkpoints: if it is
     /// interrupted, the rename event is not checkpointed and is applied again.
-    async fn copy_once(&self, source: &Namespace, index: &str, version: i64) -> SyncResult<()> {
+    async fn copy_once(&self, source: &Namespace, target: &Target, version: i64) -> SyncResult<()> {
         let ctx = self.ctx;
         let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
         let limits = &ctx.config.batch;
@@ -376,23 +385,23 @@ impl CollectionSync<'_> {
         while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
             match index_write(&doc, version, &ctx.convert, batch.warnings()) {
                 Ok(write) => {
-                    if batch.room_for(index, &write, limits) == Room::FlushFirst {
-                        commit(ctx, &ns, index, Phase::Copy, std::mem::take(&mut batch)).await?;
+                    if batch.room_for(target, &write, limits) == Room::FlushFirst {
+                        commit(ctx, &ns, target, Phase::Copy, std::mem::take(&mut batch)).await?;
                     }
-                    batch.push(index, write, limits);
+                    batch.push(target, write, limits);
                 }
                 Err(rejected) => batch.push_rejected(rejected),
             }
         }
-        commit(ctx, &ns, index, Phase::Copy, batch).await
+        commit(ctx, &ns, target, Phase::Copy, batch).await
     }
 
     /// Commits the batch, then saves the position of its last event.
-    async fn flush(&mut self, ns: &str, index: &str, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
+    async fn flush(&mut self, ns: &str, target: &Target, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        commit(self.ctx, ns, index, Phase::Stream, std::mem::take(batch)).await?;
+        commit(self.ctx, ns, target, Phase::Stream, std::mem::take(batch)).await?;
         if let Some(token) = batch_token.take() {
             self.checkpoint.resume_token = Some(token);
             self.save().await?;
@@ -418,7 +427,7 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
     let generation = cp.generation + 1;
     let new_index = format!("{}-{generation}", config.index);
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
-    ctx.sink.ensure_index(&new_index).await?;
+    ctx.sink.ensure_collection_index(&new_index, config).await?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);
     ctx.events.emit(SyncEvent::Warning {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, Tls, TlsOptions};
 use mongodb::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -121,6 +121,9 @@ impl SyncEngine {
                 return Err(e);
             }
         };
+        // The state is set before `start()` resolves, so that `stats()` right after it is accurate.
+        let copying = !prepared.ctx.copying.lock().expect("copying lock").is_empty();
+        set_state(&self.stats, &self.events, if copying { SyncState::Copying } else { SyncState::Streaming }, None);
         let (done_tx, done_rx) = watch::channel::<Finished>(None);
         let events = self.events.clone();
         let stats = self.stats.clone();
@@ -138,10 +141,11 @@ impl SyncEngine {
 
     async fn prepare(&self, cancel: CancellationToken) -> SyncResult<Prepared> {
         let config = self.config.clone();
-        let client = connect_mongo(&config).await?;
+        let client = connect_mongo(&config, &self.events).await?;
         let sink = EsSink::new(&config.elasticsearch, config.retry.clone(), self.events.clone(), self.stats.clone(), cancel.clone())?;
         let server: ServerInfo = sink.server_info().await?;
         tracing::info!(flavour = %server.flavour, version = %server.version, "connected to the search server");
+        self.events.emit(SyncEvent::Connected { distribution: server.flavour, version: server.version });
         let store = MongoCheckpointStore::new(&client, &config.checkpoint, &config.name);
         let ctx = Arc::new(Context {
             config: config.clone(),
@@ -182,7 +186,7 @@ impl SyncEngine {
             if !checkpoint.copy_done {
                 ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
             }
-            ctx.sink.ensure_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index)).await?;
+            ctx.sink.ensure_collection_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), c).await?;
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         Ok(Prepared { ctx, collections })
@@ -227,8 +231,6 @@ struct Prepared {
 
 async fn run_all(prepared: Prepared) -> SyncResult<()> {
     let Prepared { ctx, collections } = prepared;
-    let initial = if ctx.copying.lock().expect("copying lock").is_empty() { SyncState::Streaming } else { SyncState::Copying };
-    set_state(&ctx.stats, &ctx.events, initial, None);
     let mut tasks = tokio::task::JoinSet::new();
     for (config, checkpoint, opened_stream) in collections {
         let ctx = ctx.clone();
@@ -251,10 +253,33 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
     }
 }
 
-async fn connect_mongo(config: &SyncConfig) -> SyncResult<Client> {
+async fn connect_mongo(config: &SyncConfig, events: &EventBus) -> SyncResult<Client> {
     let uri = config.mongo.uri.expose();
     let unreachable = |msg: String| SyncError::new(ErrorCode::MongoUnreachable, format!("cannot connect to MongoDB at {}: {msg}", redact_uri(uri)));
     let mut options = ClientOptions::parse(uri).await.map_err(|e| unreachable(crate::error::cause_chain(&e)))?;
+    if let Some(tls) = &config.mongo.tls {
+        for (field, file) in [("caFile", &tls.ca_file), ("certKeyFile", &tls.cert_key_file)] {
+            if let Some(path) = file.as_ref().filter(|p| !p.is_file()) {
+                return Err(SyncError::config(format!("mongo.tls.{field}: {} is not a readable file", path.display())));
+            }
+        }
+        if tls.allow_invalid_certificates {
+            events.emit(SyncEvent::Warning {
+                namespace: String::new(),
+                message: "mongo.tls.allowInvalidCertificates is true: the server's certificate is NOT verified".into(),
+            });
+        }
+        let mut tls_options = match options.tls.take() {
+            Some(Tls::Enabled(existing)) => existing,
+            _ => TlsOptions::default(),
+        };
+        tls_options.ca_file_path = tls.ca_file.clone().or(tls_options.ca_file_path);
+        tls_options.cert_key_file_path = tls.cert_key_file.clone().or(tls_options.cert_key_file_path);
+        if tls.allow_invalid_certificates {
+            tls_options.allow_invalid_certificates = Some(true);
+        }
+        options.tls = Some(Tls::Enabled(tls_options));
+    }
     options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
     options.connect_timeout.get_or_insert(Duration::from_secs(10));
     options.app_name.get_or_insert_with(|| "mongo-elastic-sync".to_string());

@@ -10,6 +10,8 @@ pub use bson_to_json::{ConvertOptions, ConvertWarning};
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentWrite {
     pub id: String,
+    /// Shard routing value, when the collection routes by a field.
+    pub routing: Option<String>,
     /// External version: newer MongoDB history always carries a higher (or equal) number.
     pub version: i64,
     pub op: WriteOp,
@@ -69,13 +71,28 @@ pub fn index_write(
     let id = bson_to_json::es_id(raw_id).map_err(|e| rejected(describe_id(raw_id), e.to_string()))?;
     let source = bson_to_json::document_to_source(doc, options, warnings);
     let body = serde_json::to_vec(&source).map_err(|e| rejected(id.clone(), format!("cannot serialise document: {e}")))?;
-    Ok(DocumentWrite { id, version, op: WriteOp::Index(body) })
+    Ok(DocumentWrite { id, routing: None, version, op: WriteOp::Index(body) })
 }
 
 /// A versioned delete, so that an older index write replayed later cannot resurrect it.
 pub fn delete_write(id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
     let es_id = bson_to_json::es_id(id).map_err(|e| Rejected::new(describe_id(id), e.to_string()))?;
-    Ok(DocumentWrite { id: es_id, version, op: WriteOp::Delete })
+    Ok(DocumentWrite { id: es_id, routing: None, version, op: WriteOp::Delete })
+}
+
+/// The routing value at a dotted `path` of a document (for deletes: of its `documentKey`),
+/// in the same string form as ids.
+pub fn routing_value(doc: &Document, path: &str) -> Option<String> {
+    let mut current = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = current.get(part)?;
+        if parts.peek().is_none() {
+            return bson_to_json::es_id(value).ok();
+        }
+        current = value.as_document()?;
+    }
+    None
 }
 
 /// Keeps only the last write per `_id`, in first-seen order. Several changes of one
@@ -117,8 +134,17 @@ mod tests {
     }
 
     #[test]
+    fn routing_values_come_from_dotted_paths() {
+        let d = doc! {"_id": 1, "tenant": {"id": 42_i64, "name": "acme"}};
+        assert_eq!(routing_value(&d, "tenant.id").as_deref(), Some("42"));
+        assert_eq!(routing_value(&d, "tenant.name").as_deref(), Some("acme"));
+        assert_eq!(routing_value(&d, "tenant.missing"), None);
+        assert_eq!(routing_value(&d, "_id.x"), None);
+    }
+
+    #[test]
     fn coalescing_keeps_the_last_write_per_id_in_order() {
-        let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), version: v, op };
+        let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), routing: None, version: v, op };
         let out = coalesce(vec![
             w("a", 1, WriteOp::Index(b"1".to_vec())),
             w("b", 1, WriteOp::Index(b"2".to_vec())),

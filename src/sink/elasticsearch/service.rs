@@ -4,16 +4,18 @@
 use std::sync::Arc;
 
 use elasticsearch::auth::Credentials;
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::auth::ClientCertificate;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use tokio_util::sync::CancellationToken;
 
-use super::encoder::encode_all;
+use super::encoder::{encode_all, Target};
 use super::response::{parse_bulk_response, ItemOutcome};
 use super::retry::{backoff_delay, is_retryable_status, may_retry};
-use crate::config::{redact_uri, EsAuth, EsConfig, RetryConfig, Secret};
+use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, RetryConfig, Secret};
 use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
 use crate::event::{BatchOutcome, EventBus, SyncEvent};
 use crate::stats::Stats;
@@ -67,13 +69,27 @@ impl EsSink {
         let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
             .disable_proxy()
             .enable_meta_header(false)
+            .request_body_compression(config.compression)
             .timeout(config.request_timeout);
-        builder = match &auth {
-            EsAuth::None => builder,
-            EsAuth::Basic { username, password } => builder.auth(Credentials::Basic(username.clone(), password.expose().to_string())),
-            EsAuth::ApiKey(key) => builder.auth(Credentials::EncodedApiKey(key.expose().to_string())),
-            EsAuth::Bearer(token) => builder.auth(Credentials::Bearer(token.expose().to_string())),
+        // Auth goes in a header of its own, so that it combines with a client certificate
+        // (which takes the client's one credentials slot).
+        let authorization = match &auth {
+            EsAuth::None => None,
+            EsAuth::Basic { username, password } => {
+                use base64::Engine;
+                let pair = format!("{username}:{}", password.expose());
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+            }
+            EsAuth::ApiKey(key) => Some(format!("ApiKey {}", key.expose())),
+            EsAuth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
         };
+        if let Some(value) = authorization {
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| SyncError::config("elasticsearch: credentials contain characters not allowed in an HTTP header"))?;
+            value.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        builder = apply_tls(builder, &config.tls, &events)?;
         let transport = builder
             .build()
             .map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
@@ -116,22 +132,54 @@ impl EsSink {
 
     /// Creates the index with dynamic mapping unless it exists.
     pub async fn ensure_index(&self, index: &str) -> SyncResult<()> {
-        self.ensure_index_with(index, b"{}").await
+        self.ensure_index_with(index, b"{}").await.map(|_| ())
     }
 
-    /// Creates the index with the given settings/mappings body unless it exists.
-    async fn ensure_index_with(&self, index: &str, body: &[u8]) -> SyncResult<()> {
+    /// Prepares a collection's index: created with its settings and mappings unless it exists;
+    /// an existing one must agree with the configured mappings; the alias is added.
+    pub async fn ensure_collection_index(&self, index: &str, config: &CollectionConfig) -> SyncResult<()> {
+        let body = config.index_body.as_ref().map_or_else(|| b"{}".to_vec(), |b| serde_json::to_vec(b).expect("serialising JSON"));
+        let existed = self.ensure_index_with(index, &body).await?;
+        if let (true, Some(wanted)) = (existed, config.index_body.as_ref().and_then(|b| b.get("mappings"))) {
+            let path = format!("/{index}/_mapping");
+            let reply = self.with_retries("read mappings", || self.request(Method::Get, &path, None, false)).await?;
+            expect_success(&reply, &format!("read the mappings of \"{index}\""), &[])?;
+            let existing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+            // The reply is keyed by the concrete index name, which differs when `index` is an alias.
+            let existing = existing.as_object().and_then(|o| o.values().next()).and_then(|v| v.get("mappings")).cloned().unwrap_or_default();
+            if let Some(conflict) = mapping_conflict(wanted, &existing, "") {
+                return Err(SyncError::new(
+                    ErrorCode::Config,
+                    format!("mappings of {}: the existing index \"{index}\" {conflict}; use another index or reindex it", config.namespace),
+                ));
+            }
+        }
+        if let Some(alias) = &config.alias {
+            let body = serde_json::to_vec(&serde_json::json!({ "actions": [{ "add": { "index": index, "alias": alias } }] }))
+                .expect("serialising JSON");
+            let reply = self
+                .with_retries("add alias", || self.request(Method::Post, "/_aliases", Some(body.clone()), false))
+                .await?;
+            expect_success(&reply, &format!("add alias \"{alias}\" to \"{index}\""), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Creates the index with the given settings/mappings body unless it exists; tells whether it existed.
+    async fn ensure_index_with(&self, index: &str, body: &[u8]) -> SyncResult<bool> {
         let path = format!("/{index}");
         let reply = self.with_retries("check index", || self.request(Method::Head, &path, None, false)).await?;
         if reply.status == 200 {
-            return Ok(());
+            return Ok(true);
         }
         let reply = self
             .with_retries("create index", || self.request(Method::Put, &path, Some(body.to_vec()), false))
             .await?;
-        let already_exists = reply.status == 400 && snippet(&reply.body).contains("resource_already_exists");
-        if reply.status == 200 || already_exists {
-            return Ok(());
+        if reply.status == 400 && snippet(&reply.body).contains("resource_already_exists") {
+            return Ok(true);
+        }
+        if reply.status == 200 {
+            return Ok(false);
         }
         Err(SyncError::new(
             ErrorCode::Elasticsearch,
@@ -172,20 +220,21 @@ impl EsSink {
 
     /// Writes a batch to `index` and returns once every write is acknowledged, stale (conflict)
     /// or dead-lettered. Transient failures, of the whole request or of single items, are retried.
-    pub async fn write(&self, index: &str, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+    pub async fn write(&self, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+        let index = target.index.as_str();
         let mut report = WriteReport::default();
         let mut pending = writes;
         let mut attempt = 0;
         while !pending.is_empty() {
-            let body = encode_all(index, &pending);
+            let body = encode_all(target, &pending);
             let reply = self
                 .with_retries("bulk write", || self.request(Method::Post, "/_bulk", Some(body.clone()), true))
                 .await?;
             if reply.status == 413 && pending.len() > 1 {
                 // The server's request limit is below ours: halve and carry on.
                 let rest = pending.split_off(pending.len() / 2);
-                let first = Box::pin(self.write(index, std::mem::take(&mut pending))).await?;
-                let second = Box::pin(self.write(index, rest)).await?;
+                let first = Box::pin(self.write(target, std::mem::take(&mut pending))).await?;
+                let second = Box::pin(self.write(target, rest)).await?;
                 merge(&mut report, first);
                 merge(&mut report, second);
                 return Ok(report);
@@ -242,7 +291,7 @@ impl EsSink {
     /// the very values Elasticsearch rejected cannot make the record fail too.
     pub async fn ensure_dead_letter_index(&self, index: &str) -> SyncResult<()> {
         let body = br#"{"mappings":{"dynamic":false,"properties":{"namespace":{"type":"keyword"},"index":{"type":"keyword"},"id":{"type":"keyword"},"reason":{"type":"text"},"at":{"type":"date"}}}}"#;
-        self.ensure_index_with(index, body).await
+        self.ensure_index_with(index, body).await.map(|_| ())
     }
 
     /// Records dead letters in `dlq`, one document per source document (the latest failure wins).
@@ -261,12 +310,13 @@ impl EsSink {
                 });
                 DocumentWrite {
                     id: format!("{namespace}:{}", r.id),
+                    routing: None,
                     version: at.timestamp_millis(),
                     op: WriteOp::Index(serde_json::to_vec(&body).expect("serialising JSON")),
                 }
             })
             .collect();
-        let report = self.write(dlq, writes).await?;
+        let report = self.write(&Target::index(dlq), writes).await?;
         match report.dead_letters.first() {
             None => Ok(()),
             Some(failed) => Err(SyncError::new(
@@ -334,6 +384,56 @@ impl EsSink {
         }
         Ok(())
     }
+}
+
+/// Certificate verification and client certificates for HTTPS nodes.
+fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> SyncResult<TransportBuilder> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| SyncError::config(format!("elasticsearch.tls.{field}: cannot read {}: {e}", path.display())))
+    };
+    if !tls.reject_unauthorized {
+        events.emit(SyncEvent::Warning {
+            namespace: String::new(),
+            message: "elasticsearch.tls.rejectUnauthorized is false: the server's certificate is NOT verified".into(),
+        });
+        builder = builder.cert_validation(CertificateValidation::None);
+    } else if let Some(ca) = &tls.ca_file {
+        let pem = read("caFile", ca)?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| SyncError::config(format!("elasticsearch.tls.caFile: {} is not a PEM certificate: {e}", ca.display())))?;
+        builder = builder.cert_validation(CertificateValidation::Full(cert));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("certFile", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("keyFile", key)?);
+            builder = builder.auth(Credentials::Certificate(ClientCertificate::Pem(pem)));
+        }
+        (None, None) => {}
+        _ => return Err(SyncError::config("elasticsearch.tls: certFile and keyFile go together")),
+    }
+    Ok(builder)
+}
+
+/// How the configured mappings disagree with an existing index's, if they do: a field typed
+/// differently (fields only one side has are fine: dynamic mapping adds them).
+fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, prefix: &str) -> Option<String> {
+    let wanted = wanted.get("properties")?.as_object()?;
+    let existing = existing.get("properties").and_then(|p| p.as_object());
+    for (name, spec) in wanted {
+        let path = format!("{prefix}{name}");
+        let Some(have) = existing.and_then(|e| e.get(name)) else { continue };
+        let want_type = spec.get("type").and_then(|t| t.as_str()).unwrap_or("object");
+        let have_type = have.get("type").and_then(|t| t.as_str()).unwrap_or("object");
+        if want_type != have_type {
+            return Some(format!("maps \"{path}\" as {have_type}, not {want_type}"));
+        }
+        if let Some(conflict) = mapping_conflict(spec, have, &format!("{path}.")) {
+            return Some(conflict);
+        }
+    }
+    None
 }
 
 /// A 2xx reply, or one of the `tolerated` statuses; anything else is a permanent failure.

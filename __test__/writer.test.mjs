@@ -1,0 +1,125 @@
+// The Elasticsearch writer as an operator sees it: index management, routing, pipelines,
+// compression, authentication, and the server's identity.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { MongoElasticSync } = require('../index.js')
+const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+const { startFaultProxy } = require('./fault-proxy.js')
+
+test('Elasticsearch writer', async (t) => {
+  const ctx = await setup('writer')
+  const proxy = await startFaultProxy(ctx.esUrl)
+  t.after(async () => {
+    await proxy.close()
+    await ctx.teardown()
+  })
+
+  async function started(options) {
+    const sync = new MongoElasticSync({ mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, batch: { flushIntervalMs: 100 }, ...options })
+    const events = []
+    sync.onEvent((e) => events.push(e))
+    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+    t.after(() => sync.stop().catch(() => {}))
+    await sync.start()
+    await streaming
+    return { sync, events }
+  }
+
+  await t.test('indices are created with the configured settings, mappings and alias; routing and templates apply', async () => {
+    const db = ctx.mongo.db(unique('idx'))
+    await db.collection('orders').insertMany([
+      { _id: 1, price: 10, tenant: { id: 't1' } },
+      { _id: 2, price: 20, tenant: { id: 't2' } },
+    ])
+    await db.collection('users').insertOne({ _id: 'u1', name: 'ann' })
+    const alias = unique('orders-read')
+    const { events } = await started({
+      name: unique('idx'),
+      indexTemplate: '{db}-{coll}',
+      collections: [
+        {
+          namespace: `${db.databaseName}.orders`,
+          settings: { number_of_shards: 1 },
+          mappings: { properties: { price: { type: 'keyword' } } },
+          alias,
+          routing: 'tenant.id',
+        },
+        `${db.databaseName}.users`,
+      ],
+    })
+    const ordersIndex = `${db.databaseName}-orders`
+    const mapping = await es(ctx.esUrl, 'GET', `/${ordersIndex}/_mapping`)
+    assert.equal(mapping.body[ordersIndex].mappings.properties.price.type, 'keyword')
+    assert.deepEqual(Object.keys((await es(ctx.esUrl, 'GET', `/_alias/${alias}`)).body), [ordersIndex])
+    assert.equal((await esDocs(ctx.esUrl, `${db.databaseName}-users`)).size, 1, 'the template names the other index')
+    await db.collection('orders').insertOne({ _id: 3, price: 30, tenant: { id: 't3' } })
+    await waitForMirror(ctx, db.collection('orders'), ordersIndex)
+    const hits = (await es(ctx.esUrl, 'POST', `/${ordersIndex}/_search`, { query: { match_all: {} }, size: 10 })).body.hits.hits
+    assert.deepEqual(Object.fromEntries(hits.map((h) => [h._id, h._routing])), { 1: 't1', 2: 't2', 3: 't3' })
+    const connected = events.find((e) => e.type === 'connected')
+    assert.ok(connected && connected.distribution && connected.version, JSON.stringify(connected))
+  })
+
+  await t.test('an existing index whose mappings disagree gives a clear ERR_CONFIG', async () => {
+    const index = unique('typed')
+    await es(ctx.esUrl, 'PUT', `/${index}`, { mappings: { properties: { price: { type: 'keyword' } } } })
+    const sync = new MongoElasticSync({
+      name: unique('typed'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${unique('typed')}.c`, index, mappings: { properties: { price: { type: 'double' } } } }],
+    })
+    await assert.rejects(sync.start(), (e) => e.code === 'ERR_CONFIG' && e.message.includes(`"${index}" maps "price" as keyword, not double`))
+  })
+
+  await t.test('writes name the ingest pipeline of their collection', async () => {
+    const db = ctx.mongo.db(unique('pipe'))
+    await db.collection('c').insertOne({ _id: 1 })
+    const { events } = await started({ name: unique('pipe'), collections: [{ namespace: `${db.databaseName}.c`, index: unique('pipe'), pipeline: 'enrich-v1' }] })
+    // The local server has no ingest pipelines: that it refuses this one by name proves it was sent.
+    const dead = events.find((e) => e.type === 'deadLetter')
+    assert.ok(dead, 'the write was refused by the server')
+    assert.match(dead.reason, /enrich-v1/)
+  })
+
+  await t.test('gzip compression and every kind of credentials reach the server; secrets stay out of events', async () => {
+    const db = ctx.mongo.db(unique('auth'))
+    await db.collection('c').insertMany([{ _id: 1 }, { _id: 2 }])
+    const cases = [
+      { elasticsearch: { node: proxy.url.replace('http://', 'http://alice:s3cret-url@') }, header: `Basic ${Buffer.from('alice:s3cret-url').toString('base64')}`, secret: 's3cret-url' },
+      { elasticsearch: { node: proxy.url, username: 'bob', password: 's3cret-pw' }, header: `Basic ${Buffer.from('bob:s3cret-pw').toString('base64')}`, secret: 's3cret-pw' },
+      { elasticsearch: { node: proxy.url, apiKey: 'a2V5LXNlY3JldA==' }, header: 'ApiKey a2V5LXNlY3JldA==', secret: 'a2V5LXNlY3JldA==' },
+      { elasticsearch: { node: proxy.url, bearerToken: 'tok-s3cret', compression: true }, header: 'Bearer tok-s3cret', secret: 'tok-s3cret', gzip: true },
+    ]
+    for (const c of cases) {
+      proxy.seen.length = 0
+      const index = unique('auth')
+      const { sync, events } = await started({ name: unique('auth'), elasticsearch: c.elasticsearch, collections: [{ namespace: `${db.databaseName}.c`, index }] })
+      await waitForMirror(ctx, db.collection('c'), index)
+      assert.ok(proxy.seen.length > 0 && proxy.seen.every((r) => r.headers.authorization === c.header), `${c.header}: ${JSON.stringify(proxy.seen.map((r) => r.headers.authorization))}`)
+      const bulk = proxy.seen.filter((r) => r.url.startsWith('/_bulk'))
+      assert.ok(bulk.length > 0)
+      assert.ok(bulk.every((r) => (r.headers['content-encoding'] === 'gzip') === Boolean(c.gzip)), 'gzip only when asked for')
+      await sync.stop()
+      assert.ok(!JSON.stringify(events).includes(c.secret), 'no secret in any event')
+    }
+  })
+
+  await t.test('refused credentials fail start() with ERR_ES_UNREACHABLE and no secret in the message', async () => {
+    proxy.set({ kind: 'status', status: 401 })
+    try {
+      const sync = new MongoElasticSync({
+        name: unique('denied'),
+        mongo: { uri: ctx.mongoUrl },
+        elasticsearch: { node: proxy.url, username: 'eve', password: 'wrong-pw' },
+        collections: [`${unique('denied')}.c`],
+      })
+      await assert.rejects(sync.start(), (e) => e.code === 'ERR_ES_UNREACHABLE' && /authentication refused/.test(e.message) && !e.message.includes('wrong-pw'))
+    } finally {
+      proxy.set({ kind: 'pass' })
+    }
+  })
+})
