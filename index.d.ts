@@ -36,6 +36,8 @@ export interface BatchOptions {
   maxBytes?: number
   /** While streaming, the longest a change waits for its batch (default 1000). */
   flushIntervalMs?: number
+  /** Bulk requests in flight at once per collection during the copy (default 2). */
+  concurrency?: number
 }
 
 export interface CheckpointOptions {
@@ -120,7 +122,10 @@ export interface SyncErrorInfo {
 export type SyncEvent =
   | { type: 'state'; state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'; error?: SyncErrorInfo }
   | { type: 'connected'; distribution: 'elasticsearch' | 'opensearch' | (string & {}); version: string }
-  | { type: 'progress'; namespace: string; index: string; copied: number; totalEstimate: number; done: boolean }
+  | { type: 'progress'; namespace: string; index: string; copied: number; /** MongoDB's estimate of the collection size at the start of the copy. */
+    totalEstimate: number; /** Documents per second over this run of the copy. */
+    rate: number; /** Seconds left at that rate. */
+  etaSeconds?: number; done: boolean }
   | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
@@ -158,6 +163,16 @@ export interface SyncOptions {
   onHistoryLost?: 'fail' | 'resync'
   /** Also write dead letters (id, reason, document) into this index. */
   deadLetterIndex?: string
+  /**
+   * `'copyAndStream'` (default); `'copy'`: copy, then stop (a one-shot reindex; `wait()`
+   * resolves when done); `'stream'`: no copy, follow changes from the saved position, else
+   * from `startAt`, else from now.
+   */
+  mode?: 'copyAndStream' | 'copy' | 'stream'
+  /** Cursors reading one collection's copy in parallel over `_id` ranges (default 4). */
+  copyReaders?: number
+  /** With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from. */
+  startAt?: string
 }
 
 export interface SyncStats {

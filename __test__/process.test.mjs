@@ -54,6 +54,7 @@ test('process lifecycle and crash recovery', async (t) => {
     const base = { name: unique('life'), mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, collections: [`${db.databaseName}.c`] }
 
     const running = runChild(base)
+    t.after(() => running.child.kill('SIGKILL'))
     await waitFor('child to stream', () => inState(running, 'streaming'))
     // Nothing but the sync holds this child's event loop.
     await new Promise((r) => setTimeout(r, 1500))
@@ -63,6 +64,7 @@ test('process lifecycle and crash recovery', async (t) => {
     assert.equal(code, 0, 'SIGTERM → stop() → clean exit')
 
     const stopping = runChild({ ...base, name: unique('life2') }, 'stop-when-streaming')
+    t.after(() => stopping.child.kill('SIGKILL'))
     const [exitCode] = await withTimeout(stopping.exited, 30000, 'the process did not exit after stop()')
     assert.equal(exitCode, 0)
     assert.ok(stopping.events.some((e) => e.type === 'stopped-by-fixture'))
@@ -74,11 +76,12 @@ test('process lifecycle and crash recovery', async (t) => {
     const cli = spawn(process.execPath, [CLI, '--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', `${db.databaseName}.c`, '--name', unique('cli')], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
+    t.after(() => cli.kill('SIGKILL'))
     let out = ''
     cli.stdout.on('data', (d) => (out += d))
     const exited = once(cli, 'exit')
     await waitFor('CLI to stream', () => out.includes('state: streaming'))
-    assert.match(out, /copy .*\.c → c: 2\/2 \(100%\) done/)
+    assert.match(out, /copy .*\.c → c: 2\/2 \(100%\) done at \d+ docs\/s/)
     cli.kill('SIGINT')
     const [code] = await exited
     assert.equal(code, 0)
@@ -136,6 +139,7 @@ test('process lifecycle and crash recovery', async (t) => {
       ]
       for (const trial of trials) {
         const run = runChild(options)
+        t.after(() => run.child.kill('SIGKILL'))
         await waitFor(`child to reach ${trial.phase}`, () => trial.ready(run) || run.events.find((e) => e.type === 'start-failed'), 60000, 5)
         if (trial.afterMs) await new Promise((r) => setTimeout(r, trial.afterMs))
         run.child.kill('SIGKILL')
@@ -147,6 +151,7 @@ test('process lifecycle and crash recovery', async (t) => {
       await writer
 
       const final = runChild(options)
+      t.after(() => final.child.kill('SIGKILL'))
       await waitFor('final child to stream', () => inState(final, 'streaming'), 60000)
       const diff = await waitForMirror(ctx, coll, index, (d) => d, 90000)
       assert.equal(diff.count, await coll.countDocuments())

@@ -6,6 +6,29 @@ const fs = require('node:fs')
 const { parseArgs } = require('node:util')
 const { MongoElasticSync } = require('..')
 
+/** On a terminal, one progress bar per collection during the copy (cli-progress); elsewhere, plain lines. */
+function progressBars(enabled) {
+  if (!enabled) return null
+  const cliProgress = require('cli-progress')
+  const multibar = new cliProgress.MultiBar(
+    { format: ' {bar} {percentage}% | {value}/{total} | {rate} docs/s | ETA {eta_formatted} | {namespace}', hideCursor: true, clearOnComplete: false },
+    cliProgress.Presets.shades_classic,
+  )
+  const bars = new Map()
+  return {
+    update(event) {
+      let bar = bars.get(event.namespace)
+      if (!bar) {
+        bar = multibar.create(Math.max(event.totalEstimate, event.copied, 1), 0, { namespace: event.namespace, rate: 0 })
+        bars.set(event.namespace, bar)
+      }
+      bar.setTotal(Math.max(event.totalEstimate, event.copied, 1))
+      bar.update(event.copied, { rate: Math.round(event.rate) })
+    },
+    stop: () => multibar.stop(),
+  }
+}
+
 const HELP = `Usage: mongo-elastic-sync [--config sync.json] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
 
 Syncs MongoDB collections into Elasticsearch: copies them, then follows their change streams.
@@ -74,8 +97,11 @@ function describe(event) {
       return event.error ? `state: ${event.state} (${event.error.code}: ${event.error.message})` : `state: ${event.state}`
     case 'progress': {
       const pct = event.totalEstimate > 0 ? ` (${Math.min(100, Math.round((100 * event.copied) / event.totalEstimate))}%)` : ''
-      return `copy ${event.namespace} → ${event.index}: ${event.copied}/${event.totalEstimate}${pct}${event.done ? ' done' : ''}`
+      const eta = event.done || event.etaSeconds == null ? '' : `, ETA ${Math.round(event.etaSeconds)} s`
+      return `copy ${event.namespace} → ${event.index}: ${event.copied}/${event.totalEstimate}${pct}${event.done ? ' done' : ''} at ${Math.round(event.rate)} docs/s${eta}`
     }
+    case 'connected':
+      return `connected to ${event.distribution} ${event.version}`
     case 'batch':
       return `${event.phase} ${event.namespace} → ${event.index}: ${event.indexed} indexed, ${event.deleted} deleted, ${event.conflicts} stale, ${event.deadLetters} dead-lettered (${event.tookMs} ms)`
     case 'retry':
@@ -99,7 +125,13 @@ async function main() {
   } catch (e) {
     fail(e.code ?? 'ERR_CONFIG', e.message, 2)
   }
+  const bars = progressBars(process.stdout.isTTY && !quiet)
   sync.onEvent((event) => {
+    if (bars && event.type === 'progress') {
+      bars.update(event)
+      if (!event.done) return
+    }
+    if (bars && event.type === 'state' && event.state !== 'copying') bars.stop()
     if (quiet && !['state', 'deadLetter'].includes(event.type)) return
     const line = `${new Date().toISOString()} ${describe(event)}`
     if (event.type === 'deadLetter' || event.type === 'warning' || event.error) console.error(line)

@@ -20,8 +20,23 @@ pub struct SyncConfig {
     pub on_drop: DropPolicy,
     pub on_rename: RenamePolicy,
     pub on_history_lost: HistoryLostPolicy,
+    pub mode: SyncMode,
+    /// Cursors reading one collection's copy in parallel, over `_id` ranges.
+    pub copy_readers: usize,
     /// Where dead letters are also written, as documents (none: events only).
     pub dead_letter_index: Option<String>,
+}
+
+/// What a sync does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Copy each collection, then follow its change stream.
+    #[default]
+    CopyAndStream,
+    /// Copy each collection, then stop: a one-shot reindex.
+    Copy,
+    /// Only follow change streams: from the saved position, else from `start_at`, else from now.
+    Stream { start_at: Option<mongodb::bson::Timestamp> },
 }
 
 /// What happens when a saved stream position is no longer in the oplog (or is invalid).
@@ -179,11 +194,13 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// While streaming, how long a change may wait for its batch to fill.
     pub flush_interval: Duration,
+    /// Bulk requests in flight at once per collection during the copy.
+    pub concurrency: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_docs: 1000, max_bytes: 8 * 1024 * 1024, flush_interval: Duration::from_millis(1000) }
+        BatchConfig { max_docs: 1000, max_bytes: 8 * 1024 * 1024, flush_interval: Duration::from_millis(1000), concurrency: 2 }
     }
 }
 
@@ -303,6 +320,12 @@ impl SyncConfig {
         }
         if self.batch.max_docs == 0 {
             return Err(field("batch.maxDocs", "must be at least 1".into()));
+        }
+        if self.copy_readers == 0 || self.copy_readers > 64 {
+            return Err(field("copyReaders", "must be from 1 to 64".into()));
+        }
+        if self.batch.concurrency == 0 || self.batch.concurrency > 64 {
+            return Err(field("batch.concurrency", "must be from 1 to 64".into()));
         }
         if self.batch.max_bytes < 1024 {
             return Err(field("batch.maxBytes", "must be at least 1024".into()));

@@ -60,7 +60,17 @@ pub enum SyncEvent {
     /// The search server answered: its distribution ("elasticsearch", "opensearch") and version.
     Connected { distribution: String, version: String },
     /// Copy progress of one collection; `done` on its last report.
-    Progress { namespace: String, index: String, copied: u64, total_estimate: u64, done: bool },
+    Progress {
+        namespace: String,
+        index: String,
+        copied: u64,
+        total_estimate: u64,
+        /// Documents per second over this run of the copy.
+        rate: f64,
+        /// Seconds left at that rate (unknown before the first batch).
+        eta_seconds: Option<f64>,
+        done: bool,
+    },
     Batch { namespace: String, index: String, phase: Phase, outcome: BatchOutcome, took_ms: u64 },
     Retry { attempt: u32, delay_ms: u64, cause: String },
     /// A document that could not be written and was set aside, with why.

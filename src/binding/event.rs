@@ -27,7 +27,18 @@ pub enum SyncEventJs {
         version: String,
     },
     /// Copy progress of one collection (`done` on its last report).
-    Progress { namespace: String, index: String, copied: i64, total_estimate: i64, done: bool },
+    Progress {
+        namespace: String,
+        index: String,
+        copied: i64,
+        /// MongoDB's estimate of the collection size at the start of the copy.
+        total_estimate: i64,
+        /// Documents per second over this run of the copy.
+        rate: f64,
+        /// Seconds left at that rate.
+        eta_seconds: Option<f64>,
+        done: bool,
+    },
     /// One batch acknowledged by Elasticsearch.
     Batch {
         namespace: String,
@@ -64,9 +75,15 @@ impl From<&SyncEvent> for SyncEventJs {
                 error: error.map(|e| SyncErrorInfo { code: e.code.as_str().to_string(), message: e.message }),
             },
             SyncEvent::Connected { distribution, version } => SyncEventJs::Connected { distribution, version },
-            SyncEvent::Progress { namespace, index, copied, total_estimate, done } => {
-                SyncEventJs::Progress { namespace, index, copied: n(copied), total_estimate: n(total_estimate), done }
-            }
+            SyncEvent::Progress { namespace, index, copied, total_estimate, rate, eta_seconds, done } => SyncEventJs::Progress {
+                namespace,
+                index,
+                copied: n(copied),
+                total_estimate: n(total_estimate),
+                rate,
+                eta_seconds,
+                done,
+            },
             SyncEvent::Batch { namespace, index, phase, outcome, took_ms } => SyncEventJs::Batch {
                 namespace,
                 index,

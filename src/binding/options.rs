@@ -8,7 +8,7 @@ use napi_derive::napi;
 
 use crate::config::{
     index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
-    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig,
+    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
     DEFAULT_INDEX_TEMPLATE,
 };
 use crate::error::{SyncError, SyncResult};
@@ -41,6 +41,15 @@ pub struct SyncOptions {
     pub on_history_lost: Option<String>,
     /// Also write dead letters (id, reason, document) into this index.
     pub dead_letter_index: Option<String>,
+    /// `'copyAndStream'` (default); `'copy'`: copy, then stop (a one-shot reindex; `wait()`
+    /// resolves when done); `'stream'`: no copy, follow changes from the saved position, else
+    /// from `startAt`, else from now.
+    #[napi(ts_type = "'copyAndStream' | 'copy' | 'stream'")]
+    pub mode: Option<String>,
+    /// Cursors reading one collection's copy in parallel over `_id` ranges (default 4).
+    pub copy_readers: Option<u32>,
+    /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
+    pub start_at: Option<String>,
 }
 
 #[napi(object)]
@@ -124,6 +133,8 @@ pub struct BatchOptions {
     pub max_bytes: Option<u32>,
     /// While streaming, the longest a change waits for its batch (default 1000).
     pub flush_interval_ms: Option<u32>,
+    /// Bulk requests in flight at once per collection during the copy (default 2).
+    pub concurrency: Option<u32>,
 }
 
 #[napi(object)]
@@ -215,6 +226,7 @@ impl SyncOptions {
             max_docs: b.max_docs.map_or(batch_defaults.max_docs, |v| v as usize),
             max_bytes: b.max_bytes.map_or(batch_defaults.max_bytes, |v| v as usize),
             flush_interval: b.flush_interval_ms.map_or(batch_defaults.flush_interval, ms),
+            concurrency: b.concurrency.map_or(batch_defaults.concurrency, |v| v as usize),
         });
         let retry_defaults = RetryConfig::default();
         let retry = self.retry.map_or(retry_defaults.clone(), |r| RetryConfig {
@@ -238,6 +250,23 @@ impl SyncOptions {
             None | Some("fail") => HistoryLostPolicy::Fail,
             Some("resync") => HistoryLostPolicy::Resync,
             Some(other) => return Err(SyncError::config(format!("onHistoryLost: \"{other}\" is not one of 'fail', 'resync'"))),
+        };
+        let start_at = match self.start_at.as_deref() {
+            None => None,
+            Some(text) => {
+                let at = mongodb::bson::DateTime::parse_rfc3339_str(text)
+                    .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is not an ISO-8601 time such as 2026-01-31T12:00:00Z")))?;
+                let secs = u32::try_from(at.timestamp_millis().div_euclid(1000))
+                    .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
+                Some(mongodb::bson::Timestamp { time: secs, increment: 0 })
+            }
+        };
+        let mode = match (self.mode.as_deref(), start_at) {
+            (None | Some("copyAndStream"), None) => SyncMode::CopyAndStream,
+            (Some("copy"), None) => SyncMode::Copy,
+            (Some("stream"), start_at) => SyncMode::Stream { start_at },
+            (None | Some("copyAndStream" | "copy"), Some(_)) => return Err(SyncError::config("startAt: only goes with mode: 'stream'")),
+            (Some(other), _) => return Err(SyncError::config(format!("mode: \"{other}\" is not one of 'copyAndStream', 'copy', 'stream'"))),
         };
         let config = SyncConfig {
             name: self.name,
@@ -268,6 +297,8 @@ impl SyncOptions {
             on_drop,
             on_rename,
             on_history_lost,
+            mode,
+            copy_readers: self.copy_readers.map_or(4, |v| v as usize),
             dead_letter_index: self.dead_letter_index,
         };
         config.validate()?;

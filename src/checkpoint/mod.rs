@@ -12,8 +12,9 @@ pub struct CollectionCheckpoint {
     /// Cluster time read before the copy began: the stream starts here, and copied
     /// documents carry its version so that any change after it wins.
     pub start_at: Option<Timestamp>,
-    /// The last `_id` of the copy that Elasticsearch acknowledged; the copy resumes after it.
-    pub copy_last_id: Option<Bson>,
+    /// The `_id` ranges the copy reads in parallel, each with its acknowledged progress.
+    /// Empty until the copy starts.
+    pub copy_ranges: Vec<CopyRange>,
     pub copy_done: bool,
     pub copied: u64,
     /// The change stream position up to which everything is acknowledged.
@@ -24,4 +25,16 @@ pub struct CollectionCheckpoint {
     pub generation: u32,
     /// The concrete index a re-copy replaces: dropped when the alias moves to the new one.
     pub replaces: Option<String>,
+}
+
+/// One `_id` range of a collection's copy, read by its own cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopyRange {
+    /// Inclusive lower bound (none: from the smallest `_id`).
+    pub lower: Option<Bson>,
+    /// Exclusive upper bound (none: to the largest `_id`).
+    pub upper: Option<Bson>,
+    /// The last `_id` in this range that Elasticsearch acknowledged; reading resumes after it.
+    pub last_id: Option<Bson>,
+    pub done: bool,
 }

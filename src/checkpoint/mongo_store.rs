@@ -4,7 +4,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::{CollectionOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection};
 
-use super::CollectionCheckpoint;
+use super::{CollectionCheckpoint, CopyRange};
 use crate::config::{CheckpointConfig, Namespace};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::source::mongo_error;
@@ -40,9 +40,10 @@ impl MongoCheckpointStore {
                 Some(Bson::Timestamp(t)) => Some(*t),
                 Some(_) => return Err(bad("startAt")),
             },
-            copy_last_id: match d.get("copyLastId") {
-                None | Some(Bson::Null) => None,
-                Some(id) => Some(id.clone()),
+            copy_ranges: match d.get("copyRanges") {
+                None | Some(Bson::Null) => Vec::new(),
+                Some(Bson::Array(ranges)) => ranges.iter().map(|r| r.as_document().map(range_from_document)).collect::<Option<_>>().ok_or_else(|| bad("copyRanges"))?,
+                Some(_) => return Err(bad("copyRanges")),
             },
             copy_done: d.get_bool("copyDone").unwrap_or(false),
             copied: d.get_i64("copied").unwrap_or(0).max(0) as u64,
@@ -63,7 +64,7 @@ impl MongoCheckpointStore {
             "name": &self.name,
             "namespace": ns.to_string(),
             "startAt": opt(cp.start_at.map(Bson::Timestamp)),
-            "copyLastId": opt(cp.copy_last_id.clone()),
+            "copyRanges": cp.copy_ranges.iter().map(range_to_document).collect::<Vec<_>>(),
             "copyDone": cp.copy_done,
             "copied": cp.copied as i64,
             "resumeToken": opt(cp.resume_token.clone().map(Bson::Document)),
@@ -80,6 +81,21 @@ impl MongoCheckpointStore {
             .map_err(|e| checkpoint_error(format!("cannot save the checkpoint of {ns}"), &e))?;
         Ok(())
     }
+}
+
+fn range_to_document(r: &CopyRange) -> Bson {
+    // Bounds are wrapped so that a null `_id` bound stays distinguishable from "no bound".
+    Bson::Document(doc! {
+        "lower": r.lower.as_ref().map_or(Bson::Null, |b| Bson::Document(doc! {"v": b.clone()})),
+        "upper": r.upper.as_ref().map_or(Bson::Null, |b| Bson::Document(doc! {"v": b.clone()})),
+        "lastId": r.last_id.as_ref().map_or(Bson::Null, |b| Bson::Document(doc! {"v": b.clone()})),
+        "done": r.done,
+    })
+}
+
+fn range_from_document(d: &Document) -> CopyRange {
+    let bound = |key: &str| d.get_document(key).ok().and_then(|w| w.get("v").cloned());
+    CopyRange { lower: bound("lower"), upper: bound("upper"), last_id: bound("lastId"), done: d.get_bool("done").unwrap_or(false) }
 }
 
 /// A checkpoint failure: transient (`MongoUnreachable`, retried by the pipeline) when the

@@ -3,22 +3,112 @@
 
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::stream::FuturesOrdered;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::Collection;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::batch::{commit, Batch, Room};
 use super::{Context, Flow};
-use crate::checkpoint::CollectionCheckpoint;
-use crate::config::{default_index_name, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy};
+use crate::checkpoint::{CollectionCheckpoint, CopyRange};
+use crate::config::{default_index_name, BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
 use crate::sink::elasticsearch::Target;
-use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, DocumentWrite, Rejected};
+use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, Rejected};
+
+/// What range readers send to the copy's writer.
+enum CopyItem {
+    Batch { range: usize, batch: Batch, last_id: Bson },
+    /// Everything of the range was sent.
+    RangeDone(usize),
+}
+
+/// What the writer acknowledged, in the order the items were sent.
+enum CopyAck {
+    Batch { range: usize, last_id: Bson, read: u64 },
+    RangeDone(usize),
+}
+
+/// Reads one `_id` range of the copy and turns it into batches of writes.
+struct RangeReader {
+    collection: Collection<Document>,
+    range: CopyRange,
+    index: usize,
+    namespace: String,
+    target: Target,
+    routing: Option<String>,
+    version: i64,
+    limits: BatchConfig,
+    convert: ConvertOptions,
+    cancel: CancellationToken,
+}
+
+impl RangeReader {
+    async fn read(self, tx: &mpsc::Sender<SyncResult<CopyItem>>) -> SyncResult<()> {
+        let ns = &self.namespace;
+        let mut cursor = copy::open(&self.collection, &self.range, self.limits.max_docs.min(10_000) as u32)
+            .await
+            .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
+        let mut batch = Batch::default();
+        let mut last_id = Bson::Null;
+        let send = |batch: Batch, last_id: Bson| tx.send(Ok(CopyItem::Batch { range: self.index, batch, last_id }));
+        while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+            match index_write(&doc, self.version, &self.convert, batch.warnings()) {
+                Ok(mut write) => {
+                    write.routing = self.routing.as_deref().and_then(|path| routing_value(&doc, path));
+                    if batch.room_for(&self.target, &write, &self.limits) == Room::FlushFirst
+                        && send(std::mem::take(&mut batch), last_id.clone()).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                    batch.push(&self.target, write, &self.limits);
+                }
+                Err(rejected) => batch.push_rejected(rejected),
+            }
+            last_id = id;
+        }
+        if !batch.is_empty() && send(batch, last_id).await.is_err() {
+            return Ok(());
+        }
+        let _ = tx.send(Ok(CopyItem::RangeDone(self.index))).await;
+        Ok(())
+    }
+}
+
+/// Copy progress: rate over this run, and the time left at that rate.
+struct ProgressMeter {
+    started: Instant,
+    copied_at_start: u64,
+    total: u64,
+}
+
+impl ProgressMeter {
+    fn new(copied_at_start: u64, total: u64) -> Self {
+        ProgressMeter { started: Instant::now(), copied_at_start, total }
+    }
+
+    fn event(&self, namespace: &str, index: &str, copied: u64, done: bool) -> SyncEvent {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 { (copied - self.copied_at_start.min(copied)) as f64 / elapsed } else { 0.0 };
+        let total = if done { self.total.max(copied) } else { self.total };
+        let eta_seconds = match (done, rate > 0.0) {
+            (true, _) => Some(0.0),
+            (false, true) => Some(total.saturating_sub(copied) as f64 / rate),
+            (false, false) => None,
+        };
+        SyncEvent::Progress { namespace: namespace.to_string(), index: index.to_string(), copied, total_estimate: total, rate, eta_seconds, done }
+    }
+}
 
 /// A saved idle position is refreshed at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -80,6 +170,16 @@ impl CollectionSync<'_> {
     }
 
     async fn run_phases(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
+        if let (SyncMode::Stream { start_at }, false) = (self.ctx.config.mode, self.checkpoint.copy_done) {
+            // Stream only: no copy; start where asked, or now.
+            let now = match start_at {
+                Some(at) => at,
+                None => change_stream::cluster_time(&self.ctx.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?,
+            };
+            self.checkpoint.start_at = Some(now);
+            self.checkpoint.copy_done = true;
+            self.save().await?;
+        }
         if !self.checkpoint.copy_done {
             if self.checkpoint.start_at.is_none() {
                 // Rule: capture the stream's start before scanning, so nothing changed during the copy is missed.
@@ -100,6 +200,9 @@ impl CollectionSync<'_> {
             self.save().await?;
             self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), operation: "resync".into(), to: Some(new_index) });
         }
+        if self.ctx.config.mode == SyncMode::Copy {
+            return Ok(Flow::Done);
+        }
         self.ctx.copy_finished(&self.config.namespace);
         self.stream(opened_stream).await
     }
@@ -108,87 +211,113 @@ impl CollectionSync<'_> {
         let ctx = self.ctx;
         let ns = self.namespace();
         let target = self.target();
-        let routing = self.config.routing.clone();
         let start_at = self.checkpoint.start_at.expect("start point captured before the copy");
         let version = version_of(start_at);
         let collection = self.collection();
         let total = collection.estimated_document_count().await.unwrap_or(0);
-        let limits = ctx.config.batch.clone();
-        let convert = ctx.convert.clone();
-        let after = self.checkpoint.copy_last_id.clone();
-
-        // The reader converts while the writer waits on Elasticsearch; two batches in flight at most.
-        let (tx, mut rx) = mpsc::channel::<SyncResult<(Batch, Bson)>>(2);
-        let cancel = ctx.cancel.clone();
-        let reader_target = target.clone();
-        let reader = tokio::spawn(async move {
-            let read = async {
-                let mut cursor = copy::open(&collection, after.as_ref(), limits.max_docs.min(10_000) as u32)
-                    .await
-                    .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
-                let mut batch = Batch::default();
-                let mut last_id = Bson::Null;
-                while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
-                    if cancel.is_cancelled() {
-                        return Ok(());
-                    }
-                    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                    match index_write(&doc, version, &convert, batch.warnings()) {
-                        Ok(mut write) => {
-                            write.routing = routing.as_deref().and_then(|path| routing_value(&doc, path));
-                            if batch.room_for(&reader_target, &write, &limits) == Room::FlushFirst {
-                                if tx.send(Ok((std::mem::take(&mut batch), last_id.clone()))).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
-                            batch.push(&reader_target, write, &limits);
-                        }
-                        Err(rejected) => batch.push_rejected(rejected),
-                    }
-                    last_id = id;
-                }
-                if !batch.is_empty() {
-                    let _ = tx.send(Ok((batch, last_id))).await;
-                }
-                Ok(())
-            };
-            if let Err(e) = read.await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-
-        let ns = self.namespace();
-        let mut last_progress = Instant::now();
-        let outcome = loop {
-            let next = tokio::select! {
-                next = rx.recv() => next,
-                _ = ctx.cancel.cancelled() => break Flow::Stopped,
-            };
-            let Some(item) = next else { break Flow::Done };
-            let (batch, last_id) = match item {
-                Ok(v) => v,
-                Err(e) => {
-                    reader.abort();
-                    return Err(e);
-                }
-            };
-            let read = batch.read_count();
-            commit(ctx, &ns, &target, Phase::Copy, batch).await?;
-            self.checkpoint.copy_last_id = Some(last_id);
-            self.checkpoint.copied += read;
+        if self.checkpoint.copy_ranges.is_empty() {
+            self.checkpoint.copy_ranges = self.plan_ranges(&collection, total).await?;
             self.save().await?;
-            if last_progress.elapsed() >= Duration::from_millis(500) {
-                last_progress = Instant::now();
-                ctx.events.emit(SyncEvent::Progress { namespace: ns.clone(), index: target.index.clone(), copied: self.checkpoint.copied, total_estimate: total, done: false });
-            }
-        };
-        reader.abort();
-        if outcome == Flow::Done {
-            self.checkpoint.copy_done = true;
-            self.save().await?;
-            ctx.events.emit(SyncEvent::Progress { namespace: ns, index: target.index, copied: self.checkpoint.copied, total_estimate: total.max(self.checkpoint.copied), done: true });
         }
-        Ok(outcome)
+
+        // One reader per unfinished range converts while the writer waits on Elasticsearch;
+        // the channel bounds what is read ahead.
+        let readers = self.checkpoint.copy_ranges.iter().filter(|r| !r.done).count().max(1);
+        let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2 * readers);
+        let mut reader_tasks = tokio::task::JoinSet::new();
+        for (index, range) in self.checkpoint.copy_ranges.iter().enumerate().filter(|(_, r)| !r.done) {
+            let reader = RangeReader {
+                collection: collection.clone(),
+                range: range.clone(),
+                index,
+                namespace: ns.clone(),
+                target: target.clone(),
+                routing: self.config.routing.clone(),
+                version,
+                limits: ctx.config.batch.clone(),
+                convert: ctx.convert.clone(),
+                cancel: ctx.cancel.clone(),
+            };
+            let tx = tx.clone();
+            reader_tasks.spawn(async move {
+                if let Err(e) = reader.read(&tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+        }
+        drop(tx);
+
+        // Up to `concurrency` bulk requests in flight; they are acknowledged, and so checkpointed,
+        // in read order. (Their relative order does not matter for correctness: the versions do.)
+        let concurrency = ctx.config.batch.concurrency.max(1);
+        let mut in_flight = FuturesOrdered::new();
+        let mut reader_done = false;
+        let mut stopping = false;
+        let progress = ProgressMeter::new(self.checkpoint.copied, total);
+        let mut last_progress = Instant::now();
+        let (ns_ref, target_ref) = (&ns, &target);
+        // Until everything read is acknowledged (or, once stopping, everything sent).
+        while !((reader_done || stopping) && in_flight.is_empty()) {
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled(), if !stopping => stopping = true,
+                acked = in_flight.next(), if !in_flight.is_empty() => {
+                    let Some(acked) = acked else { continue };
+                    match acked? {
+                        CopyAck::Batch { range, last_id, read } => {
+                            self.checkpoint.copy_ranges[range].last_id = Some(last_id);
+                            self.checkpoint.copied += read;
+                        }
+                        CopyAck::RangeDone(range) => self.checkpoint.copy_ranges[range].done = true,
+                    }
+                    self.save().await?;
+                    if last_progress.elapsed() >= Duration::from_millis(500) {
+                        last_progress = Instant::now();
+                        ctx.events.emit(progress.event(ns_ref, &target_ref.index, self.checkpoint.copied, false));
+                    }
+                }
+                next = rx.recv(), if !reader_done && !stopping && in_flight.len() < concurrency => match next {
+                    None => reader_done = true,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(item)) => in_flight.push_back(async move {
+                        match item {
+                            CopyItem::Batch { range, batch, last_id } => {
+                                let read = batch.read_count();
+                                commit(ctx, ns_ref, target_ref, Phase::Copy, batch).await.map(|()| CopyAck::Batch { range, last_id, read })
+                            }
+                            CopyItem::RangeDone(range) => Ok(CopyAck::RangeDone(range)),
+                        }
+                    }),
+                },
+            }
+        }
+        reader_tasks.abort_all();
+        if stopping {
+            return Ok(Flow::Stopped);
+        }
+        self.checkpoint.copy_done = true;
+        self.save().await?;
+        ctx.events.emit(progress.event(&ns, &target.index, self.checkpoint.copied, true));
+        Ok(Flow::Done)
+    }
+
+    /// Ranges for a fresh copy: split at a sample of `_id`s when the collection is large enough
+    /// to gain from several cursors.
+    async fn plan_ranges(&self, collection: &Collection<Document>, total: u64) -> SyncResult<Vec<CopyRange>> {
+        let readers = self.ctx.config.copy_readers;
+        if readers < 2 || total < 2 * self.ctx.config.batch.max_docs as u64 {
+            return Ok(vec![CopyRange::default()]);
+        }
+        match copy::sample_ids(collection, readers * 32).await {
+            Ok(sample) => Ok(copy::plan_ranges(&sample, readers)),
+            Err(e) => {
+                self.ctx.events.emit(SyncEvent::Warning {
+                    namespace: self.namespace(),
+                    message: format!("cannot sample _ids to split the copy ({}); reading with one cursor", crate::error::cause_chain(&e)),
+                });
+                Ok(vec![CopyRange::default()])
+            }
+        }
     }
 
     fn stream_start(&self) -> StreamStart {
@@ -303,11 +432,11 @@ impl CollectionSync<'_> {
         let version = version_of(cluster_time);
         let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
         let write = match event.operation_type {
-            OperationType::Insert | OperationType::Replace | OperationType::Update => match &event.full_document {
-                Some(doc) => Some(index_write(doc, version, &ctx.convert, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
-                // An update whose document is already deleted: its delete event follows.
-                None => None,
-            },
+            // An update whose document is already deleted has no full document: its delete event follows.
+            OperationType::Insert | OperationType::Replace | OperationType::Update => event
+                .full_document
+                .as_ref()
+                .map(|doc| index_write(doc, version, &ctx.convert, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
             // The routing of a delete can only come from the document key (a shard key field).
             OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id").map(|id| (k, id))) {
                 Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: routing(key), ..w })),
@@ -378,7 +507,7 @@ impl CollectionSync<'_> {
         let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
         let limits = &ctx.config.batch;
         let ns = source.to_string();
-        let mut cursor = copy::open(&collection, None, limits.max_docs.min(10_000) as u32)
+        let mut cursor = copy::open(&collection, &CopyRange::default(), limits.max_docs.min(10_000) as u32)
             .await
             .map_err(|e| mongo_error(format!("cannot copy {ns}"), &e))?;
         let mut batch = Batch::default();

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::MongoCheckpointStore;
-use crate::config::{redact_uri, HistoryLostPolicy, Namespace, SyncConfig};
+use crate::config::{redact_uri, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::sink::elasticsearch::{EsSink, ServerInfo};
@@ -167,7 +167,7 @@ impl SyncEngine {
             // A saved stream position is checked now, so that lost history fails `start()`
             // (or, with `onHistoryLost: 'resync'`, starts the re-copy at once).
             let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
-                (Some(token), true) => {
+                (Some(token), true) if config.mode != SyncMode::Copy => {
                     let collection = client.database(&c.namespace.db).collection(&c.namespace.coll);
                     match change_stream::open(&collection, &StreamStart::ResumeAfter(token.clone()), ctx.max_await()).await {
                         Ok(stream) => Some(stream),
@@ -183,7 +183,7 @@ impl SyncEngine {
                 }
                 _ => None,
             };
-            if !checkpoint.copy_done {
+            if !checkpoint.copy_done && !matches!(config.mode, SyncMode::Stream { .. }) {
                 ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
             }
             ctx.sink.ensure_collection_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), c).await?;

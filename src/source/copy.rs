@@ -1,7 +1,11 @@
-//! The initial copy: a scan of one collection in `_id` order, resumable after any `_id`.
+//! The initial copy: scans of one collection in `_id` order, split into ranges read in parallel,
+//! each resumable after any `_id`.
 
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Collection, Cursor};
+
+use crate::checkpoint::CopyRange;
 
 /// Finds the documents after `after` in `_id` order. `$gt` alone compares within one BSON
 /// type only, so documents whose `_id` is of a type that sorts later are added explicitly:
@@ -43,8 +47,75 @@ fn later_type_codes(value: &Bson) -> Vec<i32> {
     SORT_RANKS.iter().skip(rank + 1).flat_map(|codes| codes.iter().copied()).collect()
 }
 
-pub async fn open(collection: &Collection<Document>, after: Option<&Bson>, batch_size: u32) -> mongodb::error::Result<Cursor<Document>> {
-    collection.find(after_filter(after)).sort(doc! {"_id": 1}).batch_size(batch_size).await
+fn earlier_type_codes(value: &Bson) -> Vec<i32> {
+    let rank = type_rank(value);
+    SORT_RANKS.iter().take(rank).flat_map(|codes| codes.iter().copied()).collect()
+}
+
+/// `_id < upper`, plus every `_id` of a type that sorts before `upper`'s.
+fn before_filter(upper: &Bson) -> Document {
+    let earlier = earlier_type_codes(upper);
+    if earlier.is_empty() {
+        doc! {"_id": {"$lt": upper.clone()}}
+    } else {
+        doc! {"$or": [{"_id": {"$lt": upper.clone()}}, {"_id": {"$type": earlier}}]}
+    }
+}
+
+/// The documents of a range still to read: after its acknowledged `_id` (else from its lower
+/// bound), below its upper bound, in BSON order across types.
+pub fn range_filter(range: &CopyRange) -> Document {
+    let from = match (&range.last_id, &range.lower) {
+        (Some(last), _) => after_filter(Some(last)),
+        (None, Some(lower)) => {
+            let later = later_type_codes(lower);
+            if later.is_empty() {
+                doc! {"_id": {"$gte": lower.clone()}}
+            } else {
+                doc! {"$or": [{"_id": {"$gte": lower.clone()}}, {"_id": {"$type": later}}]}
+            }
+        }
+        (None, None) => Document::new(),
+    };
+    match (&range.upper, from.is_empty()) {
+        (None, _) => from,
+        (Some(upper), true) => before_filter(upper),
+        (Some(upper), false) => doc! {"$and": [from, before_filter(upper)]},
+    }
+}
+
+/// Splits a collection into up to `parts` ranges at quantiles of a sorted sample of its `_id`s.
+/// Bounds must share one BSON type (ranges compare within a type); otherwise one range.
+pub fn plan_ranges(sorted_sample: &[Bson], parts: usize) -> Vec<CopyRange> {
+    let whole = vec![CopyRange::default()];
+    if parts < 2 || sorted_sample.len() < parts {
+        return whole;
+    }
+    let first_rank = type_rank(&sorted_sample[0]);
+    if sorted_sample.iter().any(|id| type_rank(id) != first_rank || matches!(id, Bson::Document(_))) {
+        return whole;
+    }
+    let mut bounds: Vec<Bson> = (1..parts).map(|i| sorted_sample[i * sorted_sample.len() / parts].clone()).collect();
+    bounds.dedup();
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut lower = None;
+    for bound in bounds {
+        ranges.push(CopyRange { lower, upper: Some(bound.clone()), ..Default::default() });
+        lower = Some(bound);
+    }
+    ranges.push(CopyRange { lower, ..Default::default() });
+    ranges
+}
+
+/// A random sample of `_id`s, sorted.
+pub async fn sample_ids(collection: &Collection<Document>, size: usize) -> mongodb::error::Result<Vec<Bson>> {
+    let pipeline = [doc! {"$sample": {"size": size as i64}}, doc! {"$project": {"_id": 1}}, doc! {"$sort": {"_id": 1}}];
+    let docs: Vec<Document> = collection.aggregate(pipeline).await?.try_collect().await?;
+    Ok(docs.into_iter().filter_map(|mut d| d.remove("_id")).collect())
+}
+
+pub async fn open(collection: &Collection<Document>, range: &CopyRange, batch_size: u32) -> mongodb::error::Result<Cursor<Document>> {
+    collection.find(range_filter(range)).sort(doc! {"_id": 1}).batch_size(batch_size).await
 }
 
 #[cfg(test)]
@@ -64,6 +135,37 @@ mod tests {
         assert!(types.contains(&Bson::Int32(2)), "strings sort after numbers");
         assert!(types.contains(&Bson::Int32(7)), "ObjectIds sort after numbers");
         assert!(!types.contains(&Bson::Int32(16)), "same type is covered by $gt");
+    }
+
+    #[test]
+    fn ranges_split_at_sample_quantiles_and_cover_everything() {
+        let sample: Vec<Bson> = (0..100).map(Bson::Int32).collect();
+        let ranges = plan_ranges(&sample, 4);
+        assert_eq!(ranges.len(), 4);
+        assert_eq!(ranges[0].lower, None);
+        assert_eq!(ranges[0].upper, Some(Bson::Int32(25)));
+        assert_eq!(ranges[1].lower, Some(Bson::Int32(25)));
+        assert_eq!(ranges[3].upper, None);
+        // The first range also takes ids of types sorting before numbers; the last, those after.
+        let first = range_filter(&ranges[0]);
+        assert!(first.get_array("$or").is_ok(), "{first}");
+        let last = range_filter(&ranges[3]);
+        assert!(format!("{last}").contains("$type"), "{last}");
+    }
+
+    #[test]
+    fn mixed_or_tiny_samples_give_one_range() {
+        assert_eq!(plan_ranges(&[Bson::Int32(1), Bson::String("a".into()), Bson::Int32(3)], 2), vec![CopyRange::default()]);
+        assert_eq!(plan_ranges(&[Bson::Int32(1)], 4), vec![CopyRange::default()]);
+        assert_eq!(range_filter(&CopyRange::default()), Document::new());
+    }
+
+    #[test]
+    fn a_resumed_range_starts_after_its_last_id() {
+        let r = CopyRange { lower: Some(Bson::Int32(10)), upper: Some(Bson::Int32(20)), last_id: Some(Bson::Int32(15)), done: false };
+        let f = range_filter(&r);
+        let text = format!("{f}");
+        assert!(text.contains("$gt") && text.contains("15") && text.contains("$lt") && text.contains("20") && !text.contains("$gte"), "{text}");
     }
 
     #[test]

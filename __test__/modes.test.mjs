@@ -1,0 +1,79 @@
+// Modes: copy only (a one-shot reindex that ends by itself), stream only (from now or from a
+// given time), and copy progress with rate and ETA.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { MongoElasticSync } = require('../index.js')
+const { setup, unique, esDocs, waitFor, nextEvent, withTimeout } = require('./helpers.js')
+
+test('modes', async (t) => {
+  const ctx = await setup('modes')
+  t.after(() => ctx.teardown())
+
+  function create(label, extra) {
+    const db = ctx.mongo.db(unique(label))
+    const index = unique(label)
+    const name = unique(label)
+    const sync = new MongoElasticSync({
+      name,
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.c`, index }],
+      batch: { maxDocs: 100, flushIntervalMs: 100 },
+      ...extra,
+    })
+    const events = []
+    sync.onEvent((e) => events.push(e))
+    t.after(() => sync.stop().catch(() => {}))
+    return { coll: db.collection('c'), index, sync, events, name }
+  }
+
+  await t.test("mode 'copy' copies, reports progress with rate and ETA, then stops by itself", async () => {
+    const { coll, index, sync, events, name } = create('copyonly', { mode: 'copy', copyReaders: 4 })
+    await coll.insertMany(Array.from({ length: 1500 }, (_, i) => ({ _id: i, v: i })))
+    await sync.start()
+    await withTimeout(sync.wait(), 60000, 'the copy-only sync did not finish')
+    assert.equal(sync.stats().state, 'stopped')
+    assert.equal(sync.stats().copied, 1500)
+    assert.equal((await esDocs(ctx.esUrl, index)).size, 1500)
+    const states = events.filter((e) => e.type === 'state').map((e) => e.state)
+    assert.ok(!states.includes('streaming'), `never streams (${states})`)
+    const checkpoint = await ctx.mongo.db('mongo_elastic_sync').collection('checkpoints').findOne({ _id: `${name}:${coll.dbName}.c` })
+    assert.equal(checkpoint.copyRanges.length, 4, 'the copy was split into 4 _id ranges read in parallel')
+    assert.ok(checkpoint.copyRanges.every((r) => r.done))
+    const done = events.find((e) => e.type === 'progress' && e.done)
+    assert.equal(done.copied, 1500)
+    assert.ok(done.rate > 0 && done.etaSeconds === 0, JSON.stringify(done))
+  })
+
+  await t.test("mode 'stream' copies nothing and follows changes from now", async () => {
+    const { coll, index, sync } = create('streamonly', { mode: 'stream' })
+    await coll.insertMany([{ _id: 'old1' }, { _id: 'old2' }])
+    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+    await sync.start()
+    await streaming
+    await coll.insertOne({ _id: 'new' })
+    await coll.updateOne({ _id: 'old1' }, { $set: { touched: true } })
+    const docs = await waitFor('the changes', async () => {
+      const d = await esDocs(ctx.esUrl, index)
+      return d.size === 2 && d
+    })
+    assert.deepEqual([...docs.keys()].sort(), ['new', 'old1'])
+    assert.equal(sync.stats().copied, 0)
+  })
+
+  await t.test("mode 'stream' with startAt replays the changes made since then", async () => {
+    const { coll, index, sync } = create('startat', { mode: 'stream', startAt: new Date(Date.now() - 2000).toISOString() })
+    await coll.insertMany([{ _id: 'before-start-1' }, { _id: 'before-start-2' }])
+    await sync.start()
+    await waitFor('the earlier changes', async () => (await esDocs(ctx.esUrl, index)).size === 2)
+  })
+
+  await t.test('bad mode options are ERR_CONFIG errors', () => {
+    assert.throws(() => create('bad', { mode: 'sometimes' }), (e) => e.code === 'ERR_CONFIG' && /^mode:/.test(e.message))
+    assert.throws(() => create('bad', { startAt: '2026-01-01T00:00:00Z' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
+    assert.throws(() => create('bad', { mode: 'stream', startAt: 'yesterday' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
+  })
+})
