@@ -62,6 +62,16 @@ export interface CollectionOptions {
   routing?: string
   /** Alias to add to the index. */
   alias?: string
+  /** Decimal128 values as JSON numbers (precision beyond ~17 digits is lost) instead of exact strings (default false). */
+  decimalAsNumber?: boolean
+  /** Also keep the converted `_id` in `_source`, under this field name (list it in `fields.include` if that is used). */
+  keepIdAs?: string
+  fields?: FieldOptions
+  /**
+   * Change types applied while streaming (default all); e.g. `['insert', 'update', 'replace']`
+   * keeps deleted documents in an archive index. The copy writes every document.
+   */
+  operations?: Array<'insert' | 'update' | 'replace' | 'delete'>
 }
 
 export interface ElasticsearchOptions {
@@ -87,6 +97,16 @@ export interface ElasticsearchTlsOptions {
   keyFile?: string
   /** `false` skips certificate verification (logged as a warning). Never in production. */
   rejectUnauthorized?: boolean
+}
+
+/** Which fields reach the index; dotted paths, reaching into arrays of documents. */
+export interface FieldOptions {
+  /** Keep only these paths (and the `_id`). */
+  include?: Array<string>
+  /** Drop these paths. */
+  exclude?: Array<string>
+  /** `{ from: to }` renames, applied after include and exclude. */
+  rename?: Record<string, string>
 }
 
 export interface MongoOptions {

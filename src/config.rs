@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{SyncError, SyncResult};
+use crate::transform::{ConvertOptions, FieldRules};
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -167,11 +168,26 @@ pub struct CollectionConfig {
     pub routing: Option<String>,
     /// An alias added to the index.
     pub alias: Option<String>,
+    /// How documents become JSON (Decimal128 as numbers, `_id` kept in the source…).
+    pub convert: ConvertOptions,
+    /// Fields kept, dropped and renamed.
+    pub fields: FieldRules,
+    /// Which change types are applied while streaming (the copy writes every document).
+    pub operations: OperationFilter,
 }
 
-impl CollectionConfig {
-    pub fn new(namespace: Namespace, index: String) -> Self {
-        CollectionConfig { namespace, index, index_body: None, pipeline: None, routing: None, alias: None }
+/// Change types applied while streaming: e.g. no deletes for an archive index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationFilter {
+    pub insert: bool,
+    pub update: bool,
+    pub replace: bool,
+    pub delete: bool,
+}
+
+impl Default for OperationFilter {
+    fn default() -> Self {
+        OperationFilter { insert: true, update: true, replace: true, delete: true }
     }
 }
 

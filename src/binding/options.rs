@@ -8,10 +8,11 @@ use napi_derive::napi;
 
 use crate::config::{
     index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
-    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
+    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
     DEFAULT_INDEX_TEMPLATE,
 };
 use crate::error::{SyncError, SyncResult};
+use crate::transform::{ConvertOptions, FieldRules};
 
 #[napi(object)]
 pub struct SyncOptions {
@@ -115,6 +116,26 @@ pub struct CollectionOptions {
     pub routing: Option<String>,
     /// Alias to add to the index.
     pub alias: Option<String>,
+    /// Decimal128 values as JSON numbers (precision beyond ~17 digits is lost) instead of exact strings (default false).
+    pub decimal_as_number: Option<bool>,
+    /// Also keep the converted `_id` in `_source`, under this field name (list it in `fields.include` if that is used).
+    pub keep_id_as: Option<String>,
+    pub fields: Option<FieldOptions>,
+    /// Change types applied while streaming (default all); e.g. `['insert', 'update', 'replace']`
+    /// keeps deleted documents in an archive index. The copy writes every document.
+    #[napi(ts_type = "Array<'insert' | 'update' | 'replace' | 'delete'>")]
+    pub operations: Option<Vec<String>>,
+}
+
+/// Which fields reach the index; dotted paths, reaching into arrays of documents.
+#[napi(object)]
+pub struct FieldOptions {
+    /// Keep only these paths (and the `_id`).
+    pub include: Option<Vec<String>>,
+    /// Drop these paths.
+    pub exclude: Option<Vec<String>>,
+    /// `{ from: to }` renames, applied after include and exclude.
+    pub rename: Option<std::collections::HashMap<String, String>>,
 }
 
 #[napi(object)]
@@ -170,8 +191,59 @@ impl CollectionOptions {
             pipeline: self.pipeline,
             routing: self.routing,
             alias: self.alias,
+            convert: ConvertOptions { decimal_as_number: self.decimal_as_number.unwrap_or(false), keep_id_as: self.keep_id_as },
+            fields: self.fields.map(|f| field_rules(i, f)).transpose()?.unwrap_or_default(),
+            operations: match self.operations {
+                None => OperationFilter::default(),
+                Some(list) => operation_filter(i, &list)?,
+            },
         })
     }
+}
+
+fn field_rules(i: usize, f: FieldOptions) -> SyncResult<FieldRules> {
+    let check = |what: &str, path: &str| {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            Err(SyncError::config(format!("collections[{i}].fields.{what}: \"{path}\" is not a dotted field path")))
+        } else if path == "_id" || path.starts_with("_id.") {
+            Err(SyncError::config(format!("collections[{i}].fields.{what}: the _id is not a source field (see keepIdAs)")))
+        } else {
+            Ok(())
+        }
+    };
+    let include = f.include.unwrap_or_default();
+    let exclude = f.exclude.unwrap_or_default();
+    let mut rename: Vec<(String, String)> = f.rename.unwrap_or_default().into_iter().collect();
+    rename.sort();
+    for p in &include {
+        check("include", p)?;
+    }
+    for p in &exclude {
+        check("exclude", p)?;
+    }
+    for (from, to) in &rename {
+        check("rename", from)?;
+        check("rename", to)?;
+    }
+    Ok(FieldRules { include, exclude, rename })
+}
+
+fn operation_filter(i: usize, list: &[String]) -> SyncResult<OperationFilter> {
+    let mut filter = OperationFilter { insert: false, update: false, replace: false, delete: false };
+    for op in list {
+        match op.as_str() {
+            "insert" => filter.insert = true,
+            "update" => filter.update = true,
+            "replace" => filter.replace = true,
+            "delete" => filter.delete = true,
+            other => {
+                return Err(SyncError::config(format!(
+                    "collections[{i}].operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"
+                )))
+            }
+        }
+    }
+    Ok(filter)
 }
 
 fn path(value: Option<String>) -> Option<PathBuf> {
@@ -210,6 +282,10 @@ impl SyncOptions {
                         pipeline: None,
                         routing: None,
                         alias: None,
+                        decimal_as_number: None,
+                        keep_id_as: None,
+                        fields: None,
+                        operations: None,
                     },
                     Either::B(o) => o,
                 };

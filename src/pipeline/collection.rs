@@ -20,7 +20,7 @@ use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
 use crate::sink::elasticsearch::Target;
-use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, Rejected};
+use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Rejected};
 
 /// What range readers send to the copy's writer.
 enum CopyItem {
@@ -46,6 +46,7 @@ struct RangeReader {
     version: i64,
     limits: BatchConfig,
     convert: ConvertOptions,
+    fields: FieldRules,
     cancel: CancellationToken,
 }
 
@@ -63,7 +64,7 @@ impl RangeReader {
                 return Ok(());
             }
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-            match index_write(&doc, self.version, &self.convert, batch.warnings()) {
+            match index_write(&doc, self.version, &self.convert, &self.fields, batch.warnings()) {
                 Ok(mut write) => {
                     write.routing = self.routing.as_deref().and_then(|path| routing_value(&doc, path));
                     if batch.room_for(&self.target, &write, &self.limits) == Room::FlushFirst
@@ -235,7 +236,8 @@ impl CollectionSync<'_> {
                 routing: self.config.routing.clone(),
                 version,
                 limits: ctx.config.batch.clone(),
-                convert: ctx.convert.clone(),
+                convert: self.config.convert.clone(),
+                fields: self.config.fields.clone(),
                 cancel: ctx.cancel.clone(),
             };
             let tx = tx.clone();
@@ -423,20 +425,32 @@ impl CollectionSync<'_> {
         batch_token: &mut Option<Document>,
         event: ChangeStreamEvent<Document>,
         token: Option<Document>,
-        limits: &crate::config::BatchConfig,
+        limits: &BatchConfig,
     ) -> SyncResult<()> {
-        let ctx = self.ctx;
         let Some(cluster_time) = event.cluster_time else {
             return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {ns} has no clusterTime")));
         };
         let version = version_of(cluster_time);
+        let wanted = self.config.operations;
+        let applied = match event.operation_type {
+            OperationType::Insert => wanted.insert,
+            OperationType::Update => wanted.update,
+            OperationType::Replace => wanted.replace,
+            OperationType::Delete => wanted.delete,
+            _ => true,
+        };
+        if !applied {
+            batch.push_skipped();
+            *batch_token = token;
+            return Ok(());
+        }
         let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
         let write = match event.operation_type {
             // An update whose document is already deleted has no full document: its delete event follows.
             OperationType::Insert | OperationType::Replace | OperationType::Update => event
                 .full_document
                 .as_ref()
-                .map(|doc| index_write(doc, version, &ctx.convert, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
+                .map(|doc| index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
             // The routing of a delete can only come from the document key (a shard key field).
             OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id").map(|id| (k, id))) {
                 Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: routing(key), ..w })),
@@ -512,7 +526,7 @@ impl CollectionSync<'_> {
             .map_err(|e| mongo_error(format!("cannot copy {ns}"), &e))?;
         let mut batch = Batch::default();
         while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
-            match index_write(&doc, version, &ctx.convert, batch.warnings()) {
+            match index_write(&doc, version, &self.config.convert, &self.config.fields, batch.warnings()) {
                 Ok(write) => {
                     if batch.room_for(target, &write, limits) == Room::FlushFirst {
                         commit(ctx, &ns, target, Phase::Copy, std::mem::take(&mut batch)).await?;

@@ -21,7 +21,6 @@ use crate::sink::elasticsearch::{EsSink, ServerInfo};
 use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transform::ConvertOptions;
 use collection::{begin_resync, stream_open_error, CollectionSync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +38,6 @@ pub(crate) struct Context {
     events: EventBus,
     stats: Arc<Stats>,
     cancel: CancellationToken,
-    convert: ConvertOptions,
     copying: Mutex<HashSet<Namespace>>,
 }
 
@@ -155,7 +153,6 @@ impl SyncEngine {
             events: self.events.clone(),
             stats: self.stats.clone(),
             cancel,
-            convert: ConvertOptions::default(),
             copying: Mutex::new(HashSet::new()),
         });
         let mut collections = Vec::new();

@@ -1,10 +1,12 @@
 //! Turns MongoDB documents and change events into versioned Elasticsearch writes.
 
 pub mod bson_to_json;
+mod fields;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
+pub use fields::FieldRules;
 
 /// One document-level write for Elasticsearch, already serialised.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,12 +66,14 @@ pub fn index_write(
     doc: &Document,
     version: i64,
     options: &ConvertOptions,
+    fields: &FieldRules,
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<DocumentWrite, Rejected> {
     let rejected = |id: String, reason: String| Rejected::new(id, reason).with_document(extended_json(doc));
     let raw_id = doc.get("_id").ok_or_else(|| rejected(String::new(), "document has no _id".into()))?;
     let id = bson_to_json::es_id(raw_id).map_err(|e| rejected(describe_id(raw_id), e.to_string()))?;
-    let source = bson_to_json::document_to_source(doc, options, warnings);
+    let mut source = bson_to_json::document_to_source(doc, options, warnings);
+    fields.apply(&mut source);
     let body = serde_json::to_vec(&source).map_err(|e| rejected(id.clone(), format!("cannot serialise document: {e}")))?;
     Ok(DocumentWrite { id, routing: None, version, op: WriteOp::Index(body) })
 }
@@ -121,7 +125,7 @@ mod tests {
     #[test]
     fn index_write_moves_id_out_of_the_source() {
         let mut warnings = vec![];
-        let w = index_write(&doc! {"_id": 7_i64, "a": 1}, 42, &ConvertOptions::default(), &mut warnings).unwrap();
+        let w = index_write(&doc! {"_id": 7_i64, "a": 1}, 42, &ConvertOptions::default(), &FieldRules::default(), &mut warnings).unwrap();
         assert_eq!(w.id, "7");
         assert_eq!(w.version, 42);
         assert_eq!(w.op, WriteOp::Index(br#"{"a":1}"#.to_vec()));
@@ -129,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_document_without_id_is_rejected_not_dropped() {
-        let err = index_write(&doc! {"a": 1}, 1, &ConvertOptions::default(), &mut vec![]).unwrap_err();
+        let err = index_write(&doc! {"a": 1}, 1, &ConvertOptions::default(), &FieldRules::default(), &mut vec![]).unwrap_err();
         assert!(err.reason.contains("_id"));
     }
 

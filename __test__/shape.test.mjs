@@ -1,0 +1,89 @@
+// Shaping documents per collection: fields kept, dropped and renamed, Decimal128 as numbers,
+// the _id kept in the source, and which change types apply — the same in the copy and the stream.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { MongoElasticSync } = require('../index.js')
+const { setup, unique, esDocs, waitFor, nextEvent } = require('./helpers.js')
+const { Decimal128 } = require('mongodb')
+
+test('document shaping', async (t) => {
+  const ctx = await setup('shape')
+  t.after(() => ctx.teardown())
+
+  async function started(label, collectionOptions, docs) {
+    const db = ctx.mongo.db(unique(label))
+    const coll = db.collection('c')
+    await coll.insertMany(docs)
+    const index = unique(label)
+    const sync = new MongoElasticSync({
+      name: unique(label),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.c`, index, ...collectionOptions }],
+      batch: { flushIntervalMs: 100 },
+    })
+    t.after(() => sync.stop().catch(() => {}))
+    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+    await sync.start()
+    await streaming
+    return { coll, index, sync }
+  }
+
+  const user = (id) => ({
+    _id: id,
+    name: `user ${id}`,
+    password: 'hash',
+    profile: { email: `${id}@x.io`, age: 30 },
+    orders: [{ sku: 'a', cost: 1, note: 'n' }, { sku: 'b', cost: 2 }],
+    price: Decimal128.fromString('12.50'),
+  })
+  const expected = (id) => ({
+    name: `user ${id}`,
+    profile: {}, // like MongoDB's $rename, the emptied parent stays
+    email: `${id}@x.io`,
+    orders: [{ sku: 'a', cost: 1 }, { sku: 'b', cost: 2 }],
+    price: 12.5,
+    mongoId: id,
+  })
+
+  await t.test('include, exclude, rename, decimalAsNumber and keepIdAs give the same documents in copy and stream', async () => {
+    const { coll, index } = await started(
+      'fields',
+      {
+        fields: { include: ['name', 'profile.email', 'orders', 'price', 'mongoId'], exclude: ['orders.note'], rename: { 'profile.email': 'email' } },
+        decimalAsNumber: true,
+        keepIdAs: 'mongoId',
+      },
+      [user('copied')],
+    )
+    await coll.insertOne(user('streamed'))
+    const docs = await waitFor('both documents', async () => {
+      const d = await esDocs(ctx.esUrl, index)
+      return d.size === 2 && d
+    })
+    assert.deepEqual(docs.get('copied'), expected('copied'))
+    assert.deepEqual(docs.get('streamed'), expected('streamed'))
+  })
+
+  await t.test("operations without 'delete' keep deleted documents (an archive index)", async () => {
+    const { coll, index } = await started('archive', { operations: ['insert', 'update', 'replace'] }, [{ _id: 1, v: 1 }, { _id: 2, v: 1 }])
+    await coll.deleteOne({ _id: 1 })
+    await coll.updateOne({ _id: 2 }, { $set: { v: 2 } })
+    await coll.insertOne({ _id: 3, v: 1 })
+    const docs = await waitFor('the update and the insert', async () => {
+      const d = await esDocs(ctx.esUrl, index)
+      return d.size === 3 && d.get('2').v === 2 && d
+    })
+    assert.deepEqual(docs.get('1'), { v: 1 }, 'the deleted document stays')
+  })
+
+  await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {
+    const base = { name: 'x', mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { exclude: ['a..b'] } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.exclude/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { include: ['_id'] } }] }), (e) => e.code === 'ERR_CONFIG' && /keepIdAs/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', operations: ['upsert'] }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.operations/.test(e.message))
+  })
+})

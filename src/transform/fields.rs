@@ -1,0 +1,146 @@
+//! Field rules applied to every document, in the copy and the stream alike: keep only some
+//! fields, drop some, rename some. Paths are dotted; include and exclude reach into arrays of
+//! documents (`items.sku` applies to every element of `items`).
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldRules {
+    /// When not empty, only these paths are kept.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// `(from, to)` pairs, applied after include and exclude, through nested objects (not arrays).
+    pub rename: Vec<(String, String)>,
+}
+
+impl FieldRules {
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty() && self.rename.is_empty()
+    }
+
+    pub fn apply(&self, source: &mut Map<String, Value>) {
+        if !self.include.is_empty() {
+            let paths: Vec<Vec<&str>> = self.include.iter().map(|p| p.split('.').collect()).collect();
+            let kept = keep(&Value::Object(std::mem::take(source)), &paths.iter().map(|p| p.as_slice()).collect::<Vec<_>>());
+            if let Value::Object(map) = kept {
+                *source = map;
+            }
+        }
+        for path in &self.exclude {
+            remove(source, &path.split('.').collect::<Vec<_>>());
+        }
+        for (from, to) in &self.rename {
+            if let Some(value) = take(source, &from.split('.').collect::<Vec<_>>()) {
+                put(source, &to.split('.').collect::<Vec<_>>(), value);
+            }
+        }
+    }
+}
+
+/// The parts of `value` that the paths reach; an empty path keeps everything below it.
+fn keep(value: &Value, paths: &[&[&str]]) -> Value {
+    if paths.iter().any(|p| p.is_empty()) {
+        return value.clone();
+    }
+    match value {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, child) in map {
+                let tails: Vec<&[&str]> = paths.iter().filter(|p| p[0] == key).map(|p| &p[1..]).collect();
+                if tails.is_empty() {
+                    continue;
+                }
+                let kept = keep(child, &tails);
+                // A path into a scalar reaches nothing: the field goes.
+                if tails.iter().any(|t| t.is_empty()) || kept.is_object() || kept.is_array() {
+                    out.insert(key.clone(), kept);
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|item| keep(item, paths)).collect()),
+        _ => Value::Null,
+    }
+}
+
+fn remove(map: &mut Map<String, Value>, path: &[&str]) {
+    match path {
+        [] => {}
+        [last] => {
+            map.remove(*last);
+        }
+        [first, rest @ ..] => match map.get_mut(*first) {
+            Some(Value::Object(child)) => remove(child, rest),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    if let Value::Object(child) = item {
+                        remove(child, rest);
+                    }
+                }
+            }
+            _ => {}
+        },
+    }
+}
+
+fn take(map: &mut Map<String, Value>, path: &[&str]) -> Option<Value> {
+    match path {
+        [] => None,
+        [last] => map.remove(*last),
+        [first, rest @ ..] => match map.get_mut(*first) {
+            Some(Value::Object(child)) => take(child, rest),
+            _ => None,
+        },
+    }
+}
+
+fn put(map: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert((*last).to_string(), value);
+        }
+        [first, rest @ ..] => {
+            let child = map.entry((*first).to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            if let Value::Object(child) = child {
+                put(child, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(rules: FieldRules, doc: Value) -> Value {
+        let Value::Object(mut map) = doc else { unreachable!() };
+        rules.apply(&mut map);
+        Value::Object(map)
+    }
+
+    #[test]
+    fn include_keeps_only_the_paths_also_inside_arrays() {
+        let rules = FieldRules { include: vec!["name".into(), "items.sku".into(), "meta.a".into()], ..Default::default() };
+        let out = apply(rules, json!({"name": "n", "secret": 1, "items": [{"sku": "a", "price": 1}, {"sku": "b"}], "meta": {"a": 1, "b": 2}, "scalar": {"x": 1}}));
+        assert_eq!(out, json!({"name": "n", "items": [{"sku": "a"}, {"sku": "b"}], "meta": {"a": 1}}));
+    }
+
+    #[test]
+    fn exclude_removes_paths_also_inside_arrays() {
+        let rules = FieldRules { exclude: vec!["password".into(), "items.cost".into(), "a.b.c".into()], ..Default::default() };
+        let out = apply(rules, json!({"password": "x", "items": [{"sku": "a", "cost": 1}], "a": {"b": {"c": 1, "d": 2}}}));
+        assert_eq!(out, json!({"items": [{"sku": "a"}], "a": {"b": {"d": 2}}}));
+    }
+
+    #[test]
+    fn rename_moves_values_between_dotted_paths() {
+        let rules = FieldRules { rename: vec![("user.email".into(), "email".into()), ("n".into(), "stats.count".into()), ("missing".into(), "x".into())], ..Default::default() };
+        let out = apply(rules, json!({"user": {"email": "e", "id": 1}, "n": 3}));
+        assert_eq!(out, json!({"user": {"id": 1}, "email": "e", "stats": {"count": 3}}));
+    }
+}
