@@ -72,6 +72,11 @@ export interface CollectionOptions {
    * keeps deleted documents in an archive index. The copy writes every document.
    */
   operations?: Array<'insert' | 'update' | 'replace' | 'delete'>
+  /**
+   * A MongoDB query (extended JSON for special types, e.g. `{ "$date": "…" }`): only matching
+   * documents are synced; a document updated out of it is deleted from the index.
+   */
+  filter?: Record<string, unknown>
 }
 
 export interface ElasticsearchOptions {

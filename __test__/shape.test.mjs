@@ -80,10 +80,26 @@ test('document shaping', async (t) => {
     assert.deepEqual(docs.get('1'), { v: 1 }, 'the deleted document stays')
   })
 
+  await t.test('a filter selects documents in the copy and the stream; updating a document out of it deletes it', async () => {
+    const { coll, index } = await started('filter', { filter: { status: 'active', since: { $gte: { $date: '2024-01-01T00:00:00Z' } } } }, [
+      { _id: 1, status: 'active', since: new Date('2024-06-01') },
+      { _id: 2, status: 'inactive', since: new Date('2024-06-01') },
+      { _id: 3, status: 'active', since: new Date('2023-06-01') },
+      { _id: 4, status: 'active', since: new Date('2025-01-01') },
+    ])
+    const ids = async () => [...(await esDocs(ctx.esUrl, index)).keys()].sort()
+    assert.deepEqual(await ids(), ['1', '4'], 'the copy takes only matching documents')
+    await coll.insertMany([{ _id: 5, status: 'active', since: new Date('2025-02-01') }, { _id: 6, status: 'inactive', since: new Date('2025-02-01') }])
+    await coll.updateOne({ _id: 1 }, { $set: { status: 'inactive' } })
+    await coll.updateOne({ _id: 2 }, { $set: { status: 'active' } })
+    await waitFor('the filtered changes', async () => JSON.stringify(await ids()) === JSON.stringify(['2', '4', '5']))
+  })
+
   await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {
     const base = { name: 'x', mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { exclude: ['a..b'] } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.exclude/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { include: ['_id'] } }] }), (e) => e.code === 'ERR_CONFIG' && /keepIdAs/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', operations: ['upsert'] }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.operations/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', filter: [1] }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.filter/.test(e.message))
   })
 })

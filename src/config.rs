@@ -174,6 +174,8 @@ pub struct CollectionConfig {
     pub fields: FieldRules,
     /// Which change types are applied while streaming (the copy writes every document).
     pub operations: OperationFilter,
+    /// A MongoDB query: only matching documents are synced, in the copy and the stream alike.
+    pub filter: Option<mongodb::bson::Document>,
 }
 
 /// Change types applied while streaming: e.g. no deletes for an archive index.

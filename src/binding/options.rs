@@ -125,6 +125,10 @@ pub struct CollectionOptions {
     /// keeps deleted documents in an archive index. The copy writes every document.
     #[napi(ts_type = "Array<'insert' | 'update' | 'replace' | 'delete'>")]
     pub operations: Option<Vec<String>>,
+    /// A MongoDB query (extended JSON for special types, e.g. `{ "$date": "…" }`): only matching
+    /// documents are synced; a document updated out of it is deleted from the index.
+    #[napi(ts_type = "Record<string, unknown>")]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Which fields reach the index; dotted paths, reaching into arrays of documents.
@@ -196,6 +200,15 @@ impl CollectionOptions {
             operations: match self.operations {
                 None => OperationFilter::default(),
                 Some(list) => operation_filter(i, &list)?,
+            },
+            filter: match self.filter {
+                None => None,
+                Some(json @ serde_json::Value::Object(_)) => match mongodb::bson::Bson::try_from(json) {
+                    Ok(mongodb::bson::Bson::Document(d)) => Some(d),
+                    Ok(_) => return Err(SyncError::config(format!("collections[{i}].filter: must be an object"))),
+                    Err(e) => return Err(SyncError::config(format!("collections[{i}].filter: {e}"))),
+                },
+                Some(_) => return Err(SyncError::config(format!("collections[{i}].filter: must be an object"))),
             },
         })
     }
@@ -286,6 +299,7 @@ impl SyncOptions {
                         keep_id_as: None,
                         fields: None,
                         operations: None,
+                        filter: None,
                     },
                     Either::B(o) => o,
                 };

@@ -47,13 +47,14 @@ struct RangeReader {
     limits: BatchConfig,
     convert: ConvertOptions,
     fields: FieldRules,
+    filter: Option<Document>,
     cancel: CancellationToken,
 }
 
 impl RangeReader {
     async fn read(self, tx: &mpsc::Sender<SyncResult<CopyItem>>) -> SyncResult<()> {
         let ns = &self.namespace;
-        let mut cursor = copy::open(&self.collection, &self.range, self.limits.max_docs.min(10_000) as u32)
+        let mut cursor = copy::open(&self.collection, &self.range, self.filter.as_ref(), self.limits.max_docs.min(10_000) as u32)
             .await
             .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
         let mut batch = Batch::default();
@@ -238,6 +239,7 @@ impl CollectionSync<'_> {
                 limits: ctx.config.batch.clone(),
                 convert: self.config.convert.clone(),
                 fields: self.config.fields.clone(),
+                filter: self.config.filter.clone(),
                 cancel: ctx.cancel.clone(),
             };
             let tx = tx.clone();
@@ -445,6 +447,10 @@ impl CollectionSync<'_> {
             return Ok(());
         }
         let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
+        if let (Some(filter), OperationType::Insert | OperationType::Update | OperationType::Replace) = (&self.config.filter, &event.operation_type) {
+            let write = self.filtered_write(ns, filter, &event, version, batch).await?;
+            return self.add_write(ns, target, batch, batch_token, Some(write), token, limits).await;
+        }
         let write = match event.operation_type {
             // An update whose document is already deleted has no full document: its delete event follows.
             OperationType::Insert | OperationType::Replace | OperationType::Update => event
@@ -459,6 +465,47 @@ impl CollectionSync<'_> {
             // Other event types (index builds, collection creation…) change no document.
             _ => None,
         };
+        self.add_write(ns, target, batch, batch_token, write, token, limits).await
+    }
+
+    /// For a filtered collection: whether the changed document matches now decides between
+    /// indexing it and deleting it (an update may move it out of the filter, or into it). The
+    /// server answers, so the filter means exactly what it means to MongoDB.
+    async fn filtered_write(
+        &self,
+        ns: &str,
+        filter: &Document,
+        event: &ChangeStreamEvent<Document>,
+        version: i64,
+        batch: &mut Batch,
+    ) -> SyncResult<Result<DocumentWrite, Rejected>> {
+        let Some(id) = event.document_key.as_ref().and_then(|k| k.get("_id")) else {
+            return Ok(Err(Rejected::new(describe_id(&Bson::Null), "change event without documentKey._id")));
+        };
+        let current = self
+            .collection()
+            .find_one(mongodb::bson::doc! {"$and": [{"_id": id.clone()}, filter.clone()]})
+            .await
+            .map_err(|e| mongo_error(format!("cannot check the filter of {ns}"), &e))?;
+        let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
+        Ok(match current {
+            Some(doc) => index_write(&doc, version, &self.config.convert, &self.config.fields, batch.warnings())
+                .map(|w| DocumentWrite { routing: routing(&doc), ..w }),
+            None => delete_write(id, version),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add_write(
+        &mut self,
+        ns: &str,
+        target: &Target,
+        batch: &mut Batch,
+        batch_token: &mut Option<Document>,
+        write: Option<Result<DocumentWrite, Rejected>>,
+        token: Option<Document>,
+        limits: &BatchConfig,
+    ) -> SyncResult<()> {
         match write {
             Some(Ok(write)) => {
                 if batch.room_for(target, &write, limits) == Room::FlushFirst {
@@ -521,7 +568,7 @@ impl CollectionSync<'_> {
         let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
         let limits = &ctx.config.batch;
         let ns = source.to_string();
-        let mut cursor = copy::open(&collection, &CopyRange::default(), limits.max_docs.min(10_000) as u32)
+        let mut cursor = copy::open(&collection, &CopyRange::default(), None, limits.max_docs.min(10_000) as u32)
             .await
             .map_err(|e| mongo_error(format!("cannot copy {ns}"), &e))?;
         let mut batch = Batch::default();

@@ -114,8 +114,18 @@ pub async fn sample_ids(collection: &Collection<Document>, size: usize) -> mongo
     Ok(docs.into_iter().filter_map(|mut d| d.remove("_id")).collect())
 }
 
-pub async fn open(collection: &Collection<Document>, range: &CopyRange, batch_size: u32) -> mongodb::error::Result<Cursor<Document>> {
-    collection.find(range_filter(range)).sort(doc! {"_id": 1}).batch_size(batch_size).await
+/// A cursor over the range, restricted to the documents matching `filter` when there is one.
+pub async fn open(
+    collection: &Collection<Document>,
+    range: &CopyRange,
+    filter: Option<&Document>,
+    batch_size: u32,
+) -> mongodb::error::Result<Cursor<Document>> {
+    let query = match filter {
+        Some(f) if !f.is_empty() => doc! {"$and": [f.clone(), range_filter(range)]},
+        _ => range_filter(range),
+    };
+    collection.find(query).sort(doc! {"_id": 1}).batch_size(batch_size).await
 }
 
 #[cfg(test)]
