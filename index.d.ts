@@ -16,6 +16,12 @@ export declare class MongoElasticSync {
   /** Registers a listener for every event. Listening does not keep the process alive. */
   onEvent(callback: (event: SyncEvent) => void): void
   /**
+   * Sets a transform every document goes through before it is written, in the copy and the
+   * stream: return the (changed) document, or `null` to keep it out of the index (it is then
+   * deleted there); a throw or rejection dead-letters the document. Call before `start()`.
+   */
+  setTransform(transform: (doc: Record<string, unknown>, ctx: TransformContext) => Record<string, unknown> | null | Promise<Record<string, unknown> | null>): void
+  /**
    * Connects and starts syncing; resolves once it runs. Rejects with `ERR_CONFIG`,
    * `ERR_MONGO_UNREACHABLE`, `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
    * While the sync runs it keeps the Node.js process alive.
@@ -215,4 +221,13 @@ export interface SyncStats {
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
   state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
+}
+
+/** What a transform is told about the document it gets. */
+export interface TransformContext {
+  /** `"db.collection"` the document comes from. */
+  namespace: string
+  /** Its Elasticsearch `_id`. */
+  id: string
+  phase: 'copy' | 'stream'
 }

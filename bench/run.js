@@ -293,6 +293,7 @@ async function main() {
           cpuSecPer100k: per100k(cpuSec, processed ?? indexed),
           // Share of the copy spent waiting for `_bulk` replies (tools that report it).
           bulkWaitShare: msg?.counters?.bulkMs != null ? round(msg.counters.bulkMs / msg.ms, 3) : null,
+          firstBatchMs: round(msg?.counters?.firstBatchMs), // from start to the first acknowledged batch
           peakRssMb: round(p.peak.hwmKb / 1024),
           startRssMb: round((m0?.rssKb ?? 0) / 1024),
           threads: m1?.threads ?? null,
@@ -351,14 +352,28 @@ async function main() {
       const runs = {}
       const common = { mode: 'copy', mongoUrl, esUrl: fakeEs.url, namespace: `${dbName}.docs` }
       const fakeCount = () => Promise.resolve(fakeEs.stats.actions)
-      fakeEs.reset()
-      runs.engine = await step('overhead: engine', () =>
-        runCopy('engine', 'engine.js', { ...common, index: `bench-${runId}-fake-engine`, name: `bench-${runId}-fake`, checkpointDb: dbName, addonPath: opts.addon }, { countIndexed: fakeCount }),
-      )
-      fakeEs.reset()
-      runs['node script'] = await step('overhead: node script', () =>
-        runCopy('node script', 'node-script.js', { ...common, index: `bench-${runId}-fake-node` }, { countIndexed: fakeCount }),
-      )
+      // Two rounds, alternating, best of each tool kept: short runs on a shared 2-core machine
+      // are easily disturbed, and a disturbance only ever makes a run slower.
+      const rounds = { engine: [], 'node script': [] }
+      for (let round = 1; round <= 2; round++) {
+        fakeEs.reset()
+        rounds.engine.push(
+          await step(`overhead: engine (round ${round})`, () =>
+            runCopy('engine', 'engine.js', { ...common, index: `bench-${runId}-fake-engine`, name: `bench-${runId}-fake${round}`, checkpointDb: dbName, addonPath: opts.addon }, { countIndexed: fakeCount }),
+          ),
+        )
+        fakeEs.reset()
+        rounds['node script'].push(
+          await step(`overhead: node script (round ${round})`, () =>
+            runCopy('node script', 'node-script.js', { ...common, index: `bench-${runId}-fake-node` }, { countIndexed: fakeCount }),
+          ),
+        )
+      }
+      for (const [tool, list] of Object.entries(rounds)) {
+        const ok = list.filter((x) => x && !x.error && x.docsPerSec)
+        const best = ok.length ? ok.reduce((a, b) => (b.docsPerSec > a.docsPerSec ? b : a)) : list[list.length - 1]
+        runs[tool] = { ...best, note: [best.note, `best of ${list.length} rounds: ${list.map((x) => x.docsPerSec ?? 'error').join(' / ')} docs/s`].filter(Boolean).join('; '), rounds: list }
+      }
       await fakeEs.close()
       fakeEs = null
       const e = runs.engine
@@ -380,8 +395,8 @@ async function main() {
     // ---- 4. stream latency ------------------------------------------------------------------------
     if (wants('stream')) {
       const streamColl = db.collection('stream_docs')
-      // The asked-for pass (500/s), preceded by one at 100/s, a rate the search server can absorb,
-      // so that the tools' own latency is not hidden behind the server's backlog.
+      // The asked-for pass (500/s), preceded by one at 100/s, closer to what the search server can
+      // absorb, so that the tools' own latency is less hidden behind the server's backlog.
       const passes = [
         { name: '100/s', perBatch: 2, everyMs: 20, updates: Math.max(2, Math.round(opts.updates / 2)) },
         { name: '500/s', perBatch: 10, everyMs: 20, updates: opts.updates },
@@ -508,16 +523,17 @@ async function main() {
   async function readAll(coll, findOpts, expect) {
     const t0 = performance.now()
     let n = 0
+    let firstMs = null
     await withTimeout(
       (async () => {
-        for await (const doc of coll.find({}, findOpts)) if (doc) n++
+        for await (const doc of coll.find({}, findOpts)) if (doc && n++ === 0) firstMs = performance.now() - t0
       })(),
       120000 + expect * 2,
       'driver read',
     )
     const seconds = (performance.now() - t0) / 1000
     if (n !== expect) throw new Error(`read ${n} of ${expect}`)
-    return { docsPerSec: round(n / seconds), seconds: round(seconds, 2) }
+    return { docsPerSec: round(n / seconds), seconds: round(seconds, 2), firstDocMs: round(firstMs) }
   }
 
   async function bulkLoad(esUrl, index, batches, concurrency, timeoutMs) {

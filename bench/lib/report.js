@@ -35,8 +35,8 @@ function render(r) {
     const L = r.limits
     line('## Raw limits')
     line()
-    line('| limit | docs/s | time s | notes |')
-    line('| --- | ---: | ---: | --- |')
+    line('| limit | docs/s | time s | first document after ms | notes |')
+    line('| --- | ---: | ---: | ---: | --- |')
     for (const [name, x] of [
       ['driver read, default batches', L.readDefault],
       ['driver read, batchSize 1000', L.read1000],
@@ -45,7 +45,7 @@ function render(r) {
       ['`_bulk` load, 1000 docs/request, two in flight', L.load2],
     ]) {
       if (!x) continue
-      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.seconds, 1)} | ${cell(x.error || x.note || '')} |`)
+      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.seconds, 1)} | ${num(x.firstDocMs)} | ${cell(x.error || x.note || '')} |`)
     }
     line()
     line(`min(read, load) = **${num(L.min)} docs/s** (read = best driver read, load = one request at a time).`)
@@ -75,11 +75,11 @@ function render(r) {
     const o = r.overhead
     line('## Engine overhead (loopback fake Elasticsearch: accepts and discards)')
     line()
-    line('| tool | docs/s | CPU s / 100k docs | peak RSS MB | time waiting on `_bulk` | MongoDB CPU s / 100k | notes |')
-    line('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
+    line('| tool | docs/s | CPU s / 100k docs | peak RSS MB | time waiting on `_bulk` | first batch acknowledged after ms | MongoDB CPU s / 100k | notes |')
+    line('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
     for (const [name, x] of Object.entries(o.runs)) {
       if (!x) continue
-      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.cpuSecPer100k, 1)} | ${num(x.peakRssMb)} | ${pct(x.bulkWaitShare)} | ${num(x.serverCpu?.mongoSecPer100k, 1)} | ${cell(noteOf(x))} |`)
+      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.cpuSecPer100k, 1)} | ${num(x.peakRssMb)} | ${pct(x.bulkWaitShare)} | ${num(x.firstBatchMs)} | ${num(x.serverCpu?.mongoSecPer100k, 1)} | ${cell(noteOf(x))} |`)
     }
     line()
     if (o.ratios) {

@@ -25,6 +25,7 @@ async function main() {
     checkpoint: { database: config.checkpointDb },
   }
   if (config.flushIntervalMs != null) options.batch = { flushIntervalMs: config.flushIntervalMs }
+  let t0 = performance.now()
   const sync = new MongoElasticSync(options)
   sync.onEvent((e) => {
     switch (e.type) {
@@ -36,6 +37,7 @@ async function main() {
         if (e.state === 'failed') fail(new Error(`engine failed: ${e.error?.code} ${e.error?.message}`))
         break
       case 'batch':
+        if (!counters.batches) counters.firstBatchMs = performance.now() - t0
         counters.batches++
         counters.indexed += e.indexed
         counters.conflicts += e.conflicts
@@ -60,7 +62,7 @@ async function main() {
   })
 
   await loaded()
-  const t0 = performance.now()
+  t0 = performance.now()
   await sync.start()
   sync.wait().catch(fail)
   const done = await copied

@@ -29,6 +29,7 @@ async function main() {
     const t = performance.now()
     const res = await es.bulk({ operations })
     counters.bulkMs += performance.now() - t
+    if (!counters.batches) counters.firstBatchMs = performance.now() - t0
     counters.batches++
     for (const item of res.items) {
       const r = item.index || item.delete

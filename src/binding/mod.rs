@@ -6,3 +6,4 @@ mod logging;
 mod options;
 mod stats;
 mod sync;
+mod transform;

@@ -10,6 +10,7 @@ use super::error::{js_error, promise};
 use super::event::SyncEventJs;
 use super::options::SyncOptions;
 use super::stats::SyncStats;
+use super::transform::{JsTransform, TransformArgs, TransformReturn};
 use crate::error::SyncError;
 use crate::pipeline::SyncEngine;
 
@@ -51,6 +52,17 @@ impl MongoElasticSync {
             tsfn.call(SyncEventJs::from(event), ThreadsafeFunctionCallMode::Blocking);
         });
         Ok(())
+    }
+
+    /// Sets a transform every document goes through before it is written, in the copy and the
+    /// stream: return the (changed) document, or `null` to keep it out of the index (it is then
+    /// deleted there); a throw or rejection dead-letters the document. Call before `start()`.
+    #[napi(
+        ts_args_type = "transform: (doc: Record<string, unknown>, ctx: TransformContext) => Record<string, unknown> | null | Promise<Record<string, unknown> | null>"
+    )]
+    pub fn set_transform(&self, env: Env, transform: Function<TransformArgs, TransformReturn>) -> Result<()> {
+        let hook = JsTransform::new(transform)?;
+        self.engine.set_transform(Arc::new(hook)).map_err(|e| js_error(&env, &e))
     }
 
     /// Connects and starts syncing; resolves once it runs. Rejects with `ERR_CONFIG`,

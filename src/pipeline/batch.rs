@@ -6,6 +6,7 @@ use crate::config::BatchConfig;
 use crate::error::SyncResult;
 use crate::event::{Phase, SyncEvent};
 use crate::sink::elasticsearch::{encoded_len, Target};
+use crate::transform::hook::apply_hook;
 use crate::transform::{coalesce, ConvertWarning, DocumentWrite, Rejected};
 
 use super::Context;
@@ -94,9 +95,16 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
     }
     let started = Instant::now();
     let index = target.index.as_str();
-    let mut report = ctx.sink.write(target, coalesce(batch.writes)).await?;
-    report.outcome.dead_letters += batch.rejected.len() as u64;
-    let dead_letters: Vec<Rejected> = batch.rejected.into_iter().chain(report.dead_letters).collect();
+    let mut writes = coalesce(batch.writes);
+    let mut rejected = batch.rejected;
+    if let Some(hook) = &ctx.hook {
+        let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase.as_str(), writes).await;
+        writes = kept;
+        rejected.extend(refused);
+    }
+    let mut report = ctx.sink.write(target, writes).await?;
+    report.outcome.dead_letters += rejected.len() as u64;
+    let dead_letters: Vec<Rejected> = rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {
         // Written before the batch counts as acknowledged: a dead letter is never only in memory.
         ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await?;

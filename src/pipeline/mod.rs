@@ -21,6 +21,7 @@ use crate::sink::elasticsearch::{EsSink, ServerInfo};
 use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transform::hook::DocumentHook;
 use collection::{begin_resync, stream_open_error, CollectionSync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub(crate) struct Context {
     stats: Arc<Stats>,
     cancel: CancellationToken,
     copying: Mutex<HashSet<Namespace>>,
+    hook: Option<Arc<dyn DocumentHook>>,
 }
 
 impl Context {
@@ -82,13 +84,30 @@ pub struct SyncEngine {
     events: EventBus,
     stats: Arc<Stats>,
     run: tokio::sync::Mutex<Option<Run>>,
+    hook: Mutex<Option<Arc<dyn DocumentHook>>>,
 }
 
 impl SyncEngine {
     /// Validates the configuration; nothing connects until `start`.
     pub fn new(config: SyncConfig) -> SyncResult<Self> {
         config.validate()?;
-        Ok(SyncEngine { config: Arc::new(config), events: EventBus::default(), stats: Arc::new(Stats::default()), run: Default::default() })
+        Ok(SyncEngine {
+            config: Arc::new(config),
+            events: EventBus::default(),
+            stats: Arc::new(Stats::default()),
+            run: Default::default(),
+            hook: Mutex::new(None),
+        })
+    }
+
+    /// Sets the transform every document goes through; takes effect at the next `start`.
+    pub fn set_transform(&self, hook: Arc<dyn DocumentHook>) -> SyncResult<()> {
+        let state = self.stats.state();
+        if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
+            return Err(SyncError::new(ErrorCode::State, format!("setTransform() called while the sync is {}; call it before start()", state.as_str())));
+        }
+        *self.hook.lock().expect("hook lock") = Some(hook);
+        Ok(())
     }
 
     pub fn events(&self) -> &EventBus {
@@ -154,6 +173,7 @@ impl SyncEngine {
             stats: self.stats.clone(),
             cancel,
             copying: Mutex::new(HashSet::new()),
+            hook: self.hook.lock().expect("hook lock").clone(),
         });
         let mut collections = Vec::new();
         if let Some(dlq) = &config.dead_letter_index {

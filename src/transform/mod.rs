@@ -2,6 +2,7 @@
 
 pub mod bson_to_json;
 mod fields;
+pub mod hook;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 

@@ -1,0 +1,58 @@
+// The JS transform hook: documents changed, dropped (→ deleted from the index) or rejected
+// (→ dead letters) by a user function, sync or async, the same in the copy and the stream.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { MongoElasticSync } = require('../index.js')
+const { setup, unique, esDocs, waitFor, nextEvent } = require('./helpers.js')
+
+test('transform hook', async (t) => {
+  const ctx = await setup('transform')
+  t.after(() => ctx.teardown())
+
+  for (const flavour of ['async', 'sync']) {
+    await t.test(`a ${flavour} transform changes, drops and rejects documents in copy and stream`, async () => {
+      const db = ctx.mongo.db(unique(`tr_${flavour}`))
+      const coll = db.collection('c')
+      await coll.insertMany([{ _id: 1, name: 'ann' }, { _id: 2, name: 'bob', skip: true }, { _id: 3, name: 'cid', bad: true }])
+      const index = unique(`tr_${flavour}`)
+      const sync = new MongoElasticSync({
+        name: unique('tr'),
+        mongo: { uri: ctx.mongoUrl },
+        elasticsearch: { node: ctx.esUrl },
+        collections: [{ namespace: `${db.databaseName}.c`, index }],
+        batch: { flushIntervalMs: 100 },
+      })
+      t.after(() => sync.stop().catch(() => {}))
+      const seen = []
+      const transform = (doc, info) => {
+        seen.push(info)
+        if (doc.bad) throw new Error(`cannot take ${info.id}`)
+        if (doc.skip) return null
+        return { ...doc, name: doc.name.toUpperCase(), from: info.namespace }
+      }
+      sync.setTransform(flavour === 'async' ? async (doc, info) => transform(doc, info) : transform)
+      const events = []
+      sync.onEvent((e) => events.push(e))
+      const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
+      await sync.start()
+      await streaming
+      assert.throws(() => sync.setTransform(() => null), (e) => e.code === 'ERR_STATE')
+
+      await coll.insertOne({ _id: 4, name: 'dee' })
+      await coll.updateOne({ _id: 1 }, { $set: { skip: true } })
+      await coll.insertOne({ _id: 5, name: 'eve', bad: true })
+      const docs = await waitFor('the streamed changes', async () => {
+        const d = await esDocs(ctx.esUrl, index)
+        return d.size === 1 && d.has('4') && d
+      })
+      assert.deepEqual(docs.get('4'), { name: 'DEE', from: `${db.databaseName}.c` })
+      const dead = events.filter((e) => e.type === 'deadLetter')
+      assert.deepEqual(dead.map((e) => e.id).sort(), ['3', '5'])
+      assert.match(dead[0].reason, /transform failed: .*cannot take/)
+      assert.ok(seen.some((i) => i.phase === 'copy') && seen.some((i) => i.phase === 'stream'))
+    })
+  }
+})
