@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+const { setup, unique, es, esDocs, waitFor, startStreaming, waitForMirror } = require('./helpers.js')
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
@@ -28,13 +28,7 @@ test('change types and ordering', async (t) => {
       batch: { flushIntervalMs: 100 },
       ...extra,
     }
-    const sync = new MongoElasticSync(options)
-    const events = []
-    sync.onEvent((e) => events.push(e))
-    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
-    t.after(() => sync.stop().catch(() => {}))
-    await sync.start()
-    await streaming
+    const { sync, events } = await startStreaming(t, options)
     return { db, coll, index, options, sync, events, checkpointId: `${options.name}:${db.databaseName}.c` }
   }
 

@@ -5,8 +5,7 @@ import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { MongoElasticSync } = require('../index.js')
-const { setup, unique, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+const { setup, unique, waitFor, startStreaming, waitForMirror } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 const { restartMongo } = require('../scripts/local-servers.js')
 
@@ -53,7 +52,7 @@ test('faults under load', async (t) => {
 
   async function startSync(coll, index, docs = 500) {
     await coll.insertMany(Array.from({ length: docs }, (_, i) => ({ _id: i, v: 0 })))
-    const sync = new MongoElasticSync({
+    return startStreaming(t, {
       name: unique('faults'),
       mongo: { uri: ctx.mongoUrl },
       elasticsearch: { node: proxy.url },
@@ -61,13 +60,6 @@ test('faults under load', async (t) => {
       batch: { flushIntervalMs: 100 },
       retry: { initialDelayMs: 100, maxDelayMs: 1000 },
     })
-    const events = []
-    sync.onEvent((e) => events.push(e))
-    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming', 60000)
-    t.after(() => sync.stop().catch(() => {}))
-    await sync.start()
-    await streaming
-    return { sync, events }
   }
 
   await t.test('Elasticsearch down, then answering 503, then 429, for a minute while writes continue', async () => {

@@ -86,6 +86,22 @@ function nextEvent(sync, predicate, timeoutMs = 30000) {
   })
 }
 
+/**
+ * A sync started with `options` and streaming; its events collect in `events`; it is stopped
+ * when the test `t` ends, even if the test fails.
+ */
+async function startStreaming(t, options, timeoutMs = 60000) {
+  const { MongoElasticSync } = require('../index.js')
+  const sync = new MongoElasticSync(options)
+  const events = []
+  sync.onEvent((e) => events.push(e))
+  const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming', timeoutMs)
+  t.after(() => sync.stop().catch(() => {}))
+  await sync.start()
+  await streaming
+  return { sync, events }
+}
+
 /** Waits until the index holds exactly the documents of the collection, by `_id` and content. */
 async function waitForMirror(ctx, collection, index, toSource = (d) => d, timeoutMs = 60000) {
   let diff
@@ -132,4 +148,4 @@ function sortKeys(v) {
   return v
 }
 
-module.exports = { setup, unique, es, esDocs, waitFor, withTimeout, nextEvent, waitForMirror, compare }
+module.exports = { setup, unique, es, esDocs, waitFor, withTimeout, nextEvent, startStreaming, waitForMirror, compare }

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, esDocs, waitFor, nextEvent } = require('./helpers.js')
+const { setup, unique, esDocs, waitFor, startStreaming } = require('./helpers.js')
 const { Decimal128 } = require('mongodb')
 
 test('document shaping', async (t) => {
@@ -18,17 +18,13 @@ test('document shaping', async (t) => {
     const coll = db.collection('c')
     await coll.insertMany(docs)
     const index = unique(label)
-    const sync = new MongoElasticSync({
+    const { sync } = await startStreaming(t, {
       name: unique(label),
       mongo: { uri: ctx.mongoUrl },
       elasticsearch: { node: ctx.esUrl },
       collections: [{ namespace: `${db.databaseName}.c`, index, ...collectionOptions }],
       batch: { flushIntervalMs: 100 },
     })
-    t.after(() => sync.stop().catch(() => {}))
-    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
-    await sync.start()
-    await streaming
     return { coll, index, sync }
   }
 

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+const { setup, unique, es, esDocs, startStreaming, waitForMirror } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 
 test('Elasticsearch writer', async (t) => {
@@ -17,16 +17,8 @@ test('Elasticsearch writer', async (t) => {
     await ctx.teardown()
   })
 
-  async function started(options) {
-    const sync = new MongoElasticSync({ mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, batch: { flushIntervalMs: 100 }, ...options })
-    const events = []
-    sync.onEvent((e) => events.push(e))
-    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
-    t.after(() => sync.stop().catch(() => {}))
-    await sync.start()
-    await streaming
-    return { sync, events }
-  }
+  const started = (options) =>
+    startStreaming(t, { mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, batch: { flushIntervalMs: 100 }, ...options })
 
   await t.test('indices are created with the configured settings, mappings and alias; routing and templates apply', async () => {
     const db = ctx.mongo.db(unique('idx'))

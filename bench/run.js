@@ -508,6 +508,9 @@ async function main() {
     await withTimeout(cleanup(), 30000, 'cleanup').catch((e) => log(e.message))
   }
 
+  // Others may rebuild the addon while the benchmark runs: say so, the figures would mix builds.
+  const addonNow = addonInfo(opts.addon)
+  if (addonNow.builtAt !== results.addon.builtAt) errors.push({ step: 'addon', message: `the addon was rebuilt during the run (${results.addon.builtAt} → ${addonNow.builtAt}): engine figures may mix two builds` })
   results.durationSec = round((performance.now() - started) / 1000)
   results.machine.loadAvgAtEnd = os.loadavg().map((v) => round(v, 2))
   fs.mkdirSync(RESULTS, { recursive: true })
