@@ -37,4 +37,8 @@ pub struct CopyRange {
     /// The last `_id` in this range that Elasticsearch acknowledged; reading resumes after it.
     pub last_id: Option<Bson>,
     pub done: bool,
+    /// Every `_id` present when the copy started has the bounds' BSON type (the smallest and
+    /// the largest did, and types sort together), so plain range bounds suffice: later inserts
+    /// of other types come through the change stream.
+    pub single_type: bool,
 }

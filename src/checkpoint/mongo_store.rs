@@ -90,12 +90,19 @@ fn range_to_document(r: &CopyRange) -> Bson {
         "upper": r.upper.as_ref().map_or(Bson::Null, |b| Bson::Document(doc! {"v": b.clone()})),
         "lastId": r.last_id.as_ref().map_or(Bson::Null, |b| Bson::Document(doc! {"v": b.clone()})),
         "done": r.done,
+        "singleType": r.single_type,
     })
 }
 
 fn range_from_document(d: &Document) -> CopyRange {
     let bound = |key: &str| d.get_document(key).ok().and_then(|w| w.get("v").cloned());
-    CopyRange { lower: bound("lower"), upper: bound("upper"), last_id: bound("lastId"), done: d.get_bool("done").unwrap_or(false) }
+    CopyRange {
+        lower: bound("lower"),
+        upper: bound("upper"),
+        last_id: bound("lastId"),
+        done: d.get_bool("done").unwrap_or(false),
+        single_type: d.get_bool("singleType").unwrap_or(false),
+    }
 }
 
 /// A checkpoint failure: transient (`MongoUnreachable`, retried by the pipeline) when the

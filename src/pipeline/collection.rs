@@ -309,17 +309,19 @@ impl CollectionSync<'_> {
     /// to gain from several cursors.
     async fn plan_ranges(&self, collection: &Collection<Document>, total: u64) -> SyncResult<Vec<CopyRange>> {
         let readers = self.ctx.config.copy_readers;
+        let extremes = copy::id_extremes(collection).await.map_err(|e| mongo_error(format!("cannot read the _id range of {}", self.namespace()), &e))?;
+        let extremes = extremes.as_ref().map(|(min, max)| (min, max));
         if readers < 2 || total < 2 * self.ctx.config.batch.max_docs as u64 {
-            return Ok(vec![CopyRange::default()]);
+            return Ok(copy::plan_ranges(&[], 1, extremes));
         }
         match copy::sample_ids(collection, readers * 32).await {
-            Ok(sample) => Ok(copy::plan_ranges(&sample, readers)),
+            Ok(sample) => Ok(copy::plan_ranges(&sample, readers, extremes)),
             Err(e) => {
                 self.ctx.events.emit(SyncEvent::Warning {
                     namespace: self.namespace(),
                     message: format!("cannot sample _ids to split the copy ({}); reading with one cursor", crate::error::cause_chain(&e)),
                 });
-                Ok(vec![CopyRange::default()])
+                Ok(copy::plan_ranges(&[], 1, extremes))
             }
         }
     }

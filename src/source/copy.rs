@@ -65,6 +65,18 @@ fn before_filter(upper: &Bson) -> Document {
 /// The documents of a range still to read: after its acknowledged `_id` (else from its lower
 /// bound), below its upper bound, in BSON order across types.
 pub fn range_filter(range: &CopyRange) -> Document {
+    if range.single_type {
+        let mut bounds = Document::new();
+        match (&range.last_id, &range.lower) {
+            (Some(last), _) => bounds.insert("$gt", last.clone()),
+            (None, Some(lower)) => bounds.insert("$gte", lower.clone()),
+            (None, None) => None,
+        };
+        if let Some(upper) = &range.upper {
+            bounds.insert("$lt", upper.clone());
+        }
+        return if bounds.is_empty() { Document::new() } else { doc! {"_id": bounds} };
+    }
     let from = match (&range.last_id, &range.lower) {
         (Some(last), _) => after_filter(Some(last)),
         (None, Some(lower)) => {
@@ -86,8 +98,10 @@ pub fn range_filter(range: &CopyRange) -> Document {
 
 /// Splits a collection into up to `parts` ranges at quantiles of a sorted sample of its `_id`s.
 /// Bounds must share one BSON type (ranges compare within a type); otherwise one range.
-pub fn plan_ranges(sorted_sample: &[Bson], parts: usize) -> Vec<CopyRange> {
-    let whole = vec![CopyRange::default()];
+/// `extremes` (the smallest and largest `_id`) tell whether every `_id` has that type.
+pub fn plan_ranges(sorted_sample: &[Bson], parts: usize, extremes: Option<(&Bson, &Bson)>) -> Vec<CopyRange> {
+    let single_type = |rank: usize| extremes.is_some_and(|(min, max)| type_rank(min) == rank && type_rank(max) == rank);
+    let whole = vec![CopyRange { single_type: extremes.is_some_and(|(min, max)| type_rank(min) == type_rank(max)), ..Default::default() }];
     if parts < 2 || sorted_sample.len() < parts {
         return whole;
     }
@@ -95,16 +109,29 @@ pub fn plan_ranges(sorted_sample: &[Bson], parts: usize) -> Vec<CopyRange> {
     if sorted_sample.iter().any(|id| type_rank(id) != first_rank || matches!(id, Bson::Document(_))) {
         return whole;
     }
+    let single_type = single_type(first_rank);
     let mut bounds: Vec<Bson> = (1..parts).map(|i| sorted_sample[i * sorted_sample.len() / parts].clone()).collect();
     bounds.dedup();
     let mut ranges = Vec::with_capacity(bounds.len() + 1);
     let mut lower = None;
     for bound in bounds {
-        ranges.push(CopyRange { lower, upper: Some(bound.clone()), ..Default::default() });
+        ranges.push(CopyRange { lower, upper: Some(bound.clone()), single_type, ..Default::default() });
         lower = Some(bound);
     }
-    ranges.push(CopyRange { lower, ..Default::default() });
+    ranges.push(CopyRange { lower, single_type, ..Default::default() });
     ranges
+}
+
+/// The smallest and the largest `_id`, if the collection has documents.
+pub async fn id_extremes(collection: &Collection<Document>) -> mongodb::error::Result<Option<(Bson, Bson)>> {
+    let edge = |direction: i32| async move {
+        let found = collection.find_one(Document::new()).sort(doc! {"_id": direction}).projection(doc! {"_id": 1}).await?;
+        Ok::<_, mongodb::error::Error>(found.and_then(|mut d| d.remove("_id")))
+    };
+    Ok(match (edge(1).await?, edge(-1).await?) {
+        (Some(min), Some(max)) => Some((min, max)),
+        _ => None,
+    })
 }
 
 /// A random sample of `_id`s, sorted.
@@ -150,7 +177,7 @@ mod tests {
     #[test]
     fn ranges_split_at_sample_quantiles_and_cover_everything() {
         let sample: Vec<Bson> = (0..100).map(Bson::Int32).collect();
-        let ranges = plan_ranges(&sample, 4);
+        let ranges = plan_ranges(&sample, 4, None);
         assert_eq!(ranges.len(), 4);
         assert_eq!(ranges[0].lower, None);
         assert_eq!(ranges[0].upper, Some(Bson::Int32(25)));
@@ -165,17 +192,31 @@ mod tests {
 
     #[test]
     fn mixed_or_tiny_samples_give_one_range() {
-        assert_eq!(plan_ranges(&[Bson::Int32(1), Bson::String("a".into()), Bson::Int32(3)], 2), vec![CopyRange::default()]);
-        assert_eq!(plan_ranges(&[Bson::Int32(1)], 4), vec![CopyRange::default()]);
+        assert_eq!(plan_ranges(&[Bson::Int32(1), Bson::String("a".into()), Bson::Int32(3)], 2, None), vec![CopyRange::default()]);
+        assert_eq!(plan_ranges(&[Bson::Int32(1)], 4, None), vec![CopyRange::default()]);
         assert_eq!(range_filter(&CopyRange::default()), Document::new());
     }
 
     #[test]
     fn a_resumed_range_starts_after_its_last_id() {
-        let r = CopyRange { lower: Some(Bson::Int32(10)), upper: Some(Bson::Int32(20)), last_id: Some(Bson::Int32(15)), done: false };
+        let r = CopyRange { lower: Some(Bson::Int32(10)), upper: Some(Bson::Int32(20)), last_id: Some(Bson::Int32(15)), ..Default::default() };
         let f = range_filter(&r);
         let text = format!("{f}");
         assert!(text.contains("$gt") && text.contains("15") && text.contains("$lt") && text.contains("20") && !text.contains("$gte"), "{text}");
+    }
+
+    #[test]
+    fn single_typed_collections_get_plain_bounds() {
+        let sample: Vec<Bson> = (0..100).map(Bson::Int32).collect();
+        let (min, max) = (Bson::Int32(0), Bson::Int64(1 << 40));
+        let ranges = plan_ranges(&sample, 2, Some((&min, &max)));
+        assert!(ranges.iter().all(|r| r.single_type), "Int32 and Int64 sort as one type");
+        assert_eq!(range_filter(&ranges[0]), doc! {"_id": {"$lt": 50}});
+        assert_eq!(range_filter(&ranges[1]), doc! {"_id": {"$gte": 50}});
+        let resumed = CopyRange { last_id: Some(Bson::Int32(60)), ..ranges[1].clone() };
+        assert_eq!(range_filter(&resumed), doc! {"_id": {"$gt": 60}});
+        let mixed = plan_ranges(&sample, 2, Some((&min, &Bson::String("z".into()))));
+        assert!(mixed.iter().all(|r| !r.single_type));
     }
 
     #[test]
