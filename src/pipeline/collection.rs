@@ -112,16 +112,22 @@ impl ProgressMeter {
     }
 }
 
+/// While changes flow, the stream position is saved at most this often.
+const STREAM_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// A saved idle position is refreshed at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 pub struct CollectionSync<'a> {
-    pub ctx: &'a Context,
-    pub config: &'a CollectionConfig,
-    pub checkpoint: CollectionCheckpoint,
+    ctx: &'a Context,
+    config: &'a CollectionConfig,
+    checkpoint: CollectionCheckpoint,
+    /// The in-memory checkpoint holds an acknowledged stream position not saved yet.
+    position_unsaved: bool,
+    last_save: Instant,
 }
 
-impl CollectionSync<'_> {
+impl<'a> CollectionSync<'a> {
     fn namespace(&self) -> String {
         self.config.namespace.to_string()
     }
@@ -139,8 +145,25 @@ impl CollectionSync<'_> {
         self.ctx.client.database(&self.config.namespace.db).collection(&self.config.namespace.coll)
     }
 
-    async fn save(&self) -> SyncResult<()> {
-        self.ctx.store.save(&self.config.namespace, &self.checkpoint).await
+    pub fn new(ctx: &'a Context, config: &'a CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
+        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now() }
+    }
+
+    async fn save(&mut self) -> SyncResult<()> {
+        self.ctx.store.save(&self.config.namespace, &self.checkpoint).await?;
+        self.position_unsaved = false;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// Saves the acknowledged stream position: while changes flow, at most once per
+    /// `STREAM_CHECKPOINT_EVERY` (a replay of that much after a crash is harmless, and a
+    /// checkpoint write per batch would load MongoDB); always when `force`d (idle, stop, errors).
+    async fn save_position(&mut self, force: bool) -> SyncResult<()> {
+        if self.position_unsaved && (force || self.last_save.elapsed() >= STREAM_CHECKPOINT_EVERY) {
+            self.save().await?;
+        }
+        Ok(())
     }
 
     /// Copy then stream; returns when stopped. Transient MongoDB failures are retried from
@@ -363,16 +386,19 @@ impl CollectionSync<'_> {
             match next {
                 None => {
                     self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
+                    self.save_position(true).await?;
                     return Ok(Flow::Stopped);
                 }
                 Some(Err(e)) => {
                     // What was read is still written and checkpointed before reopening.
                     self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
+                    self.save_position(true).await?;
                     return Err(mongo_error(format!("change stream of {ns} failed"), &e));
                 }
                 Some(Ok(None)) => {
-                    if !batch.is_empty() {
+                    if !batch.is_empty() || self.position_unsaved {
                         self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
+                        self.save_position(true).await?;
                         last_saved = Instant::now();
                     } else if last_saved.elapsed() >= IDLE_CHECKPOINT_EVERY {
                         // Rule: idle collections keep a fresh token so they stay inside the history window.
@@ -588,7 +614,7 @@ impl CollectionSync<'_> {
         commit(ctx, &ns, target, Phase::Copy, batch).await
     }
 
-    /// Commits the batch, then saves the position of its last event.
+    /// Commits the batch; the position of its last event is now acknowledged (and saved, see `save_position`).
     async fn flush(&mut self, ns: &str, target: &Target, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
         if batch.is_empty() {
             return Ok(());
@@ -596,7 +622,8 @@ impl CollectionSync<'_> {
         commit(self.ctx, ns, target, Phase::Stream, std::mem::take(batch)).await?;
         if let Some(token) = batch_token.take() {
             self.checkpoint.resume_token = Some(token);
-            self.save().await?;
+            self.position_unsaved = true;
+            self.save_position(false).await?;
         }
         Ok(())
     }

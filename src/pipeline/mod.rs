@@ -252,7 +252,7 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
     for (config, checkpoint, opened_stream) in collections {
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            CollectionSync { ctx: &ctx, config: &config, checkpoint }.run(opened_stream).await
+            CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await
         });
     }
     let mut first_error = None;
