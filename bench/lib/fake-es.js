@@ -39,8 +39,13 @@ function bulkActions(body) {
 const ITEM = { index: '{"index":{"status":201,"result":"created"}}', create: '{"create":{"status":201,"result":"created"}}', update: '{"update":{"status":200,"result":"updated"}}', delete: '{"delete":{"status":200,"result":"deleted"}}' }
 
 function startFakeEs() {
-  const stats = { bulkRequests: 0, actions: 0, bytes: 0, other: {} }
+  const stats = { bulkRequests: 0, actions: 0, bytes: 0, maxInFlight: 0, other: {} }
+  let inFlight = 0
   const server = http.createServer((req, res) => {
+    // Requests being received or answered at once: shows how many `_bulk` a tool keeps open.
+    inFlight++
+    stats.maxInFlight = Math.max(stats.maxInFlight, inFlight)
+    res.on('close', () => inFlight--)
     const chunks = []
     req.on('data', (c) => chunks.push(c))
     req.on('end', () => {
@@ -80,7 +85,7 @@ function startFakeEs() {
       resolve({
         url,
         stats,
-        reset: () => Object.assign(stats, { bulkRequests: 0, actions: 0, bytes: 0, other: {} }),
+        reset: () => Object.assign(stats, { bulkRequests: 0, actions: 0, bytes: 0, maxInFlight: 0, other: {} }),
         close: () => new Promise((r) => {
           server.closeAllConnections()
           server.close(() => r())

@@ -21,6 +21,7 @@ function render(r) {
   line()
   const a = r.addon || {}
   line(`Addon: \`${a.dir}/${a.file}\` (${a.sizeMb} MB, built ${a.builtAt}) — **${a.build}**.`)
+  if (a.note) line(`(${a.note}.)`)
   if (a.debugInfo) line('> ⚠ The engine figures below come from a debug build; `npm run bench` builds the release addon first and should be used for decisions.')
   line()
   const d = r.dataset
@@ -55,7 +56,7 @@ function render(r) {
   if (r.copy) {
     line('## Initial copy (local servers)')
     line()
-    line('| tool | docs/s into the index | of min(read, load) | CPU s / 100k docs | peak RSS MB | in index / docs | time waiting on `_bulk` | MongoDB CPU s / 100k | search server CPU s / 100k | notes |')
+    line('| tool | docs/s into the index | of min(read, load) | CPU s / 100k docs | peak RSS MB | in index / docs | time in `_bulk` ÷ copy time | MongoDB CPU s / 100k | search server CPU s / 100k | notes |')
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
     for (const [name, x] of Object.entries(r.copy)) {
       if (!x) continue
@@ -75,11 +76,11 @@ function render(r) {
     const o = r.overhead
     line('## Engine overhead (loopback fake Elasticsearch: accepts and discards)')
     line()
-    line('| tool | docs/s | CPU s / 100k docs | peak RSS MB | time waiting on `_bulk` | first batch acknowledged after ms | MongoDB CPU s / 100k | notes |')
-    line('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
+    line('| tool | docs/s | CPU s / 100k docs | peak RSS MB | time in `_bulk` ÷ copy time | most `_bulk` in flight | first batch acknowledged after ms | MongoDB CPU s / 100k | notes |')
+    line('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
     for (const [name, x] of Object.entries(o.runs)) {
       if (!x) continue
-      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.cpuSecPer100k, 1)} | ${num(x.peakRssMb)} | ${pct(x.bulkWaitShare)} | ${num(x.firstBatchMs)} | ${num(x.serverCpu?.mongoSecPer100k, 1)} | ${cell(noteOf(x))} |`)
+      line(`| ${name} | ${num(x.docsPerSec)} | ${num(x.cpuSecPer100k, 1)} | ${num(x.peakRssMb)} | ${pct(x.bulkWaitShare)} | ${num(x.maxBulkInFlight)} | ${num(x.firstBatchMs)} | ${num(x.serverCpu?.mongoSecPer100k, 1)} | ${cell(noteOf(x))} |`)
     }
     line()
     if (o.ratios) {
