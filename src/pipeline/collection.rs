@@ -19,6 +19,7 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
+use crate::sink::elasticsearch::retry::wait_before_retry;
 use crate::sink::elasticsearch::Target;
 use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Rejected};
 
@@ -141,6 +142,11 @@ impl<'a> CollectionSync<'a> {
         Target { index: self.index(), pipeline: self.config.pipeline.clone() }
     }
 
+    /// The shard routing value of a document (or a delete's document key), when configured.
+    fn routing_of(&self, doc: &Document) -> Option<String> {
+        self.config.routing.as_deref().and_then(|path| routing_value(doc, path))
+    }
+
     fn collection(&self) -> Collection<Document> {
         self.ctx.client.database(&self.config.namespace.db).collection(&self.config.namespace.coll)
     }
@@ -177,12 +183,9 @@ impl<'a> CollectionSync<'a> {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code == ErrorCode::MongoUnreachable && !self.ctx.cancel.is_cancelled() => {
                     attempt += 1;
-                    let delay = crate::sink::elasticsearch::retry::backoff_delay(&self.ctx.config.retry, attempt);
-                    self.ctx.stats.record_retry();
-                    self.ctx.events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause: e.to_string() });
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.ctx.cancel.cancelled() => return Ok(()),
+                    let ctx = self.ctx;
+                    if !wait_before_retry(&ctx.config.retry, attempt, e.to_string(), &ctx.stats, &ctx.events, &ctx.cancel).await {
+                        return Ok(());
                     }
                 }
                 Err(e) if e.code == ErrorCode::State && self.ctx.cancel.is_cancelled() => return Ok(()),
@@ -474,7 +477,6 @@ impl<'a> CollectionSync<'a> {
             *batch_token = token;
             return Ok(());
         }
-        let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
         if let (Some(filter), OperationType::Insert | OperationType::Update | OperationType::Replace) = (&self.config.filter, &event.operation_type) {
             let write = self.filtered_write(ns, filter, &event, version, batch).await?;
             return self.add_write(ns, target, batch, batch_token, Some(write), token, limits).await;
@@ -484,10 +486,10 @@ impl<'a> CollectionSync<'a> {
             OperationType::Insert | OperationType::Replace | OperationType::Update => event
                 .full_document
                 .as_ref()
-                .map(|doc| index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings()).map(|w| DocumentWrite { routing: routing(doc), ..w })),
+                .map(|doc| index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings()).map(|w| DocumentWrite { routing: self.routing_of(doc), ..w })),
             // The routing of a delete can only come from the document key (a shard key field).
             OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id").map(|id| (k, id))) {
-                Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: routing(key), ..w })),
+                Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(key), ..w })),
                 None => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
             },
             // Other event types (index builds, collection creation…) change no document.
@@ -515,10 +517,9 @@ impl<'a> CollectionSync<'a> {
             .find_one(mongodb::bson::doc! {"$and": [{"_id": id.clone()}, filter.clone()]})
             .await
             .map_err(|e| mongo_error(format!("cannot check the filter of {ns}"), &e))?;
-        let routing = |doc: &Document| self.config.routing.as_deref().and_then(|path| routing_value(doc, path));
         Ok(match current {
             Some(doc) => index_write(&doc, version, &self.config.convert, &self.config.fields, batch.warnings())
-                .map(|w| DocumentWrite { routing: routing(&doc), ..w }),
+                .map(|w| DocumentWrite { routing: self.routing_of(&doc), ..w }),
             None => delete_write(id, version),
         })
     }

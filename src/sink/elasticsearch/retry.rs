@@ -3,8 +3,30 @@
 use std::time::Duration;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryConfig;
+use crate::event::{EventBus, SyncEvent};
+use crate::stats::Stats;
+
+/// Counts and announces retry number `attempt`, then waits its backoff delay. Returns `false`
+/// if the sync was stopped during the wait.
+pub async fn wait_before_retry(
+    config: &RetryConfig,
+    attempt: u32,
+    cause: String,
+    stats: &Stats,
+    events: &EventBus,
+    cancel: &CancellationToken,
+) -> bool {
+    let delay = backoff_delay(config, attempt);
+    stats.record_retry();
+    events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause });
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
 
 /// The delay before retry number `attempt` (1-based): doubling from the initial delay,
 /// capped, then scaled by a random factor in [0.5, 1) so that many writers do not retry in step.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::encoder::{encode_all, Target};
 use super::response::{parse_bulk_response, ItemOutcome};
-use super::retry::{backoff_delay, is_retryable_status, may_retry};
+use super::retry::{is_retryable_status, may_retry, wait_before_retry};
 use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, RetryConfig, Secret};
 use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
 use crate::event::{BatchOutcome, EventBus, SyncEvent};
@@ -209,12 +209,11 @@ impl EsSink {
         if !may_retry(&self.retry, attempt) {
             return Err(SyncError::new(ErrorCode::Elasticsearch, format!("{what} failed after {attempt} attempts: {cause}")));
         }
-        let delay = backoff_delay(&self.retry, attempt);
-        self.stats.record_retry();
-        self.events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause: format!("{what}: {cause}") });
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
-            _ = self.cancel.cancelled() => Err(SyncError::new(ErrorCode::State, format!("stopped while retrying {what}"))),
+        let cause = format!("{what}: {cause}");
+        if wait_before_retry(&self.retry, attempt, cause, &self.stats, &self.events, &self.cancel).await {
+            Ok(())
+        } else {
+            Err(SyncError::new(ErrorCode::State, format!("stopped while retrying {what}")))
         }
     }
 
