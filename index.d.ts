@@ -100,6 +100,11 @@ export interface ElasticsearchOptions {
   tls?: ElasticsearchTlsOptions
 }
 
+/** Applies the changes to Elasticsearch/OpenSearch, using the top-level `elasticsearch` options. */
+export interface ElasticsearchOutput {
+  type: 'elasticsearch'
+}
+
 export interface ElasticsearchTlsOptions {
   /** PEM file of the CA(s) to trust; when given, only these are trusted. */
   caFile?: string
@@ -120,6 +125,20 @@ export interface FieldOptions {
   rename?: Record<string, string>
 }
 
+/** NDJSON change records appended to a file, rotated to `<path>.<n>` (for Filebeat and other shippers). */
+export interface FileOutput {
+  type: 'file'
+  path: string
+  /** Rotate when the file reaches this size (default 100 MiB). */
+  rotateBytes?: number
+  /** Rotate a non-empty file this many seconds after it was started (default: size only). */
+  rotateSeconds?: number
+  /** Rotated files kept (default 5). */
+  keepFiles?: number
+  /** `'batch'` (default): fsync before a batch counts as written; `'never'`: leave it to the OS. */
+  fsync?: 'batch' | 'never'
+}
+
 export interface MongoOptions {
   /** A replica set or sharded cluster URI (change streams need one). */
   uri: string
@@ -136,11 +155,34 @@ export interface MongoTlsOptions {
   allowInvalidCertificates?: boolean
 }
 
+/** Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`. */
+export interface NatsOutput {
+  type: 'nats'
+  /** e.g. `nats://127.0.0.1:4222`. */
+  url: string
+  /** Subject template with `{db}`, `{coll}`, `{index}` (default `'mongo.{db}.{coll}'`). */
+  subject?: string
+  /** JetStream stream (default `'MONGO_ELASTIC_SYNC'`). */
+  stream?: string
+  /** Create the stream over the template's subjects if absent (default true). */
+  createStream?: boolean
+  token?: string
+  username?: string
+  password?: string
+  /** A `.creds` file (JWT and NKey seed). */
+  credentialsFile?: string
+}
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
   initialDelayMs?: number
   maxDelayMs?: number
+}
+
+/** NDJSON change records on standard output. */
+export interface StdoutOutput {
+  type: 'stdout'
 }
 
 export interface SyncErrorInfo {
@@ -168,7 +210,13 @@ export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
   name: string
   mongo: MongoOptions
-  elasticsearch: ElasticsearchOptions
+  /** The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output. */
+  elasticsearch?: ElasticsearchOptions
+  /**
+   * Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
+   * everything and a position is saved only once all acknowledged it.
+   */
+  outputs?: Array<ElasticsearchOutput | FileOutput | StdoutOutput | TcpOutput | NatsOutput>
   /** `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`. */
   collections: Array<string | CollectionOptions>
   /**
@@ -221,6 +269,27 @@ export interface SyncStats {
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
   state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
+}
+
+/** NDJSON change records over TCP (Logstash `tcp` input with the `json_lines` codec). */
+export interface TcpOutput {
+  type: 'tcp'
+  host: string
+  port: number
+  tls?: TcpTlsOptions
+  /** Default 10000. */
+  connectTimeoutMs?: number
+  /** Recent bytes sent again after a reconnection, since TCP does not acknowledge (default 4 MiB). */
+  replayBytes?: number
+}
+
+export interface TcpTlsOptions {
+  /** PEM CA certificate(s) to trust instead of the public roots. */
+  caFile?: string
+  /** `false` skips certificate verification (a warning is emitted). Never in production. */
+  rejectUnauthorized?: boolean
+  /** Name the certificate must carry (default: `host`). */
+  serverName?: string
 }
 
 /** What a transform is told about the document it gets. */

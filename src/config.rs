@@ -13,7 +13,10 @@ pub struct SyncConfig {
     /// Key of the saved checkpoint: two syncs with the same name share their progress.
     pub name: String,
     pub mongo: MongoConfig,
-    pub elasticsearch: EsConfig,
+    /// The Elasticsearch connection: required when an `Elasticsearch` output is listed.
+    pub elasticsearch: Option<EsConfig>,
+    /// Where synced data goes; several outputs all get everything.
+    pub outputs: Vec<OutputConfig>,
     pub collections: Vec<CollectionConfig>,
     pub checkpoint: CheckpointConfig,
     pub batch: BatchConfig,
@@ -26,6 +29,21 @@ pub struct SyncConfig {
     pub copy_readers: usize,
     /// Where dead letters are also written, as documents (none: events only).
     pub dead_letter_index: Option<String>,
+}
+
+/// One output of the sync.
+#[derive(Debug, Clone)]
+pub enum OutputConfig {
+    /// Applies the writes to Elasticsearch/OpenSearch (the `elasticsearch` connection).
+    Elasticsearch,
+    /// NDJSON change records into rotated files (for Filebeat and other shippers).
+    File(crate::sink::file::FileConfig),
+    /// NDJSON change records on standard output.
+    Stdout,
+    /// NDJSON change records over TCP (Logstash `json_lines`).
+    Tcp(crate::sink::tcp::TcpConfig),
+    /// Change records published to NATS JetStream.
+    Nats(crate::sink::nats::NatsConfig),
 }
 
 /// What a sync does.
@@ -296,13 +314,35 @@ impl SyncConfig {
         if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
             return Err(field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
         }
-        match url::Url::parse(&self.elasticsearch.node) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => {
-                return Err(field(
-                    "elasticsearch.node",
-                    format!("\"{}\" is not an http(s) URL", redact_uri(&self.elasticsearch.node)),
-                ))
+        if self.outputs.is_empty() {
+            return Err(field("outputs", "must list at least one output".into()));
+        }
+        for (i, output) in self.outputs.iter().enumerate() {
+            let at = format!("outputs[{i}]");
+            match output {
+                OutputConfig::Elasticsearch if self.elasticsearch.is_none() => {
+                    return Err(field("elasticsearch", format!("the connection options are required by {at} (type 'elasticsearch')")));
+                }
+                OutputConfig::Elasticsearch => {}
+                OutputConfig::File(c) => c.validate(&at)?,
+                OutputConfig::Stdout => {}
+                OutputConfig::Tcp(c) => c.validate(&at)?,
+                OutputConfig::Nats(c) => c.validate(&at)?,
+            }
+            let same_kind = |o: &OutputConfig| std::mem::discriminant(o) == std::mem::discriminant(output);
+            let duplicate = match output {
+                OutputConfig::File(c) => self.outputs[..i].iter().any(|o| matches!(o, OutputConfig::File(d) if d.path == c.path)),
+                OutputConfig::Elasticsearch | OutputConfig::Stdout => self.outputs[..i].iter().any(same_kind),
+                _ => false,
+            };
+            if duplicate {
+                return Err(field(&at, "repeats an earlier output".into()));
+            }
+        }
+        if let Some(es) = &self.elasticsearch {
+            match url::Url::parse(&es.node) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return Err(field("elasticsearch.node", format!("\"{}\" is not an http(s) URL", redact_uri(&es.node)))),
             }
         }
         if self.collections.is_empty() {

@@ -17,6 +17,10 @@ pub enum ErrorCode {
     Mongo,
     /// Elasticsearch failed permanently (not retryable, or retries exhausted).
     Elasticsearch,
+    /// An output other than Elasticsearch (file, stdout, TCP, NATS) could not be opened or reached at start.
+    OutputUnreachable,
+    /// An output other than Elasticsearch failed permanently (not retryable, or retries exhausted).
+    Output,
     /// The saved resume point is no longer in the change stream history, or is invalid.
     HistoryLost,
     /// Reading or writing the checkpoint failed.
@@ -34,6 +38,8 @@ impl ErrorCode {
             ErrorCode::EsUnreachable => "ERR_ES_UNREACHABLE",
             ErrorCode::Mongo => "ERR_MONGO",
             ErrorCode::Elasticsearch => "ERR_ELASTICSEARCH",
+            ErrorCode::OutputUnreachable => "ERR_OUTPUT_UNREACHABLE",
+            ErrorCode::Output => "ERR_OUTPUT",
             ErrorCode::HistoryLost => "ERR_HISTORY_LOST",
             ErrorCode::Checkpoint => "ERR_CHECKPOINT",
             ErrorCode::Internal => "ERR_INTERNAL",

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod pipeline;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -4,6 +4,7 @@ mod error;
 mod event;
 mod logging;
 mod options;
+mod outputs;
 mod stats;
 mod sync;
 mod transform;

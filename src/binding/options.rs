@@ -11,6 +11,7 @@ use crate::config::{
     HistoryLostPolicy, MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
     DEFAULT_INDEX_TEMPLATE,
 };
+use super::outputs::outputs_config;
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{ConvertOptions, FieldRules};
 
@@ -19,7 +20,12 @@ pub struct SyncOptions {
     /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
     pub name: String,
     pub mongo: MongoOptions,
-    pub elasticsearch: ElasticsearchOptions,
+    /// The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output.
+    pub elasticsearch: Option<ElasticsearchOptions>,
+    /// Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
+    /// everything and a position is saved only once all acknowledged it.
+    #[napi(ts_type = "Array<ElasticsearchOutput | FileOutput | StdoutOutput | TcpOutput | NatsOutput>")]
+    pub outputs: Option<Vec<serde_json::Value>>,
     /// `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`.
     pub collections: Vec<Either<String, CollectionOptions>>,
     /// Index name for collections without `index`: `{db}` and `{coll}` are replaced, then
@@ -259,13 +265,9 @@ fn operation_filter(i: usize, list: &[String]) -> SyncResult<OperationFilter> {
     Ok(filter)
 }
 
-fn path(value: Option<String>) -> Option<PathBuf> {
-    value.map(PathBuf::from)
-}
-
-impl SyncOptions {
-    pub fn into_config(self) -> SyncResult<SyncConfig> {
-        let es = self.elasticsearch;
+impl ElasticsearchOptions {
+    fn into_config(self) -> SyncResult<EsConfig> {
+        let es = self;
         let auth = match (es.username, es.password, es.api_key, es.bearer_token) {
             (None, None, None, None) => EsAuth::None,
             (Some(username), password, None, None) => {
@@ -280,6 +282,27 @@ impl SyncOptions {
                 ))
             }
         };
+        Ok(EsConfig {
+            node: es.node,
+            auth,
+            request_timeout: ms(es.request_timeout_ms.unwrap_or(30_000)),
+            compression: es.compression.unwrap_or(false),
+            tls: es.tls.map_or_else(EsTls::default, |t| EsTls {
+                ca_file: path(t.ca_file),
+                cert_file: path(t.cert_file),
+                key_file: path(t.key_file),
+                reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+            }),
+        })
+    }
+}
+
+fn path(value: Option<String>) -> Option<PathBuf> {
+    value.map(PathBuf::from)
+}
+
+impl SyncOptions {
+    pub fn into_config(self) -> SyncResult<SyncConfig> {
         let template = self.index_template.as_deref().unwrap_or(DEFAULT_INDEX_TEMPLATE);
         let collections = self
             .collections
@@ -368,18 +391,8 @@ impl SyncOptions {
                     allow_invalid_certificates: t.allow_invalid_certificates.unwrap_or(false),
                 }),
             },
-            elasticsearch: EsConfig {
-                node: es.node,
-                auth,
-                request_timeout: ms(es.request_timeout_ms.unwrap_or(30_000)),
-                compression: es.compression.unwrap_or(false),
-                tls: es.tls.map_or_else(EsTls::default, |t| EsTls {
-                    ca_file: path(t.ca_file),
-                    cert_file: path(t.cert_file),
-                    key_file: path(t.key_file),
-                    reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
-                }),
-            },
+            elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
+            outputs: outputs_config(self.outputs)?,
             collections,
             checkpoint,
             batch,

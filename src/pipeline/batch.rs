@@ -5,9 +5,10 @@ use std::time::Instant;
 use crate::config::BatchConfig;
 use crate::error::SyncResult;
 use crate::event::{Phase, SyncEvent};
-use crate::sink::elasticsearch::{encoded_len, Target};
+use crate::sink::elasticsearch::encoded_len;
+use crate::sink::Target;
 use crate::transform::hook::apply_hook;
-use crate::transform::{coalesce, ConvertWarning, DocumentWrite, Rejected};
+use crate::transform::{ConvertWarning, DocumentWrite, Rejected};
 
 use super::Context;
 
@@ -95,14 +96,14 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
     }
     let started = Instant::now();
     let index = target.index.as_str();
-    let mut writes = coalesce(batch.writes);
+    let mut writes = batch.writes;
     let mut rejected = batch.rejected;
     if let Some(hook) = &ctx.hook {
         let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase.as_str(), writes).await;
         writes = kept;
         rejected.extend(refused);
     }
-    let mut report = ctx.sink.write(target, writes).await?;
+    let mut report = ctx.sink.write(namespace, target, writes).await?;
     report.outcome.dead_letters += rejected.len() as u64;
     let dead_letters: Vec<Rejected> = rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {

@@ -19,9 +19,9 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, StreamStart};
 use crate::source::{copy, mongo_error};
-use crate::sink::elasticsearch::retry::wait_before_retry;
-use crate::sink::elasticsearch::Target;
-use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Rejected};
+use crate::retry::wait_before_retry;
+use crate::sink::{IndexAction, IndexChange, Target};
+use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Operation, Rejected};
 
 /// What range readers send to the copy's writer.
 enum CopyItem {
@@ -223,7 +223,9 @@ impl<'a> CollectionSync<'a> {
         }
         if let Some(old) = self.checkpoint.replaces.clone() {
             let new_index = self.index();
-            self.ctx.sink.swap_alias(&self.config.index, &new_index, &old).await?;
+            let version = self.checkpoint.start_at.map_or(0, version_of);
+            let action = IndexAction::SwapAlias { alias: self.config.index.clone(), index: new_index.clone(), replaces: old };
+            self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await?;
             self.checkpoint.replaces = None;
             self.save().await?;
             self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), operation: "resync".into(), to: Some(new_index) });
@@ -465,20 +467,23 @@ impl<'a> CollectionSync<'a> {
         };
         let version = version_of(cluster_time);
         let wanted = self.config.operations;
-        let applied = match event.operation_type {
-            OperationType::Insert => wanted.insert,
-            OperationType::Update => wanted.update,
-            OperationType::Replace => wanted.replace,
-            OperationType::Delete => wanted.delete,
-            _ => true,
+        let (applied, operation) = match event.operation_type {
+            OperationType::Insert => (wanted.insert, Operation::Insert),
+            OperationType::Update => (wanted.update, Operation::Update),
+            OperationType::Replace => (wanted.replace, Operation::Replace),
+            OperationType::Delete => (wanted.delete, Operation::Delete),
+            _ => (true, Operation::Update),
         };
         if !applied {
             batch.push_skipped();
             *batch_token = token;
             return Ok(());
         }
+        // Record outputs tell the change apart by its stream position.
+        let position = token.as_ref().map(change_stream::position_of);
+        let stamp = |w: DocumentWrite| DocumentWrite { operation, position: position.clone(), ..w };
         if let (Some(filter), OperationType::Insert | OperationType::Update | OperationType::Replace) = (&self.config.filter, &event.operation_type) {
-            let write = self.filtered_write(ns, filter, &event, version, batch).await?;
+            let write = self.filtered_write(ns, filter, &event, version, batch).await?.map(stamp);
             return self.add_write(ns, target, batch, batch_token, Some(write), token, limits).await;
         }
         let write = match event.operation_type {
@@ -495,6 +500,7 @@ impl<'a> CollectionSync<'a> {
             // Other event types (index builds, collection creation…) change no document.
             _ => None,
         };
+        let write = write.map(|w| w.map(stamp));
         self.add_write(ns, target, batch, batch_token, write, token, limits).await
     }
 
@@ -553,7 +559,9 @@ impl<'a> CollectionSync<'a> {
     async fn apply_collection_change(&mut self, event: &ChangeStreamEvent<Document>) -> SyncResult<()> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let index = &self.index();
+        let index = self.index();
+        let version = version_of(event.cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
+        let change = |action| IndexChange { namespace: ns.clone(), version, action };
         let (operation, to) = match event.operation_type {
             OperationType::Drop => ("drop", None),
             OperationType::DropDatabase => ("dropDatabase", None),
@@ -567,22 +575,19 @@ impl<'a> CollectionSync<'a> {
                     .iter()
                     .find(|c| &c.namespace == to_ns)
                     .map_or_else(|| default_index_name(to_ns), |c| c.index.clone());
-                if to_index != *index && ctx.config.on_rename != RenamePolicy::Ignore {
-                    ctx.sink.ensure_index(&to_index).await?;
+                if to_index != index && ctx.config.on_rename != RenamePolicy::Ignore {
+                    ctx.sink.prepare_index(&to_index, None).await?;
                     match ctx.config.on_rename {
-                        RenamePolicy::Move => ctx.sink.reindex(index, &to_index).await?,
-                        _ => {
-                            let version = version_of(event.cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
-                            self.copy_once(to_ns, &Target::index(to_index.clone()), version).await?;
-                        }
+                        RenamePolicy::Move => ctx.sink.apply(&change(IndexAction::Reindex { from: index.clone(), to: to_index.clone() })).await?,
+                        _ => self.copy_once(to_ns, &Target::index(to_index.clone()), version).await?,
                     }
-                    ctx.sink.delete_documents(index).await?;
+                    ctx.sink.apply(&change(IndexAction::DeleteDocuments { index: index.clone() })).await?;
                 }
             }
             ("rename", None) => return Err(SyncError::new(ErrorCode::Mongo, format!("rename event of {ns} has no target namespace"))),
             _ => match ctx.config.on_drop {
-                DropPolicy::DeleteDocuments => ctx.sink.delete_documents(index).await?,
-                DropPolicy::DeleteIndex => ctx.sink.delete_index(index).await?,
+                DropPolicy::DeleteDocuments => ctx.sink.apply(&change(IndexAction::DeleteDocuments { index })).await?,
+                DropPolicy::DeleteIndex => ctx.sink.apply(&change(IndexAction::DeleteIndex { index })).await?,
                 DropPolicy::Ignore => {}
             },
         }
@@ -638,7 +643,8 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
     let serving = match cp.replaces.clone() {
         Some(serving) => {
             if serving != current {
-                ctx.sink.delete_index(&current).await?;
+                let action = IndexAction::DeleteIndex { index: current.clone() };
+                ctx.sink.apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action }).await?;
             }
             serving
         }
@@ -647,7 +653,7 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
     let generation = cp.generation + 1;
     let new_index = format!("{}-{generation}", config.index);
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
-    ctx.sink.ensure_collection_index(&new_index, config).await?;
+    ctx.sink.prepare_index(&new_index, Some(config)).await?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);
     ctx.events.emit(SyncEvent::Warning {

@@ -17,7 +17,7 @@ use crate::checkpoint::MongoCheckpointStore;
 use crate::config::{redact_uri, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
-use crate::sink::elasticsearch::{EsSink, ServerInfo};
+use crate::sink::{self, Sink, SinkContext};
 use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
 use crate::stats::{Stats, StatsSnapshot};
@@ -34,7 +34,7 @@ enum Flow {
 pub(crate) struct Context {
     config: Arc<SyncConfig>,
     client: Client,
-    sink: EsSink,
+    sink: Arc<dyn Sink>,
     store: MongoCheckpointStore,
     events: EventBus,
     stats: Arc<Stats>,
@@ -159,10 +159,9 @@ impl SyncEngine {
     async fn prepare(&self, cancel: CancellationToken) -> SyncResult<Prepared> {
         let config = self.config.clone();
         let client = connect_mongo(&config, &self.events).await?;
-        let sink = EsSink::new(&config.elasticsearch, config.retry.clone(), self.events.clone(), self.stats.clone(), cancel.clone())?;
-        let server: ServerInfo = sink.server_info().await?;
-        tracing::info!(flavour = %server.flavour, version = %server.version, "connected to the search server");
-        self.events.emit(SyncEvent::Connected { distribution: server.flavour, version: server.version });
+        let sink_context = SinkContext { retry: config.retry.clone(), events: self.events.clone(), stats: self.stats.clone(), cancel: cancel.clone() };
+        let sink = sink::build(&config, &sink_context)?;
+        sink.connect().await?;
         let store = MongoCheckpointStore::new(&client, &config.checkpoint, &config.name);
         let ctx = Arc::new(Context {
             config: config.clone(),
@@ -177,7 +176,7 @@ impl SyncEngine {
         });
         let mut collections = Vec::new();
         if let Some(dlq) = &config.dead_letter_index {
-            ctx.sink.ensure_dead_letter_index(dlq).await?;
+            ctx.sink.prepare_dead_letters(dlq).await?;
         }
         for c in &config.collections {
             let mut checkpoint = ctx.store.load(&c.namespace).await?;
@@ -203,7 +202,7 @@ impl SyncEngine {
             if !checkpoint.copy_done && !matches!(config.mode, SyncMode::Stream { .. }) {
                 ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
             }
-            ctx.sink.ensure_collection_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), c).await?;
+            ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await?;
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         Ok(Prepared { ctx, collections })

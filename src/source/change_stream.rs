@@ -41,6 +41,14 @@ pub fn token_document(token: &ResumeToken) -> Option<Document> {
     mongodb::bson::to_document(token).ok()
 }
 
+/// A saved token as one string (its `_data`), naming the change's position in the stream.
+pub fn position_of(token: &Document) -> String {
+    match token.get_str("_data") {
+        Ok(data) => data.to_string(),
+        Err(_) => mongodb::bson::Bson::Document(token.clone()).into_relaxed_extjson().to_string(),
+    }
+}
+
 /// The cluster's current time, read before a copy so that the stream can start there.
 pub async fn cluster_time(client: &Client) -> mongodb::error::Result<Timestamp> {
     let mut session = client.start_session().await?;

@@ -100,8 +100,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_hook_changes_drops_or_rejects_documents() {
-        let w = |id: &str| DocumentWrite { id: id.into(), routing: None, version: 1, op: WriteOp::Index(br#"{"name":"ann"}"#.to_vec()) };
-        let del = DocumentWrite { id: "gone".into(), routing: None, version: 1, op: WriteOp::Delete };
+        let w = |id: &str| DocumentWrite {
+            id: id.into(),
+            routing: None,
+            version: 1,
+            op: WriteOp::Index(br#"{"name":"ann"}"#.to_vec()),
+            operation: Default::default(),
+            position: None,
+        };
+        let del = DocumentWrite { op: WriteOp::Delete, ..w("gone") };
         let (kept, rejected) = apply_hook(&Upper, "db.c", "stream", vec![w("a"), w("drop"), w("fail"), w("weird"), del.clone()]).await;
         assert_eq!(kept[0].op, WriteOp::Index(br#"{"name":"ANN"}"#.to_vec()));
         assert_eq!(kept[1].op, WriteOp::Delete, "a dropped document is deleted from the index");

@@ -9,7 +9,8 @@ use mongodb::bson::{Bson, Document, Timestamp};
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
 pub use fields::FieldRules;
 
-/// One document-level write for Elasticsearch, already serialised.
+/// One document-level write, already serialised: what Elasticsearch is asked to do, and the
+/// MongoDB change it comes from (for outputs that record changes rather than apply them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentWrite {
     pub id: String,
@@ -18,6 +19,33 @@ pub struct DocumentWrite {
     /// External version: newer MongoDB history always carries a higher (or equal) number.
     pub version: i64,
     pub op: WriteOp,
+    /// The kind of MongoDB change (an update may still map to a delete, e.g. out of a filter).
+    pub operation: Operation,
+    /// The change stream position of the change (its resume token's `_data`); none for the copy.
+    pub position: Option<String>,
+}
+
+/// Where a write comes from: the copy, or a change stream event of this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    #[default]
+    Copy,
+    Insert,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Copy => "copy",
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Replace => "replace",
+            Operation::Delete => "delete",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +73,20 @@ impl Rejected {
         self.document = Some(document);
         self
     }
+}
+
+/// A dead letter as a document (in a dead-letter index, or as a record): `id` is unique per
+/// source document, so that the latest failure of a document replaces the earlier ones.
+pub fn dead_letter_document(namespace: &str, index: &str, rejected: &Rejected, at: mongodb::bson::DateTime) -> (String, serde_json::Value) {
+    let body = serde_json::json!({
+        "namespace": namespace,
+        "index": index,
+        "id": rejected.id,
+        "reason": rejected.reason,
+        "document": rejected.document,
+        "at": at.try_to_rfc3339_string().unwrap_or_default(),
+    });
+    (format!("{namespace}:{}", rejected.id), body)
 }
 
 /// A document as relaxed extended JSON, for dead letters of documents that could not be converted.
@@ -76,13 +118,13 @@ pub fn index_write(
     let mut source = bson_to_json::document_to_source(doc, options, warnings);
     fields.apply(&mut source);
     let body = serde_json::to_vec(&source).map_err(|e| rejected(id.clone(), format!("cannot serialise document: {e}")))?;
-    Ok(DocumentWrite { id, routing: None, version, op: WriteOp::Index(body) })
+    Ok(DocumentWrite { id, routing: None, version, op: WriteOp::Index(body), operation: Operation::Copy, position: None })
 }
 
 /// A versioned delete, so that an older index write replayed later cannot resurrect it.
 pub fn delete_write(id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
     let es_id = bson_to_json::es_id(id).map_err(|e| Rejected::new(describe_id(id), e.to_string()))?;
-    Ok(DocumentWrite { id: es_id, routing: None, version, op: WriteOp::Delete })
+    Ok(DocumentWrite { id: es_id, routing: None, version, op: WriteOp::Delete, operation: Operation::Delete, position: None })
 }
 
 /// The routing value at a dotted `path` of a document (for deletes: of its `documentKey`),
@@ -149,7 +191,7 @@ mod tests {
 
     #[test]
     fn coalescing_keeps_the_last_write_per_id_in_order() {
-        let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), routing: None, version: v, op };
+        let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), routing: None, version: v, op, operation: Operation::Copy, position: None };
         let out = coalesce(vec![
             w("a", 1, WriteOp::Index(b"1".to_vec())),
             w("b", 1, WriteOp::Index(b"2".to_vec())),

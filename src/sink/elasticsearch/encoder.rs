@@ -1,19 +1,7 @@
 //! Encodes document writes as `_bulk` NDJSON.
 
+use crate::sink::Target;
 use crate::transform::{DocumentWrite, WriteOp};
-
-/// Where a batch goes: the index and, optionally, the ingest pipeline of every write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub index: String,
-    pub pipeline: Option<String>,
-}
-
-impl Target {
-    pub fn index(index: impl Into<String>) -> Self {
-        Target { index: index.into(), pipeline: None }
-    }
-}
 
 /// `external_gte` rather than `external`: changes of one transaction share a cluster time,
 /// hence a version, and the later of them must still be applied (replays converge too).
@@ -72,11 +60,15 @@ pub fn encode_all<'a>(target: &Target, writes: impl IntoIterator<Item = &'a Docu
 mod tests {
     use super::*;
 
+    fn write(id: &str, routing: Option<&str>, version: i64, op: WriteOp) -> DocumentWrite {
+        DocumentWrite { id: id.into(), routing: routing.map(Into::into), version, op, operation: Default::default(), position: None }
+    }
+
     #[test]
     fn index_and_delete_lines_carry_external_versions() {
         let writes = [
-            DocumentWrite { id: "a\"1".into(), routing: None, version: 7, op: WriteOp::Index(br#"{"x":1}"#.to_vec()) },
-            DocumentWrite { id: "b".into(), routing: None, version: 9, op: WriteOp::Delete },
+            write("a\"1", None, 7, WriteOp::Index(br#"{"x":1}"#.to_vec())),
+            write("b", None, 9, WriteOp::Delete),
         ];
         let body = String::from_utf8(encode_all(&Target::index("idx"), &writes)).unwrap();
         assert_eq!(
@@ -96,8 +88,8 @@ mod tests {
     fn routing_and_pipeline_go_into_the_action_line() {
         let target = Target { index: "idx".into(), pipeline: Some("enrich".into()) };
         let writes = [
-            DocumentWrite { id: "a".into(), routing: Some("t1".into()), version: 1, op: WriteOp::Index(b"{}".to_vec()) },
-            DocumentWrite { id: "b".into(), routing: Some("t1".into()), version: 2, op: WriteOp::Delete },
+            write("a", Some("t1"), 1, WriteOp::Index(b"{}".to_vec())),
+            write("b", Some("t1"), 2, WriteOp::Delete),
         ];
         let body = String::from_utf8(encode_all(&target, &writes)).unwrap();
         let lines: Vec<&str> = body.lines().collect();
@@ -108,8 +100,8 @@ mod tests {
     #[test]
     fn estimated_length_is_never_below_the_real_one_for_plain_ids() {
         let target = Target { index: "some-index".into(), pipeline: Some("p".into()) };
-        for routing in [None, Some("r-1".to_string())] {
-            let w = DocumentWrite { id: "65f0c0ffee".into(), routing, version: i64::MAX, op: WriteOp::Index(b"{}".to_vec()) };
+        for routing in [None, Some("r-1")] {
+            let w = write("65f0c0ffee", routing, i64::MAX, WriteOp::Index(b"{}".to_vec()));
             let mut out = Vec::new();
             encode_write(&target, &w, &mut out);
             assert!(encoded_len(&target, &w) >= out.len());

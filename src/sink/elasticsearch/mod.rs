@@ -5,5 +5,5 @@ mod response;
 pub mod retry;
 mod service;
 
-pub use encoder::{encoded_len, Target};
-pub use service::{EsSink, ServerInfo, WriteReport};
+pub use encoder::encoded_len;
+pub use service::{EsSink, ServerInfo};

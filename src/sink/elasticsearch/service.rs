@@ -1,8 +1,6 @@
 //! The Elasticsearch client: connection check, index creation and versioned bulk writes
 //! with whole-request and per-item retries.
 
-use std::sync::Arc;
-
 use elasticsearch::auth::Credentials;
 use elasticsearch::auth::ClientCertificate;
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -10,16 +8,16 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, AUTHORIZATION, CONTEN
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use tokio_util::sync::CancellationToken;
+use async_trait::async_trait;
 
-use super::encoder::{encode_all, Target};
+use super::encoder::encode_all;
 use super::response::{parse_bulk_response, ItemOutcome};
-use super::retry::{is_retryable_status, may_retry, wait_before_retry};
-use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, RetryConfig, Secret};
+use super::retry::is_retryable_status;
+use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
 use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
-use crate::event::{BatchOutcome, EventBus, SyncEvent};
-use crate::stats::Stats;
-use crate::transform::{DocumentWrite, Rejected, WriteOp};
+use crate::event::{EventBus, SyncEvent};
+use crate::sink::{IndexAction, IndexChange, Sink, SinkContext, Target, WriteReport};
+use crate::transform::{coalesce, dead_letter_document, DocumentWrite, Operation, Rejected, WriteOp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -28,21 +26,12 @@ pub struct ServerInfo {
     pub version: String,
 }
 
-/// What one acknowledged batch came to, and the documents set aside.
-#[derive(Debug, Default)]
-pub struct WriteReport {
-    pub outcome: BatchOutcome,
-    pub dead_letters: Vec<Rejected>,
-}
 
 #[derive(Clone)]
 pub struct EsSink {
     client: Elasticsearch,
     node: String,
-    retry: RetryConfig,
-    events: EventBus,
-    stats: Arc<Stats>,
-    cancel: CancellationToken,
+    ctx: SinkContext,
 }
 
 /// A reply read whole: status and body.
@@ -52,7 +41,7 @@ struct Reply {
 }
 
 impl EsSink {
-    pub fn new(config: &EsConfig, retry: RetryConfig, events: EventBus, stats: Arc<Stats>, cancel: CancellationToken) -> SyncResult<Self> {
+    pub fn new(config: &EsConfig, ctx: SinkContext) -> SyncResult<Self> {
         let mut url = url::Url::parse(&config.node)
             .map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
         // Credentials in the URL become basic auth, so the URL itself (which shows up in
@@ -89,11 +78,11 @@ impl EsSink {
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
-        builder = apply_tls(builder, &config.tls, &events)?;
+        builder = apply_tls(builder, &config.tls, &ctx.events)?;
         let transport = builder
             .build()
             .map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
-        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), retry, events, stats, cancel })
+        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx })
     }
 
     async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, String> {
@@ -206,20 +195,12 @@ impl EsSink {
     }
 
     async fn pause_before_retry(&self, what: &str, attempt: u32, cause: &str) -> SyncResult<()> {
-        if !may_retry(&self.retry, attempt) {
-            return Err(SyncError::new(ErrorCode::Elasticsearch, format!("{what} failed after {attempt} attempts: {cause}")));
-        }
-        let cause = format!("{what}: {cause}");
-        if wait_before_retry(&self.retry, attempt, cause, &self.stats, &self.events, &self.cancel).await {
-            Ok(())
-        } else {
-            Err(SyncError::new(ErrorCode::State, format!("stopped while retrying {what}")))
-        }
+        self.ctx.pause_before_retry(ErrorCode::Elasticsearch, what, attempt, cause).await
     }
 
     /// Writes a batch to `index` and returns once every write is acknowledged, stale (conflict)
     /// or dead-lettered. Transient failures, of the whole request or of single items, are retried.
-    pub async fn write(&self, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+    pub async fn bulk(&self, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
         let index = target.index.as_str();
         let mut report = WriteReport::default();
         let mut pending = writes;
@@ -232,8 +213,8 @@ impl EsSink {
             if reply.status == 413 && pending.len() > 1 {
                 // The server's request limit is below ours: halve and carry on.
                 let rest = pending.split_off(pending.len() / 2);
-                let first = Box::pin(self.write(target, std::mem::take(&mut pending))).await?;
-                let second = Box::pin(self.write(target, rest)).await?;
+                let first = Box::pin(self.bulk(target, std::mem::take(&mut pending))).await?;
+                let second = Box::pin(self.bulk(target, rest)).await?;
                 merge(&mut report, first);
                 merge(&mut report, second);
                 return Ok(report);
@@ -299,23 +280,18 @@ impl EsSink {
         let writes = records
             .iter()
             .map(|r| {
-                let body = serde_json::json!({
-                    "namespace": namespace,
-                    "index": index,
-                    "id": r.id,
-                    "reason": r.reason,
-                    "document": r.document,
-                    "at": at.try_to_rfc3339_string().unwrap_or_default(),
-                });
+                let (id, body) = dead_letter_document(namespace, index, r, at);
                 DocumentWrite {
-                    id: format!("{namespace}:{}", r.id),
+                    id,
                     routing: None,
                     version: at.timestamp_millis(),
                     op: WriteOp::Index(serde_json::to_vec(&body).expect("serialising JSON")),
+                    operation: Operation::Copy,
+                    position: None,
                 }
             })
             .collect();
-        let report = self.write(&Target::index(dlq), writes).await?;
+        let report = self.bulk(&Target::index(dlq), writes).await?;
         match report.dead_letters.first() {
             None => Ok(()),
             Some(failed) => Err(SyncError::new(
@@ -382,6 +358,45 @@ impl EsSink {
             ));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for EsSink {
+    async fn connect(&self) -> SyncResult<()> {
+        let server = self.server_info().await?;
+        tracing::info!(flavour = %server.flavour, version = %server.version, "connected to the search server");
+        self.ctx.events.emit(SyncEvent::Connected { distribution: server.flavour, version: server.version });
+        Ok(())
+    }
+
+    async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<()> {
+        match collection {
+            Some(config) => self.ensure_collection_index(index, config).await,
+            None => self.ensure_index(index).await,
+        }
+    }
+
+    async fn prepare_dead_letters(&self, index: &str) -> SyncResult<()> {
+        self.ensure_dead_letter_index(index).await
+    }
+
+    /// Several changes of one document in a batch end as the last one: only it is sent.
+    async fn write(&self, _namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+        self.bulk(target, coalesce(writes)).await
+    }
+
+    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<()> {
+        EsSink::write_dead_letters(self, dlq, namespace, index, records).await
+    }
+
+    async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
+        match &change.action {
+            IndexAction::DeleteDocuments { index } => self.delete_documents(index).await,
+            IndexAction::DeleteIndex { index } => self.delete_index(index).await,
+            IndexAction::Reindex { from, to } => self.reindex(from, to).await,
+            IndexAction::SwapAlias { alias, index, replaces } => self.swap_alias(alias, index, replaces).await,
+        }
     }
 }
 
