@@ -123,6 +123,17 @@ export interface FieldOptions {
   exclude?: Array<string>
   /** `{ from: to }` renames, applied after include and exclude. */
   rename?: Record<string, string>
+  /**
+   * Fields set on every document, after the renames: `{ path: value }`. A value is a
+   * constant, or one of the strings `'$namespace'`, `'$db'`, `'$collection'` and
+   * `'$syncedAt'` (the time of the conversion, ISO-8601); `'$$…'` stands for a literal `'$…'`.
+   */
+  add?: Record<string, unknown>
+  /**
+   * Nested objects become top-level keys joined by `'.'` (`true`) or the given separator,
+   * applied last. Arrays stay as they are.
+   */
+  flatten?: boolean | string
 }
 
 /** NDJSON change records appended to a file, rotated to `<path>.<n>` (for Filebeat and other shippers). */
@@ -153,6 +164,15 @@ export interface MongoTlsOptions {
   certKeyFile?: string
   /** Skip certificate verification (logged as a warning). Never in production. */
   allowInvalidCertificates?: boolean
+}
+
+export interface NamespaceOptions {
+  /** Patterns (Rust regex syntax, matched against the whole `"db.collection"`), e.g. `'shop\\..*'`. */
+  include: Array<string>
+  /** Patterns of namespaces left out, e.g. `'.*\\.tmp_.*'`. */
+  exclude?: Array<string>
+  /** How often new collections are looked for (default 10000). */
+  discoveryIntervalMs?: number
 }
 
 /** Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`. */
@@ -217,8 +237,16 @@ export interface SyncOptions {
    * everything and a position is saved only once all acknowledged it.
    */
   outputs?: Array<ElasticsearchOutput | FileOutput | StdoutOutput | TcpOutput | NatsOutput>
-  /** `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`. */
-  collections: Array<string | CollectionOptions>
+  /**
+   * `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`.
+   * Optional when `namespaces` chooses collections by pattern.
+   */
+  collections?: Array<string | CollectionOptions>
+  /**
+   * Collections chosen by regular expressions over `"db.collection"`, including ones created
+   * while the sync runs; a collection also listed in `collections` keeps its settings there.
+   */
+  namespaces?: NamespaceOptions
   /**
    * Index name for collections without `index`: `{db}` and `{coll}` are replaced, then
    * lowercased (default `'{coll}'`).

@@ -91,11 +91,66 @@ test('document shaping', async (t) => {
     await waitFor('the filtered changes', async () => JSON.stringify(await ids()) === JSON.stringify(['2', '4', '5']))
   })
 
+  await t.test('added constant and derived fields, then flattening, are the same in copy and stream', async () => {
+    const before = new Date()
+    const { coll, index } = await started(
+      'added',
+      { fields: { add: { 'meta.source': '$namespace', 'meta.coll': '$collection', team: 'search', price: '$$9', syncedAt: '$syncedAt' }, flatten: '__' } },
+      [{ _id: 'copied', a: { b: { c: 1 } }, list: [{ x: { y: 1 } }] }],
+    )
+    await coll.insertOne({ _id: 'streamed', a: { b: { c: 1 } }, list: [{ x: { y: 1 } }] })
+    const docs = await waitFor('both documents', async () => {
+      const d = await esDocs(ctx.esUrl, index)
+      return d.size === 2 && d
+    })
+    for (const id of ['copied', 'streamed']) {
+      const { syncedAt, ...rest } = docs.get(id)
+      assert.deepEqual(rest, { a__b__c: 1, list: [{ x: { y: 1 } }], meta__source: `${coll.dbName}.c`, meta__coll: 'c', team: 'search', price: '$9' }, id)
+      assert.ok(new Date(syncedAt) >= new Date(before.getTime() - 1000) && new Date(syncedAt) <= new Date(), `${id}: syncedAt ${syncedAt}`)
+    }
+  })
+
+  await t.test('namespace patterns choose collections, and pick up ones created while streaming', async () => {
+    const dbName = unique('ns')
+    const db = ctx.mongo.db(dbName)
+    await db.collection('orders').insertMany([{ _id: 1, v: 'o' }])
+    await db.collection('tmp_scratch').insertMany([{ _id: 1, v: 't' }])
+    await db.collection('users').insertMany([{ _id: 1, v: 'u' }])
+    const prefix = unique('nsidx')
+    const { sync, events } = await startStreaming(t, {
+      name: unique('ns'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      indexTemplate: `${prefix}-{coll}`,
+      // users is listed explicitly with its own index; the others come from the patterns.
+      collections: [{ namespace: `${dbName}.users`, index: `${prefix}-people` }],
+      namespaces: { include: [`${dbName}\\..*`], exclude: ['.*\\.tmp_.*'], discoveryIntervalMs: 500 },
+      batch: { flushIntervalMs: 100 },
+    })
+    assert.deepEqual([...(await esDocs(ctx.esUrl, `${prefix}-orders`)).entries()], [['1', { v: 'o' }]])
+    assert.deepEqual([...(await esDocs(ctx.esUrl, `${prefix}-people`)).entries()], [['1', { v: 'u' }]])
+    assert.equal((await fetch(`${ctx.esUrl}/${prefix}-tmp_scratch`)).status, 404, 'excluded collections are not synced')
+    // A collection created while the sync runs: its first documents and later changes arrive.
+    await db.collection('invoices').insertMany([{ _id: 1, v: 'i1' }, { _id: 2, v: 'i2' }])
+    await waitFor('the new collection to be found', () => events.some((e) => e.type === 'change' && e.operation === 'discovered' && e.namespace === `${dbName}.invoices`), 30000)
+    await db.collection('invoices').updateOne({ _id: 2 }, { $set: { v: 'i2b' } })
+    await db.collection('invoices').insertOne({ _id: 3, v: 'i3' })
+    await waitFor('the new collection in its index', async () => {
+      const d = await esDocs(ctx.esUrl, `${prefix}-invoices`).catch(() => new Map())
+      return d.size === 3 && d.get('2').v === 'i2b' && d.get('3').v === 'i3'
+    }, 30000)
+    assert.equal(sync.stats().state, 'streaming')
+  })
+
   await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {
     const base = { name: 'x', mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { exclude: ['a..b'] } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.exclude/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { include: ['_id'] } }] }), (e) => e.code === 'ERR_CONFIG' && /keepIdAs/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', operations: ['upsert'] }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.operations/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', filter: [1] }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.filter/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { add: { x: '$nope' } } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.add\.x/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { flatten: '' } }] }), (e) => e.code === 'ERR_CONFIG' && /fields\.flatten/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base, namespaces: { include: ['shop.(' ] } }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.include\[0\]/.test(e.message))
+    assert.throws(() => new MongoElasticSync({ ...base }), (e) => e.code === 'ERR_CONFIG' && /collections/.test(e.message), 'no collections and no patterns')
   })
 })

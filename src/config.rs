@@ -18,6 +18,8 @@ pub struct SyncConfig {
     /// Where synced data goes; several outputs all get everything.
     pub outputs: Vec<OutputConfig>,
     pub collections: Vec<CollectionConfig>,
+    /// Collections chosen by name patterns, including ones created while the sync runs.
+    pub discovery: Option<Discovery>,
     pub checkpoint: CheckpointConfig,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
@@ -29,6 +31,29 @@ pub struct SyncConfig {
     pub copy_readers: usize,
     /// Where dead letters are also written, as documents (none: events only).
     pub dead_letter_index: Option<String>,
+}
+
+/// Collections matched by regular expressions over `db.collection` (each anchored at both ends),
+/// found at start and then every `interval`; a collection listed in `collections` keeps its own
+/// settings, the others get `index_template` and default settings.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub include: Vec<regex::Regex>,
+    pub exclude: Vec<regex::Regex>,
+    pub index_template: String,
+    pub interval: Duration,
+}
+
+impl Discovery {
+    pub fn matches(&self, ns: &Namespace) -> bool {
+        let name = ns.to_string();
+        self.include.iter().any(|r| r.is_match(&name)) && !self.exclude.iter().any(|r| r.is_match(&name))
+    }
+
+    /// The settings of a found collection that `collections` does not list.
+    pub fn collection(&self, ns: Namespace) -> CollectionConfig {
+        CollectionConfig::new(index_from_template(&self.index_template, &ns), ns)
+    }
 }
 
 /// One output of the sync.
@@ -196,6 +221,24 @@ pub struct CollectionConfig {
     pub filter: Option<mongodb::bson::Document>,
 }
 
+impl CollectionConfig {
+    /// A collection synced with default settings into `index`.
+    pub fn new(index: String, namespace: Namespace) -> Self {
+        CollectionConfig {
+            namespace,
+            index,
+            index_body: None,
+            pipeline: None,
+            routing: None,
+            alias: None,
+            convert: ConvertOptions::default(),
+            fields: FieldRules::default(),
+            operations: OperationFilter::default(),
+            filter: None,
+        }
+    }
+}
+
 /// Change types applied while streaming: e.g. no deletes for an archive index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationFilter {
@@ -345,8 +388,16 @@ impl SyncConfig {
                 _ => return Err(field("elasticsearch.node", format!("\"{}\" is not an http(s) URL", redact_uri(&es.node)))),
             }
         }
-        if self.collections.is_empty() {
-            return Err(field("collections", "must list at least one \"database.collection\"".into()));
+        if self.collections.is_empty() && self.discovery.is_none() {
+            return Err(field("collections", "must list at least one \"database.collection\" (or give namespaces.include)".into()));
+        }
+        if let Some(d) = &self.discovery {
+            if d.include.is_empty() {
+                return Err(field("namespaces.include", "must list at least one pattern".into()));
+            }
+            if d.interval < Duration::from_millis(100) {
+                return Err(field("namespaces.discoveryIntervalMs", "must be at least 100".into()));
+            }
         }
         for (i, c) in self.collections.iter().enumerate() {
             check_index_name(&c.index).map_err(|m| field(&format!("collections[{i}].index"), m))?;

@@ -7,13 +7,13 @@ use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 
 use crate::config::{
-    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
+    index_from_template, BatchConfig, Discovery, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
     HistoryLostPolicy, MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
     DEFAULT_INDEX_TEMPLATE,
 };
 use super::outputs::outputs_config;
 use crate::error::{SyncError, SyncResult};
-use crate::transform::{ConvertOptions, FieldRules};
+use crate::transform::{AddedValue, ConvertOptions, FieldRules};
 
 #[napi(object)]
 pub struct SyncOptions {
@@ -27,7 +27,11 @@ pub struct SyncOptions {
     #[napi(ts_type = "Array<ElasticsearchOutput | FileOutput | StdoutOutput | TcpOutput | NatsOutput>")]
     pub outputs: Option<Vec<serde_json::Value>>,
     /// `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`.
-    pub collections: Vec<Either<String, CollectionOptions>>,
+    /// Optional when `namespaces` chooses collections by pattern.
+    pub collections: Option<Vec<Either<String, CollectionOptions>>>,
+    /// Collections chosen by regular expressions over `"db.collection"`, including ones created
+    /// while the sync runs; a collection also listed in `collections` keeps its settings there.
+    pub namespaces: Option<NamespaceOptions>,
     /// Index name for collections without `index`: `{db}` and `{coll}` are replaced, then
     /// lowercased (default `'{coll}'`).
     pub index_template: Option<String>,
@@ -57,6 +61,16 @@ pub struct SyncOptions {
     pub copy_readers: Option<u32>,
     /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
     pub start_at: Option<String>,
+}
+
+#[napi(object)]
+pub struct NamespaceOptions {
+    /// Patterns (Rust regex syntax, matched against the whole `"db.collection"`), e.g. `'shop\\..*'`.
+    pub include: Vec<String>,
+    /// Patterns of namespaces left out, e.g. `'.*\\.tmp_.*'`.
+    pub exclude: Option<Vec<String>>,
+    /// How often new collections are looked for (default 10000).
+    pub discovery_interval_ms: Option<u32>,
 }
 
 #[napi(object)]
@@ -146,6 +160,14 @@ pub struct FieldOptions {
     pub exclude: Option<Vec<String>>,
     /// `{ from: to }` renames, applied after include and exclude.
     pub rename: Option<std::collections::HashMap<String, String>>,
+    /// Fields set on every document, after the renames: `{ path: value }`. A value is a
+    /// constant, or one of the strings `'$namespace'`, `'$db'`, `'$collection'` and
+    /// `'$syncedAt'` (the time of the conversion, ISO-8601); `'$$…'` stands for a literal `'$…'`.
+    #[napi(ts_type = "Record<string, unknown>")]
+    pub add: Option<serde_json::Value>,
+    /// Nested objects become top-level keys joined by `'.'` (`true`) or the given separator,
+    /// applied last. Arrays stay as they are.
+    pub flatten: Option<Either<bool, String>>,
 }
 
 #[napi(object)]
@@ -194,6 +216,7 @@ impl CollectionOptions {
                 None => {}
             }
         }
+        let fields = self.fields.map(|f| field_rules(i, &namespace, f)).transpose()?.unwrap_or_default();
         Ok(CollectionConfig {
             namespace,
             index,
@@ -202,7 +225,7 @@ impl CollectionOptions {
             routing: self.routing,
             alias: self.alias,
             convert: ConvertOptions { decimal_as_number: self.decimal_as_number.unwrap_or(false), keep_id_as: self.keep_id_as },
-            fields: self.fields.map(|f| field_rules(i, f)).transpose()?.unwrap_or_default(),
+            fields,
             operations: match self.operations {
                 None => OperationFilter::default(),
                 Some(list) => operation_filter(i, &list)?,
@@ -220,7 +243,7 @@ impl CollectionOptions {
     }
 }
 
-fn field_rules(i: usize, f: FieldOptions) -> SyncResult<FieldRules> {
+fn field_rules(i: usize, namespace: &Namespace, f: FieldOptions) -> SyncResult<FieldRules> {
     let check = |what: &str, path: &str| {
         if path.is_empty() || path.split('.').any(str::is_empty) {
             Err(SyncError::config(format!("collections[{i}].fields.{what}: \"{path}\" is not a dotted field path")))
@@ -244,7 +267,39 @@ fn field_rules(i: usize, f: FieldOptions) -> SyncResult<FieldRules> {
         check("rename", from)?;
         check("rename", to)?;
     }
-    Ok(FieldRules { include, exclude, rename })
+    let mut add = Vec::new();
+    match f.add {
+        None => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (path, value) in map {
+                check("add", &path)?;
+                let value = match value {
+                    serde_json::Value::String(text) if text.starts_with('$') => match text.as_str() {
+                        "$namespace" => AddedValue::Constant(namespace.to_string().into()),
+                        "$db" => AddedValue::Constant(namespace.db.clone().into()),
+                        "$collection" => AddedValue::Constant(namespace.coll.clone().into()),
+                        "$syncedAt" => AddedValue::SyncedAt,
+                        literal if literal.starts_with("$$") => AddedValue::Constant(literal[1..].into()),
+                        other => {
+                            return Err(SyncError::config(format!(
+                                "collections[{i}].fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
+                            )))
+                        }
+                    },
+                    constant => AddedValue::Constant(constant),
+                };
+                add.push((path, value));
+            }
+        }
+        Some(_) => return Err(SyncError::config(format!("collections[{i}].fields.add: must be an object of {{ path: value }}"))),
+    }
+    let flatten = match f.flatten {
+        None | Some(Either::A(false)) => None,
+        Some(Either::A(true)) => Some(".".to_string()),
+        Some(Either::B(separator)) if !separator.is_empty() => Some(separator),
+        Some(Either::B(_)) => return Err(SyncError::config(format!("collections[{i}].fields.flatten: the separator must not be empty"))),
+    };
+    Ok(FieldRules { include, exclude, rename, add, flatten })
 }
 
 fn operation_filter(i: usize, list: &[String]) -> SyncResult<OperationFilter> {
@@ -297,6 +352,25 @@ impl ElasticsearchOptions {
     }
 }
 
+fn discovery(options: NamespaceOptions, template: &str) -> SyncResult<Discovery> {
+    let compile = |what: &str, patterns: Vec<String>| {
+        patterns
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                regex::Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| SyncError::config(format!("namespaces.{what}[{i}]: \"{p}\" is not a regular expression: {e}")))
+            })
+            .collect::<SyncResult<Vec<_>>>()
+    };
+    Ok(Discovery {
+        include: compile("include", options.include)?,
+        exclude: compile("exclude", options.exclude.unwrap_or_default())?,
+        index_template: template.to_string(),
+        interval: ms(options.discovery_interval_ms.unwrap_or(10_000)),
+    })
+}
+
 fn path(value: Option<String>) -> Option<PathBuf> {
     value.map(PathBuf::from)
 }
@@ -306,27 +380,14 @@ impl SyncOptions {
         let template = self.index_template.as_deref().unwrap_or(DEFAULT_INDEX_TEMPLATE);
         let collections = self
             .collections
+            .unwrap_or_default()
             .into_iter()
             .enumerate()
-            .map(|(i, c)| {
-                let options = match c {
-                    Either::A(namespace) => CollectionOptions {
-                        namespace,
-                        index: None,
-                        settings: None,
-                        mappings: None,
-                        pipeline: None,
-                        routing: None,
-                        alias: None,
-                        decimal_as_number: None,
-                        keep_id_as: None,
-                        fields: None,
-                        operations: None,
-                        filter: None,
-                    },
-                    Either::B(o) => o,
-                };
-                options.into_config(i, template)
+            .map(|(i, c)| match c {
+                Either::A(namespace) => Namespace::parse(&namespace)
+                    .map(|ns| CollectionConfig::new(index_from_template(template, &ns), ns))
+                    .map_err(|m| SyncError::config(format!("collections[{i}]: {m}"))),
+                Either::B(o) => o.into_config(i, template),
             })
             .collect::<SyncResult<Vec<_>>>()?;
         let checkpoint_defaults = CheckpointConfig::default();
@@ -394,6 +455,7 @@ impl SyncOptions {
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
             outputs: outputs_config(self.outputs)?,
             collections,
+            discovery: self.namespaces.map(|n| discovery(n, template)).transpose()?,
             checkpoint,
             batch,
             retry,

@@ -3,6 +3,7 @@
 
 mod batch;
 mod collection;
+mod discovery;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,8 +14,8 @@ use mongodb::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::MongoCheckpointStore;
-use crate::config::{redact_uri, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
+use crate::checkpoint::{CollectionCheckpoint, MongoCheckpointStore};
+use crate::config::{redact_uri, CollectionConfig, Discovery, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::sink::{self, Sink, SinkContext};
@@ -174,38 +175,25 @@ impl SyncEngine {
             copying: Mutex::new(HashSet::new()),
             hook: self.hook.lock().expect("hook lock").clone(),
         });
-        let mut collections = Vec::new();
         if let Some(dlq) = &config.dead_letter_index {
             ctx.sink.prepare_dead_letters(dlq).await?;
         }
-        for c in &config.collections {
-            let mut checkpoint = ctx.store.load(&c.namespace).await?;
-            // A saved stream position is checked now, so that lost history fails `start()`
-            // (or, with `onHistoryLost: 'resync'`, starts the re-copy at once).
-            let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
-                (Some(token), true) if config.mode != SyncMode::Copy => {
-                    let collection = client.database(&c.namespace.db).collection(&c.namespace.coll);
-                    match change_stream::open(&collection, &StreamStart::ResumeAfter(token.clone()), ctx.max_await()).await {
-                        Ok(stream) => Some(stream),
-                        Err(e) => {
-                            let err = stream_open_error(&c.namespace.to_string(), &e);
-                            if err.code != ErrorCode::HistoryLost || config.on_history_lost != HistoryLostPolicy::Resync {
-                                return Err(err);
-                            }
-                            begin_resync(&ctx, c, &mut checkpoint, &err).await?;
-                            None
-                        }
-                    }
+        let mut chosen = config.collections.clone();
+        let mut seen_at = None;
+        if let Some(discovery) = &config.discovery {
+            seen_at = Some(change_stream::cluster_time(&client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?);
+            for ns in discovery::list(&client, discovery, &config).await? {
+                if !chosen.iter().any(|c| c.namespace == ns) {
+                    chosen.push(discovery.collection(ns));
                 }
-                _ => None,
-            };
-            if !checkpoint.copy_done && !matches!(config.mode, SyncMode::Stream { .. }) {
-                ctx.copying.lock().expect("copying lock").insert(c.namespace.clone());
             }
-            ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await?;
-            collections.push((c.clone(), checkpoint, opened_stream));
         }
-        Ok(Prepared { ctx, collections })
+        let mut collections = Vec::with_capacity(chosen.len());
+        for c in chosen {
+            let (checkpoint, opened_stream) = prepare_collection(&ctx, &c, None).await?;
+            collections.push((c, checkpoint, opened_stream));
+        }
+        Ok(Prepared { ctx, collections, seen_at })
     }
 
     /// Stops reading, writes what was read, saves the checkpoint. Idempotent once started.
@@ -240,33 +228,133 @@ impl SyncEngine {
     }
 }
 
+/// Loads a collection's checkpoint and prepares its index. A saved stream position is checked
+/// now, so that lost history fails `start()` (or, with `onHistoryLost: 'resync'`, starts the
+/// re-copy at once). `stream_from`: a collection found while the sync runs, in stream mode,
+/// is followed from the last moment it was known not to be there, so none of its changes is missed.
+async fn prepare_collection(
+    ctx: &Context,
+    c: &CollectionConfig,
+    stream_from: Option<mongodb::bson::Timestamp>,
+) -> SyncResult<(CollectionCheckpoint, Option<change_stream::CollectionStream>)> {
+    let config = &ctx.config;
+    let mut checkpoint = ctx.store.load(&c.namespace).await?;
+    if let (Some(at), None, SyncMode::Stream { .. }) = (stream_from, &checkpoint.start_at, config.mode) {
+        checkpoint.start_at = Some(at);
+        checkpoint.copy_done = true;
+        ctx.store.save(&c.namespace, &checkpoint).await?;
+    }
+    let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
+        (Some(token), true) if config.mode != SyncMode::Copy => {
+            let collection = ctx.client.database(&c.namespace.db).collection(&c.namespace.coll);
+            match change_stream::open(&collection, &StreamStart::ResumeAfter(token.clone()), ctx.max_await()).await {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    let err = stream_open_error(&c.namespace.to_string(), &e);
+                    if err.code != ErrorCode::HistoryLost || config.on_history_lost != HistoryLostPolicy::Resync {
+                        return Err(err);
+                    }
+                    begin_resync(ctx, c, &mut checkpoint, &err).await?;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if !checkpoint.copy_done && !matches!(config.mode, SyncMode::Stream { .. }) {
+        ctx.copy_started(&c.namespace);
+    }
+    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await?;
+    Ok((checkpoint, opened_stream))
+}
+
 struct Prepared {
     ctx: Arc<Context>,
-    collections: Vec<(crate::config::CollectionConfig, crate::checkpoint::CollectionCheckpoint, Option<change_stream::CollectionStream>)>,
+    collections: Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>,
+    /// With discovery: the cluster time read before the collections were listed.
+    seen_at: Option<mongodb::bson::Timestamp>,
 }
 
 async fn run_all(prepared: Prepared) -> SyncResult<()> {
-    let Prepared { ctx, collections } = prepared;
+    let Prepared { ctx, collections, mut seen_at } = prepared;
     let mut tasks = tokio::task::JoinSet::new();
-    for (config, checkpoint, opened_stream) in collections {
+    let mut running: HashSet<Namespace> = HashSet::new();
+    let spawn = |tasks: &mut tokio::task::JoinSet<SyncResult<()>>, config: CollectionConfig, checkpoint, opened_stream| {
         let ctx = ctx.clone();
-        tasks.spawn(async move {
-            CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await
-        });
+        tasks.spawn(async move { CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await });
+    };
+    for (config, checkpoint, opened_stream) in collections {
+        running.insert(config.namespace.clone());
+        spawn(&mut tasks, config, checkpoint, opened_stream);
     }
+    // A one-shot copy copies what is there at start; otherwise new collections are picked up.
+    let discovery = ctx.config.discovery.as_ref().filter(|_| ctx.config.mode != SyncMode::Copy);
+    let mut poll = tokio::time::interval(discovery.map_or(std::time::Duration::from_secs(3600), |d| d.interval));
+    poll.tick().await;
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))));
-        if let Err(e) = result {
-            // One collection failing stops the others (cleanly, with their checkpoints saved).
-            ctx.cancel.cancel();
-            first_error.get_or_insert(e);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let result = joined.unwrap_or_else(|e| Err(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))));
+                if let Err(e) = result {
+                    // One collection failing stops the others (cleanly, with their checkpoints saved).
+                    ctx.cancel.cancel();
+                    first_error.get_or_insert(e);
+                }
+            }
+            _ = poll.tick(), if discovery.is_some() && !ctx.cancel.is_cancelled() => {
+                let discovery = discovery.expect("polling only with discovery");
+                match discover(&ctx, discovery, &running, seen_at).await {
+                    Ok((found, now)) => {
+                        seen_at = Some(now);
+                        for (config, checkpoint, opened_stream) in found {
+                            ctx.events.emit(SyncEvent::Change { namespace: config.namespace.to_string(), operation: "discovered".into(), to: Some(config.index.clone()) });
+                            running.insert(config.namespace.clone());
+                            spawn(&mut tasks, config, checkpoint, opened_stream);
+                        }
+                    }
+                    Err(e) if e.code == ErrorCode::MongoUnreachable || e.code == ErrorCode::Mongo => {
+                        ctx.events.emit(SyncEvent::Warning { namespace: String::new(), message: format!("looking for new collections failed (will try again): {e}") });
+                    }
+                    Err(e) => {
+                        ctx.cancel.cancel();
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            _ = ctx.cancel.cancelled(), if tasks.is_empty() => break,
+            else => break,
+        }
+        if tasks.is_empty() && (discovery.is_none() || ctx.cancel.is_cancelled()) {
+            break;
         }
     }
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Collections that match the patterns and do not run yet, prepared; and the cluster time read
+/// before listing them (a collection found next time did not exist before that time).
+async fn discover(
+    ctx: &Context,
+    discovery: &Discovery,
+    running: &HashSet<Namespace>,
+    seen_at: Option<mongodb::bson::Timestamp>,
+) -> SyncResult<(Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>, mongodb::bson::Timestamp)> {
+    let now = change_stream::cluster_time(&ctx.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?;
+    let mut found = Vec::new();
+    for ns in discovery::list(&ctx.client, discovery, &ctx.config).await? {
+        if running.contains(&ns) {
+            continue;
+        }
+        let config = ctx.config.collections.iter().find(|c| c.namespace == ns).cloned().unwrap_or_else(|| discovery.collection(ns));
+        let (checkpoint, opened_stream) = prepare_collection(ctx, &config, seen_at).await?;
+        found.push((config, checkpoint, opened_stream));
+    }
+    Ok((found, now))
 }
 
 async fn connect_mongo(config: &SyncConfig, events: &EventBus) -> SyncResult<Client> {

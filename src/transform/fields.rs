@@ -1,5 +1,5 @@
 //! Field rules applied to every document, in the copy and the stream alike: keep only some
-//! fields, drop some, rename some. Paths are dotted; include and exclude reach into arrays of
+//! fields, drop some, rename some, add constant or derived ones, flatten nested objects. Paths are dotted; include and exclude reach into arrays of
 //! documents (`items.sku` applies to every element of `items`).
 
 use serde_json::{Map, Value};
@@ -11,11 +11,24 @@ pub struct FieldRules {
     pub exclude: Vec<String>,
     /// `(from, to)` pairs, applied after include and exclude, through nested objects (not arrays).
     pub rename: Vec<(String, String)>,
+    /// Fields set on every document (after the renames), at dotted paths.
+    pub add: Vec<(String, AddedValue)>,
+    /// Nested objects become top-level keys joined by this separator (arrays stay as they are).
+    pub flatten: Option<String>,
+}
+
+/// The value of an added field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddedValue {
+    /// The same value for every document (e.g. the namespace, resolved from the config).
+    Constant(Value),
+    /// The time the document was converted, RFC 3339 with milliseconds.
+    SyncedAt,
 }
 
 impl FieldRules {
     pub fn is_empty(&self) -> bool {
-        self.include.is_empty() && self.exclude.is_empty() && self.rename.is_empty()
+        self.include.is_empty() && self.exclude.is_empty() && self.rename.is_empty() && self.add.is_empty() && self.flatten.is_none()
     }
 
     pub fn apply(&self, source: &mut Map<String, Value>) {
@@ -32,6 +45,33 @@ impl FieldRules {
         for (from, to) in &self.rename {
             if let Some(value) = take(source, &from.split('.').collect::<Vec<_>>()) {
                 put(source, &to.split('.').collect::<Vec<_>>(), value);
+            }
+        }
+        if !self.add.is_empty() {
+            let now = mongodb::bson::DateTime::now();
+            for (path, value) in &self.add {
+                let value = match value {
+                    AddedValue::Constant(v) => v.clone(),
+                    AddedValue::SyncedAt => Value::String(now.try_to_rfc3339_string().unwrap_or_default()),
+                };
+                put(source, &path.split('.').collect::<Vec<_>>(), value);
+            }
+        }
+        if let Some(separator) = &self.flatten {
+            let nested = std::mem::take(source);
+            flatten_into(source, "", separator, nested);
+        }
+    }
+}
+
+/// Moves the fields of `map` into `out`, nested objects as `prefix<sep>key` keys.
+fn flatten_into(out: &mut Map<String, Value>, prefix: &str, separator: &str, map: Map<String, Value>) {
+    for (key, value) in map {
+        let name = if prefix.is_empty() { key } else { format!("{prefix}{separator}{key}") };
+        match value {
+            Value::Object(child) if !child.is_empty() => flatten_into(out, &name, separator, child),
+            other => {
+                out.insert(name, other);
             }
         }
     }
@@ -142,5 +182,18 @@ mod tests {
         let rules = FieldRules { rename: vec![("user.email".into(), "email".into()), ("n".into(), "stats.count".into()), ("missing".into(), "x".into())], ..Default::default() };
         let out = apply(rules, json!({"user": {"email": "e", "id": 1}, "n": 3}));
         assert_eq!(out, json!({"user": {"id": 1}, "email": "e", "stats": {"count": 3}}));
+    }
+
+    #[test]
+    fn added_fields_then_flattening() {
+        let rules = FieldRules {
+            add: vec![("meta.source".into(), AddedValue::Constant(json!("shop.orders"))), ("syncedAt".into(), AddedValue::SyncedAt)],
+            flatten: Some("_".into()),
+            ..Default::default()
+        };
+        let out = apply(rules, json!({"a": {"b": {"c": 1}, "d": [{"e": 1}]}, "empty": {}, "n": 2}));
+        let synced = out["syncedAt"].as_str().unwrap().to_string();
+        assert!(synced.ends_with('Z') && synced.len() >= 20, "{synced}");
+        assert_eq!(out, json!({"a_b_c": 1, "a_d": [{"e": 1}], "empty": {}, "n": 2, "meta_source": "shop.orders", "syncedAt": synced}));
     }
 }

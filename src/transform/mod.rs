@@ -7,7 +7,7 @@ pub mod hook;
 use mongodb::bson::{Bson, Document, Timestamp};
 
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
-pub use fields::FieldRules;
+pub use fields::{AddedValue, FieldRules};
 
 /// One document-level write, already serialised: what Elasticsearch is asked to do, and the
 /// MongoDB change it comes from (for outputs that record changes rather than apply them).
