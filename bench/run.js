@@ -360,12 +360,18 @@ async function main() {
       const withInFlight = (r) => (r && !r.error ? { ...r, maxBulkInFlight: fakeEs.stats.maxInFlight } : r)
       // Two rounds, alternating, best of each tool kept: short runs on a shared 2-core machine
       // are easily disturbed, and a disturbance only ever makes a run slower.
-      const rounds = { engine: [], 'node script': [] }
+      const rounds = { engine: [], 'engine + JS transform': [], 'node script': [] }
       for (let round = 1; round <= 2; round++) {
         fakeEs.reset()
         rounds.engine.push(
           withInFlight(await step(`overhead: engine (round ${round})`, () =>
             runCopy('engine', 'engine.js', { ...common, index: `bench-${runId}-fake-engine`, name: `bench-${runId}-fake${round}`, checkpointDb: dbName, addonPath: addonDir }, { countIndexed: fakeCount }),
+          )),
+        )
+        fakeEs.reset()
+        rounds['engine + JS transform'].push(
+          withInFlight(await step(`overhead: engine + JS transform (round ${round})`, () =>
+            runCopy('engine', 'engine.js', { ...common, index: `bench-${runId}-fake-engine-t`, name: `bench-${runId}-faket${round}`, checkpointDb: dbName, addonPath: addonDir, transform: true }, { countIndexed: fakeCount }),
           )),
         )
         fakeEs.reset()
@@ -384,9 +390,11 @@ async function main() {
       fakeEs = null
       const e = runs.engine
       const n = runs['node script']
+      const h = runs['engine + JS transform']
       const ok = (x) => x && !x.error && x.docsPerSec
       results.overhead = {
         runs,
+        transformCost: ok(e) && ok(h) ? { docsPerSec: round(h.docsPerSec / e.docsPerSec, 3), cpuPerDoc: round(h.cpuSecPer100k / e.cpuSecPer100k, 3) } : null,
         ratios:
           ok(e) && ok(n)
             ? {

@@ -89,6 +89,10 @@ function render(r) {
       )
       line()
     }
+    if (o.transformCost) {
+      line(`A JS transform hook (\`setTransform\`, every document into JS and back) vs none: throughput ×${num(o.transformCost.docsPerSec, 2)}, CPU per doc ×${num(o.transformCost.cpuPerDoc, 2)}.`)
+      line()
+    }
   }
 
   if (r.stream) {

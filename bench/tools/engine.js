@@ -27,6 +27,8 @@ async function main() {
   if (config.flushIntervalMs != null) options.batch = { flushIntervalMs: config.flushIntervalMs }
   let t0 = performance.now()
   const sync = new MongoElasticSync(options)
+  // The cost of a JS transform hook: every document crosses into JS and back.
+  if (config.transform) sync.setTransform((doc) => ({ ...doc, transformed: true }))
   sync.onEvent((e) => {
     switch (e.type) {
       case 'progress':

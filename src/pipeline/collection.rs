@@ -3,11 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::Collection;
+use sync_wrapper::SyncWrapper;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +19,7 @@ use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{default_index_name, BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
-use crate::source::change_stream::{self, CollectionStream, StreamStart};
+use crate::source::change_stream::{self, CollectionStream, ReadAhead, StreamItem, StreamStart};
 use crate::source::{copy, mongo_error};
 use crate::retry::wait_before_retry;
 use crate::sink::{IndexAction, IndexChange, Target};
@@ -126,6 +128,9 @@ pub struct CollectionSync<'a> {
     /// The in-memory checkpoint holds an acknowledged stream position not saved yet.
     position_unsaved: bool,
     last_save: Instant,
+    /// The stream batch being committed, resolving to the position it acknowledges. (Only ever
+    /// used through `&mut self`; the wrapper lets `&CollectionSync` cross awaits elsewhere.)
+    in_flight: SyncWrapper<Option<BoxFuture<'a, SyncResult<Option<Document>>>>>,
 }
 
 impl<'a> CollectionSync<'a> {
@@ -152,7 +157,7 @@ impl<'a> CollectionSync<'a> {
     }
 
     pub fn new(ctx: &'a Context, config: &'a CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
-        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now() }
+        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now(), in_flight: SyncWrapper::new(None) }
     }
 
     async fn save(&mut self) -> SyncResult<()> {
@@ -368,46 +373,70 @@ impl<'a> CollectionSync<'a> {
             .map_err(|e| stream_open_error(&self.config.namespace.to_string(), &e))
     }
 
+    /// Follows the change stream, read ahead by its own task: batches are committed one at a
+    /// time, each as soon as the previous one is acknowledged and nothing more is waiting
+    /// (or it is full, or `flushInterval` old), so that under load batches grow instead of
+    /// changes waiting behind one another.
     async fn stream(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
         let target = self.target();
         let limits = ctx.config.batch.clone();
-        let mut stream = match opened_stream {
+        let stream = match opened_stream {
             Some(s) => s,
             None => self.open_stream(&self.stream_start()).await?,
         };
+        let read_ahead = limits.max_docs.clamp(16, 1024);
+        let mut reader = ReadAhead::start(stream, read_ahead, ctx.cancel.clone());
         let mut batch = Batch::default();
         // Token of the last event in `batch`: the position to save once it is acknowledged.
         let mut batch_token: Option<Document> = None;
         let mut last_saved = Instant::now();
 
         loop {
-            let next = tokio::select! {
+            if self.in_flight.get_mut().is_none() && !batch.is_empty() && (reader.is_empty() || batch.age_ms() >= limits.flush_interval.as_millis()) {
+                self.dispatch(&ns, &target, &mut batch, &mut batch_token).await?;
+            }
+            let item = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => None,
-                next = stream.next_if_any() => Some(next),
+                acked = async { self.in_flight.get_mut().as_mut().expect("polled only when in flight").await }, if self.in_flight.get_mut().is_some() => {
+                    *self.in_flight.get_mut() = None;
+                    self.acknowledge(acked?).await?;
+                    if batch.is_empty() && reader.is_empty() {
+                        // Caught up: the position is saved now, not at the next change.
+                        self.save_position(true).await?;
+                        last_saved = Instant::now();
+                    }
+                    continue;
+                }
+                item = reader.next() => match item {
+                    Some(item) => Some(item),
+                    None if ctx.cancel.is_cancelled() => None,
+                    None => return Err(SyncError::new(ErrorCode::Internal, format!("the change stream reader of {ns} ended"))),
+                },
             };
-            match next {
+            match item {
                 None => {
                     self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                     self.save_position(true).await?;
                     return Ok(Flow::Stopped);
                 }
-                Some(Err(e)) => {
+                Some(StreamItem::Failed(e)) => {
                     // What was read is still written and checkpointed before reopening.
                     self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
                     self.save_position(true).await?;
                     return Err(mongo_error(format!("change stream of {ns} failed"), &e));
                 }
-                Some(Ok(None)) => {
-                    if !batch.is_empty() || self.position_unsaved {
-                        self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
+                Some(StreamItem::Idle(position)) => {
+                    if self.in_flight.get_mut().is_some() || !batch.is_empty() {
+                        // Dispatched and acknowledged by the loop; saved at the next idle turn.
+                    } else if self.position_unsaved {
                         self.save_position(true).await?;
                         last_saved = Instant::now();
                     } else if last_saved.elapsed() >= IDLE_CHECKPOINT_EVERY {
                         // Rule: idle collections keep a fresh token so they stay inside the history window.
-                        if let Some(token) = stream.resume_token().as_ref().and_then(change_stream::token_document) {
+                        if let Some(token) = position {
                             if self.checkpoint.resume_token.as_ref() != Some(&token) {
                                 self.checkpoint.resume_token = Some(token);
                                 self.save().await?;
@@ -416,7 +445,8 @@ impl<'a> CollectionSync<'a> {
                         last_saved = Instant::now();
                     }
                 }
-                Some(Ok(Some(event))) => {
+                Some(StreamItem::Event(event)) => {
+                    let event = *event;
                     let token = change_stream::token_document(&event.id);
                     if event.operation_type == OperationType::Invalidate {
                         self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
@@ -424,12 +454,13 @@ impl<'a> CollectionSync<'a> {
                         let Some(token) = token else {
                             return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {ns} has no usable token")));
                         };
-                        stream = self.open_stream(&StreamStart::StartAfter(token)).await?;
+                        let stream = self.open_stream(&StreamStart::StartAfter(token)).await?;
                         // The new stream's first position replaces the invalidate token, which cannot be resumed after.
                         if let Some(t) = stream.resume_token().as_ref().and_then(change_stream::token_document) {
                             self.checkpoint.resume_token = Some(t);
                             self.save().await?;
                         }
+                        reader = ReadAhead::start(stream, read_ahead, ctx.cancel.clone());
                         continue;
                     }
                     if matches!(event.operation_type, OperationType::Drop | OperationType::DropDatabase | OperationType::Rename) {
@@ -444,9 +475,6 @@ impl<'a> CollectionSync<'a> {
                     self.add_event(&ns, &target, &mut batch, &mut batch_token, event, token, &limits).await?;
                     last_saved = Instant::now();
                 }
-            }
-            if !batch.is_empty() && (batch.age_ms() >= limits.flush_interval.as_millis()) {
-                self.flush(&ns, &target, &mut batch, &mut batch_token).await?;
             }
         }
     }
@@ -544,7 +572,7 @@ impl<'a> CollectionSync<'a> {
         match write {
             Some(Ok(write)) => {
                 if batch.room_for(target, &write, limits) == Room::FlushFirst {
-                    self.flush(ns, target, batch, batch_token).await?;
+                    self.dispatch(ns, target, batch, batch_token).await?;
                 }
                 batch.push(target, write, limits);
             }
@@ -620,13 +648,37 @@ impl<'a> CollectionSync<'a> {
         commit(ctx, &ns, target, Phase::Copy, batch).await
     }
 
-    /// Commits the batch; the position of its last event is now acknowledged (and saved, see `save_position`).
+    /// Commits the batch and waits for it (and any batch before it) to be acknowledged.
     async fn flush(&mut self, ns: &str, target: &Target, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
+        self.dispatch(ns, target, batch, batch_token).await?;
+        self.settle().await
+    }
+
+    /// Starts committing the batch, after the one in flight (if any) is acknowledged: one
+    /// batch in flight at a time keeps the stream's writes in order.
+    async fn dispatch(&mut self, ns: &str, target: &Target, batch: &mut Batch, batch_token: &mut Option<Document>) -> SyncResult<()> {
+        self.settle().await?;
         if batch.is_empty() {
             return Ok(());
         }
-        commit(self.ctx, ns, target, Phase::Stream, std::mem::take(batch)).await?;
-        if let Some(token) = batch_token.take() {
+        let (ctx, ns, target) = (self.ctx, ns.to_string(), target.clone());
+        let (batch, token) = (std::mem::take(batch), batch_token.take());
+        *self.in_flight.get_mut() = Some(Box::pin(async move { commit(ctx, &ns, &target, Phase::Stream, batch).await.map(|()| token) }));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any.
+    async fn settle(&mut self) -> SyncResult<()> {
+        if let Some(in_flight) = self.in_flight.get_mut().take() {
+            let token = in_flight.await?;
+            self.acknowledge(token).await?;
+        }
+        Ok(())
+    }
+
+    /// The position of a committed batch's last event is acknowledged (and saved, see `save_position`).
+    async fn acknowledge(&mut self, token: Option<Document>) -> SyncResult<()> {
+        if let Some(token) = token {
             self.checkpoint.resume_token = Some(token);
             self.position_unsaved = true;
             self.save_position(false).await?;

@@ -68,3 +68,63 @@ pub fn is_history_lost(err: &mongodb::error::Error) -> bool {
     };
     matches!(code, Some(286 | 280 | 9 | 260)) || err.to_string().contains("resume token")
 }
+
+/// What the read-ahead task passes on, in stream order.
+pub enum StreamItem {
+    Event(Box<ChangeStreamEvent<Document>>),
+    /// The server had nothing new; the stream's position now (a post-batch token).
+    Idle(Option<Document>),
+    Failed(mongodb::error::Error),
+}
+
+/// Reads a change stream ahead of its consumer into a bounded queue, so that reading goes on
+/// while the consumer waits for a write. It ends after an `invalidate` event (the consumer opens
+/// the next stream), after a failure, or when `cancel` fires; it is never cancelled mid-read
+/// otherwise (a getMore interrupted during a resume could lose its position).
+pub struct ReadAhead {
+    items: tokio::sync::mpsc::Receiver<StreamItem>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    pub fn start(mut stream: CollectionStream, capacity: usize, cancel: tokio_util::sync::CancellationToken) -> Self {
+        let (tx, items) = tokio::sync::mpsc::channel(capacity.max(1));
+        let task = tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    next = stream.next_if_any() => next,
+                };
+                let (item, last) = match next {
+                    Ok(Some(event)) => {
+                        let invalidate = event.operation_type == mongodb::change_stream::event::OperationType::Invalidate;
+                        (StreamItem::Event(Box::new(event)), invalidate)
+                    }
+                    Ok(None) => (StreamItem::Idle(stream.resume_token().as_ref().and_then(token_document)), false),
+                    Err(e) => (StreamItem::Failed(e), true),
+                };
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        ReadAhead { items, task }
+    }
+
+    /// Nothing read is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The next item; `None` once the reader ended (stopped, or after its last item).
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.items.recv().await
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

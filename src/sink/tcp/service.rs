@@ -1,8 +1,9 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,7 +17,46 @@ use super::config::{TcpConfig, TcpTls};
 use crate::error::{SyncError, SyncResult};
 use crate::sink::record::{Record, RecordTransport};
 
-type Connection = Box<dyn AsyncWrite + Send + Unpin>;
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// The writing side of a connection; a task watches the reading side, since the receiver
+/// sends nothing and closing is the only thing it can say. Writes into a connection the peer
+/// already closed would otherwise succeed (into the kernel's buffer) and be lost.
+struct Connection {
+    writer: WriteHalf<Box<dyn Duplex>>,
+    closed: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    fn new(stream: Box<dyn Duplex>) -> Self {
+        let (mut reader, writer) = tokio::io::split(stream);
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let watcher = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            // Whatever the receiver sends is ignored; end of stream or an error means closed.
+            while let Ok(n) = reader.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+        Connection { writer, closed, watcher }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
 
 pub struct TcpTransport {
     config: TcpConfig,
@@ -45,7 +85,7 @@ impl TcpTransport {
             .map_err(|_| format!("no connection within {} ms", self.config.connect_timeout.as_millis()))?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        Ok(match &self.tls {
+        let stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(stream),
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(self.config.connect_timeout, connector.connect(name.clone(), stream))
@@ -54,7 +94,8 @@ impl TcpTransport {
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 Box::new(tls)
             }
-        })
+        };
+        Ok(Connection::new(stream))
     }
 }
 
@@ -77,18 +118,25 @@ impl RecordTransport for TcpTransport {
             batch.push(b'\n');
         }
         let mut state = self.state.lock().await;
+        if state.connection.as_ref().is_some_and(Connection::is_closed) {
+            state.connection = None;
+        }
         let result = async {
             if state.connection.is_none() {
                 let mut connection = self.connect().await?;
                 // What may have been lost with the previous connection goes again first.
                 for earlier in &state.replay {
-                    connection.write_all(earlier).await.map_err(|e| e.to_string())?;
+                    connection.writer.write_all(earlier).await.map_err(|e| e.to_string())?;
                 }
                 state.connection = Some(connection);
             }
             let connection = state.connection.as_mut().expect("connected above");
-            connection.write_all(&batch).await.map_err(|e| e.to_string())?;
-            connection.flush().await.map_err(|e| e.to_string())
+            connection.writer.write_all(&batch).await.map_err(|e| e.to_string())?;
+            connection.writer.flush().await.map_err(|e| e.to_string())?;
+            if connection.is_closed() {
+                return Err("the receiver closed the connection".to_string());
+            }
+            Ok(())
         }
         .await;
         if let Err(e) = result {
