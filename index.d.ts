@@ -278,6 +278,11 @@ export interface SyncOptions {
   mode?: 'copyAndStream' | 'copy' | 'stream'
   /** Cursors reading one collection's copy in parallel over `_id` ranges (default 4). */
   copyReaders?: number
+  /**
+   * Fewest documents per `_id` range (default 100000): a collection gets one cursor per this
+   * many documents, up to `copyReaders`; a smaller one is read with a single cursor.
+   */
+  copyRangeMinDocs?: number
   /** With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from. */
   startAt?: string
 }

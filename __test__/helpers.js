@@ -148,4 +148,15 @@ function sortKeys(v) {
   return v
 }
 
-module.exports = { setup, unique, es, esDocs, waitFor, withTimeout, nextEvent, startStreaming, waitForMirror, compare }
+/** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
+function rng(seed) {
+  return () => {
+    seed |= 0
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+module.exports = { rng, setup, unique, es, esDocs, waitFor, withTimeout, nextEvent, startStreaming, waitForMirror, compare }

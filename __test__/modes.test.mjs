@@ -31,7 +31,7 @@ test('modes', async (t) => {
   }
 
   await t.test("mode 'copy' copies, reports progress with rate and ETA, then stops by itself", async () => {
-    const { coll, index, sync, events, name } = create('copyonly', { mode: 'copy', copyReaders: 4 })
+    const { coll, index, sync, events, name } = create('copyonly', { mode: 'copy', copyReaders: 4, copyRangeMinDocs: 100 })
     await coll.insertMany(Array.from({ length: 1500 }, (_, i) => ({ _id: i, v: i })))
     await sync.start()
     await withTimeout(sync.wait(), 60000, 'the copy-only sync did not finish')

@@ -15,7 +15,7 @@ import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, waitFor, withTimeout, startStreaming, waitForMirror, esDocs } = require('./helpers.js')
+const { rng, setup, unique, waitFor, withTimeout, startStreaming, waitForMirror, esDocs } = require('./helpers.js')
 const { ObjectId } = require('mongodb')
 
 const HERE = path.dirname(new URL(import.meta.url).pathname)
@@ -141,17 +141,6 @@ async function watchChanges(t, coll) {
   // The first resume token arrives with the reply to the aggregate: the stream is open.
   await withTimeout(once(stream, 'resumeTokenChanged'), 30000, 'the test change stream did not open')
   return changes
-}
-
-/** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
-function rng(seed) {
-  return () => {
-    seed |= 0
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** A small plain document (no field named "version", see parseRecord). */

@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
-const { setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
+const { rng, setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
 const HERE = path.dirname(new URL(import.meta.url).pathname)
 const FIXTURE = path.join(HERE, 'fixtures', 'run-sync.js')
 const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
@@ -32,17 +32,6 @@ function runChild(options, mode = 'run') {
 }
 
 const inState = (run, state) => run.events.some((e) => e.type === 'state' && e.state === state)
-
-/** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
-function rng(seed) {
-  return () => {
-    seed |= 0
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 test('process lifecycle and crash recovery', async (t) => {
   const ctx = await setup('process')
@@ -109,6 +98,7 @@ test('process lifecycle and crash recovery', async (t) => {
         elasticsearch: { node: ctx.esUrl },
         collections: [{ namespace: `${db.databaseName}.orders`, index }],
         batch: { maxDocs: 200, flushIntervalMs: 100 },
+        copyRangeMinDocs: 1000, // 4 ranges: each is resumed on its own after a kill
       }
       let nextId = 10000
       let writing = true

@@ -109,7 +109,7 @@ function describe(event) {
     case 'deadLetter':
       return `dead letter ${event.namespace} _id=${event.id}: ${event.reason}`
     case 'change':
-      return `${event.namespace}: ${event.operation}`
+      return `${event.namespace}: ${event.operation}${event.to ? ` → ${event.to}` : ''}`
     case 'warning':
       return `warning ${event.namespace}: ${event.message}`
     default:
@@ -125,7 +125,10 @@ async function main() {
   } catch (e) {
     fail(e.code ?? 'ERR_CONFIG', e.message, 2)
   }
-  const bars = progressBars(process.stdout.isTTY && !quiet)
+  // With a stdout output, stdout carries only the records: everything the CLI says goes to stderr.
+  const recordsOnStdout = (options.outputs || []).some((o) => o && o.type === 'stdout')
+  const say = recordsOnStdout ? console.error : console.log
+  const bars = progressBars(process.stdout.isTTY && !quiet && !recordsOnStdout)
   sync.onEvent((event) => {
     if (bars && event.type === 'progress') {
       bars.update(event)
@@ -135,7 +138,7 @@ async function main() {
     if (quiet && !['state', 'deadLetter'].includes(event.type)) return
     const line = `${new Date().toISOString()} ${describe(event)}`
     if (event.type === 'deadLetter' || event.type === 'warning' || event.error) console.error(line)
-    else console.log(line)
+    else say(line)
   })
   let stopping = false
   const onSignal = (signal) => {
@@ -144,7 +147,7 @@ async function main() {
       process.exit(1)
     }
     stopping = true
-    console.log(`${signal}: stopping (writing what was read, saving the checkpoint)…`)
+    say(`${signal}: stopping (writing what was read, saving the checkpoint)…`)
     sync.stop().catch((e) => fail(e.code, e.message))
   }
   process.on('SIGINT', onSignal)
@@ -156,7 +159,7 @@ async function main() {
     fail(e.code ?? 'ERR_INTERNAL', e.message)
   }
   const s = sync.stats()
-  console.log(`stopped: ${s.copied} copied, ${s.streamed} changes streamed, ${s.indexed} indexed, ${s.deleted} deleted, ${s.deadLetters} dead letters`)
+  say(`stopped: ${s.copied} copied, ${s.streamed} changes streamed, ${s.indexed} indexed, ${s.deleted} deleted, ${s.deadLetters} dead letters`)
 }
 
 main()

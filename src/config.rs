@@ -29,6 +29,8 @@ pub struct SyncConfig {
     pub mode: SyncMode,
     /// Cursors reading one collection's copy in parallel, over `_id` ranges.
     pub copy_readers: usize,
+    /// Fewest documents per range: smaller collections are read with fewer cursors.
+    pub copy_range_min_docs: u64,
     /// Where dead letters are also written, as documents (none: events only).
     pub dead_letter_index: Option<String>,
 }
@@ -429,6 +431,9 @@ impl SyncConfig {
         }
         if self.batch.max_docs == 0 {
             return Err(field("batch.maxDocs", "must be at least 1".into()));
+        }
+        if self.copy_range_min_docs == 0 {
+            return Err(field("copyRangeMinDocs", "must be at least 1".into()));
         }
         if self.copy_readers == 0 || self.copy_readers > 64 {
             return Err(field("copyReaders", "must be from 1 to 64".into()));

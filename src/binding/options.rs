@@ -59,6 +59,9 @@ pub struct SyncOptions {
     pub mode: Option<String>,
     /// Cursors reading one collection's copy in parallel over `_id` ranges (default 4).
     pub copy_readers: Option<u32>,
+    /// Fewest documents per `_id` range (default 100000): a collection gets one cursor per this
+    /// many documents, up to `copyReaders`; a smaller one is read with a single cursor.
+    pub copy_range_min_docs: Option<u32>,
     /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
     pub start_at: Option<String>,
 }
@@ -464,6 +467,7 @@ impl SyncOptions {
             on_history_lost,
             mode,
             copy_readers: self.copy_readers.map_or(4, |v| v as usize),
+            copy_range_min_docs: self.copy_range_min_docs.map_or(100_000, u64::from),
             dead_letter_index: self.dead_letter_index,
         };
         config.validate()?;

@@ -341,12 +341,15 @@ impl<'a> CollectionSync<'a> {
     /// Ranges for a fresh copy: split at a sample of `_id`s when the collection is large enough
     /// to gain from several cursors.
     async fn plan_ranges(&self, collection: &Collection<Document>, total: u64) -> SyncResult<Vec<CopyRange>> {
-        let readers = self.ctx.config.copy_readers;
+        // A range per `copy_range_min_docs` documents, at most `copy_readers`: parallel cursors
+        // pay off only when the copy is long; a short one reads with one cursor and plans nothing.
+        let config = &self.ctx.config;
+        let readers = config.copy_readers.min((total / config.copy_range_min_docs.max(1)) as usize);
+        if readers < 2 {
+            return Ok(vec![CopyRange::default()]);
+        }
         let extremes = copy::id_extremes(collection).await.map_err(|e| mongo_error(format!("cannot read the _id range of {}", self.namespace()), &e))?;
         let extremes = extremes.as_ref().map(|(min, max)| (min, max));
-        if readers < 2 || total < 2 * self.ctx.config.batch.max_docs as u64 {
-            return Ok(copy::plan_ranges(&[], 1, extremes));
-        }
         match copy::sample_ids(collection, readers * 32).await {
             Ok(sample) => Ok(copy::plan_ranges(&sample, readers, extremes)),
             Err(e) => {
@@ -627,25 +630,37 @@ impl<'a> CollectionSync<'a> {
     /// interrupted, the rename event is not checkpointed and is applied again.
     async fn copy_once(&self, source: &Namespace, target: &Target, version: i64) -> SyncResult<()> {
         let ctx = self.ctx;
-        let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
-        let limits = &ctx.config.batch;
         let ns = source.to_string();
-        let mut cursor = copy::open(&collection, &CopyRange::default(), None, limits.max_docs.min(10_000) as u32)
-            .await
-            .map_err(|e| mongo_error(format!("cannot copy {ns}"), &e))?;
-        let mut batch = Batch::default();
-        while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
-            match index_write(&doc, version, &self.config.convert, &self.config.fields, batch.warnings()) {
-                Ok(write) => {
-                    if batch.room_for(target, &write, limits) == Room::FlushFirst {
-                        commit(ctx, &ns, target, Phase::Copy, std::mem::take(&mut batch)).await?;
-                    }
-                    batch.push(target, write, limits);
+        let reader = RangeReader {
+            collection: ctx.client.database(&source.db).collection::<Document>(&source.coll),
+            range: CopyRange::default(),
+            index: 0,
+            namespace: ns.clone(),
+            target: target.clone(),
+            routing: None,
+            version,
+            limits: ctx.config.batch.clone(),
+            convert: self.config.convert.clone(),
+            fields: self.config.fields.clone(),
+            filter: None,
+            cancel: ctx.cancel.clone(),
+        };
+        let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2);
+        let reading = async move {
+            let result = reader.read(&tx).await;
+            drop(tx);
+            result
+        };
+        let writing = async {
+            while let Some(item) = rx.recv().await {
+                match item? {
+                    CopyItem::Batch { batch, .. } => commit(ctx, &ns, target, Phase::Copy, batch).await?,
+                    CopyItem::RangeDone(_) => return Ok(()),
                 }
-                Err(rejected) => batch.push_rejected(rejected),
             }
-        }
-        commit(ctx, &ns, target, Phase::Copy, batch).await
+            Err(SyncError::new(ErrorCode::State, format!("stopped while copying {ns}")))
+        };
+        tokio::try_join!(reading, writing).map(drop)
     }
 
     /// Commits the batch and waits for it (and any batch before it) to be acknowledged.

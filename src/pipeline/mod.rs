@@ -61,9 +61,11 @@ impl Context {
         }
     }
 
-    /// How long one getMore waits for changes: short, so a lone change is written promptly.
+    /// How long one getMore waits when there are no changes. The server answers as soon as
+    /// there are some, so this sets only how often an idle stream is asked again (and its
+    /// position refreshed); shorter only loads the server with empty getMores.
     fn max_await(&self) -> Duration {
-        (self.config.batch.flush_interval / 5).clamp(Duration::from_millis(20), Duration::from_millis(200))
+        Duration::from_millis(500)
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
-use super::record::{Record, RecordTransport};
+use super::record::{ndjson, Record, RecordTransport};
 
 /// Batches are written whole, one at a time (the lock), so lines never interleave.
 #[derive(Default)]
@@ -22,11 +22,7 @@ impl RecordTransport for StdoutTransport {
     }
 
     async fn send(&self, records: &[Record]) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
-        for r in records {
-            buf.extend_from_slice(&r.line);
-            buf.push(b'\n');
-        }
+        let buf = ndjson(records);
         let _turn = self.lock.lock().await;
         let mut out = tokio::io::stdout();
         out.write_all(&buf).await.map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::config::{FileConfig, FsyncPolicy};
-use crate::sink::record::{Record, RecordTransport};
+use crate::sink::record::{ndjson, Record, RecordTransport};
 
 pub struct FileTransport {
     config: Arc<FileConfig>,
@@ -59,11 +59,7 @@ impl RecordTransport for FileTransport {
     }
 
     async fn send(&self, records: &[Record]) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
-        for r in records {
-            buf.extend_from_slice(&r.line);
-            buf.push(b'\n');
-        }
+        let buf = ndjson(records);
         self.blocking(move |config, state| {
             if state.is_none() {
                 *state = Some(ActiveFile::open(config)?);

@@ -26,6 +26,16 @@ pub struct Record {
     pub line: Vec<u8>,
 }
 
+/// Records as NDJSON: one line each.
+pub fn ndjson(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
+    for r in records {
+        out.extend_from_slice(&r.line);
+        out.push(b'\n');
+    }
+    out
+}
+
 /// Carries records to one destination.
 #[async_trait]
 pub trait RecordTransport: Send + Sync {

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use super::config::{TcpConfig, TcpTls};
 use crate::error::{SyncError, SyncResult};
-use crate::sink::record::{Record, RecordTransport};
+use crate::sink::record::{ndjson, Record, RecordTransport};
 
 trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
@@ -112,11 +112,7 @@ impl RecordTransport for TcpTransport {
     }
 
     async fn send(&self, records: &[Record]) -> Result<(), String> {
-        let mut batch = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
-        for r in records {
-            batch.extend_from_slice(&r.line);
-            batch.push(b'\n');
-        }
+        let batch = ndjson(records);
         let mut state = self.state.lock().await;
         if state.connection.as_ref().is_some_and(Connection::is_closed) {
             state.connection = None;
