@@ -139,7 +139,9 @@ test('document shaping', async (t) => {
       const d = await esDocs(ctx.esUrl, `${prefix}-invoices`).catch(() => new Map())
       return d.size === 3 && d.get('2').v === 'i2b' && d.get('3').v === 'i3'
     }, 30000)
-    assert.equal(sync.stats().state, 'streaming')
+    // The new collection's copy put the sync back to 'copying' for a moment; it streams again after it.
+    await waitFor('the sync to stream again', () => sync.stats().state === 'streaming', 30000)
+    assert.ok(events.some((e) => e.type === 'progress' && e.done && e.namespace === `${dbName}.invoices`), 'the new collection was copied')
   })
 
   await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {

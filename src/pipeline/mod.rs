@@ -180,20 +180,17 @@ impl SyncEngine {
         if let Some(dlq) = &config.dead_letter_index {
             ctx.sink.prepare_dead_letters(dlq).await?;
         }
-        let mut chosen = config.collections.clone();
+        let mut collections = Vec::with_capacity(config.collections.len());
+        for c in &config.collections {
+            let (checkpoint, opened_stream) = prepare_collection(&ctx, c, None).await?;
+            collections.push((c.clone(), checkpoint, opened_stream));
+        }
         let mut seen_at = None;
         if let Some(discovery) = &config.discovery {
-            seen_at = Some(change_stream::cluster_time(&client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?);
-            for ns in discovery::list(&client, discovery, &config).await? {
-                if !chosen.iter().any(|c| c.namespace == ns) {
-                    chosen.push(discovery.collection(ns));
-                }
-            }
-        }
-        let mut collections = Vec::with_capacity(chosen.len());
-        for c in chosen {
-            let (checkpoint, opened_stream) = prepare_collection(&ctx, &c, None).await?;
-            collections.push((c, checkpoint, opened_stream));
+            let listed: HashSet<Namespace> = config.collections.iter().map(|c| c.namespace.clone()).collect();
+            let (found, now) = discover(&ctx, discovery, &listed, None).await?;
+            collections.extend(found);
+            seen_at = Some(now);
         }
         Ok(Prepared { ctx, collections, seen_at })
     }
