@@ -4,7 +4,7 @@
 //
 //   node bench/run.js [--docs N] [--only copy,overhead,stream] [--skip-mongo2elastic]
 //                     [--stream-docs N] [--updates N] [--seed N] [--verbose]
-//                     [--addon DIR] [--out NAME]
+//                     [--rounds N] [--addon DIR] [--out NAME]
 //
 // --addon DIR runs the engine from another build (a directory holding index.js and the .node);
 // --out NAME writes results/NAME.{json,md} instead of latest.
@@ -28,7 +28,7 @@ const log = (s) => process.stderr.write(`${s}\n`)
 // Options
 
 function parseArgs(argv) {
-  const o = { docs: 40000, only: null, skipM2e: false, streamDocs: 2000, updates: 2000, seed: null, verbose: false, addon: ROOT, out: 'latest' }
+  const o = { docs: 40000, only: null, skipM2e: false, streamDocs: 2000, updates: 2000, seed: null, rounds: 2, verbose: false, addon: ROOT, out: 'latest' }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => {
@@ -47,6 +47,7 @@ function parseArgs(argv) {
     else if (a.startsWith('--stream-docs')) o.streamDocs = int(val())
     else if (a.startsWith('--updates')) o.updates = int(val())
     else if (a.startsWith('--seed')) o.seed = int(val())
+    else if (a.startsWith('--rounds')) o.rounds = int(val())
     else if (a === '--verbose' || a === '-v') o.verbose = true
     else if (a.startsWith('--addon')) o.addon = path.resolve(val())
     else if (a.startsWith('--out')) {
@@ -63,7 +64,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) log(`bench: ${msg}`)
-  log('usage: node bench/run.js [--docs N] [--only copy,overhead,stream] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--verbose] [--addon DIR] [--out NAME]')
+  log('usage: node bench/run.js [--docs N] [--only copy,overhead,stream] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]')
   process.exit(msg ? 2 : 0)
 }
 
@@ -358,10 +359,10 @@ async function main() {
       const common = { mode: 'copy', mongoUrl, esUrl: fakeEs.url, namespace: `${dbName}.docs` }
       const fakeCount = () => Promise.resolve(fakeEs.stats.actions)
       const withInFlight = (r) => (r && !r.error ? { ...r, maxBulkInFlight: fakeEs.stats.maxInFlight } : r)
-      // Two rounds, alternating, best of each tool kept: short runs on a shared 2-core machine
+      // Two rounds (--rounds), alternating, best of each tool kept: short runs on a shared 2-core machine
       // are easily disturbed, and a disturbance only ever makes a run slower.
       const rounds = { engine: [], 'engine + JS transform': [], 'node script': [] }
-      for (let round = 1; round <= 2; round++) {
+      for (let round = 1; round <= opts.rounds; round++) {
         fakeEs.reset()
         rounds.engine.push(
           withInFlight(await step(`overhead: engine (round ${round})`, () =>
