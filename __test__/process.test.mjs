@@ -5,6 +5,8 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { once } from 'node:events'
+import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
@@ -57,6 +59,26 @@ test('process lifecycle and crash recovery', async (t) => {
     const [exitCode] = await withTimeout(stopping.exited, 30000, 'the process did not exit after stop()')
     assert.equal(exitCode, 0)
     assert.ok(stopping.events.some((e) => e.type === 'stopped-by-fixture'))
+  })
+
+  await t.test("the CLI with a stdout output keeps stdout for the records (its own lines go to stderr)", async () => {
+    const db = ctx.mongo.db(unique('clistdout'))
+    await db.collection('c').insertMany([{ _id: 'a', v: 1 }, { _id: 'b', v: 2 }, { _id: 'c', v: 3 }])
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mes-cli-'))
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const config = path.join(dir, 'sync.json')
+    fs.writeFileSync(config, JSON.stringify({ mode: 'copy', outputs: [{ type: 'stdout' }], collections: [`${db.databaseName}.c`] }))
+    const cli = spawn(process.execPath, [CLI, '--config', config, '--mongo', ctx.mongoUrl, '--name', unique('clistdout')], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.after(() => cli.kill('SIGKILL'))
+    let out = ''
+    let err = ''
+    cli.stdout.on('data', (d) => (out += d))
+    cli.stderr.on('data', (d) => (err += d))
+    const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+    assert.equal(code, 0, err)
+    const records = out.trim().split('\n').map((line) => JSON.parse(line))
+    assert.deepEqual(records.map((r) => [r.operation, r.id, r.action, r.document.v]).sort(), [['copy', 'a', 'index', 1], ['copy', 'b', 'index', 2], ['copy', 'c', 'index', 3]])
+    assert.match(err, /state: stopped/, 'the CLI reports on stderr')
   })
 
   await t.test('the CLI syncs from flags and stops cleanly on SIGINT', async () => {
