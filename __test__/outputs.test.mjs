@@ -416,12 +416,14 @@ async function waitForChildState(run, state, timeoutMs = 60000) {
  * break is kept apart in `fragments` (a line cut by the connection's end, not a record).
  */
 async function lineServer() {
-  const srv = { port: 0, server: null, received: [], fragments: [], connections: 0, sockets: new Set() }
+  const srv = { port: 0, server: null, received: [], fragments: [], connections: 0, sockets: new Set(), reading: true }
   const onConnection = (socket) => {
     const conn = ++srv.connections
     srv.sockets.add(socket)
     socket.on('error', () => {})
     socket.on('close', () => srv.sockets.delete(socket))
+    // A receiver that stalls: what arrives stays unread until the connection is reset.
+    if (!srv.reading) return socket.pause()
     let buffer = ''
     socket.setEncoding('utf8')
     socket.on('data', (chunk) => {
@@ -446,6 +448,10 @@ async function lineServer() {
   /** Drops every open connection (the sender sees a reset or an end). */
   srv.dropConnections = () => {
     for (const socket of srv.sockets) socket.destroy()
+  }
+  /** Resets every open connection, as a receiver that crashes with unread data does. */
+  srv.resetConnections = () => {
+    for (const socket of srv.sockets) socket.resetAndDestroy()
   }
   /** Stops listening and drops the connections: the port refuses connections until `listen()`. */
   srv.close = async () => {
@@ -1041,6 +1047,57 @@ test('outputs', async (t) => {
     await waitFor('the change made after the close, at the receiver', () => has('insert', '2'), 20000)
     assert.ok(server.connections >= 2)
     await sync.stop()
+  })
+
+  await t.test('tcp: lines the receiver lost just before the sync stops are sent again at stop()', async (t) => {
+    const N = 20
+    const { namespace, index } = await collectionWith('tcpstop', Array.from({ length: N }, (_, i) => makeDoc(i)))
+    const server = await lineServer()
+    t.after(() => server.close())
+    server.reading = false
+    const { sync, events } = await startStreaming(t, {
+      name: unique('tcpstop'),
+      mongo,
+      outputs: [{ type: 'tcp', host: '127.0.0.1', port: server.port, connectTimeoutMs: 2000 }],
+      collections: [{ namespace, index }],
+      batch: { flushIntervalMs: 100 },
+    })
+    // The copy was written (streaming begins after its checkpoint) into a connection nobody reads.
+    assert.equal(server.received.length, 0)
+    server.reading = true
+    server.resetConnections()
+    await waitFor('the connection to be gone', () => server.sockets.size === 0)
+    // No write follows that could notice the loss: only stop() can.
+    await sync.stop()
+    const copied = new Set(server.received.map((x) => parseRecord(x.line)).filter((r) => r.operation === 'copy').map((r) => r.id))
+    assert.equal(copied.size, N, `copy records at the receiver after stop(): ${copied.size}`)
+    assert.equal(server.connections, 2, 'one new connection carried them')
+    assert.ok(!events.some((e) => e.type === 'state' && e.state === 'failed'), JSON.stringify(events.filter((e) => e.type === 'state')))
+  })
+
+  await t.test('tcp: lines lost with a receiver that is gone at stop() fail the sync with ERR_OUTPUT, not silently', async (t) => {
+    const { namespace, index } = await collectionWith('tcpgone', [makeDoc(0), makeDoc(1)])
+    const server = await lineServer()
+    t.after(() => server.close())
+    server.reading = false
+    const { sync, events } = await startStreaming(t, {
+      name: unique('tcpgone'),
+      mongo,
+      outputs: [{ type: 'tcp', host: '127.0.0.1', port: server.port, connectTimeoutMs: 1000 }],
+      collections: [{ namespace, index }],
+      batch: { flushIntervalMs: 100 },
+    })
+    server.resetConnections()
+    await server.close()
+    await sync.stop()
+    await assert.rejects(sync.wait(), (e) => {
+      assert.equal(e.code, 'ERR_OUTPUT', `${e.code}: ${e.message}`)
+      assert.match(e.message, /tcp 127\.0\.0\.1:\d+/)
+      assert.match(e.message, /could not be sent again/)
+      return true
+    })
+    const failed = events.find((e) => e.type === 'state' && e.state === 'failed')
+    assert.equal(failed?.error?.code, 'ERR_OUTPUT')
   })
 
   await t.test('tcp over TLS: caFile and serverName are used; a wrong CA is refused, rejectUnauthorized: false is not', async (t) => {

@@ -242,6 +242,24 @@ impl<'a> CollectionSync<'a> {
         self.stream(opened_stream).await
     }
 
+    /// Reads `range` of `collection` for `target`, as this collection's documents.
+    fn range_reader(&self, collection: Collection<Document>, range: CopyRange, index: usize, target: &Target, version: i64) -> RangeReader {
+        RangeReader {
+            collection,
+            range,
+            index,
+            namespace: self.namespace(),
+            target: target.clone(),
+            routing: self.config.routing.clone(),
+            version,
+            limits: self.ctx.config.batch.clone(),
+            convert: self.config.convert.clone(),
+            fields: self.config.fields.clone(),
+            filter: self.config.filter.clone(),
+            cancel: self.ctx.cancel.clone(),
+        }
+    }
+
     async fn copy(&mut self) -> SyncResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
@@ -261,20 +279,7 @@ impl<'a> CollectionSync<'a> {
         let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2 * readers);
         let mut reader_tasks = tokio::task::JoinSet::new();
         for (index, range) in self.checkpoint.copy_ranges.iter().enumerate().filter(|(_, r)| !r.done) {
-            let reader = RangeReader {
-                collection: collection.clone(),
-                range: range.clone(),
-                index,
-                namespace: ns.clone(),
-                target: target.clone(),
-                routing: self.config.routing.clone(),
-                version,
-                limits: ctx.config.batch.clone(),
-                convert: self.config.convert.clone(),
-                fields: self.config.fields.clone(),
-                filter: self.config.filter.clone(),
-                cancel: ctx.cancel.clone(),
-            };
+            let reader = self.range_reader(collection.clone(), range.clone(), index, &target, version);
             let tx = tx.clone();
             reader_tasks.spawn(async move {
                 if let Err(e) = reader.read(&tx).await {
@@ -631,20 +636,9 @@ impl<'a> CollectionSync<'a> {
     async fn copy_once(&self, source: &Namespace, target: &Target, version: i64) -> SyncResult<()> {
         let ctx = self.ctx;
         let ns = source.to_string();
-        let reader = RangeReader {
-            collection: ctx.client.database(&source.db).collection::<Document>(&source.coll),
-            range: CopyRange::default(),
-            index: 0,
-            namespace: ns.clone(),
-            target: target.clone(),
-            routing: None,
-            version,
-            limits: ctx.config.batch.clone(),
-            convert: self.config.convert.clone(),
-            fields: self.config.fields.clone(),
-            filter: None,
-            cancel: ctx.cancel.clone(),
-        };
+        let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
+        // The collection's filter and routing are written for its own documents, not the source's.
+        let reader = RangeReader { namespace: ns.clone(), routing: None, filter: None, ..self.range_reader(collection, CopyRange::default(), 0, target, version) };
         let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2);
         let reading = async move {
             let result = reader.read(&tx).await;

@@ -329,6 +329,10 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
             break;
         }
     }
+    // After the last write of every collection, whether the sync stops or failed.
+    if let Err(e) = ctx.sink.close().await {
+        first_error.get_or_insert(e);
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

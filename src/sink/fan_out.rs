@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 
 use super::{IndexChange, Sink, Target, WriteReport};
 use crate::config::CollectionConfig;
@@ -60,5 +60,10 @@ impl Sink for FanOut {
 
     async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
         try_join_all(self.sinks.iter().map(|s| s.apply(change))).await.map(drop)
+    }
+
+    /// Every output is closed, even when one fails; the first failure is reported.
+    async fn close(&self) -> SyncResult<()> {
+        join_all(self.sinks.iter().map(|s| s.close())).await.into_iter().collect::<SyncResult<Vec<()>>>().map(drop)
     }
 }

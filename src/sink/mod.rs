@@ -89,6 +89,12 @@ pub trait Sink: Send + Sync {
 
     /// Performs (or records) an index operation.
     async fn apply(&self, change: &IndexChange) -> SyncResult<()>;
+
+    /// Once the sync stops, after its last write: makes sure what was written arrived where the
+    /// output cannot tell at write time (a TCP receiver that went away just after a write).
+    async fn close(&self) -> SyncResult<()> {
+        Ok(())
+    }
 }
 
 /// What every sink may use while it runs.

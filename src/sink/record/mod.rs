@@ -48,6 +48,11 @@ pub trait RecordTransport: Send + Sync {
     /// Delivers the records, in order; returns once they are as durable as the output promises.
     /// A failure is retried with the same records (the transport must not leave half of them).
     async fn send(&self, records: &[Record]) -> Result<(), String>;
+
+    /// Ends the delivery when the sync stops; see [`Sink::close`].
+    async fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub struct RecordSink<T> {
@@ -116,5 +121,12 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
 
     async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
         self.deliver(&[index_change_record(change)]).await
+    }
+
+    async fn close(&self) -> SyncResult<()> {
+        self.transport
+            .close()
+            .await
+            .map_err(|e| SyncError::new(ErrorCode::Output, format!("closing the output {}: {e}", self.transport.describe())))
     }
 }

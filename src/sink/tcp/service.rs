@@ -1,5 +1,5 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,30 +25,69 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 /// already closed would otherwise succeed (into the kernel's buffer) and be lost.
 struct Connection {
     writer: WriteHalf<Box<dyn Duplex>>,
-    closed: Arc<AtomicBool>,
+    end: Arc<AtomicU8>,
     watcher: tokio::task::JoinHandle<()>,
+}
+
+/// How the receiver's side of a connection ended (`Connection::end`).
+const OPEN: u8 = 0;
+/// A clean end of stream: the receiver closed after reading.
+const ENDED: u8 = 1;
+/// A reset or error: a receiver closing with unread data resets, so some may be lost.
+const BROKEN: u8 = 2;
+
+/// What ending a connection showed about the lines written into it.
+#[derive(Debug, PartialEq, Eq)]
+enum Goodbye {
+    /// The receiver answered our end with its own: it read everything before closing.
+    Confirmed,
+    /// The receiver had closed first, or reset the connection: recent lines may be lost.
+    Lost,
+    /// No answer within the time allowed.
+    Unanswered,
 }
 
 impl Connection {
     fn new(stream: Box<dyn Duplex>) -> Self {
         let (mut reader, writer) = tokio::io::split(stream);
-        let closed = Arc::new(AtomicBool::new(false));
-        let flag = closed.clone();
+        let end = Arc::new(AtomicU8::new(OPEN));
+        let flag = end.clone();
         let watcher = tokio::spawn(async move {
             let mut buf = [0u8; 512];
             // Whatever the receiver sends is ignored; end of stream or an error means closed.
-            while let Ok(n) = reader.read(&mut buf).await {
-                if n == 0 {
-                    break;
+            let how = loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) => break ENDED,
+                    Ok(_) => {}
+                    Err(_) => break BROKEN,
                 }
-            }
-            flag.store(true, Ordering::SeqCst);
+            };
+            flag.store(how, Ordering::SeqCst);
         });
-        Connection { writer, closed, watcher }
+        Connection { writer, end, watcher }
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.end.load(Ordering::SeqCst) != OPEN
+    }
+
+    /// Ends our side and waits, up to `wait`, for the receiver to end its own. Logstash's tcp
+    /// input (like most line receivers) closes when it reads the end of a stream, so a clean end
+    /// in answer means every line before ours was read.
+    async fn finish(mut self, wait: std::time::Duration) -> Goodbye {
+        if self.is_closed() {
+            return Goodbye::Lost;
+        }
+        if self.writer.shutdown().await.is_err() {
+            return Goodbye::Lost;
+        }
+        if tokio::time::timeout(wait, &mut self.watcher).await.is_err() {
+            return Goodbye::Unanswered;
+        }
+        match self.end.load(Ordering::SeqCst) {
+            ENDED => Goodbye::Confirmed,
+            _ => Goodbye::Lost,
+        }
     }
 }
 
@@ -97,6 +136,16 @@ impl TcpTransport {
         };
         Ok(Connection::new(stream))
     }
+
+    /// A new connection, into which what may have been lost with the previous one goes first.
+    async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, String> {
+        let mut connection = self.connect().await?;
+        for earlier in replay {
+            connection.writer.write_all(earlier).await.map_err(|e| e.to_string())?;
+        }
+        connection.writer.flush().await.map_err(|e| e.to_string())?;
+        Ok(connection)
+    }
 }
 
 #[async_trait]
@@ -119,12 +168,7 @@ impl RecordTransport for TcpTransport {
         }
         let result = async {
             if state.connection.is_none() {
-                let mut connection = self.connect().await?;
-                // What may have been lost with the previous connection goes again first.
-                for earlier in &state.replay {
-                    connection.writer.write_all(earlier).await.map_err(|e| e.to_string())?;
-                }
-                state.connection = Some(connection);
+                state.connection = Some(self.reconnect(&state.replay).await?);
             }
             let connection = state.connection.as_mut().expect("connected above");
             connection.writer.write_all(&batch).await.map_err(|e| e.to_string())?;
@@ -146,6 +190,27 @@ impl RecordTransport for TcpTransport {
             state.replay_len -= dropped.len();
         }
         Ok(())
+    }
+
+    /// Ends the connection and checks that the receiver read it. If the receiver went away after
+    /// the last lines were written (no later write noticed it), they may be lost: the recent
+    /// lines are sent once more on a new connection, as after any reconnect.
+    async fn close(&self) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let Some(connection) = state.connection.take() else {
+            return Ok(());
+        };
+        let wait = self.config.connect_timeout;
+        match connection.finish(wait).await {
+            Goodbye::Confirmed | Goodbye::Unanswered => return Ok(()),
+            Goodbye::Lost => {}
+        }
+        let unsure = format!("the receiver closed the connection after the last lines were written, and the {} most recent bytes of lines", state.replay_len);
+        let again = self.reconnect(&state.replay).await.map_err(|e| format!("{unsure} could not be sent again: {e}"))?;
+        match again.finish(wait).await {
+            Goodbye::Lost => Err(format!("{unsure} were sent again, but the receiver closed that connection too before reading them")),
+            Goodbye::Confirmed | Goodbye::Unanswered => Ok(()),
+        }
     }
 }
 
@@ -202,5 +267,82 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn record(i: usize) -> Record {
+        Record { namespace: "db.c".into(), index: "c".into(), key: i.to_string(), line: format!("{{\"n\":{i}}}").into_bytes() }
+    }
+
+    fn transport(port: u16) -> TcpTransport {
+        let config = TcpConfig { host: "127.0.0.1".into(), port, tls: None, connect_timeout: Duration::from_secs(2), replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES };
+        TcpTransport::new(config).unwrap()
+    }
+
+    /// Reads a connection to its end (then closes it, as Logstash does), returning what came.
+    async fn read_all(listener: &TcpListener) -> String {
+        let reading = async {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut text = String::new();
+            socket.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        tokio::time::timeout(Duration::from_secs(5), reading).await.expect("a connection that ends within 5 s")
+    }
+
+    #[tokio::test]
+    async fn close_is_confirmed_by_a_receiver_that_read_everything() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = transport(listener.local_addr().unwrap().port());
+        tcp.open().await.unwrap();
+        let reader = async { read_all(&listener).await };
+        let sender = async {
+            tcp.send(&[record(1), record(2)]).await.unwrap();
+            tcp.close().await
+        };
+        let (text, closed) = tokio::join!(reader, sender);
+        assert_eq!(closed, Ok(()));
+        assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
+        // Nothing was sent again: no second connection is waiting.
+        assert!(tokio::time::timeout(Duration::from_millis(200), listener.accept()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn close_sends_again_what_a_receiver_reset_without_reading() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = transport(listener.local_addr().unwrap().port());
+        tcp.open().await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        tcp.send(&[record(1)]).await.unwrap();
+        tcp.send(&[record(2)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Closing with unread data resets the connection: the lines never reached the receiver.
+        drop(first);
+        let (text, closed) = tokio::join!(read_all(&listener), tcp.close());
+        assert_eq!(closed, Ok(()));
+        assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
+    }
+
+    #[tokio::test]
+    async fn close_fails_naming_the_loss_when_the_receiver_is_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = transport(listener.local_addr().unwrap().port());
+        tcp.open().await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        tcp.send(&[record(1)]).await.unwrap();
+        drop(first);
+        drop(listener);
+        let err = tcp.close().await.unwrap_err();
+        assert!(err.contains("could not be sent again"), "{err}");
+        assert!(err.contains("8 most recent bytes"), "{err}");
     }
 }
