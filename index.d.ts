@@ -173,6 +173,12 @@ export interface NamespaceOptions {
   exclude?: Array<string>
   /** How often new collections are looked for (default 10000). */
   discoveryIntervalMs?: number
+  /**
+   * Settings for every collection the patterns find (one listed in `collections` keeps its
+   * own): the options of `collections` entries but `namespace`, with `{db}` and `{coll}`
+   * filled in `index` (default `indexTemplate`) and `alias`.
+   */
+  defaults?: Omit<CollectionOptions, 'namespace'>
 }
 
 /** Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`. */

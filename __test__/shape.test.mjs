@@ -3,6 +3,7 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
+import { isDeepStrictEqual } from 'node:util'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
@@ -144,6 +145,41 @@ test('document shaping', async (t) => {
     assert.ok(events.some((e) => e.type === 'progress' && e.done && e.namespace === `${dbName}.invoices`), 'the new collection was copied')
   })
 
+  await t.test('namespaces.defaults shape every collection the patterns find, copied or created while streaming', async () => {
+    const dbName = unique('nsd')
+    const db = ctx.mongo.db(dbName)
+    await db.collection('a').insertMany([{ _id: 1, v: 1, secret: 's', keep: true }, { _id: 2, v: 2, keep: false }])
+    const prefix = unique('nsd')
+    const { events } = await startStreaming(t, {
+      name: unique('nsd'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      namespaces: {
+        include: [`${dbName}\\..*`],
+        discoveryIntervalMs: 500,
+        defaults: { index: `${prefix}-{db}-{coll}`, filter: { keep: true }, fields: { exclude: ['secret', 'keep'], add: { src: '$namespace' } } },
+      },
+      batch: { flushIntervalMs: 100 },
+    })
+    const indexOf = (coll) => `${prefix}-${dbName}-${coll}`.toLowerCase()
+    const docsOf = async (coll) => Object.fromEntries(await esDocs(ctx.esUrl, indexOf(coll)).catch(() => new Map()))
+    // The copy: the filter, the field rules and the index template of the defaults.
+    assert.deepEqual(await docsOf('a'), { 1: { v: 1, src: `${dbName}.a` } })
+    // A collection created while streaming gets the same settings, for its own namespace.
+    await db.collection('b').insertMany([{ _id: 1, v: 10, secret: 'x', keep: true }, { _id: 2, v: 20, keep: false }])
+    await waitFor('b to be found', () => events.some((e) => e.type === 'change' && e.operation === 'discovered' && e.namespace === `${dbName}.b`), 30000)
+    // Streamed changes: a document updated into the filter, an insert, one outside the filter.
+    await db.collection('b').updateOne({ _id: 2 }, { $set: { keep: true } })
+    await db.collection('a').insertMany([{ _id: 3, v: 3, secret: 's', keep: true }, { _id: 4, v: 4, keep: false }])
+    const want = { a: { 1: { v: 1, src: `${dbName}.a` }, 3: { v: 3, src: `${dbName}.a` } }, b: { 1: { v: 10, src: `${dbName}.b` }, 2: { v: 20, src: `${dbName}.b` } } }
+    const got = {}
+    await waitFor('both collections shaped by the defaults', async () => {
+      got.a = await docsOf('a')
+      got.b = await docsOf('b')
+      return isDeepStrictEqual(got, want)
+    }, 30000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(got)}`))
+  })
+
   await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {
     const base = { name: 'x', mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { exclude: ['a..b'] } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.exclude/.test(e.message))
@@ -154,5 +190,11 @@ test('document shaping', async (t) => {
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { flatten: '' } }] }), (e) => e.code === 'ERR_CONFIG' && /fields\.flatten/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, namespaces: { include: ['shop.(' ] } }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.include\[0\]/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base }), (e) => e.code === 'ERR_CONFIG' && /collections/.test(e.message), 'no collections and no patterns')
+    const withDefaults = (defaults) => () => new MongoElasticSync({ ...base, namespaces: { include: ['shop\\..*'], defaults } })
+    assert.throws(withDefaults({ namespace: 'shop.x' }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.defaults\.namespace/.test(e.message))
+    assert.throws(withDefaults({ fields: { add: { x: '$nope' } } }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.defaults\.fields\.add\.x/.test(e.message))
+    assert.throws(withDefaults({ index: 'logs {coll}' }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.defaults\.index/.test(e.message))
+    assert.throws(withDefaults({ pipline: 'p' }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.defaults.*pipline/.test(e.message))
+    assert.throws(withDefaults({ fields: { flatten: 3 } }), (e) => e.code === 'ERR_CONFIG' && /namespaces\.defaults\.fields\.flatten/.test(e.message))
   })
 })

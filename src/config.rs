@@ -37,12 +37,14 @@ pub struct SyncConfig {
 
 /// Collections matched by regular expressions over `db.collection` (each anchored at both ends),
 /// found at start and then every `interval`; a collection listed in `collections` keeps its own
-/// settings, the others get `index_template` and default settings.
+/// settings, the others get `defaults`.
 #[derive(Debug, Clone)]
 pub struct Discovery {
     pub include: Vec<regex::Regex>,
     pub exclude: Vec<regex::Regex>,
-    pub index_template: String,
+    /// The settings of every found collection: `index` and `alias` are templates (`{db}`,
+    /// `{coll}`), made concrete by [`CollectionConfig::for_namespace`].
+    pub defaults: CollectionConfig,
     pub interval: Duration,
 }
 
@@ -54,7 +56,7 @@ impl Discovery {
 
     /// The settings of a found collection that `collections` does not list.
     pub fn collection(&self, ns: Namespace) -> CollectionConfig {
-        CollectionConfig::new(index_from_template(&self.index_template, &ns), ns)
+        self.defaults.for_namespace(ns)
     }
 }
 
@@ -241,6 +243,40 @@ impl CollectionConfig {
     }
 }
 
+impl CollectionConfig {
+    /// Settings for collections not known yet: the namespace is `{db}.{coll}`, and `index`
+    /// and `alias` are templates.
+    pub fn template(index_template: String) -> Self {
+        CollectionConfig::new(index_template, Namespace { db: "{db}".into(), coll: "{coll}".into() })
+    }
+
+    /// These settings, as a template, for the collection `ns`.
+    pub fn for_namespace(&self, ns: Namespace) -> CollectionConfig {
+        CollectionConfig {
+            index: index_from_template(&self.index, &ns),
+            alias: self.alias.as_ref().map(|a| index_from_template(a, &ns)),
+            fields: self.fields.for_namespace(&ns),
+            namespace: ns,
+            ..self.clone()
+        }
+    }
+
+    /// Checks the names and the index body; `at` names the settings in errors.
+    fn validate(&self, at: &str) -> SyncResult<()> {
+        let field = |path: &str, msg: String| SyncError::config(format!("{at}.{path}: {msg}"));
+        check_index_name(&self.index).map_err(|m| field("index", m))?;
+        if let Some(alias) = &self.alias {
+            check_index_name(alias).map_err(|m| field("alias", m))?;
+        }
+        for key in self.index_body.iter().flat_map(|b| b.as_object()).flat_map(|o| o.keys()) {
+            if key != "settings" && key != "mappings" {
+                return Err(field(key, "only settings and mappings can be given".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Change types applied while streaming: e.g. no deletes for an archive index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationFilter {
@@ -401,18 +437,12 @@ impl SyncConfig {
                 return Err(field("namespaces.discoveryIntervalMs", "must be at least 100".into()));
             }
         }
+        if let Some(d) = &self.discovery {
+            // The templates, filled with a plain namespace, must give valid names.
+            d.collection(Namespace { db: "db".into(), coll: "coll".into() }).validate("namespaces.defaults")?;
+        }
         for (i, c) in self.collections.iter().enumerate() {
-            check_index_name(&c.index).map_err(|m| field(&format!("collections[{i}].index"), m))?;
-            if let Some(alias) = &c.alias {
-                check_index_name(alias).map_err(|m| field(&format!("collections[{i}].alias"), m))?;
-            }
-            if let Some(body) = &c.index_body {
-                for key in body.as_object().into_iter().flat_map(|o| o.keys()) {
-                    if key != "settings" && key != "mappings" {
-                        return Err(field(&format!("collections[{i}].{key}"), "only settings and mappings can be given".into()));
-                    }
-                }
-            }
+            c.validate(&format!("collections[{i}]"))?;
             if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
                 return Err(field(
                     &format!("collections[{i}]"),
@@ -490,6 +520,20 @@ mod tests {
         let ns = Namespace::parse("Shop.Orders").unwrap();
         assert_eq!(index_from_template("{db}-{coll}-v1", &ns), "shop-orders-v1");
         assert_eq!(default_index_name(&ns), "orders");
+    }
+
+    #[test]
+    fn settings_templates_become_one_collection_s_settings() {
+        use crate::transform::AddedValue;
+        let mut defaults = CollectionConfig::template("logs-{db}-{coll}".into());
+        defaults.alias = Some("all-{db}".into());
+        defaults.pipeline = Some("enrich".into());
+        defaults.fields.add = vec![("src".into(), AddedValue::Namespace), ("db".into(), AddedValue::Database), ("c".into(), AddedValue::Collection), ("at".into(), AddedValue::SyncedAt)];
+        let c = defaults.for_namespace(Namespace::parse("App.Events").unwrap());
+        assert_eq!((c.namespace.to_string().as_str(), c.index.as_str(), c.alias.as_deref()), ("App.Events", "logs-app-events", Some("all-app")));
+        assert_eq!(c.pipeline.as_deref(), Some("enrich"));
+        let constant = |v: &str| AddedValue::Constant(serde_json::Value::String(v.into()));
+        assert_eq!(c.fields.add, vec![("src".into(), constant("App.Events")), ("db".into(), constant("App")), ("c".into(), constant("Events")), ("at".into(), AddedValue::SyncedAt)]);
     }
 
     #[test]

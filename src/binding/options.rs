@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::Either;
 use napi_derive::napi;
+use serde::Deserialize;
 
 use crate::config::{
     index_from_template, BatchConfig, Discovery, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
     HistoryLostPolicy, MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
     DEFAULT_INDEX_TEMPLATE,
 };
-use super::outputs::outputs_config;
+use super::outputs::{outputs_config, parse};
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{AddedValue, ConvertOptions, FieldRules};
 
@@ -74,6 +75,11 @@ pub struct NamespaceOptions {
     pub exclude: Option<Vec<String>>,
     /// How often new collections are looked for (default 10000).
     pub discovery_interval_ms: Option<u32>,
+    /// Settings for every collection the patterns find (one listed in `collections` keeps its
+    /// own): the options of `collections` entries but `namespace`, with `{db}` and `{coll}`
+    /// filled in `index` (default `indexTemplate`) and `alias`.
+    #[napi(ts_type = "Omit<CollectionOptions, 'namespace'>")]
+    pub defaults: Option<serde_json::Value>,
 }
 
 #[napi(object)]
@@ -122,8 +128,11 @@ pub struct ElasticsearchTlsOptions {
 }
 
 #[napi(object)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectionOptions {
     /// `"db.collection"`.
+    #[serde(default)]
     pub namespace: String,
     /// Target index (default: from `indexTemplate`).
     pub index: Option<String>,
@@ -156,6 +165,8 @@ pub struct CollectionOptions {
 
 /// Which fields reach the index; dotted paths, reaching into arrays of documents.
 #[napi(object)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FieldOptions {
     /// Keep only these paths (and the `_id`).
     pub include: Option<Vec<String>>,
@@ -170,7 +181,22 @@ pub struct FieldOptions {
     pub add: Option<serde_json::Value>,
     /// Nested objects become top-level keys joined by `'.'` (`true`) or the given separator,
     /// applied last. Arrays stay as they are.
+    #[serde(default, deserialize_with = "bool_or_string")]
     pub flatten: Option<Either<bool, String>>,
+}
+
+/// `flatten` as serde reads it (napi's `Either` has no serde support).
+fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Either<bool, String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a boolean or a separator string")]
+    enum BoolOrString {
+        Bool(bool),
+        String(String),
+    }
+    Ok(Option::<BoolOrString>::deserialize(d)?.map(|v| match v {
+        BoolOrString::Bool(b) => Either::A(b),
+        BoolOrString::String(s) => Either::B(s),
+    }))
 }
 
 #[napi(object)]
@@ -206,23 +232,39 @@ fn ms(v: u32) -> Duration {
 }
 
 impl CollectionOptions {
+    /// A `collections` entry.
     fn into_config(self, i: usize, template: &str) -> SyncResult<CollectionConfig> {
-        let namespace = Namespace::parse(&self.namespace).map_err(|m| SyncError::config(format!("collections[{i}]: {m}")))?;
-        let index = self.index.unwrap_or_else(|| index_from_template(template, &namespace));
+        let at = format!("collections[{i}]");
+        let namespace = Namespace::parse(&self.namespace).map_err(|m| SyncError::config(format!("{at}: {m}")))?;
+        let index = self.index.clone().unwrap_or_else(|| index_from_template(template, &namespace));
+        let settings = self.into_settings(&at, CollectionConfig::new(index, namespace.clone()))?;
+        Ok(CollectionConfig { fields: settings.fields.for_namespace(&namespace), ..settings })
+    }
+
+    /// `namespaces.defaults`: settings for collections found later, as a template.
+    fn into_defaults(self, template: &str) -> SyncResult<CollectionConfig> {
+        const AT: &str = "namespaces.defaults";
+        if !self.namespace.is_empty() {
+            return Err(SyncError::config(format!("{AT}.namespace: not allowed: the patterns choose the collections")));
+        }
+        let index = self.index.clone().unwrap_or_else(|| template.to_string());
+        self.into_settings(AT, CollectionConfig::template(index))
+    }
+
+    /// Everything but the namespace and index, set on `base`; `at` names the options in errors.
+    fn into_settings(self, at: &str, base: CollectionConfig) -> SyncResult<CollectionConfig> {
         let mut body = serde_json::Map::new();
         for (key, value) in [("settings", self.settings), ("mappings", self.mappings)] {
             match value {
                 Some(v @ serde_json::Value::Object(_)) => {
                     body.insert(key.to_string(), v);
                 }
-                Some(_) => return Err(SyncError::config(format!("collections[{i}].{key}: must be an object"))),
+                Some(_) => return Err(SyncError::config(format!("{at}.{key}: must be an object"))),
                 None => {}
             }
         }
-        let fields = self.fields.map(|f| field_rules(i, &namespace, f)).transpose()?.unwrap_or_default();
+        let fields = self.fields.map(|f| field_rules(at, f)).transpose()?.unwrap_or_default();
         Ok(CollectionConfig {
-            namespace,
-            index,
             index_body: (!body.is_empty()).then_some(serde_json::Value::Object(body)),
             pipeline: self.pipeline,
             routing: self.routing,
@@ -231,27 +273,28 @@ impl CollectionOptions {
             fields,
             operations: match self.operations {
                 None => OperationFilter::default(),
-                Some(list) => operation_filter(i, &list)?,
+                Some(list) => operation_filter(at, &list)?,
             },
             filter: match self.filter {
                 None => None,
                 Some(json @ serde_json::Value::Object(_)) => match mongodb::bson::Bson::try_from(json) {
                     Ok(mongodb::bson::Bson::Document(d)) => Some(d),
-                    Ok(_) => return Err(SyncError::config(format!("collections[{i}].filter: must be an object"))),
-                    Err(e) => return Err(SyncError::config(format!("collections[{i}].filter: {e}"))),
+                    Ok(_) => return Err(SyncError::config(format!("{at}.filter: must be an object"))),
+                    Err(e) => return Err(SyncError::config(format!("{at}.filter: {e}"))),
                 },
-                Some(_) => return Err(SyncError::config(format!("collections[{i}].filter: must be an object"))),
+                Some(_) => return Err(SyncError::config(format!("{at}.filter: must be an object"))),
             },
+            ..base
         })
     }
 }
 
-fn field_rules(i: usize, namespace: &Namespace, f: FieldOptions) -> SyncResult<FieldRules> {
+fn field_rules(at: &str, f: FieldOptions) -> SyncResult<FieldRules> {
     let check = |what: &str, path: &str| {
         if path.is_empty() || path.split('.').any(str::is_empty) {
-            Err(SyncError::config(format!("collections[{i}].fields.{what}: \"{path}\" is not a dotted field path")))
+            Err(SyncError::config(format!("{at}.fields.{what}: \"{path}\" is not a dotted field path")))
         } else if path == "_id" || path.starts_with("_id.") {
-            Err(SyncError::config(format!("collections[{i}].fields.{what}: the _id is not a source field (see keepIdAs)")))
+            Err(SyncError::config(format!("{at}.fields.{what}: the _id is not a source field (see keepIdAs)")))
         } else {
             Ok(())
         }
@@ -278,14 +321,14 @@ fn field_rules(i: usize, namespace: &Namespace, f: FieldOptions) -> SyncResult<F
                 check("add", &path)?;
                 let value = match value {
                     serde_json::Value::String(text) if text.starts_with('$') => match text.as_str() {
-                        "$namespace" => AddedValue::Constant(namespace.to_string().into()),
-                        "$db" => AddedValue::Constant(namespace.db.clone().into()),
-                        "$collection" => AddedValue::Constant(namespace.coll.clone().into()),
+                        "$namespace" => AddedValue::Namespace,
+                        "$db" => AddedValue::Database,
+                        "$collection" => AddedValue::Collection,
                         "$syncedAt" => AddedValue::SyncedAt,
                         literal if literal.starts_with("$$") => AddedValue::Constant(literal[1..].into()),
                         other => {
                             return Err(SyncError::config(format!(
-                                "collections[{i}].fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
+                                "{at}.fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
                             )))
                         }
                     },
@@ -294,18 +337,18 @@ fn field_rules(i: usize, namespace: &Namespace, f: FieldOptions) -> SyncResult<F
                 add.push((path, value));
             }
         }
-        Some(_) => return Err(SyncError::config(format!("collections[{i}].fields.add: must be an object of {{ path: value }}"))),
+        Some(_) => return Err(SyncError::config(format!("{at}.fields.add: must be an object of {{ path: value }}"))),
     }
     let flatten = match f.flatten {
         None | Some(Either::A(false)) => None,
         Some(Either::A(true)) => Some(".".to_string()),
         Some(Either::B(separator)) if !separator.is_empty() => Some(separator),
-        Some(Either::B(_)) => return Err(SyncError::config(format!("collections[{i}].fields.flatten: the separator must not be empty"))),
+        Some(Either::B(_)) => return Err(SyncError::config(format!("{at}.fields.flatten: the separator must not be empty"))),
     };
     Ok(FieldRules { include, exclude, rename, add, flatten })
 }
 
-fn operation_filter(i: usize, list: &[String]) -> SyncResult<OperationFilter> {
+fn operation_filter(at: &str, list: &[String]) -> SyncResult<OperationFilter> {
     let mut filter = OperationFilter { insert: false, update: false, replace: false, delete: false };
     for op in list {
         match op.as_str() {
@@ -315,7 +358,7 @@ fn operation_filter(i: usize, list: &[String]) -> SyncResult<OperationFilter> {
             "delete" => filter.delete = true,
             other => {
                 return Err(SyncError::config(format!(
-                    "collections[{i}].operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"
+                    "{at}.operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"
                 )))
             }
         }
@@ -369,7 +412,10 @@ fn discovery(options: NamespaceOptions, template: &str) -> SyncResult<Discovery>
     Ok(Discovery {
         include: compile("include", options.include)?,
         exclude: compile("exclude", options.exclude.unwrap_or_default())?,
-        index_template: template.to_string(),
+        defaults: match options.defaults {
+            None => CollectionConfig::template(template.to_string()),
+            Some(value) => parse::<CollectionOptions>("namespaces.defaults", value)?.into_defaults(template)?,
+        },
         interval: ms(options.discovery_interval_ms.unwrap_or(10_000)),
     })
 }

@@ -110,7 +110,7 @@ pub fn outputs_config(outputs: Option<Vec<serde_json::Value>>) -> SyncResult<Vec
     outputs.into_iter().enumerate().map(|(i, value)| output_config(&format!("outputs[{i}]"), value)).collect()
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(field: &str, value: serde_json::Value) -> SyncResult<T> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(field: &str, value: serde_json::Value) -> SyncResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." { field.to_string() } else { format!("{field}.{path}") };

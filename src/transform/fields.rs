@@ -24,11 +24,34 @@ pub enum AddedValue {
     Constant(Value),
     /// The time the document was converted, RFC 3339 with milliseconds.
     SyncedAt,
+    /// `db.collection`, `db` or `collection` of the document's collection: settings written
+    /// for many collections hold these, and [`FieldRules::for_namespace`] makes them constants.
+    Namespace,
+    Database,
+    Collection,
 }
 
 impl FieldRules {
     pub fn is_empty(&self) -> bool {
         self.include.is_empty() && self.exclude.is_empty() && self.rename.is_empty() && self.add.is_empty() && self.flatten.is_none()
+    }
+
+    /// These rules for the collection `ns`: its name parts become constants.
+    pub fn for_namespace(&self, ns: &crate::config::Namespace) -> FieldRules {
+        let add = self
+            .add
+            .iter()
+            .map(|(path, value)| {
+                let value = match value {
+                    AddedValue::Namespace => AddedValue::Constant(ns.to_string().into()),
+                    AddedValue::Database => AddedValue::Constant(ns.db.clone().into()),
+                    AddedValue::Collection => AddedValue::Constant(ns.coll.clone().into()),
+                    other => other.clone(),
+                };
+                (path.clone(), value)
+            })
+            .collect();
+        FieldRules { add, ..self.clone() }
     }
 
     pub fn apply(&self, source: &mut Map<String, Value>) {
@@ -53,6 +76,8 @@ impl FieldRules {
                 let value = match value {
                     AddedValue::Constant(v) => v.clone(),
                     AddedValue::SyncedAt => Value::String(now.try_to_rfc3339_string().unwrap_or_default()),
+                    // Every collection's rules went through `for_namespace` before it runs.
+                    AddedValue::Namespace | AddedValue::Database | AddedValue::Collection => continue,
                 };
                 put(source, &path.split('.').collect::<Vec<_>>(), value);
             }
