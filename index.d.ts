@@ -270,8 +270,9 @@ export interface SyncOptions {
   onRename?: 'move' | 'recopy' | 'ignore'
   /**
    * When the saved position is gone from the oplog (default `'fail'`: stop with
-   * `ERR_HISTORY_LOST`). `'resync'` copies again into `<index>-<n>` while the old index stays
-   * readable, then points the alias `<index>` at the new index and drops the old one.
+   * `ERR_HISTORY_LOST`), or a change event over 16 MB blocks the stream (`ERR_EVENT_TOO_LARGE`).
+   * `'resync'` copies again into `<index>-<n>` while the old index stays readable, then points
+   * the alias `<index>` at the new index and drops the old one.
    */
   onHistoryLost?: 'fail' | 'resync'
   /** Also write dead letters (id, reason, document) into this index. */

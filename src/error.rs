@@ -23,6 +23,9 @@ pub enum ErrorCode {
     Output,
     /// The saved resume point is no longer in the change stream history, or is invalid.
     HistoryLost,
+    /// A change event is over MongoDB's 16 MB limit: the server cannot return it, so the change
+    /// stream cannot move past it.
+    EventTooLarge,
     /// Reading or writing the checkpoint failed.
     Checkpoint,
     /// A bug or an unexpected server reply.
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::OutputUnreachable => "ERR_OUTPUT_UNREACHABLE",
             ErrorCode::Output => "ERR_OUTPUT",
             ErrorCode::HistoryLost => "ERR_HISTORY_LOST",
+            ErrorCode::EventTooLarge => "ERR_EVENT_TOO_LARGE",
             ErrorCode::Checkpoint => "ERR_CHECKPOINT",
             ErrorCode::Internal => "ERR_INTERNAL",
         }

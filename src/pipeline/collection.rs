@@ -194,7 +194,8 @@ impl<'a> CollectionSync<'a> {
                     }
                 }
                 Err(e) if e.code == ErrorCode::State && self.ctx.cancel.is_cancelled() => return Ok(()),
-                Err(e) if e.code == ErrorCode::HistoryLost && self.ctx.config.on_history_lost == HistoryLostPolicy::Resync => {
+                // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
+                Err(e) if matches!(e.code, ErrorCode::HistoryLost | ErrorCode::EventTooLarge) && self.ctx.config.on_history_lost == HistoryLostPolicy::Resync => {
                     begin_resync(self.ctx, self.config, &mut self.checkpoint, &e).await?;
                 }
                 Err(e) => return Err(e),
