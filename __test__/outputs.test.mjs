@@ -1259,6 +1259,49 @@ test('outputs', async (t) => {
     assert.ok(dropped >= atKill - before, `the restarted sync published the ${atKill - before} messages since round 1 again (sent ${sent})`)
   })
 
+  await t.test('nats: a record over the server\'s max_payload is dead-lettered (not retried forever), the rest goes on', async (t) => {
+    const nats = await natsJetStream()
+    const u = unique('natsbig')
+    const stream = `MES_TEST_${u.toUpperCase()}`
+    t.after(async () => {
+      await nats.jsm.streams.delete(stream).catch(() => {})
+      await nats.nc.close()
+    })
+    const maxPayload = nats.nc.info.max_payload
+    const { coll, namespace, index } = await collectionWith('natsbig', [makeDoc(0), { _id: 'big', blob: 'x'.repeat(maxPayload) }, makeDoc(1)])
+    const dlq = `${index}-dlq`
+    const { events } = await startStreaming(t, {
+      name: unique('natsbig'),
+      mongo,
+      outputs: [{ type: 'nats', url: NATS_URL, subject: `test_${u}.{db}.{coll}`, stream }],
+      collections: [{ namespace, index }],
+      deadLetterIndex: dlq,
+      batch: { flushIntervalMs: 100 },
+    })
+    // Streamed: the big document again (with its full document), then a small insert.
+    await coll.updateOne({ _id: 'big' }, { $set: { n: 1 } })
+    await coll.insertOne(makeDoc(2))
+    // A batch's dead letters are recorded after its writes: wait for both.
+    const records = await waitFor('the insert after the big update, and two dead letters', async () => {
+      const r = (await readStream(nats, stream)).map((m) => parseRecord(m.text))
+      const lettered = r.filter((x) => x.operation === 'deadLetter').length >= 2 && events.filter((e) => e.type === 'deadLetter').length >= 2
+      return r.some((x) => x.operation === 'insert' && x.id === '2') && lettered && r
+    })
+    assert.deepEqual(records.filter((r) => r.index === index).map((r) => `${r.operation} ${r.id}`), ['copy 0', 'copy 1', 'insert 2'])
+    const dead = events.filter((e) => e.type === 'deadLetter')
+    assert.deepEqual(dead.map((e) => e.id), ['big', 'big'], 'the copy and the update of the big document')
+    for (const e of dead) assert.match(e.reason, new RegExp(`nats .*over the server's max_payload of ${maxPayload}`))
+    // Its dead-letter records went to the same output, without the document it could not carry.
+    const letters = records.filter((r) => r.operation === 'deadLetter')
+    assert.equal(letters.length, 2)
+    for (const l of letters) {
+      assert.equal(l.index, dlq)
+      assert.equal(l.document.id, 'big')
+      assert.equal(l.document.document, null)
+    }
+    assert.ok(!events.some((e) => e.type === 'retry'), 'nothing was retried')
+  })
+
   await t.test('fan-out: Elasticsearch and a file get the same changes', async (t) => {
     const N = 100
     const { coll, namespace, index } = await collectionWith('fan', Array.from({ length: N }, (_, i) => makeDoc(i)))

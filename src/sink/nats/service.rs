@@ -54,6 +54,12 @@ impl NatsTransport {
     }
 }
 
+/// Bytes a record takes on the wire as the client counts them against `max_payload`: the
+/// header block ("NATS/1.0\r\n", "Nats-Msg-Id: <key>\r\n", "\r\n") and the payload.
+fn message_size(record: &Record) -> usize {
+    "NATS/1.0\r\n".len() + "Nats-Msg-Id".len() + ": \r\n".len() + record.key.len() + "\r\n".len() + record.line.len()
+}
+
 #[async_trait]
 impl RecordTransport for NatsTransport {
     fn describe(&self) -> String {
@@ -62,6 +68,14 @@ impl RecordTransport for NatsTransport {
 
     async fn open(&self) -> Result<(), String> {
         self.jetstream.get_or_try_init(|| self.connect()).await.map(drop)
+    }
+
+    /// A message over the server's `max_payload` (1 MiB by default) is refused by the client
+    /// every time: the record is dead-lettered rather than retried forever.
+    fn refuses(&self, record: &Record) -> Option<String> {
+        let max_payload = self.jetstream.get()?.client().max_payload();
+        let size = message_size(record);
+        (size > max_payload).then(|| format!("the record is {size} bytes with its headers, over the server's max_payload of {max_payload}"))
     }
 
     /// Publishes every record, then waits for all of JetStream's acknowledgements. The client

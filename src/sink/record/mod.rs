@@ -49,6 +49,13 @@ pub trait RecordTransport: Send + Sync {
     /// A failure is retried with the same records (the transport must not leave half of them).
     async fn send(&self, records: &[Record]) -> Result<(), String>;
 
+    /// Why the destination cannot carry `record` at all (e.g. it is over a size limit), if so.
+    /// Such a record is never sent (retrying it would block the sync): its document is
+    /// dead-lettered instead.
+    fn refuses(&self, _record: &Record) -> Option<String> {
+        None
+    }
+
     /// Ends the delivery when the sync stops; see [`Sink::close`].
     async fn close(&self) -> Result<(), String> {
         Ok(())
@@ -103,20 +110,39 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
 
     /// Every change is recorded, in order (no coalescing: a consumer may want each one).
     async fn write(&self, namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
-        let records: Vec<Record> = writes.iter().map(|w| document_record(namespace, target, w)).collect();
-        self.deliver(&records).await?;
         let mut report = WriteReport::default();
+        let mut records = Vec::with_capacity(writes.len());
         for w in &writes {
+            let record = document_record(namespace, target, w);
+            if let Some(reason) = self.transport.refuses(&record) {
+                // The document is not attached: it is what the output cannot carry.
+                report.outcome.dead_letters += 1;
+                report.dead_letters.push(Rejected::new(w.id.clone(), format!("{}: {reason}", self.transport.describe())));
+                continue;
+            }
             match w.op {
                 WriteOp::Index(_) => report.outcome.indexed += 1,
                 WriteOp::Delete => report.outcome.deleted += 1,
             }
+            records.push(record);
         }
+        self.deliver(&records).await?;
         Ok(report)
     }
 
     async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, rejected: &[Rejected]) -> SyncResult<()> {
-        self.deliver(&dead_letter_records(dlq, namespace, index, rejected)).await
+        let mut records = dead_letter_records(dlq, namespace, index, rejected);
+        for (record, r) in records.iter_mut().zip(rejected) {
+            if let Some(reason) = self.transport.refuses(record) {
+                let slim = Rejected { reason: format!("{}; the document is left out of this record: {reason}", r.reason), document: None, ..r.clone() };
+                *record = dead_letter_records(dlq, namespace, index, std::slice::from_ref(&slim)).pop().expect("one record per dead letter");
+                if let Some(reason) = self.transport.refuses(record) {
+                    let what = format!("the dead letter of {namespace} {} cannot be recorded in {}, even without its document", r.id, self.transport.describe());
+                    return Err(SyncError::new(ErrorCode::Output, format!("{what}: {reason}")));
+                }
+            }
+        }
+        self.deliver(&records).await
     }
 
     async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
@@ -128,5 +154,83 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
             .close()
             .await
             .map_err(|e| SyncError::new(ErrorCode::Output, format!("closing the output {}: {e}", self.transport.describe())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::RetryConfig;
+    use crate::event::EventBus;
+    use crate::stats::Stats;
+    use crate::transform::Operation;
+
+    /// Keeps what it is sent; refuses lines over `limit` bytes, as a size-limited broker does.
+    struct Limited {
+        limit: usize,
+        sent: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl RecordTransport for Limited {
+        fn describe(&self) -> String {
+            "limited".into()
+        }
+        async fn open(&self) -> Result<(), String> {
+            Ok(())
+        }
+        async fn send(&self, records: &[Record]) -> Result<(), String> {
+            if let Some(r) = records.iter().find(|r| r.line.len() > self.limit) {
+                return Err(format!("{} bytes sent past the limit", r.line.len()));
+            }
+            self.sent.lock().unwrap().extend(records.iter().map(|r| String::from_utf8(r.line.clone()).unwrap()));
+            Ok(())
+        }
+        fn refuses(&self, record: &Record) -> Option<String> {
+            (record.line.len() > self.limit).then(|| format!("over {} bytes", self.limit))
+        }
+    }
+
+    fn sink(limit: usize) -> RecordSink<Limited> {
+        let retry = RetryConfig { max_attempts: Some(1), ..RetryConfig::default() };
+        let ctx = SinkContext { retry, events: EventBus::default(), stats: Arc::new(Stats::default()), cancel: Default::default() };
+        RecordSink::new(Limited { limit, sent: Mutex::new(Vec::new()) }, &ctx)
+    }
+
+    fn insert(id: &str, body: &str) -> DocumentWrite {
+        DocumentWrite { id: id.into(), routing: None, version: 1, op: WriteOp::Index(body.as_bytes().to_vec()), operation: Operation::Insert, position: None }
+    }
+
+    #[tokio::test]
+    async fn records_the_output_refuses_become_dead_letters_and_the_rest_is_sent() {
+        let sink = sink(300);
+        let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(400));
+        let report = sink.write("db.c", &Target::index("c"), vec![insert("a", "{}"), insert("big", &big), insert("b", "{}")]).await.unwrap();
+        assert_eq!((report.outcome.indexed, report.outcome.dead_letters), (2, 1));
+        assert_eq!(report.dead_letters[0].id, "big");
+        assert_eq!(report.dead_letters[0].reason, "limited: over 300 bytes");
+        let sent = sink.transport.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|line| !line.contains("xxx")));
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_too_large_with_its_document_is_recorded_without_it() {
+        let sink = sink(400);
+        let rejected = [Rejected::new("small", "bad").with_document("{}".into()), Rejected::new("big", "transform failed").with_document("y".repeat(500))];
+        sink.write_dead_letters("dlq", "db.c", "c", &rejected).await.unwrap();
+        let sent = sink.transport.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        let letters: Vec<serde_json::Value> = sent.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(letters[0]["document"]["document"], "{}");
+        assert_eq!(letters[1]["document"]["document"], serde_json::Value::Null);
+        assert_eq!(letters[1]["document"]["reason"], "transform failed; the document is left out of this record: over 400 bytes");
+        // An output too small for even that fails, rather than retrying forever.
+        let tiny = super::tests::sink(100);
+        let err = tiny.write_dead_letters("dlq", "db.c", "c", &rejected[..1]).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Output);
+        assert!(err.message.contains("cannot be recorded in limited, even without its document"), "{}", err.message);
     }
 }
