@@ -149,6 +149,8 @@ test('document shaping', async (t) => {
     const dbName = unique('nsd')
     const db = ctx.mongo.db(dbName)
     await db.collection('a').insertMany([{ _id: 1, v: 1, secret: 's', keep: true }, { _id: 2, v: 2, keep: false }])
+    // Its name cannot be part of an index name: passed over with one warning, the others go on.
+    await db.collection('has space').insertOne({ _id: 1, keep: true })
     const prefix = unique('nsd')
     const { events } = await startStreaming(t, {
       name: unique('nsd'),
@@ -178,6 +180,10 @@ test('document shaping', async (t) => {
       got.b = await docsOf('b')
       return isDeepStrictEqual(got, want)
     }, 30000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(got)}`))
+    const passedOver = events.filter((e) => e.type === 'warning' && e.namespace === `${dbName}.has space`)
+    assert.equal(passedOver.length, 1, 'warned once, not at every look for new collections')
+    assert.match(passedOver[0].message, /is not synced: namespaces\.defaults\.index: index name ".*has space" contains ' '/)
+    assert.ok(!events.some((e) => e.type === 'change' && e.namespace === `${dbName}.has space`))
   })
 
   await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {

@@ -262,7 +262,7 @@ impl CollectionConfig {
     }
 
     /// Checks the names and the index body; `at` names the settings in errors.
-    fn validate(&self, at: &str) -> SyncResult<()> {
+    pub fn validate(&self, at: &str) -> SyncResult<()> {
         let field = |path: &str, msg: String| SyncError::config(format!("{at}.{path}: {msg}"));
         check_index_name(&self.index).map_err(|m| field("index", m))?;
         if let Some(alias) = &self.alias {

@@ -186,13 +186,14 @@ impl SyncEngine {
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         let mut seen_at = None;
+        let mut known: HashSet<Namespace> = config.collections.iter().map(|c| c.namespace.clone()).collect();
         if let Some(discovery) = &config.discovery {
-            let listed: HashSet<Namespace> = config.collections.iter().map(|c| c.namespace.clone()).collect();
-            let (found, now) = discover(&ctx, discovery, &listed, None).await?;
+            let (found, now) = discover(&ctx, discovery, &mut known, None).await?;
+            known.extend(found.iter().map(|(c, _, _)| c.namespace.clone()));
             collections.extend(found);
             seen_at = Some(now);
         }
-        Ok(Prepared { ctx, collections, seen_at })
+        Ok(Prepared { ctx, collections, seen_at, known })
     }
 
     /// Stops reading, writes what was read, saves the checkpoint. Idempotent once started.
@@ -272,12 +273,13 @@ struct Prepared {
     collections: Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>,
     /// With discovery: the cluster time read before the collections were listed.
     seen_at: Option<mongodb::bson::Timestamp>,
+    /// Every collection synced, or found by the patterns and passed over: not to be found again.
+    known: HashSet<Namespace>,
 }
 
 async fn run_all(prepared: Prepared) -> SyncResult<()> {
-    let Prepared { ctx, collections, mut seen_at } = prepared;
+    let Prepared { ctx, collections, mut seen_at, known: mut running } = prepared;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut running: HashSet<Namespace> = HashSet::new();
     let spawn = |tasks: &mut tokio::task::JoinSet<SyncResult<()>>, config: CollectionConfig, checkpoint, opened_stream| {
         let ctx = ctx.clone();
         tasks.spawn(async move { CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await });
@@ -304,7 +306,7 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
             }
             _ = poll.tick(), if discovery.is_some() && !ctx.cancel.is_cancelled() => {
                 let discovery = discovery.expect("polling only with discovery");
-                match discover(&ctx, discovery, &running, seen_at).await {
+                match discover(&ctx, discovery, &mut running, seen_at).await {
                     Ok((found, now)) => {
                         seen_at = Some(now);
                         for (config, checkpoint, opened_stream) in found {
@@ -339,21 +341,32 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
     }
 }
 
-/// Collections that match the patterns and do not run yet, prepared; and the cluster time read
-/// before listing them (a collection found next time did not exist before that time).
+/// Collections that match the patterns and are not `known` yet, prepared; and the cluster time
+/// read before listing them (a collection found next time did not exist before that time).
+/// One whose settings from `namespaces.defaults` are unusable (its name makes an invalid index
+/// name) is passed over with a warning, once: it is added to `known`.
 async fn discover(
     ctx: &Context,
     discovery: &Discovery,
-    running: &HashSet<Namespace>,
+    known: &mut HashSet<Namespace>,
     seen_at: Option<mongodb::bson::Timestamp>,
 ) -> SyncResult<(Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>, mongodb::bson::Timestamp)> {
     let now = change_stream::cluster_time(&ctx.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?;
     let mut found = Vec::new();
     for ns in discovery::list(&ctx.client, discovery, &ctx.config).await? {
-        if running.contains(&ns) {
+        if known.contains(&ns) {
             continue;
         }
-        let config = ctx.config.collections.iter().find(|c| c.namespace == ns).cloned().unwrap_or_else(|| discovery.collection(ns));
+        // Listed collections are known from the start: a found one takes the defaults.
+        let config = discovery.collection(ns.clone());
+        if let Err(e) = config.validate("namespaces.defaults") {
+            ctx.events.emit(SyncEvent::Warning {
+                namespace: ns.to_string(),
+                message: format!("matches namespaces.include but is not synced: {}; list it in collections with an index of its own", e.message),
+            });
+            known.insert(ns);
+            continue;
+        }
         let (checkpoint, opened_stream) = prepare_collection(ctx, &config, seen_at).await?;
         found.push((config, checkpoint, opened_stream));
     }
