@@ -98,14 +98,14 @@ test('change types and ordering', async (t) => {
   })
 
   for (const onRename of ['move', 'recopy']) {
-    await t.test(`rename with onRename: '${onRename}' puts the documents in the new name's index`, async () => {
-      const { db, coll, index, events } = await running(`ren_${onRename}`, { onRename, docs: 30 })
+    await t.test(`rename with onRename: '${onRename}' puts the documents in the new name's index (from indexTemplate)`, async () => {
+      const { db, coll, index, events } = await running(`ren_${onRename}`, { onRename, docs: 30, indexTemplate: 'renamed-{coll}' })
       const target = unique(`renamed_${onRename}`)
       const renamed = waitFor('rename event', () => events.find((e) => e.type === 'change' && e.operation === 'rename'))
       await coll.rename(target)
       const event = await renamed
       assert.equal(event.to, `${db.databaseName}.${target}`)
-      const moved = await esDocs(ctx.esUrl, target)
+      const moved = await esDocs(ctx.esUrl, `renamed-${target}`)
       assert.equal(moved.size, 30)
       assert.equal((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body.count, 0)
     })

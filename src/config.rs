@@ -18,6 +18,8 @@ pub struct SyncConfig {
     /// Where synced data goes; several outputs all get everything.
     pub outputs: Vec<OutputConfig>,
     pub collections: Vec<CollectionConfig>,
+    /// The index of a collection without one (`{db}` and `{coll}` filled in), e.g. a rename's target.
+    pub index_template: String,
     /// Collections chosen by name patterns, including ones created while the sync runs.
     pub discovery: Option<Discovery>,
     pub checkpoint: CheckpointConfig,
@@ -386,6 +388,18 @@ pub fn check_index_name(name: &str) -> Result<(), String> {
 }
 
 impl SyncConfig {
+    /// The index of `ns` (which may not be synced, e.g. a rename's target): its own when listed,
+    /// from `namespaces.defaults` when the patterns match it, else from `index_template`.
+    pub fn index_for(&self, ns: &Namespace) -> String {
+        if let Some(c) = self.collections.iter().find(|c| &c.namespace == ns) {
+            return c.index.clone();
+        }
+        match &self.discovery {
+            Some(d) if d.matches(ns) => d.collection(ns.clone()).index,
+            _ => index_from_template(&self.index_template, ns),
+        }
+    }
+
     pub fn validate(&self) -> SyncResult<()> {
         let field = |path: &str, msg: String| SyncError::config(format!("{path}: {msg}"));
         if self.name.trim().is_empty() {
@@ -481,11 +495,6 @@ impl SyncConfig {
     }
 }
 
-/// The index a collection goes to when none is configured: its name, lowercased.
-pub fn default_index_name(ns: &Namespace) -> String {
-    index_from_template(DEFAULT_INDEX_TEMPLATE, ns)
-}
-
 pub const DEFAULT_INDEX_TEMPLATE: &str = "{coll}";
 
 /// Fills `{db}` and `{coll}` in an index name template, lowercased.
@@ -519,7 +528,7 @@ mod tests {
     fn index_templates_fill_database_and_collection() {
         let ns = Namespace::parse("Shop.Orders").unwrap();
         assert_eq!(index_from_template("{db}-{coll}-v1", &ns), "shop-orders-v1");
-        assert_eq!(default_index_name(&ns), "orders");
+        assert_eq!(index_from_template(DEFAULT_INDEX_TEMPLATE, &ns), "orders");
     }
 
     #[test]

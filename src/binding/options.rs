@@ -505,6 +505,7 @@ impl SyncOptions {
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
             outputs: outputs_config(self.outputs)?,
             collections,
+            index_template: template.to_string(),
             discovery: self.namespaces.map(|n| discovery(n, template)).transpose()?,
             checkpoint,
             batch,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{commit, Batch, Room};
 use super::{Context, Flow};
 use crate::checkpoint::{CollectionCheckpoint, CopyRange};
-use crate::config::{default_index_name, BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
+use crate::config::{BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::source::change_stream::{self, CollectionStream, ReadAhead, StreamItem, StreamStart};
@@ -606,12 +606,7 @@ impl<'a> CollectionSync<'a> {
         };
         match (operation, &to) {
             ("rename", Some(to_ns)) => {
-                let to_index = ctx
-                    .config
-                    .collections
-                    .iter()
-                    .find(|c| &c.namespace == to_ns)
-                    .map_or_else(|| default_index_name(to_ns), |c| c.index.clone());
+                let to_index = ctx.config.index_for(to_ns);
                 if to_index != index && ctx.config.on_rename != RenamePolicy::Ignore {
                     ctx.sink.prepare_index(&to_index, None).await?;
                     match ctx.config.on_rename {
