@@ -373,6 +373,10 @@ async fn discover(
     Ok((found, now))
 }
 
+/// Connections to MongoDB when the URI sets no `maxPoolSize`: room for about this many
+/// collections' change streams, copy readers and checkpoint writes, plus one per listed collection.
+const DEFAULT_MAX_POOL_SIZE: u32 = 100;
+
 async fn connect_mongo(config: &SyncConfig, events: &EventBus) -> SyncResult<Client> {
     let uri = config.mongo.uri.expose();
     let unreachable = |msg: String| SyncError::new(ErrorCode::MongoUnreachable, format!("cannot connect to MongoDB at {}: {msg}", redact_uri(uri)));
@@ -402,6 +406,9 @@ async fn connect_mongo(config: &SyncConfig, events: &EventBus) -> SyncResult<Cli
     }
     options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
     options.connect_timeout.get_or_insert(Duration::from_secs(10));
+    // Every followed collection keeps a getMore waiting on a connection of its own; with the
+    // driver's 10, collections past the tenth would wait their turn (seen as +500 ms latency).
+    options.max_pool_size.get_or_insert(DEFAULT_MAX_POOL_SIZE + config.collections.len() as u32);
     options.app_name.get_or_insert_with(|| "mongo-elastic-sync".to_string());
     let client = Client::with_options(options).map_err(|e| unreachable(crate::error::cause_chain(&e)))?;
     client
