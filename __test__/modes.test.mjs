@@ -64,6 +64,37 @@ test('modes', async (t) => {
     assert.equal(sync.stats().copied, 0)
   })
 
+  await t.test("mode 'stream': a change made as soon as start() resolves is synced, in every collection", async () => {
+    const db = ctx.mongo.db(unique('streamnow'))
+    const names = Array.from({ length: 12 }, (_, i) => `c${i}`)
+    for (const n of names) await db.collection(n).insertOne({ _id: 'before' })
+    const prefix = unique('streamnow')
+    const syncName = unique('streamnow')
+    const sync = new MongoElasticSync({
+      name: syncName,
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: names.map((n) => `${db.databaseName}.${n}`),
+      indexTemplate: `${prefix}-{coll}`,
+      mode: 'stream',
+      batch: { flushIntervalMs: 100 },
+    })
+    t.after(() => sync.stop().catch(() => {}))
+    await sync.start()
+    // "Now" is the moment start() resolved, for every collection, however late its task runs:
+    // each collection's start point is saved by then.
+    const checkpoints = ctx.mongo.db('mongo_elastic_sync').collection('checkpoints')
+    const saved = await checkpoints.find({ _id: { $in: names.map((n) => `${syncName}:${db.databaseName}.${n}`) } }).toArray()
+    assert.equal(saved.length, names.length, 'a saved start point for every collection when start() resolves')
+    for (const n of names) await db.collection(n).insertOne({ _id: 'after' })
+    await waitFor('every collection\'s change', async () => {
+      const all = await Promise.all(names.map((n) => esDocs(ctx.esUrl, `${prefix}-${n}`).catch(() => new Map())))
+      return all.every((d) => d.has('after'))
+    }, 30000)
+    const all = await Promise.all(names.map((n) => esDocs(ctx.esUrl, `${prefix}-${n}`)))
+    assert.ok(all.every((d) => d.size === 1), 'nothing from before start() was copied')
+  })
+
   await t.test("mode 'stream' with startAt replays the changes made since then", async () => {
     const { coll, index, sync } = create('startat', { mode: 'stream', startAt: new Date(Date.now() - 2000).toISOString() })
     await coll.insertMany([{ _id: 'before-start-1' }, { _id: 'before-start-2' }])

@@ -180,15 +180,24 @@ impl SyncEngine {
         if let Some(dlq) = &config.dead_letter_index {
             ctx.sink.prepare_dead_letters(dlq).await?;
         }
+        // Stream only: "now" is read once, before start() resolves, so that a change made
+        // right after it is never before a collection's start point.
+        let stream_from = match config.mode {
+            SyncMode::Stream { start_at: Some(at) } => Some(at),
+            SyncMode::Stream { start_at: None } => {
+                Some(change_stream::cluster_time(&client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?)
+            }
+            _ => None,
+        };
         let mut collections = Vec::with_capacity(config.collections.len());
         for c in &config.collections {
-            let (checkpoint, opened_stream) = prepare_collection(&ctx, c, None).await?;
+            let (checkpoint, opened_stream) = prepare_collection(&ctx, c, stream_from).await?;
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         let mut seen_at = None;
         let mut known: HashSet<Namespace> = config.collections.iter().map(|c| c.namespace.clone()).collect();
         if let Some(discovery) = &config.discovery {
-            let (found, now) = discover(&ctx, discovery, &mut known, None).await?;
+            let (found, now) = discover(&ctx, discovery, &mut known, stream_from).await?;
             known.extend(found.iter().map(|(c, _, _)| c.namespace.clone()));
             collections.extend(found);
             seen_at = Some(now);
@@ -230,8 +239,9 @@ impl SyncEngine {
 
 /// Loads a collection's checkpoint and prepares its index. A saved stream position is checked
 /// now, so that lost history fails `start()` (or, with `onHistoryLost: 'resync'`, starts the
-/// re-copy at once). `stream_from`: a collection found while the sync runs, in stream mode,
-/// is followed from the last moment it was known not to be there, so none of its changes is missed.
+/// re-copy at once). `stream_from`, in stream mode, for a collection without a saved position:
+/// where it is followed from (`startAt` or the time of `start()`; for a collection found while
+/// the sync runs, the last moment it was known not to be there), so none of its changes is missed.
 async fn prepare_collection(
     ctx: &Context,
     c: &CollectionConfig,
