@@ -2,7 +2,7 @@
 // Benchmark harness: raw limits, initial copy, engine overhead and stream latency of this engine
 // against a plain Node script and mongo2elastic, on one generated dataset, in one run.
 //
-//   node bench/run.js [--docs N] [--only copy,overhead,stream] [--skip-mongo2elastic]
+//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections] [--skip-mongo2elastic]
 //                     [--stream-docs N] [--updates N] [--seed N] [--verbose]
 //                     [--rounds N] [--addon DIR] [--out NAME]
 //
@@ -57,14 +57,14 @@ function parseArgs(argv) {
     else if (a === '--help' || a === '-h') usage()
     else usage(`unknown argument ${a}`)
   }
-  for (const s of o.only || []) if (!['copy', 'overhead', 'stream'].includes(s)) usage(`--only: unknown part ${s}`)
+  for (const s of o.only || []) if (!['copy', 'overhead', 'stream', 'collections'].includes(s)) usage(`--only: unknown part ${s}`)
   o.streamDocs = Math.min(o.streamDocs, o.docs)
   return o
 }
 
 function usage(msg) {
   if (msg) log(`bench: ${msg}`)
-  log('usage: node bench/run.js [--docs N] [--only copy,overhead,stream] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]')
+  log('usage: node bench/run.js [--docs N] [--only copy,overhead,stream,collections] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]')
   process.exit(msg ? 2 : 0)
 }
 
@@ -111,6 +111,7 @@ async function main() {
   const { esRequest, countDocs, deleteIndex } = require('./lib/es')
   const { startFakeEs } = require('./lib/fake-es')
   const { measureLatency, waitForProbe } = require('./lib/latency')
+  const { measureManyCollections } = require('./lib/many-collections')
   const { addonInfo } = require('./lib/addon-info')
   const { render } = require('./lib/report')
 
@@ -518,6 +519,13 @@ async function main() {
               return r
             })
       }
+    }
+
+    // ---- 5. many collections ----------------------------------------------------------------------
+    if (wants('collections')) {
+      results.collections = await step('many collections: one change among 40 followed collections, default pool vs maxPoolSize=10', () =>
+        withTimeout(measureManyCollections({ addonPath: addonDir, mongoUrl, db, checkpointDb: dbName, runId }), 300000, 'many collections'),
+      )
     }
   } finally {
     await withTimeout(cleanup(), 30000, 'cleanup').catch((e) => log(e.message))

@@ -136,6 +136,21 @@ function render(r) {
     line()
   }
 
+  if (r.collections && !r.collections.error) {
+    const c = r.collections
+    line(`## One change among ${num(c.collections)} followed collections`)
+    line()
+    line('| engine | p50 ms | p95 ms | max ms |')
+    line('| --- | ---: | ---: | ---: |')
+    for (const run of c.runs) line(`| ${cell(run.name)} | ${ms(run.p50Ms)} | ${ms(run.p95Ms)} | ${ms(run.maxMs)} |`)
+    line()
+    line(
+      `After one untimed insert per collection (warm-up), ${num(c.probes)} inserts, one at a time every ${num(c.gapMs)} ms, spread over the collections; each timed from just before the insert ` +
+        'to its record in the file output (no Elasticsearch in the path). Every followed collection keeps a change-stream read waiting on a connection of its own.',
+    )
+    line()
+  }
+
   if (r.errors && r.errors.length) {
     line('## Errors')
     line()
