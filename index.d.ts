@@ -212,8 +212,8 @@ export interface StdoutOutput {
 }
 
 export interface SyncErrorInfo {
-  /** Stable code such as `ERR_HISTORY_LOST`. */
-  code: string
+  /** Stable code such as `ERR_HISTORY_LOST` (the `code` of thrown errors too). */
+  code: 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL'
   message: string
 }
 

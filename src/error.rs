@@ -33,6 +33,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Config,
+        ErrorCode::State,
+        ErrorCode::MongoUnreachable,
+        ErrorCode::EsUnreachable,
+        ErrorCode::Mongo,
+        ErrorCode::Elasticsearch,
+        ErrorCode::OutputUnreachable,
+        ErrorCode::Output,
+        ErrorCode::HistoryLost,
+        ErrorCode::EventTooLarge,
+        ErrorCode::Checkpoint,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Config => "ERR_CONFIG",

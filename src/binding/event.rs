@@ -6,7 +6,8 @@ use crate::event::SyncEvent;
 
 #[napi(object)]
 pub struct SyncErrorInfo {
-    /// Stable code such as `ERR_HISTORY_LOST`.
+    /// Stable code such as `ERR_HISTORY_LOST` (the `code` of thrown errors too).
+    #[napi(ts_type = "'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL'")]
     pub code: String,
     pub message: String,
 }
@@ -98,6 +99,22 @@ impl From<&SyncEvent> for SyncEventJs {
             SyncEvent::DeadLetter { namespace, index, id, reason } => SyncEventJs::DeadLetter { namespace, index, id, reason },
             SyncEvent::Change { namespace, operation, to } => SyncEventJs::Change { namespace, operation, to },
             SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::ErrorCode;
+
+    /// The committed `index.d.ts` names every code the engine can give.
+    #[test]
+    fn the_typescript_error_codes_are_complete() {
+        let dts = include_str!("../../index.d.ts");
+        let start = dts.find("export interface SyncErrorInfo").expect("SyncErrorInfo in index.d.ts");
+        let info = &dts[start..start + dts[start..].find('}').expect("end of SyncErrorInfo")];
+        for code in ErrorCode::ALL {
+            assert!(info.contains(&format!("'{}'", code.as_str())), "index.d.ts SyncErrorInfo.code lacks {}", code.as_str());
         }
     }
 }
