@@ -228,7 +228,10 @@ export type SyncEvent =
   | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
-  | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync'; /** The new namespace of a `rename`; the new index of a `resync`. */
+  | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'; /**
+     * The new namespace of a `rename`; the new index of a `resync`; the index of a
+     * collection `discovered` by the `namespaces` patterns.
+     */
   to?: string }
   | { type: 'warning'; namespace: string; message: string }
 

@@ -59,9 +59,10 @@ pub enum SyncEventJs {
     /// A collection-level change and what was done about it (see `onDrop`, `onRename`).
     Change {
         namespace: String,
-        #[napi(ts_type = "'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync'")]
+        #[napi(ts_type = "'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'")]
         operation: String,
-        /// The new namespace of a `rename`; the new index of a `resync`.
+        /// The new namespace of a `rename`; the new index of a `resync`; the index of a
+        /// collection `discovered` by the `namespaces` patterns.
         to: Option<String>,
     },
     Warning { namespace: String, message: String },
