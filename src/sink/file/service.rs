@@ -80,6 +80,11 @@ impl RecordTransport for FileTransport {
         })
         .await
     }
+
+    /// A clean stop leaves every line on disk, whatever the fsync policy was while running.
+    async fn close(&self) -> Result<(), String> {
+        self.blocking(|_, state| state.as_ref().map_or(Ok(()), |active| active.file.sync_all())).await
+    }
 }
 
 impl ActiveFile {
