@@ -72,8 +72,43 @@ impl DocumentHook for JsTransform {
             };
             Ok(match value {
                 Value::Null => None,
-                other => Some(other),
+                mut other => {
+                    integers_as_integers(&mut other);
+                    Some(other)
+                }
             })
         })
+    }
+}
+
+/// JS has one number type, and napi reads an integral number past the 32-bit range back as a
+/// float (`5000000000.0`), which would make Elasticsearch map a new field as `float`. Every
+/// integral number JS can hold exactly becomes an integer again (bigger ones come back as
+/// BigInt, which napi reads exactly).
+fn integers_as_integers(value: &mut Value) {
+    const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER) {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integers_as_integers),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn integral_numbers_from_js_are_integers() {
+        let mut doc = json!({ "mid": 5000000000.0, "neg": -5000000000.0, "f": 1.5, "edge": 9007199254740992.0, "nested": [{ "n": 4294967296.0 }], "s": "5000000000.0" });
+        integers_as_integers(&mut doc);
+        assert_eq!(serde_json::to_string(&doc).unwrap(), r#"{"mid":5000000000,"neg":-5000000000,"f":1.5,"edge":9007199254740992.0,"nested":[{"n":4294967296}],"s":"5000000000.0"}"#);
     }
 }
