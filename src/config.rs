@@ -243,9 +243,7 @@ impl CollectionConfig {
             filter: None,
         }
     }
-}
 
-impl CollectionConfig {
     /// Settings for collections not known yet: the namespace is `{db}.{coll}`, and `index`
     /// and `alias` are templates.
     pub fn template(index_template: String) -> Self {
