@@ -16,8 +16,7 @@ test('change types and ordering', async (t) => {
   const checkpoints = ctx.mongo.db('mongo_elastic_sync').collection('checkpoints')
 
   /** A running sync of one fresh collection holding `docs` documents. */
-  async function running(label, { docs = 20, index = unique(label), ...extra } = {}) {
-    const db = ctx.mongo.db(unique(label))
+  async function running(label, { docs = 20, index = unique(label), db = ctx.mongo.db(unique(label)), ...extra } = {}) {
     const coll = db.collection('c')
     if (docs > 0) await coll.insertMany(Array.from({ length: docs }, (_, i) => ({ _id: i, v: 0 })))
     const options = {
@@ -110,6 +109,32 @@ test('change types and ordering', async (t) => {
       assert.equal((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body.count, 0)
     })
   }
+
+  await t.test("rename with onRename: 'recopy' shapes the documents by the new name's own settings", async () => {
+    const label = 'ren_shape'
+    const target = unique('shaped')
+    const targetIndex = unique('shaped_idx')
+    const db = ctx.mongo.db(unique(label))
+    // The new name is listed with settings of its own: its index and field rules apply to the re-copy.
+    const index = `${unique(label)}_src`
+    const { coll, events } = await running(label, {
+      onRename: 'recopy',
+      docs: 10,
+      index,
+      collections: [
+        { namespace: `${db.databaseName}.c`, index },
+        { namespace: `${db.databaseName}.${target}`, index: targetIndex, fields: { exclude: ['v'], add: { from: '$collection' } } },
+      ],
+      db,
+    })
+    const renamed = waitFor('rename event', () => events.find((e) => e.type === 'change' && e.operation === 'rename'))
+    await coll.rename(target)
+    await renamed
+    const docs = await esDocs(ctx.esUrl, targetIndex)
+    assert.equal(docs.size, 10)
+    for (const [id, source] of docs) assert.deepEqual(source, { from: target }, `document ${id}`)
+    assert.equal((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body.count, 0)
+  })
 
   await t.test('an invalid saved resume token fails start() with ERR_HISTORY_LOST and writes nothing', async () => {
     const { coll, index, options, sync, checkpointId } = await running('lost', { docs: 3 })

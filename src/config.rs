@@ -386,16 +386,19 @@ pub fn check_index_name(name: &str) -> Result<(), String> {
 }
 
 impl SyncConfig {
-    /// The index of `ns` (which may not be synced, e.g. a rename's target): its own when listed,
-    /// from `namespaces.defaults` when the patterns match it, else from `index_template`.
+    /// The settings of `ns` (which may not run yet, e.g. a rename's target): its own when
+    /// listed, from `namespaces.defaults` when the patterns match it, else none.
+    pub fn collection_for(&self, ns: &Namespace) -> Option<CollectionConfig> {
+        match (self.collections.iter().find(|c| &c.namespace == ns), &self.discovery) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(d)) if d.matches(ns) => Some(d.collection(ns.clone())),
+            _ => None,
+        }
+    }
+
+    /// The index of `ns`: from its settings, else from `index_template`.
     pub fn index_for(&self, ns: &Namespace) -> String {
-        if let Some(c) = self.collections.iter().find(|c| &c.namespace == ns) {
-            return c.index.clone();
-        }
-        match &self.discovery {
-            Some(d) if d.matches(ns) => d.collection(ns.clone()).index,
-            _ => index_from_template(&self.index_template, ns),
-        }
+        self.collection_for(ns).map_or_else(|| index_from_template(&self.index_template, ns), |c| c.index)
     }
 
     pub fn validate(&self) -> SyncResult<()> {

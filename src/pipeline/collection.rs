@@ -243,20 +243,20 @@ impl<'a> CollectionSync<'a> {
         self.stream(opened_stream).await
     }
 
-    /// Reads `range` of `collection` for `target`, as this collection's documents.
-    fn range_reader(&self, collection: Collection<Document>, range: CopyRange, index: usize, target: &Target, version: i64) -> RangeReader {
+    /// Reads `range` of `collection` for `target`, shaped by `settings`.
+    fn range_reader(&self, settings: &CollectionConfig, collection: Collection<Document>, range: CopyRange, index: usize, target: &Target, version: i64) -> RangeReader {
         RangeReader {
             collection,
             range,
             index,
-            namespace: self.namespace(),
+            namespace: settings.namespace.to_string(),
             target: target.clone(),
-            routing: self.config.routing.clone(),
+            routing: settings.routing.clone(),
             version,
             limits: self.ctx.config.batch.clone(),
-            convert: self.config.convert.clone(),
-            fields: self.config.fields.clone(),
-            filter: self.config.filter.clone(),
+            convert: settings.convert.clone(),
+            fields: settings.fields.clone(),
+            filter: settings.filter.clone(),
             cancel: self.ctx.cancel.clone(),
         }
     }
@@ -280,7 +280,7 @@ impl<'a> CollectionSync<'a> {
         let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2 * readers);
         let mut reader_tasks = tokio::task::JoinSet::new();
         for (index, range) in self.checkpoint.copy_ranges.iter().enumerate().filter(|(_, r)| !r.done) {
-            let reader = self.range_reader(collection.clone(), range.clone(), index, &target, version);
+            let reader = self.range_reader(self.config, collection.clone(), range.clone(), index, &target, version);
             let tx = tx.clone();
             reader_tasks.spawn(async move {
                 if let Err(e) = reader.read(&tx).await {
@@ -606,12 +606,13 @@ impl<'a> CollectionSync<'a> {
         };
         match (operation, &to) {
             ("rename", Some(to_ns)) => {
+                let to_settings = ctx.config.collection_for(to_ns);
                 let to_index = ctx.config.index_for(to_ns);
                 if to_index != index && ctx.config.on_rename != RenamePolicy::Ignore {
                     ctx.sink.prepare_index(&to_index, None).await?;
                     match ctx.config.on_rename {
                         RenamePolicy::Move => ctx.sink.apply(&change(IndexAction::Reindex { from: index.clone(), to: to_index.clone() })).await?,
-                        _ => self.copy_once(to_ns, &Target::index(to_index.clone()), version).await?,
+                        _ => self.copy_once(to_ns, to_settings.as_ref(), &Target::index(to_index.clone()), version).await?,
                     }
                     ctx.sink.apply(&change(IndexAction::DeleteDocuments { index: index.clone() })).await?;
                 }
@@ -628,13 +629,17 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// A one-off copy of another collection (a rename's target), without checkpoints: if it is
-    /// interrupted, the rename event is not checkpointed and is applied again.
-    async fn copy_once(&self, source: &Namespace, target: &Target, version: i64) -> SyncResult<()> {
+    /// interrupted, the rename event is not checkpointed and is applied again. Its documents are
+    /// shaped by its own `settings` when it has some (listed, or matched by `namespaces`), else
+    /// by this collection's field rules, without this collection's filter and routing.
+    async fn copy_once(&self, source: &Namespace, settings: Option<&CollectionConfig>, target: &Target, version: i64) -> SyncResult<()> {
         let ctx = self.ctx;
         let ns = source.to_string();
         let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
-        // The collection's filter and routing are written for its own documents, not the source's.
-        let reader = RangeReader { namespace: ns.clone(), routing: None, filter: None, ..self.range_reader(collection, CopyRange::default(), 0, target, version) };
+        let reader = match settings {
+            Some(settings) => self.range_reader(settings, collection, CopyRange::default(), 0, target, version),
+            None => RangeReader { namespace: ns.clone(), routing: None, filter: None, ..self.range_reader(self.config, collection, CopyRange::default(), 0, target, version) },
+        };
         let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2);
         let reading = async move {
             let result = reader.read(&tx).await;
