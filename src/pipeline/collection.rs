@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{commit, Batch, Room};
-use super::{Context, Flow};
+use super::{cluster_now, stream_start, Context, Flow};
 use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
@@ -205,22 +205,15 @@ impl<'a> CollectionSync<'a> {
 
     async fn run_phases(&mut self, opened_stream: Option<CollectionStream>) -> SyncResult<Flow> {
         if let (SyncMode::Stream { start_at }, false) = (self.ctx.config.mode, self.checkpoint.copy_done) {
-            // Stream only: no copy; start where asked, or now.
-            let now = match start_at {
-                Some(at) => at,
-                None => change_stream::cluster_time(&self.ctx.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?,
-            };
-            self.checkpoint.start_at = Some(now);
+            // Stream only, after a resync (start() set the others' start points): no copy.
+            self.checkpoint.start_at = Some(stream_start(&self.ctx.client, start_at).await?);
             self.checkpoint.copy_done = true;
             self.save().await?;
         }
         if !self.checkpoint.copy_done {
             if self.checkpoint.start_at.is_none() {
                 // Rule: capture the stream's start before scanning, so nothing changed during the copy is missed.
-                let now = change_stream::cluster_time(&self.ctx.client)
-                    .await
-                    .map_err(|e| mongo_error("cannot read the cluster time", &e))?;
-                self.checkpoint.start_at = Some(now);
+                self.checkpoint.start_at = Some(cluster_now(&self.ctx.client).await?);
                 self.save().await?;
             }
             if self.copy().await? == Flow::Stopped {

@@ -183,10 +183,7 @@ impl SyncEngine {
         // Stream only: "now" is read once, before start() resolves, so that a change made
         // right after it is never before a collection's start point.
         let stream_from = match config.mode {
-            SyncMode::Stream { start_at: Some(at) } => Some(at),
-            SyncMode::Stream { start_at: None } => {
-                Some(change_stream::cluster_time(&client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?)
-            }
+            SyncMode::Stream { start_at } => Some(stream_start(&client, start_at).await?),
             _ => None,
         };
         let mut collections = Vec::with_capacity(config.collections.len());
@@ -198,7 +195,6 @@ impl SyncEngine {
         let mut known: HashSet<Namespace> = config.collections.iter().map(|c| c.namespace.clone()).collect();
         if let Some(discovery) = &config.discovery {
             let (found, now) = discover(&ctx, discovery, &mut known, stream_from).await?;
-            known.extend(found.iter().map(|(c, _, _)| c.namespace.clone()));
             collections.extend(found);
             seen_at = Some(now);
         }
@@ -283,7 +279,8 @@ struct Prepared {
     collections: Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>,
     /// With discovery: the cluster time read before the collections were listed.
     seen_at: Option<mongodb::bson::Timestamp>,
-    /// Every collection synced, or found by the patterns and passed over: not to be found again.
+    /// The listed collections and those the patterns found but passed over: not to be found
+    /// again (run_all adds every collection it starts).
     known: HashSet<Namespace>,
 }
 
@@ -361,7 +358,7 @@ async fn discover(
     known: &mut HashSet<Namespace>,
     seen_at: Option<mongodb::bson::Timestamp>,
 ) -> SyncResult<(Vec<(CollectionConfig, CollectionCheckpoint, Option<change_stream::CollectionStream>)>, mongodb::bson::Timestamp)> {
-    let now = change_stream::cluster_time(&ctx.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))?;
+    let now = cluster_now(&ctx.client).await?;
     let mut found = Vec::new();
     for ns in discovery::list(&ctx.client, discovery, &ctx.config).await? {
         if known.contains(&ns) {
@@ -381,6 +378,19 @@ async fn discover(
         found.push((config, checkpoint, opened_stream));
     }
     Ok((found, now))
+}
+
+/// The cluster's time now: a stream started from it misses nothing written after.
+async fn cluster_now(client: &Client) -> SyncResult<mongodb::bson::Timestamp> {
+    change_stream::cluster_time(client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))
+}
+
+/// Where a stream-only collection without a saved position starts: `startAt`, or now.
+async fn stream_start(client: &Client, start_at: Option<mongodb::bson::Timestamp>) -> SyncResult<mongodb::bson::Timestamp> {
+    match start_at {
+        Some(at) => Ok(at),
+        None => cluster_now(client).await,
+    }
 }
 
 /// Connections to MongoDB when the URI sets no `maxPoolSize`: room for about this many
