@@ -169,7 +169,10 @@ impl Default for EsTls {
 pub enum EsAuth {
     #[default]
     None,
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     ApiKey(Secret),
     Bearer(Secret),
 }
@@ -189,9 +192,7 @@ impl fmt::Display for Namespace {
 impl Namespace {
     /// Parses `db.collection`; the collection part may itself contain dots.
     pub fn parse(text: &str) -> Result<Namespace, String> {
-        let (db, coll) = text
-            .split_once('.')
-            .ok_or_else(|| format!("\"{text}\" is not of the form \"database.collection\""))?;
+        let (db, coll) = text.split_once('.').ok_or_else(|| format!("\"{text}\" is not of the form \"database.collection\""))?;
         if db.is_empty() || coll.is_empty() {
             return Err(format!("\"{text}\" is not of the form \"database.collection\""));
         }
@@ -459,10 +460,7 @@ impl SyncConfig {
         for (i, c) in self.collections.iter().enumerate() {
             c.validate(&format!("collections[{i}]"))?;
             if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
-                return Err(field(
-                    &format!("collections[{i}]"),
-                    format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace),
-                ));
+                return Err(field(&format!("collections[{i}]"), format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace)));
             }
         }
         if let Some(dlq) = &self.dead_letter_index {
@@ -538,12 +536,20 @@ mod tests {
         let mut defaults = CollectionConfig::template("logs-{db}-{coll}".into());
         defaults.alias = Some("all-{db}".into());
         defaults.pipeline = Some("enrich".into());
-        defaults.fields.add = vec![("src".into(), AddedValue::Namespace), ("db".into(), AddedValue::Database), ("c".into(), AddedValue::Collection), ("at".into(), AddedValue::SyncedAt)];
+        defaults.fields.add = vec![
+            ("src".into(), AddedValue::Namespace),
+            ("db".into(), AddedValue::Database),
+            ("c".into(), AddedValue::Collection),
+            ("at".into(), AddedValue::SyncedAt),
+        ];
         let c = defaults.for_namespace(Namespace::parse("App.Events").unwrap());
         assert_eq!((c.namespace.to_string().as_str(), c.index.as_str(), c.alias.as_deref()), ("App.Events", "logs-app-events", Some("all-app")));
         assert_eq!(c.pipeline.as_deref(), Some("enrich"));
         let constant = |v: &str| AddedValue::Constant(serde_json::Value::String(v.into()));
-        assert_eq!(c.fields.add, vec![("src".into(), constant("App.Events")), ("db".into(), constant("App")), ("c".into(), constant("Events")), ("at".into(), AddedValue::SyncedAt)]);
+        assert_eq!(
+            c.fields.add,
+            vec![("src".into(), constant("App.Events")), ("db".into(), constant("App")), ("c".into(), constant("Events")), ("at".into(), AddedValue::SyncedAt)]
+        );
     }
 
     #[test]

@@ -56,9 +56,15 @@ pub struct BatchOutcome {
 
 #[derive(Debug, Clone)]
 pub enum SyncEvent {
-    State { state: SyncState, error: Option<SyncError> },
+    State {
+        state: SyncState,
+        error: Option<SyncError>,
+    },
     /// The search server answered: its distribution ("elasticsearch", "opensearch") and version.
-    Connected { distribution: String, version: String },
+    Connected {
+        distribution: String,
+        version: String,
+    },
     /// Copy progress of one collection; `done` on its last report.
     Progress {
         namespace: String,
@@ -71,13 +77,35 @@ pub enum SyncEvent {
         eta_seconds: Option<f64>,
         done: bool,
     },
-    Batch { namespace: String, index: String, phase: Phase, outcome: BatchOutcome, took_ms: u64 },
-    Retry { attempt: u32, delay_ms: u64, cause: String },
+    Batch {
+        namespace: String,
+        index: String,
+        phase: Phase,
+        outcome: BatchOutcome,
+        took_ms: u64,
+    },
+    Retry {
+        attempt: u32,
+        delay_ms: u64,
+        cause: String,
+    },
     /// A document that could not be written and was set aside, with why.
-    DeadLetter { namespace: String, index: String, id: String, reason: String },
+    DeadLetter {
+        namespace: String,
+        index: String,
+        id: String,
+        reason: String,
+    },
     /// A change that is not a document write: drop, rename (with its target), dropDatabase, invalidate.
-    Change { namespace: String, operation: String, to: Option<String> },
-    Warning { namespace: String, message: String },
+    Change {
+        namespace: String,
+        operation: String,
+        to: Option<String>,
+    },
+    Warning {
+        namespace: String,
+        message: String,
+    },
 }
 
 type Listener = Arc<dyn Fn(&SyncEvent) + Send + Sync>;

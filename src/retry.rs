@@ -12,14 +12,7 @@ use crate::stats::Stats;
 
 /// Counts and announces retry number `attempt`, then waits its backoff delay. Returns `false`
 /// if the sync was stopped during the wait.
-pub async fn wait_before_retry(
-    config: &RetryConfig,
-    attempt: u32,
-    cause: String,
-    stats: &Stats,
-    events: &EventBus,
-    cancel: &CancellationToken,
-) -> bool {
+pub async fn wait_before_retry(config: &RetryConfig, attempt: u32, cause: String, stats: &Stats, events: &EventBus, cancel: &CancellationToken) -> bool {
     let delay = backoff_delay(config, attempt);
     stats.record_retry();
     events.emit(SyncEvent::Retry { attempt, delay_ms: delay.as_millis() as u64, cause });

@@ -7,7 +7,9 @@ use crate::event::SyncEvent;
 #[napi(object)]
 pub struct SyncErrorInfo {
     /// Stable code such as `ERR_HISTORY_LOST` (the `code` of thrown errors too).
-    #[napi(ts_type = "'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL'")]
+    #[napi(
+        ts_type = "'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL'"
+    )]
     pub code: String,
     pub message: String,
 }
@@ -53,9 +55,18 @@ pub enum SyncEventJs {
         took_ms: i64,
     },
     /// A transient failure; the operation is tried again after `delayMs`.
-    Retry { attempt: u32, delay_ms: i64, cause: String },
+    Retry {
+        attempt: u32,
+        delay_ms: i64,
+        cause: String,
+    },
     /// A document that could not be written, set aside with the reason.
-    DeadLetter { namespace: String, index: String, id: String, reason: String },
+    DeadLetter {
+        namespace: String,
+        index: String,
+        id: String,
+        reason: String,
+    },
     /// A collection-level change and what was done about it (see `onDrop`, `onRename`).
     Change {
         namespace: String,
@@ -65,7 +76,10 @@ pub enum SyncEventJs {
         /// collection `discovered` by the `namespaces` patterns.
         to: Option<String>,
     },
-    Warning { namespace: String, message: String },
+    Warning {
+        namespace: String,
+        message: String,
+    },
 }
 
 impl From<&SyncEvent> for SyncEventJs {
@@ -77,15 +91,9 @@ impl From<&SyncEvent> for SyncEventJs {
                 error: error.map(|e| SyncErrorInfo { code: e.code.as_str().to_string(), message: e.message }),
             },
             SyncEvent::Connected { distribution, version } => SyncEventJs::Connected { distribution, version },
-            SyncEvent::Progress { namespace, index, copied, total_estimate, rate, eta_seconds, done } => SyncEventJs::Progress {
-                namespace,
-                index,
-                copied: n(copied),
-                total_estimate: n(total_estimate),
-                rate,
-                eta_seconds,
-                done,
-            },
+            SyncEvent::Progress { namespace, index, copied, total_estimate, rate, eta_seconds, done } => {
+                SyncEventJs::Progress { namespace, index, copied: n(copied), total_estimate: n(total_estimate), rate, eta_seconds, done }
+            }
             SyncEvent::Batch { namespace, index, phase, outcome, took_ms } => SyncEventJs::Batch {
                 namespace,
                 index,

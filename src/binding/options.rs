@@ -7,12 +7,11 @@ use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 use serde::Deserialize;
 
-use crate::config::{
-    index_from_template, BatchConfig, Discovery, CheckpointConfig, CollectionConfig, DropPolicy, EsAuth, EsConfig, EsTls,
-    HistoryLostPolicy, MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
-    DEFAULT_INDEX_TEMPLATE,
-};
 use super::outputs::{outputs_config, parse};
+use crate::config::{
+    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, MongoConfig,
+    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode, DEFAULT_INDEX_TEMPLATE,
+};
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{AddedValue, ConvertOptions, FieldRules};
 
@@ -329,8 +328,8 @@ fn field_rules(at: &str, f: FieldOptions) -> SyncResult<FieldRules> {
                         literal if literal.starts_with("$$") => AddedValue::Constant(literal[1..].into()),
                         other => {
                             return Err(SyncError::config(format!(
-                                "{at}.fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
-                            )))
+                            "{at}.fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
+                        )))
                         }
                     },
                     constant => AddedValue::Constant(constant),
@@ -357,11 +356,7 @@ fn operation_filter(at: &str, list: &[String]) -> SyncResult<OperationFilter> {
             "update" => filter.update = true,
             "replace" => filter.replace = true,
             "delete" => filter.delete = true,
-            other => {
-                return Err(SyncError::config(format!(
-                    "{at}.operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"
-                )))
-            }
+            other => return Err(SyncError::config(format!("{at}.operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"))),
         }
     }
     Ok(filter)
@@ -372,17 +367,11 @@ impl ElasticsearchOptions {
         let es = self;
         let auth = match (es.username, es.password, es.api_key, es.bearer_token) {
             (None, None, None, None) => EsAuth::None,
-            (Some(username), password, None, None) => {
-                EsAuth::Basic { username, password: Secret::new(password.unwrap_or_default()) }
-            }
+            (Some(username), password, None, None) => EsAuth::Basic { username, password: Secret::new(password.unwrap_or_default()) },
             (None, None, Some(key), None) => EsAuth::ApiKey(Secret::new(key)),
             (None, None, None, Some(token)) => EsAuth::Bearer(Secret::new(token)),
             (None, Some(_), None, None) => return Err(SyncError::config("elasticsearch.password: given without elasticsearch.username")),
-            _ => {
-                return Err(SyncError::config(
-                    "elasticsearch: give only one of username/password, apiKey or bearerToken",
-                ))
-            }
+            _ => return Err(SyncError::config("elasticsearch: give only one of username/password, apiKey or bearerToken")),
         };
         Ok(EsConfig {
             node: es.node,
@@ -480,8 +469,8 @@ impl SyncOptions {
             Some(text) => {
                 let at = mongodb::bson::DateTime::parse_rfc3339_str(text)
                     .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is not an ISO-8601 time such as 2026-01-31T12:00:00Z")))?;
-                let secs = u32::try_from(at.timestamp_millis().div_euclid(1000))
-                    .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
+                let secs =
+                    u32::try_from(at.timestamp_millis().div_euclid(1000)).map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
                 Some(mongodb::bson::Timestamp { time: secs, increment: 0 })
             }
         };

@@ -122,7 +122,9 @@ fn output_config(field: &str, value: serde_json::Value) -> SyncResult<OutputConf
     let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_string);
     let whole = |v: Option<f64>, what: &str, min: f64, max: f64| -> SyncResult<Option<f64>> {
         match v {
-            Some(n) if n.fract() != 0.0 || n < min || n > max => Err(SyncError::config(format!("{field}.{what}: {n} is not a whole number from {min} to {max}"))),
+            Some(n) if n.fract() != 0.0 || n < min || n > max => {
+                Err(SyncError::config(format!("{field}.{what}: {n} is not a whole number from {min} to {max}")))
+            }
             other => Ok(other),
         }
     };
@@ -182,9 +184,7 @@ fn output_config(field: &str, value: serde_json::Value) -> SyncResult<OutputConf
                 auth,
             })
         }
-        Some(other) => {
-            return Err(SyncError::config(format!("{field}.type: \"{other}\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'")))
-        }
+        Some(other) => return Err(SyncError::config(format!("{field}.type: \"{other}\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'"))),
         None => return Err(SyncError::config(format!("{field}.type: missing (one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats')"))),
     })
 }

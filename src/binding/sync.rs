@@ -42,12 +42,7 @@ impl MongoElasticSync {
     /// Registers a listener for every event. Listening does not keep the process alive.
     #[napi(ts_args_type = "callback: (event: SyncEvent) => void")]
     pub fn on_event(&self, callback: Function<SyncEventJs, ()>) -> Result<()> {
-        let tsfn: EventCallback = callback
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .max_queue_size::<EVENT_QUEUE>()
-            .build()?;
+        let tsfn: EventCallback = callback.build_threadsafe_function().callee_handled::<false>().weak::<true>().max_queue_size::<EVENT_QUEUE>().build()?;
         self.engine.events().subscribe(move |event| {
             tsfn.call(SyncEventJs::from(event), ThreadsafeFunctionCallMode::Blocking);
         });

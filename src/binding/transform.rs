@@ -107,8 +107,12 @@ mod tests {
 
     #[test]
     fn integral_numbers_from_js_are_integers() {
-        let mut doc = json!({ "mid": 5000000000.0, "neg": -5000000000.0, "f": 1.5, "edge": 9007199254740992.0, "nested": [{ "n": 4294967296.0 }], "s": "5000000000.0" });
+        let mut doc =
+            json!({ "mid": 5000000000.0, "neg": -5000000000.0, "f": 1.5, "edge": 9007199254740992.0, "nested": [{ "n": 4294967296.0 }], "s": "5000000000.0" });
         integers_as_integers(&mut doc);
-        assert_eq!(serde_json::to_string(&doc).unwrap(), r#"{"mid":5000000000,"neg":-5000000000,"f":1.5,"edge":9007199254740992.0,"nested":[{"n":4294967296}],"s":"5000000000.0"}"#);
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"mid":5000000000,"neg":-5000000000,"f":1.5,"edge":9007199254740992.0,"nested":[{"n":4294967296}],"s":"5000000000.0"}"#
+        );
     }
 }

@@ -27,11 +27,8 @@ impl MongoCheckpointStore {
     }
 
     pub async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint> {
-        let found = self
-            .collection
-            .find_one(doc! {"_id": self.key(ns)})
-            .await
-            .map_err(|e| checkpoint_error(format!("cannot read the checkpoint of {ns}"), &e))?;
+        let found =
+            self.collection.find_one(doc! {"_id": self.key(ns)}).await.map_err(|e| checkpoint_error(format!("cannot read the checkpoint of {ns}"), &e))?;
         let Some(d) = found else { return Ok(CollectionCheckpoint::default()) };
         let bad = |field: &str| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} has an invalid \"{field}\""));
         Ok(CollectionCheckpoint {
@@ -42,7 +39,9 @@ impl MongoCheckpointStore {
             },
             copy_ranges: match d.get("copyRanges") {
                 None | Some(Bson::Null) => Vec::new(),
-                Some(Bson::Array(ranges)) => ranges.iter().map(|r| r.as_document().map(range_from_document)).collect::<Option<_>>().ok_or_else(|| bad("copyRanges"))?,
+                Some(Bson::Array(ranges)) => {
+                    ranges.iter().map(|r| r.as_document().map(range_from_document)).collect::<Option<_>>().ok_or_else(|| bad("copyRanges"))?
+                }
                 Some(_) => return Err(bad("copyRanges")),
             },
             copy_done: d.get_bool("copyDone").unwrap_or(false),

@@ -111,23 +111,13 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
         ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await?;
     }
     for rejected in dead_letters {
-        ctx.events.emit(SyncEvent::DeadLetter {
-            namespace: namespace.to_string(),
-            index: index.to_string(),
-            id: rejected.id,
-            reason: rejected.reason,
-        });
+        ctx.events.emit(SyncEvent::DeadLetter { namespace: namespace.to_string(), index: index.to_string(), id: rejected.id, reason: rejected.reason });
     }
     ctx.stats.record_altered_values(batch.warnings.len() as u64);
     if let Some(first) = batch.warnings.first() {
         ctx.events.emit(SyncEvent::Warning {
             namespace: namespace.to_string(),
-            message: format!(
-                "{} value(s) altered while converting to JSON, e.g. at \"{}\": {}",
-                batch.warnings.len(),
-                first.path,
-                first.reason
-            ),
+            message: format!("{} value(s) altered while converting to JSON, e.g. at \"{}\": {}", batch.warnings.len(), first.path, first.reason),
         });
     }
     ctx.stats.record_batch(phase, batch.read, &report.outcome);

@@ -19,15 +19,19 @@ use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
-use crate::source::change_stream::{self, CollectionStream, ReadAhead, StreamItem, StreamStart};
-use crate::source::{copy, mongo_error};
 use crate::retry::wait_before_retry;
 use crate::sink::{IndexAction, IndexChange, Target};
+use crate::source::change_stream::{self, CollectionStream, ReadAhead, StreamItem, StreamStart};
+use crate::source::{copy, mongo_error};
 use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Operation, Rejected};
 
 /// What range readers send to the copy's writer.
 enum CopyItem {
-    Batch { range: usize, batch: Batch, last_id: Bson },
+    Batch {
+        range: usize,
+        batch: Box<Batch>,
+        last_id: Bson,
+    },
     /// Everything of the range was sent.
     RangeDone(usize),
 }
@@ -62,7 +66,7 @@ impl RangeReader {
             .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
         let mut batch = Batch::default();
         let mut last_id = Bson::Null;
-        let send = |batch: Batch, last_id: Bson| tx.send(Ok(CopyItem::Batch { range: self.index, batch, last_id }));
+        let send = |batch: Batch, last_id: Bson| tx.send(Ok(CopyItem::Batch { range: self.index, batch: Box::new(batch), last_id }));
         while let Some(doc) = cursor.try_next().await.map_err(|e| mongo_error(format!("copy of {ns} failed"), &e))? {
             if self.cancel.is_cancelled() {
                 return Ok(());
@@ -195,7 +199,9 @@ impl<'a> CollectionSync<'a> {
                 }
                 Err(e) if e.code == ErrorCode::State && self.ctx.cancel.is_cancelled() => return Ok(()),
                 // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
-                Err(e) if matches!(e.code, ErrorCode::HistoryLost | ErrorCode::EventTooLarge) && self.ctx.config.on_history_lost == HistoryLostPolicy::Resync => {
+                Err(e)
+                    if matches!(e.code, ErrorCode::HistoryLost | ErrorCode::EventTooLarge) && self.ctx.config.on_history_lost == HistoryLostPolicy::Resync =>
+                {
                     begin_resync(self.ctx, self.config, &mut self.checkpoint, &e).await?;
                 }
                 Err(e) => return Err(e),
@@ -237,7 +243,15 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// Reads `range` of `collection` for `target`, shaped by `settings`.
-    fn range_reader(&self, settings: &CollectionConfig, collection: Collection<Document>, range: CopyRange, index: usize, target: &Target, version: i64) -> RangeReader {
+    fn range_reader(
+        &self,
+        settings: &CollectionConfig,
+        collection: Collection<Document>,
+        range: CopyRange,
+        index: usize,
+        target: &Target,
+        version: i64,
+    ) -> RangeReader {
         RangeReader {
             collection,
             range,
@@ -319,7 +333,7 @@ impl<'a> CollectionSync<'a> {
                         match item {
                             CopyItem::Batch { range, batch, last_id } => {
                                 let read = batch.read_count();
-                                commit(ctx, ns_ref, target_ref, Phase::Copy, batch).await.map(|()| CopyAck::Batch { range, last_id, read })
+                                commit(ctx, ns_ref, target_ref, Phase::Copy, *batch).await.map(|()| CopyAck::Batch { range, last_id, read })
                             }
                             CopyItem::RangeDone(range) => Ok(CopyAck::RangeDone(range)),
                         }
@@ -370,9 +384,7 @@ impl<'a> CollectionSync<'a> {
     }
 
     async fn open_stream(&self, start: &StreamStart) -> SyncResult<CollectionStream> {
-        change_stream::open(&self.collection(), start, self.ctx.max_await())
-            .await
-            .map_err(|e| stream_open_error(&self.config.namespace.to_string(), &e))
+        change_stream::open(&self.collection(), start, self.ctx.max_await()).await.map_err(|e| stream_open_error(&self.config.namespace.to_string(), &e))
     }
 
     /// Follows the change stream, read ahead by its own task: batches are committed one at a
@@ -518,10 +530,10 @@ impl<'a> CollectionSync<'a> {
         }
         let write = match event.operation_type {
             // An update whose document is already deleted has no full document: its delete event follows.
-            OperationType::Insert | OperationType::Replace | OperationType::Update => event
-                .full_document
-                .as_ref()
-                .map(|doc| index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings()).map(|w| DocumentWrite { routing: self.routing_of(doc), ..w })),
+            OperationType::Insert | OperationType::Replace | OperationType::Update => event.full_document.as_ref().map(|doc| {
+                index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings())
+                    .map(|w| DocumentWrite { routing: self.routing_of(doc), ..w })
+            }),
             // The routing of a delete can only come from the document key (a shard key field).
             OperationType::Delete => match event.document_key.as_ref().and_then(|k| k.get("_id").map(|id| (k, id))) {
                 Some((key, id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(key), ..w })),
@@ -631,7 +643,12 @@ impl<'a> CollectionSync<'a> {
         let collection = ctx.client.database(&source.db).collection::<Document>(&source.coll);
         let reader = match settings {
             Some(settings) => self.range_reader(settings, collection, CopyRange::default(), 0, target, version),
-            None => RangeReader { namespace: ns.clone(), routing: None, filter: None, ..self.range_reader(self.config, collection, CopyRange::default(), 0, target, version) },
+            None => RangeReader {
+                namespace: ns.clone(),
+                routing: None,
+                filter: None,
+                ..self.range_reader(self.config, collection, CopyRange::default(), 0, target, version)
+            },
         };
         let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2);
         let reading = async move {
@@ -642,7 +659,7 @@ impl<'a> CollectionSync<'a> {
         let writing = async {
             while let Some(item) = rx.recv().await {
                 match item? {
-                    CopyItem::Batch { batch, .. } => commit(ctx, &ns, target, Phase::Copy, batch).await?,
+                    CopyItem::Batch { batch, .. } => commit(ctx, &ns, target, Phase::Copy, *batch).await?,
                     CopyItem::RangeDone(_) => return Ok(()),
                 }
             }

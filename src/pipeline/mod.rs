@@ -431,14 +431,10 @@ async fn connect_mongo(config: &SyncConfig, events: &EventBus) -> SyncResult<Cli
     options.max_pool_size.get_or_insert(DEFAULT_MAX_POOL_SIZE + config.collections.len() as u32);
     options.app_name.get_or_insert_with(|| "mongo-elastic-sync".to_string());
     let client = Client::with_options(options).map_err(|e| unreachable(crate::error::cause_chain(&e)))?;
-    client
-        .database("admin")
-        .run_command(mongodb::bson::doc! {"ping": 1})
-        .await
-        .map_err(|e| {
-            let mut err = mongo_error("ping failed", &e);
-            err.code = ErrorCode::MongoUnreachable;
-            unreachable(err.message)
-        })?;
+    client.database("admin").run_command(mongodb::bson::doc! {"ping": 1}).await.map_err(|e| {
+        let mut err = mongo_error("ping failed", &e);
+        err.code = ErrorCode::MongoUnreachable;
+        unreachable(err.message)
+    })?;
     Ok(client)
 }

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CollectionConfig, OutputConfig, RetryConfig, SyncConfig};
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::retry::{may_retry, wait_before_retry};
 use crate::event::{BatchOutcome, EventBus};
+use crate::retry::{may_retry, wait_before_retry};
 use crate::stats::Stats;
 use crate::transform::{DocumentWrite, Rejected};
 
@@ -50,12 +50,23 @@ pub struct WriteReport {
 /// An operation on a whole index, following a collection-level change (drop, rename, re-copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexAction {
-    DeleteDocuments { index: String },
-    DeleteIndex { index: String },
+    DeleteDocuments {
+        index: String,
+    },
+    DeleteIndex {
+        index: String,
+    },
     /// Moves every document (versions kept) of `from` into `to`.
-    Reindex { from: String, to: String },
+    Reindex {
+        from: String,
+        to: String,
+    },
     /// Points `alias` at `index`, dropping `replaces`, in one step.
-    SwapAlias { alias: String, index: String, replaces: String },
+    SwapAlias {
+        alias: String,
+        index: String,
+        replaces: String,
+    },
 }
 
 /// An index action, with the collection and the change it comes from.

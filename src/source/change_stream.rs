@@ -22,13 +22,8 @@ pub enum StreamStart {
 pub type CollectionStream = ChangeStream<ChangeStreamEvent<Document>>;
 
 pub async fn open(collection: &Collection<Document>, start: &StreamStart, max_await: Duration) -> mongodb::error::Result<CollectionStream> {
-    let watch = collection
-        .watch()
-        .full_document(FullDocumentType::UpdateLookup)
-        .max_await_time(max_await);
-    let token = |d: &Document| -> mongodb::error::Result<ResumeToken> {
-        Ok(mongodb::bson::from_document::<ResumeToken>(d.clone())?)
-    };
+    let watch = collection.watch().full_document(FullDocumentType::UpdateLookup).max_await_time(max_await);
+    let token = |d: &Document| -> mongodb::error::Result<ResumeToken> { Ok(mongodb::bson::from_document::<ResumeToken>(d.clone())?) };
     match start {
         StreamStart::ResumeAfter(d) => watch.resume_after(token(d)?).await,
         StreamStart::StartAfter(d) => watch.start_after(token(d)?).await,
@@ -53,9 +48,9 @@ pub fn position_of(token: &Document) -> String {
 pub async fn cluster_time(client: &Client) -> mongodb::error::Result<Timestamp> {
     let mut session = client.start_session().await?;
     client.database("admin").run_command(doc! {"ping": 1}).session(&mut session).await?;
-    session.operation_time().ok_or_else(|| {
-        mongodb::error::Error::custom("the server reported no operationTime: change streams need a replica set or sharded cluster")
-    })
+    session
+        .operation_time()
+        .ok_or_else(|| mongodb::error::Error::custom("the server reported no operationTime: change streams need a replica set or sharded cluster"))
 }
 
 /// The saved position is gone from the oplog (ChangeStreamHistoryLost, 286), or the token

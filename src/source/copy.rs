@@ -75,7 +75,11 @@ pub fn range_filter(range: &CopyRange) -> Document {
         if let Some(upper) = &range.upper {
             bounds.insert("$lt", upper.clone());
         }
-        return if bounds.is_empty() { Document::new() } else { doc! {"_id": bounds} };
+        return if bounds.is_empty() {
+            Document::new()
+        } else {
+            doc! {"_id": bounds}
+        };
     }
     let from = match (&range.last_id, &range.lower) {
         (Some(last), _) => after_filter(Some(last)),

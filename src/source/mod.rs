@@ -26,9 +26,7 @@ pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
             );
         }
         ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => ErrorCode::MongoUnreachable,
-        _ if err.contains_label("ResumableChangeStreamError") || err.contains_label("RetryableWriteError") => {
-            ErrorCode::MongoUnreachable
-        }
+        _ if err.contains_label("ResumableChangeStreamError") || err.contains_label("RetryableWriteError") => ErrorCode::MongoUnreachable,
         _ if change_stream::is_history_lost(err) => ErrorCode::HistoryLost,
         _ => ErrorCode::Mongo,
     };

@@ -64,20 +64,12 @@ const MAX_RFC3339_MILLIS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 /// The top-level `_id` is removed (ES rejects `_id` inside `_source`) unless
 /// `opts.keep_id_as` names a field to store its converted value under; that
 /// field overwrites a same-named document field, with a warning.
-pub fn document_to_source(
-    doc: &Document,
-    opts: &ConvertOptions,
-    warnings: &mut Vec<ConvertWarning>,
-) -> Map<String, Value> {
+pub fn document_to_source(doc: &Document, opts: &ConvertOptions, warnings: &mut Vec<ConvertWarning>) -> Map<String, Value> {
     let mut source = convert_document(doc, "", true, opts, warnings);
     if let (Some(field), Some(id)) = (&opts.keep_id_as, doc.get("_id")) {
         if let Some(value) = bson_to_json(id, opts, field, warnings) {
             if source.insert(field.clone(), value).is_some() {
-                warn(
-                    warnings,
-                    field,
-                    "document field overwritten by the converted _id (keep_id_as)",
-                );
+                warn(warnings, field, "document field overwritten by the converted _id (keep_id_as)");
             }
         }
     }
@@ -86,23 +78,11 @@ pub fn document_to_source(
 
 /// Converts one BSON value found at `path`; `None` means "drop the field"
 /// (arrays turn a dropped element into `null` to keep positions stable).
-pub fn bson_to_json(
-    value: &Bson,
-    opts: &ConvertOptions,
-    path: &str,
-    warnings: &mut Vec<ConvertWarning>,
-) -> Option<Value> {
+pub fn bson_to_json(value: &Bson, opts: &ConvertOptions, path: &str, warnings: &mut Vec<ConvertWarning>) -> Option<Value> {
     Some(match value {
         Bson::Document(doc) => Value::Object(convert_document(doc, path, false, opts, warnings)),
         Bson::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    bson_to_json(item, opts, &child_path(path, &i.to_string()), warnings)
-                        .unwrap_or(Value::Null)
-                })
-                .collect(),
+            items.iter().enumerate().map(|(i, item)| bson_to_json(item, opts, &child_path(path, &i.to_string()), warnings).unwrap_or(Value::Null)).collect(),
         ),
         Bson::ObjectId(oid) => Value::String(oid.to_hex()),
         Bson::DateTime(dt) => datetime_to_json(*dt, path, warnings),
@@ -111,11 +91,7 @@ pub fn bson_to_json(
         Bson::Double(f) => match Number::from_f64(*f) {
             Some(n) => Value::Number(n),
             None => {
-                warn(
-                    warnings,
-                    path,
-                    format!("non-finite double {f} has no JSON form; dropped (null inside arrays)"),
-                );
+                warn(warnings, path, format!("non-finite double {f} has no JSON form; dropped (null inside arrays)"));
                 return None;
             }
         },
@@ -124,9 +100,7 @@ pub fn bson_to_json(
             match text.parse::<f64>().ok().and_then(Number::from_f64) {
                 Some(n) => Value::Number(n),
                 None => {
-                    let reason = format!(
-                        "Decimal128 {text} has no finite f64 value; dropped (null inside arrays)"
-                    );
+                    let reason = format!("Decimal128 {text} has no finite f64 value; dropped (null inside arrays)");
                     warn(warnings, path, reason);
                     return None;
                 }
@@ -138,11 +112,7 @@ pub fn bson_to_json(
         Bson::RegularExpression(re) => Value::String(format!("/{}/{}", re.pattern, re.options)),
         Bson::JavaScriptCode(code) => Value::String(code.clone()),
         Bson::JavaScriptCodeWithScope(cws) => {
-            warn(
-                warnings,
-                path,
-                "JavaScript code scope dropped; only the code is kept",
-            );
+            warn(warnings, path, "JavaScript code scope dropped; only the code is kept");
             Value::String(cws.code.clone())
         }
         Bson::Symbol(s) | Bson::String(s) => Value::String(s.clone()),
@@ -170,13 +140,7 @@ pub fn es_id(id: &Bson) -> Result<String, IdError> {
         // Exact integer digits inside i64 range (f64 Display would print the
         // shortest round-trip digits, e.g. 2^60 as "1152921504606847000").
         // The bounds are -2^63 and 2^63, both exact in f64.
-        Bson::Double(f)
-            if f.fract() == 0.0
-                && *f >= -9_223_372_036_854_775_808.0
-                && *f < 9_223_372_036_854_775_808.0 =>
-        {
-            (*f as i64).to_string()
-        }
+        Bson::Double(f) if f.fract() == 0.0 && *f >= -9_223_372_036_854_775_808.0 && *f < 9_223_372_036_854_775_808.0 => (*f as i64).to_string(),
         // Shortest round-trip repr, never exponent notation nor ".0"; NaN/inf give "NaN"/"inf".
         Bson::Double(f) => f.to_string(),
         // Canonical extended JSON renders every type exactly (no lossy relaxed
@@ -202,13 +166,7 @@ pub fn bson_timestamp_version(t: Timestamp) -> i64 {
     (i64::from(t.time) << 31) | i64::from(t.increment).min(i64::from(i32::MAX))
 }
 
-fn convert_document(
-    doc: &Document,
-    path: &str,
-    skip_id: bool,
-    opts: &ConvertOptions,
-    warnings: &mut Vec<ConvertWarning>,
-) -> Map<String, Value> {
+fn convert_document(doc: &Document, path: &str, skip_id: bool, opts: &ConvertOptions, warnings: &mut Vec<ConvertWarning>) -> Map<String, Value> {
     let mut out = Map::new();
     for (key, value) in doc {
         if skip_id && key == "_id" {
@@ -241,16 +199,12 @@ fn datetime_to_json(dt: DateTime, path: &str, warnings: &mut Vec<ConvertWarning>
         // bson's RFC 3339 output trims the fraction (".5Z", or none at all), so
         // format whole seconds and always append exactly three digits.
         let whole_seconds = DateTime::from_millis(millis.div_euclid(1000) * 1000);
-        if let Some(text) = whole_seconds.try_to_rfc3339_string().ok().and_then(|s| {
-            s.strip_suffix('Z')
-                .map(|s| format!("{s}.{:03}Z", millis.rem_euclid(1000)))
-        }) {
+        if let Some(text) = whole_seconds.try_to_rfc3339_string().ok().and_then(|s| s.strip_suffix('Z').map(|s| format!("{s}.{:03}Z", millis.rem_euclid(1000))))
+        {
             return Value::String(text);
         }
     }
-    let reason = format!(
-        "date {millis} ms since epoch is outside years 0000-9999; emitted as epoch milliseconds"
-    );
+    let reason = format!("date {millis} ms since epoch is outside years 0000-9999; emitted as epoch milliseconds");
     warn(warnings, path, reason);
     Value::from(millis)
 }
@@ -261,14 +215,7 @@ fn binary_to_string(bin: &Binary) -> String {
         // (Java/C#) byte orders cannot be told apart from the data.
         (BinarySubtype::Uuid | BinarySubtype::UuidOld, 16) => {
             let hex: String = bin.bytes.iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &hex[..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..]
-            )
+            format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
         }
         _ => BASE64.encode(&bin.bytes),
     }
@@ -283,10 +230,7 @@ fn child_path(parent: &str, key: &str) -> String {
 }
 
 fn warn(warnings: &mut Vec<ConvertWarning>, path: &str, reason: impl Into<String>) {
-    warnings.push(ConvertWarning {
-        path: path.to_owned(),
-        reason: reason.into(),
-    });
+    warnings.push(ConvertWarning { path: path.to_owned(), reason: reason.into() });
 }
 
 #[cfg(test)]
@@ -320,10 +264,7 @@ mod tests {
         Bson::Binary(Binary { subtype, bytes })
     }
 
-    const UUID_BYTES: [u8; 16] = [
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32,
-        0x10,
-    ];
+    const UUID_BYTES: [u8; 16] = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10];
 
     #[test]
     fn object_id_is_lowercase_hex() {
@@ -345,12 +286,7 @@ mod tests {
 
     #[test]
     fn datetime_outside_rfc3339_years_is_epoch_millis_with_warning() {
-        for ms in [
-            MIN_RFC3339_MILLIS - 1,
-            MAX_RFC3339_MILLIS + 1,
-            i64::MIN,
-            i64::MAX,
-        ] {
+        for ms in [MIN_RFC3339_MILLIS - 1, MAX_RFC3339_MILLIS + 1, i64::MIN, i64::MAX] {
             let (out, warnings) = convert(Bson::DateTime(DateTime::from_millis(ms)));
             assert_eq!(out, Some(json!(ms)));
             assert_eq!(paths(&warnings), ["f"]);
@@ -387,10 +323,7 @@ mod tests {
         let doc = doc! { "xs": [1.0, f64::NAN, 3.0, f64::INFINITY] };
         let mut warnings = Vec::new();
         let source = document_to_source(&doc, &ConvertOptions::default(), &mut warnings);
-        assert_eq!(
-            Value::Object(source),
-            json!({ "xs": [1.0, null, 3.0, null] })
-        );
+        assert_eq!(Value::Object(source), json!({ "xs": [1.0, null, 3.0, null] }));
         assert_eq!(paths(&warnings), ["xs.1", "xs.3"]);
     }
 
@@ -398,24 +331,15 @@ mod tests {
     fn decimal128_is_exact_string_by_default() {
         let d = |s: &str| Bson::Decimal128(Decimal128::from_str(s).unwrap());
         assert_eq!(ok(d("1.23E+5")), json!("1.23E+5"));
-        assert_eq!(
-            ok(d("12345678901234567890.123456789")),
-            json!("12345678901234567890.123456789")
-        );
+        assert_eq!(ok(d("12345678901234567890.123456789")), json!("12345678901234567890.123456789"));
         assert_eq!(ok(d("NaN")), json!("NaN"));
     }
 
     #[test]
     fn decimal128_as_number_option() {
-        let opts = ConvertOptions {
-            decimal_as_number: true,
-            ..Default::default()
-        };
+        let opts = ConvertOptions { decimal_as_number: true, ..Default::default() };
         let d = |s: &str| Bson::Decimal128(Decimal128::from_str(s).unwrap());
-        assert_eq!(
-            convert_with(d("1.23E+5"), &opts),
-            (Some(json!(123000.0)), vec![])
-        );
+        assert_eq!(convert_with(d("1.23E+5"), &opts), (Some(json!(123000.0)), vec![]));
         assert_eq!(convert_with(d("-0.5"), &opts), (Some(json!(-0.5)), vec![]));
         for bad in ["NaN", "Infinity", "-Infinity", "1E+400"] {
             let (out, warnings) = convert_with(d(bad), &opts);
@@ -426,51 +350,30 @@ mod tests {
 
     #[test]
     fn binary_is_padded_standard_base64() {
-        assert_eq!(
-            ok(binary(BinarySubtype::Generic, vec![0xfb, 0xff])),
-            json!("+/8=")
-        );
+        assert_eq!(ok(binary(BinarySubtype::Generic, vec![0xfb, 0xff])), json!("+/8="));
         assert_eq!(ok(binary(BinarySubtype::Generic, vec![])), json!(""));
         // A UUID subtype with the wrong length is plain binary.
-        assert_eq!(
-            ok(binary(BinarySubtype::Uuid, vec![0xfb, 0xff])),
-            json!("+/8=")
-        );
+        assert_eq!(ok(binary(BinarySubtype::Uuid, vec![0xfb, 0xff])), json!("+/8="));
         // 16 bytes of another subtype are not a UUID.
-        assert_eq!(
-            ok(binary(BinarySubtype::Md5, UUID_BYTES.to_vec())),
-            json!(BASE64.encode(UUID_BYTES))
-        );
+        assert_eq!(ok(binary(BinarySubtype::Md5, UUID_BYTES.to_vec())), json!(BASE64.encode(UUID_BYTES)));
     }
 
     #[test]
     fn uuid_binary_is_hyphenated_lowercase() {
         for subtype in [BinarySubtype::Uuid, BinarySubtype::UuidOld] {
-            assert_eq!(
-                ok(binary(subtype, UUID_BYTES.to_vec())),
-                json!("01234567-89ab-cdef-fedc-ba9876543210")
-            );
+            assert_eq!(ok(binary(subtype, UUID_BYTES.to_vec())), json!("01234567-89ab-cdef-fedc-ba9876543210"));
         }
     }
 
     #[test]
     fn timestamp_is_t_i_object() {
-        let ts = Timestamp {
-            time: u32::MAX,
-            increment: 7,
-        };
-        assert_eq!(
-            ok(Bson::Timestamp(ts)),
-            json!({ "t": 4_294_967_295u32, "i": 7 })
-        );
+        let ts = Timestamp { time: u32::MAX, increment: 7 };
+        assert_eq!(ok(Bson::Timestamp(ts)), json!({ "t": 4_294_967_295u32, "i": 7 }));
     }
 
     #[test]
     fn regex_is_slash_delimited() {
-        let re = Regex {
-            pattern: "^a.*b$".to_owned(),
-            options: "im".to_owned(),
-        };
+        let re = Regex { pattern: "^a.*b$".to_owned(), options: "im".to_owned() };
         assert_eq!(ok(Bson::RegularExpression(re)), json!("/^a.*b$/im"));
     }
 
@@ -481,10 +384,7 @@ mod tests {
 
     #[test]
     fn javascript_code_with_scope_drops_scope_with_warning() {
-        let cws = JavaScriptCodeWithScope {
-            code: "x + y".to_owned(),
-            scope: doc! { "y": 2 },
-        };
+        let cws = JavaScriptCodeWithScope { code: "x + y".to_owned(), scope: doc! { "y": 2 } };
         let (out, warnings) = convert(Bson::JavaScriptCodeWithScope(cws));
         assert_eq!(out, Some(json!("x + y")));
         assert_eq!(paths(&warnings), ["f"]);
@@ -529,10 +429,7 @@ mod tests {
         };
         let mut warnings = Vec::new();
         let source = document_to_source(&doc, &ConvertOptions::default(), &mut warnings);
-        assert_eq!(
-            Value::Object(source),
-            json!({ "a": { "b": [ { "c": 1, "_id": oid.to_hex() }, [ {} ], "s" ], "e": {} }, "empty": [] })
-        );
+        assert_eq!(Value::Object(source), json!({ "a": { "b": [ { "c": 1, "_id": oid.to_hex() }, [ {} ], "s" ], "e": {} }, "empty": [] }));
         assert_eq!(paths(&warnings), ["a.b.1.0.d"]);
     }
 
@@ -540,10 +437,7 @@ mod tests {
     fn source_keeps_document_key_order() {
         let doc = doc! { "z": 1, "a": 2, "m": 3 };
         let source = document_to_source(&doc, &ConvertOptions::default(), &mut Vec::new());
-        assert_eq!(
-            serde_json::to_string(&source).unwrap(),
-            r#"{"z":1,"a":2,"m":3}"#
-        );
+        assert_eq!(serde_json::to_string(&source).unwrap(), r#"{"z":1,"a":2,"m":3}"#);
     }
 
     #[test]
@@ -556,10 +450,7 @@ mod tests {
         let source = document_to_source(&doc, &ConvertOptions::default(), &mut warnings);
         assert_eq!(source.len(), 9);
         assert_eq!(source["a..b"], json!(6));
-        assert_eq!(
-            paths(&warnings),
-            ["", ".", "...", ".a", "a.", "a..b", "ok.x..y", "list.0."]
-        );
+        assert_eq!(paths(&warnings), ["", ".", "...", ".a", "a.", "a..b", "ok.x..y", "list.0."]);
         assert!(warnings[0].reason.contains("\"\""));
     }
 
@@ -573,70 +464,40 @@ mod tests {
     #[test]
     fn id_is_kept_under_keep_id_as() {
         let oid = ObjectId::new();
-        let opts = ConvertOptions {
-            keep_id_as: Some("mongo_id".to_owned()),
-            ..Default::default()
-        };
+        let opts = ConvertOptions { keep_id_as: Some("mongo_id".to_owned()), ..Default::default() };
         let mut warnings = Vec::new();
         let source = document_to_source(&doc! { "_id": oid, "x": 1 }, &opts, &mut warnings);
-        assert_eq!(
-            Value::Object(source),
-            json!({ "x": 1, "mongo_id": oid.to_hex() })
-        );
+        assert_eq!(Value::Object(source), json!({ "x": 1, "mongo_id": oid.to_hex() }));
         assert!(warnings.is_empty());
 
         let compound = doc! { "_id": { "a": 1, "b": "z" }, "mongo_id": "clash" };
         let source = document_to_source(&compound, &opts, &mut warnings);
-        assert_eq!(
-            Value::Object(source),
-            json!({ "mongo_id": { "a": 1, "b": "z" } })
-        );
+        assert_eq!(Value::Object(source), json!({ "mongo_id": { "a": 1, "b": "z" } }));
         assert_eq!(paths(&warnings), ["mongo_id"]);
     }
 
     #[test]
     fn es_id_object_id_is_hex() {
         let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
-        assert_eq!(
-            es_id(&Bson::ObjectId(oid)).unwrap(),
-            "65a1b2c3d4e5f60718293a4b"
-        );
+        assert_eq!(es_id(&Bson::ObjectId(oid)).unwrap(), "65a1b2c3d4e5f60718293a4b");
     }
 
     #[test]
     fn es_id_string_is_verbatim_within_limits() {
-        assert_eq!(
-            es_id(&Bson::String("user:42/é".to_owned())).unwrap(),
-            "user:42/é"
-        );
+        assert_eq!(es_id(&Bson::String("user:42/é".to_owned())).unwrap(), "user:42/é");
         assert_eq!(es_id(&Bson::String("x".repeat(512))).unwrap().len(), 512);
-        assert_eq!(
-            es_id(&Bson::String(String::new())),
-            Err(IdError::EmptyString)
-        );
+        assert_eq!(es_id(&Bson::String(String::new())), Err(IdError::EmptyString));
         // 256 two-byte chars = 512 bytes is fine; one more char is 514 bytes.
         assert!(es_id(&Bson::String("é".repeat(256))).is_ok());
-        assert_eq!(
-            es_id(&Bson::String("é".repeat(257))),
-            Err(IdError::TooLong { len: 514 })
-        );
-        assert_eq!(
-            es_id(&Bson::String("x".repeat(513))),
-            Err(IdError::TooLong { len: 513 })
-        );
+        assert_eq!(es_id(&Bson::String("é".repeat(257))), Err(IdError::TooLong { len: 514 }));
+        assert_eq!(es_id(&Bson::String("x".repeat(513))), Err(IdError::TooLong { len: 513 }));
     }
 
     #[test]
     fn es_id_integers_are_decimal() {
         assert_eq!(es_id(&Bson::Int32(-42)).unwrap(), "-42");
-        assert_eq!(
-            es_id(&Bson::Int64(i64::MAX)).unwrap(),
-            "9223372036854775807"
-        );
-        assert_eq!(
-            es_id(&Bson::Int64(i64::MIN)).unwrap(),
-            "-9223372036854775808"
-        );
+        assert_eq!(es_id(&Bson::Int64(i64::MAX)).unwrap(), "9223372036854775807");
+        assert_eq!(es_id(&Bson::Int64(i64::MIN)).unwrap(), "-9223372036854775808");
     }
 
     #[test]
@@ -660,27 +521,12 @@ mod tests {
     #[test]
     fn es_id_other_types_are_canonical_extended_json() {
         let compound = Bson::Document(doc! { "b": 1, "a": 2_i64, "c": 1.5 });
-        assert_eq!(
-            es_id(&compound).unwrap(),
-            r#"{"b":{"$numberInt":"1"},"a":{"$numberLong":"2"},"c":{"$numberDouble":"1.5"}}"#
-        );
+        assert_eq!(es_id(&compound).unwrap(), r#"{"b":{"$numberInt":"1"},"a":{"$numberLong":"2"},"c":{"$numberDouble":"1.5"}}"#);
         // Key order is part of a MongoDB _id's identity, so it must not be normalized.
-        assert_ne!(
-            es_id(&compound).unwrap(),
-            es_id(&Bson::Document(doc! { "a": 2_i64, "b": 1, "c": 1.5 })).unwrap()
-        );
-        assert_eq!(
-            es_id(&Bson::DateTime(DateTime::from_millis(1_704_164_645_678))).unwrap(),
-            r#"{"$date":{"$numberLong":"1704164645678"}}"#
-        );
-        assert_eq!(
-            es_id(&binary(BinarySubtype::Uuid, UUID_BYTES.to_vec())).unwrap(),
-            r#"{"$binary":{"base64":"ASNFZ4mrze/+3LqYdlQyEA==","subType":"04"}}"#
-        );
-        assert_eq!(
-            es_id(&Bson::Decimal128(Decimal128::from_str("1.5").unwrap())).unwrap(),
-            r#"{"$numberDecimal":"1.5"}"#
-        );
+        assert_ne!(es_id(&compound).unwrap(), es_id(&Bson::Document(doc! { "a": 2_i64, "b": 1, "c": 1.5 })).unwrap());
+        assert_eq!(es_id(&Bson::DateTime(DateTime::from_millis(1_704_164_645_678))).unwrap(), r#"{"$date":{"$numberLong":"1704164645678"}}"#);
+        assert_eq!(es_id(&binary(BinarySubtype::Uuid, UUID_BYTES.to_vec())).unwrap(), r#"{"$binary":{"base64":"ASNFZ4mrze/+3LqYdlQyEA==","subType":"04"}}"#);
+        assert_eq!(es_id(&Bson::Decimal128(Decimal128::from_str("1.5").unwrap())).unwrap(), r#"{"$numberDecimal":"1.5"}"#);
         assert_eq!(es_id(&Bson::Boolean(true)).unwrap(), "true");
         assert_eq!(es_id(&Bson::Null).unwrap(), "null");
         let big = Bson::Document(doc! { "k": "x".repeat(600) });
@@ -712,10 +558,7 @@ mod tests {
             (u32::MAX, 0),
             (u32::MAX, 1),
         ];
-        let versions: Vec<i64> = pairs
-            .iter()
-            .map(|&(time, increment)| bson_timestamp_version(Timestamp { time, increment }))
-            .collect();
+        let versions: Vec<i64> = pairs.iter().map(|&(time, increment)| bson_timestamp_version(Timestamp { time, increment })).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
         assert!(versions.iter().all(|&v| v >= 0));
     }

@@ -191,7 +191,8 @@ mod tests {
     #[test]
     fn include_keeps_only_the_paths_also_inside_arrays() {
         let rules = FieldRules { include: vec!["name".into(), "items.sku".into(), "meta.a".into()], ..Default::default() };
-        let out = apply(rules, json!({"name": "n", "secret": 1, "items": [{"sku": "a", "price": 1}, {"sku": "b"}], "meta": {"a": 1, "b": 2}, "scalar": {"x": 1}}));
+        let out =
+            apply(rules, json!({"name": "n", "secret": 1, "items": [{"sku": "a", "price": 1}, {"sku": "b"}], "meta": {"a": 1, "b": 2}, "scalar": {"x": 1}}));
         assert_eq!(out, json!({"name": "n", "items": [{"sku": "a"}, {"sku": "b"}], "meta": {"a": 1}}));
     }
 
@@ -204,7 +205,10 @@ mod tests {
 
     #[test]
     fn rename_moves_values_between_dotted_paths() {
-        let rules = FieldRules { rename: vec![("user.email".into(), "email".into()), ("n".into(), "stats.count".into()), ("missing".into(), "x".into())], ..Default::default() };
+        let rules = FieldRules {
+            rename: vec![("user.email".into(), "email".into()), ("n".into(), "stats.count".into()), ("missing".into(), "x".into())],
+            ..Default::default()
+        };
         let out = apply(rules, json!({"user": {"email": "e", "id": 1}, "n": 3}));
         assert_eq!(out, json!({"user": {"id": 1}, "email": "e", "stats": {"count": 3}}));
     }

@@ -30,12 +30,7 @@ const CONCURRENCY: usize = 16;
 
 /// Runs the hook over the index writes of a batch. Dropped documents become versioned deletes,
 /// so the index reads the same whether a document was dropped in the copy or in the stream.
-pub async fn apply_hook(
-    hook: &dyn DocumentHook,
-    namespace: &str,
-    phase: &'static str,
-    writes: Vec<DocumentWrite>,
-) -> (Vec<DocumentWrite>, Vec<Rejected>) {
+pub async fn apply_hook(hook: &dyn DocumentHook, namespace: &str, phase: &'static str, writes: Vec<DocumentWrite>) -> (Vec<DocumentWrite>, Vec<Rejected>) {
     let results: Vec<Result<DocumentWrite, Rejected>> = stream::iter(writes)
         .map(|write| async move {
             let WriteOp::Index(body) = &write.op else { return Ok(write) };

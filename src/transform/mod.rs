@@ -192,11 +192,7 @@ mod tests {
     #[test]
     fn coalescing_keeps_the_last_write_per_id_in_order() {
         let w = |id: &str, v: i64, op: WriteOp| DocumentWrite { id: id.into(), routing: None, version: v, op, operation: Operation::Copy, position: None };
-        let out = coalesce(vec![
-            w("a", 1, WriteOp::Index(b"1".to_vec())),
-            w("b", 1, WriteOp::Index(b"2".to_vec())),
-            w("a", 1, WriteOp::Delete),
-        ]);
+        let out = coalesce(vec![w("a", 1, WriteOp::Index(b"1".to_vec())), w("b", 1, WriteOp::Index(b"2".to_vec())), w("a", 1, WriteOp::Delete)]);
         assert_eq!(out, vec![w("a", 1, WriteOp::Delete), w("b", 1, WriteOp::Index(b"2".to_vec()))]);
     }
 }

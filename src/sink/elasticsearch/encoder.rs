@@ -66,17 +66,17 @@ mod tests {
 
     #[test]
     fn index_and_delete_lines_carry_external_versions() {
-        let writes = [
-            write("a\"1", None, 7, WriteOp::Index(br#"{"x":1}"#.to_vec())),
-            write("b", None, 9, WriteOp::Delete),
-        ];
+        let writes = [write("a\"1", None, 7, WriteOp::Index(br#"{"x":1}"#.to_vec())), write("b", None, 9, WriteOp::Delete)];
         let body = String::from_utf8(encode_all(&Target::index("idx"), &writes)).unwrap();
         assert_eq!(
             body,
             concat!(
-                r#"{"index":{"_index":"idx","_id":"a\"1","version":7,"version_type":"external_gte"}}"#, "\n",
-                r#"{"x":1}"#, "\n",
-                r#"{"delete":{"_index":"idx","_id":"b","version":9,"version_type":"external_gte"}}"#, "\n",
+                r#"{"index":{"_index":"idx","_id":"a\"1","version":7,"version_type":"external_gte"}}"#,
+                "\n",
+                r#"{"x":1}"#,
+                "\n",
+                r#"{"delete":{"_index":"idx","_id":"b","version":9,"version_type":"external_gte"}}"#,
+                "\n",
             )
         );
         for line in body.lines() {
@@ -87,10 +87,7 @@ mod tests {
     #[test]
     fn routing_and_pipeline_go_into_the_action_line() {
         let target = Target { index: "idx".into(), pipeline: Some("enrich".into()) };
-        let writes = [
-            write("a", Some("t1"), 1, WriteOp::Index(b"{}".to_vec())),
-            write("b", Some("t1"), 2, WriteOp::Delete),
-        ];
+        let writes = [write("a", Some("t1"), 1, WriteOp::Index(b"{}".to_vec())), write("b", Some("t1"), 2, WriteOp::Delete)];
         let body = String::from_utf8(encode_all(&target, &writes)).unwrap();
         let lines: Vec<&str> = body.lines().collect();
         assert_eq!(lines[0], r#"{"index":{"_index":"idx","_id":"a","routing":"t1","pipeline":"enrich","version":1,"version_type":"external_gte"}}"#);

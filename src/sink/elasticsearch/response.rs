@@ -30,8 +30,7 @@ struct BulkItem {
 
 /// One outcome per item, in request order; an error if the reply does not match the request.
 pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, String> {
-    let parsed: BulkResponse =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+    let parsed: BulkResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
     if parsed.items.len() != expected_items {
         return Err(format!("_bulk response has {} items for {} writes", parsed.items.len(), expected_items));
     }
@@ -91,10 +90,7 @@ mod tests {
         assert_eq!(out[1], ItemOutcome::Deleted);
         assert_eq!(out[2], ItemOutcome::Conflict);
         assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
-        assert_eq!(
-            out[4],
-            ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into())
-        );
+        assert_eq!(out[4], ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into()));
         assert_eq!(out[5], ItemOutcome::Deleted);
     }
 

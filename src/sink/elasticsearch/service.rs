@@ -1,14 +1,14 @@
 //! The Elasticsearch client: connection check, index creation and versioned bulk writes
 //! with whole-request and per-item retries.
 
-use elasticsearch::auth::Credentials;
+use async_trait::async_trait;
 use elasticsearch::auth::ClientCertificate;
+use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use async_trait::async_trait;
 
 use super::encoder::encode_all;
 use super::response::{parse_bulk_response, ItemOutcome};
@@ -26,7 +26,6 @@ pub struct ServerInfo {
     pub version: String,
 }
 
-
 #[derive(Clone)]
 pub struct EsSink {
     client: Elasticsearch,
@@ -42,16 +41,12 @@ struct Reply {
 
 impl EsSink {
     pub fn new(config: &EsConfig, ctx: SinkContext) -> SyncResult<Self> {
-        let mut url = url::Url::parse(&config.node)
-            .map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
+        let mut url = url::Url::parse(&config.node).map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
         // Credentials in the URL become basic auth, so the URL itself (which shows up in
         // transport errors) never carries them.
         let mut auth = config.auth.clone();
         if !url.username().is_empty() && matches!(auth, EsAuth::None) {
-            auth = EsAuth::Basic {
-                username: url.username().to_string(),
-                password: Secret::new(url.password().unwrap_or("")),
-            };
+            auth = EsAuth::Basic { username: url.username().to_string(), password: Secret::new(url.password().unwrap_or("")) };
         }
         let _ = url.set_username("");
         let _ = url.set_password(None);
@@ -73,15 +68,13 @@ impl EsSink {
             EsAuth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
         };
         if let Some(value) = authorization {
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| SyncError::config("elasticsearch: credentials contain characters not allowed in an HTTP header"))?;
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| SyncError::config("elasticsearch: credentials contain characters not allowed in an HTTP header"))?;
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
         builder = apply_tls(builder, &config.tls, &ctx.events)?;
-        let transport = builder
-            .build()
-            .map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
+        let transport = builder.build().map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
         Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx })
     }
 
@@ -90,11 +83,7 @@ impl EsSink {
         if ndjson {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         }
-        let response = self
-            .client
-            .send(method, path, headers, None::<&()>, body, None)
-            .await
-            .map_err(|e| cause_chain(&e))?;
+        let response = self.client.send(method, path, headers, None::<&()>, body, None).await.map_err(|e| cause_chain(&e))?;
         let status = response.status_code().as_u16();
         let body = response.bytes().await.map_err(|e| cause_chain(&e))?.to_vec();
         Ok(Reply { status, body })
@@ -110,8 +99,7 @@ impl EsSink {
         if reply.status != 200 {
             return Err(unreachable(format!("HTTP {}: {}", reply.status, snippet(&reply.body))));
         }
-        let info: serde_json::Value = serde_json::from_slice(&reply.body)
-            .map_err(|e| unreachable(format!("the reply to GET / is not JSON ({e})")))?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| unreachable(format!("the reply to GET / is not JSON ({e})")))?;
         let version = &info["version"];
         Ok(ServerInfo {
             flavour: version["distribution"].as_str().unwrap_or("elasticsearch").to_string(),
@@ -144,11 +132,8 @@ impl EsSink {
             }
         }
         if let Some(alias) = &config.alias {
-            let body = serde_json::to_vec(&serde_json::json!({ "actions": [{ "add": { "index": index, "alias": alias } }] }))
-                .expect("serialising JSON");
-            let reply = self
-                .with_retries("add alias", || self.request(Method::Post, "/_aliases", Some(body.clone()), false))
-                .await?;
+            let body = serde_json::to_vec(&serde_json::json!({ "actions": [{ "add": { "index": index, "alias": alias } }] })).expect("serialising JSON");
+            let reply = self.with_retries("add alias", || self.request(Method::Post, "/_aliases", Some(body.clone()), false)).await?;
             expect_success(&reply, &format!("add alias \"{alias}\" to \"{index}\""), &[])?;
         }
         Ok(())
@@ -161,19 +146,14 @@ impl EsSink {
         if reply.status == 200 {
             return Ok(true);
         }
-        let reply = self
-            .with_retries("create index", || self.request(Method::Put, &path, Some(body.to_vec()), false))
-            .await?;
+        let reply = self.with_retries("create index", || self.request(Method::Put, &path, Some(body.to_vec()), false)).await?;
         if reply.status == 400 && snippet(&reply.body).contains("resource_already_exists") {
             return Ok(true);
         }
         if reply.status == 200 {
             return Ok(false);
         }
-        Err(SyncError::new(
-            ErrorCode::Elasticsearch,
-            format!("cannot create index \"{index}\": HTTP {}: {}", reply.status, snippet(&reply.body)),
-        ))
+        Err(SyncError::new(ErrorCode::Elasticsearch, format!("cannot create index \"{index}\": HTTP {}: {}", reply.status, snippet(&reply.body))))
     }
 
     /// Sends a request until it gets a non-transient reply; transient = transport error, 429, 5xx.
@@ -207,9 +187,7 @@ impl EsSink {
         let mut attempt = 0;
         while !pending.is_empty() {
             let body = encode_all(target, &pending);
-            let reply = self
-                .with_retries("bulk write", || self.request(Method::Post, "/_bulk", Some(body.clone()), true))
-                .await?;
+            let reply = self.with_retries("bulk write", || self.request(Method::Post, "/_bulk", Some(body.clone()), true)).await?;
             if reply.status == 413 && pending.len() > 1 {
                 // The server's request limit is below ours: halve and carry on.
                 let rest = pending.split_off(pending.len() / 2);
@@ -221,10 +199,9 @@ impl EsSink {
             }
             if reply.status == 413 {
                 report.outcome.dead_letters += 1;
-                report.dead_letters.push(Rejected::new(
-                    pending[0].id.clone(),
-                    format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len()),
-                ));
+                report
+                    .dead_letters
+                    .push(Rejected::new(pending[0].id.clone(), format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len())));
                 return Ok(report);
             }
             if !(200..300).contains(&reply.status) {
@@ -249,9 +226,7 @@ impl EsSink {
                     ItemOutcome::Permanent(reason) => {
                         report.outcome.dead_letters += 1;
                         report.dead_letters.push(match write.op {
-                            WriteOp::Index(source) => {
-                                Rejected::new(write.id, reason).with_document(String::from_utf8_lossy(&source).into_owned())
-                            }
+                            WriteOp::Index(source) => Rejected::new(write.id, reason).with_document(String::from_utf8_lossy(&source).into_owned()),
                             WriteOp::Delete => Rejected::new(write.id, format!("delete failed: {reason}")),
                         });
                     }
@@ -311,9 +286,7 @@ impl EsSink {
             actions.push(serde_json::json!({ "remove_index": { "index": old_index } }));
         }
         let body = serde_json::to_vec(&serde_json::json!({ "actions": actions })).expect("serialising JSON");
-        let reply = self
-            .with_retries("alias swap", || self.request(Method::Post, "/_aliases", Some(body.clone()), false))
-            .await?;
+        let reply = self.with_retries("alias swap", || self.request(Method::Post, "/_aliases", Some(body.clone()), false)).await?;
         expect_success(&reply, &format!("point alias \"{alias}\" at \"{new_index}\""), &[])
     }
 
@@ -328,9 +301,7 @@ impl EsSink {
     pub async fn delete_documents(&self, index: &str) -> SyncResult<()> {
         let path = format!("/{index}/_delete_by_query?refresh=true&conflicts=proceed");
         let body = br#"{"query":{"match_all":{}}}"#.to_vec();
-        let reply = self
-            .with_retries("delete documents", || self.request(Method::Post, &path, Some(body.clone()), false))
-            .await?;
+        let reply = self.with_retries("delete documents", || self.request(Method::Post, &path, Some(body.clone()), false)).await?;
         expect_success(&reply, &format!("delete the documents of \"{index}\""), &[404])
     }
 
@@ -343,9 +314,7 @@ impl EsSink {
             "dest": { "index": to, "version_type": "external" },
         }))
         .expect("serialising JSON");
-        let reply = self
-            .with_retries("reindex", || self.request(Method::Post, "/_reindex?refresh=true", Some(body.clone()), false))
-            .await?;
+        let reply = self.with_retries("reindex", || self.request(Method::Post, "/_reindex?refresh=true", Some(body.clone()), false)).await?;
         expect_success(&reply, &format!("reindex \"{from}\" into \"{to}\""), &[404])?;
         let failures = serde_json::from_slice::<serde_json::Value>(&reply.body)
             .ok()
@@ -413,8 +382,8 @@ fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> S
         builder = builder.cert_validation(CertificateValidation::None);
     } else if let Some(ca) = &tls.ca_file {
         let pem = read("caFile", ca)?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| SyncError::config(format!("elasticsearch.tls.caFile: {} is not a PEM certificate: {e}", ca.display())))?;
+        let cert =
+            Certificate::from_pem(&pem).map_err(|e| SyncError::config(format!("elasticsearch.tls.caFile: {} is not a PEM certificate: {e}", ca.display())))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));
     }
     match (&tls.cert_file, &tls.key_file) {
@@ -471,4 +440,3 @@ fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
     text.replace('\n', " ")
 }
-

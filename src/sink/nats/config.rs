@@ -21,7 +21,10 @@ pub enum NatsAuth {
     #[default]
     None,
     Token(Secret),
-    UserPassword { username: String, password: Secret },
+    UserPassword {
+        username: String,
+        password: Secret,
+    },
     CredentialsFile(PathBuf),
 }
 
@@ -59,11 +62,7 @@ impl NatsConfig {
 
     /// The subjects a created stream covers: each templated token becomes `*`.
     pub fn stream_subjects(&self) -> String {
-        self.subject
-            .split('.')
-            .map(|t| if t.contains('{') { "*" } else { t })
-            .collect::<Vec<_>>()
-            .join(".")
+        self.subject.split('.').map(|t| if t.contains('{') { "*" } else { t }).collect::<Vec<_>>().join(".")
     }
 
     /// The subject of a record of `namespace` meant for `index`.
@@ -76,7 +75,11 @@ impl NatsConfig {
 /// A value as one subject token.
 fn token(value: &str) -> String {
     let t: String = value.chars().map(|c| if matches!(c, '.' | '*' | '>' | ' ') || c.is_control() { '_' } else { c }).collect();
-    if t.is_empty() { "_".into() } else { t }
+    if t.is_empty() {
+        "_".into()
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]

@@ -35,15 +35,8 @@ impl NatsTransport {
         let client = options.connect(self.config.url.expose()).await.map_err(|e| cause_chain(&e))?;
         let context = jetstream::new(client);
         if self.config.create_stream {
-            let stream = jetstream::stream::Config {
-                name: self.config.stream.clone(),
-                subjects: vec![self.config.stream_subjects()],
-                ..Default::default()
-            };
-            context
-                .get_or_create_stream(stream)
-                .await
-                .map_err(|e| format!("cannot create the stream \"{}\": {}", self.config.stream, cause_chain(&e)))?;
+            let stream = jetstream::stream::Config { name: self.config.stream.clone(), subjects: vec![self.config.stream_subjects()], ..Default::default() };
+            context.get_or_create_stream(stream).await.map_err(|e| format!("cannot create the stream \"{}\": {}", self.config.stream, cause_chain(&e)))?;
         } else {
             context
                 .get_stream(&self.config.stream)
@@ -87,10 +80,8 @@ impl RecordTransport for NatsTransport {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, record.key.as_str());
             let subject = self.config.subject_for(&record.namespace, &record.index);
-            let ack = context
-                .publish_with_headers(subject, headers, record.line.clone().into())
-                .await
-                .map_err(|e| format!("publish failed: {}", cause_chain(&e)))?;
+            let ack =
+                context.publish_with_headers(subject, headers, record.line.clone().into()).await.map_err(|e| format!("publish failed: {}", cause_chain(&e)))?;
             acks.push(ack.into_future());
         }
         try_join_all(acks).await.map_err(|e| format!("JetStream did not acknowledge: {}", cause_chain(&e)))?;

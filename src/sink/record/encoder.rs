@@ -120,10 +120,7 @@ mod tests {
     fn document_records_carry_the_change_and_its_action() {
         let target = Target::index("idx");
         let r = document_record("db.c", &target, &write(WriteOp::Index(br#"{"x":1}"#.to_vec()), Operation::Update, Some("8263")));
-        assert_eq!(
-            parse(&r),
-            json!({"operation":"update","namespace":"db.c","index":"idx","id":"a\"1","action":"index","version":7,"document":{"x":1}})
-        );
+        assert_eq!(parse(&r), json!({"operation":"update","namespace":"db.c","index":"idx","id":"a\"1","action":"index","version":7,"document":{"x":1}}));
         let d = document_record("db.c", &target, &DocumentWrite { routing: Some("t".into()), ..write(WriteOp::Delete, Operation::Update, Some("8264")) });
         assert_eq!(
             parse(&d),
@@ -146,7 +143,10 @@ mod tests {
     fn dead_letters_and_index_actions_are_records_too() {
         let dl = dead_letter_records("dlq", "db.c", "idx", &[Rejected::new("5", "mapper_parsing_exception")]);
         let v = parse(&dl[0]);
-        assert_eq!((v["operation"].as_str(), v["index"].as_str(), v["id"].as_str(), v["action"].as_str()), (Some("deadLetter"), Some("dlq"), Some("db.c:5"), Some("index")));
+        assert_eq!(
+            (v["operation"].as_str(), v["index"].as_str(), v["id"].as_str(), v["action"].as_str()),
+            (Some("deadLetter"), Some("dlq"), Some("db.c:5"), Some("index"))
+        );
         assert_eq!(v["document"]["reason"], "mapper_parsing_exception");
         let change = IndexChange {
             namespace: "db.c".into(),

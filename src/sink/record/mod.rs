@@ -137,7 +137,8 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
                 let slim = Rejected { reason: format!("{}; the document is left out of this record: {reason}", r.reason), document: None, ..r.clone() };
                 *record = dead_letter_records(dlq, namespace, index, std::slice::from_ref(&slim)).pop().expect("one record per dead letter");
                 if let Some(reason) = self.transport.refuses(record) {
-                    let what = format!("the dead letter of {namespace} {} cannot be recorded in {}, even without its document", r.id, self.transport.describe());
+                    let what =
+                        format!("the dead letter of {namespace} {} cannot be recorded in {}, even without its document", r.id, self.transport.describe());
                     return Err(SyncError::new(ErrorCode::Output, format!("{what}: {reason}")));
                 }
             }
@@ -150,10 +151,7 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
     }
 
     async fn close(&self) -> SyncResult<()> {
-        self.transport
-            .close()
-            .await
-            .map_err(|e| SyncError::new(ErrorCode::Output, format!("closing the output {}: {e}", self.transport.describe())))
+        self.transport.close().await.map_err(|e| SyncError::new(ErrorCode::Output, format!("closing the output {}: {e}", self.transport.describe())))
     }
 }
 

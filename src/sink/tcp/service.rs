@@ -216,9 +216,8 @@ impl RecordTransport for TcpTransport {
 
 fn tls_connector(host: &str, tls: &TcpTls) -> SyncResult<(TlsConnector, ServerName<'static>)> {
     let provider = Arc::new(ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SyncError::config(format!("tcp TLS: {e}")))?;
+    let builder =
+        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| SyncError::config(format!("tcp TLS: {e}")))?;
     let config = if !tls.reject_unauthorized {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))).with_no_client_auth()
     } else {
@@ -257,11 +256,21 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
@@ -284,7 +293,8 @@ mod tests {
     }
 
     fn transport(port: u16) -> TcpTransport {
-        let config = TcpConfig { host: "127.0.0.1".into(), port, tls: None, connect_timeout: Duration::from_secs(2), replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES };
+        let config =
+            TcpConfig { host: "127.0.0.1".into(), port, tls: None, connect_timeout: Duration::from_secs(2), replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES };
         TcpTransport::new(config).unwrap()
     }
 
