@@ -10,7 +10,7 @@ use crate::sink::Target;
 use crate::transform::hook::apply_hook;
 use crate::transform::{ConvertWarning, DocumentWrite, Rejected};
 
-use super::Context;
+use super::{Context, UntilStopped};
 
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -103,12 +103,12 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
         writes = kept;
         rejected.extend(refused);
     }
-    let mut report = ctx.sink.write(namespace, target, writes).await?;
+    let mut report = ctx.sink.write(namespace, target, writes).await.until_stopped()?;
     report.outcome.dead_letters += rejected.len() as u64;
     let dead_letters: Vec<Rejected> = rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {
         // Written before the batch counts as acknowledged: a dead letter is never only in memory.
-        ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await?;
+        ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await.until_stopped()?;
     }
     for rejected in dead_letters {
         ctx.events.emit(SyncEvent::DeadLetter { namespace: namespace.to_string(), index: index.to_string(), id: rejected.id, reason: rejected.reason });

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{commit, Batch, Room};
-use super::{cluster_now, stream_start, Context, Flow};
+use super::{cluster_now, stream_start, Context, Flow, UntilStopped};
 use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{BatchConfig, CollectionConfig, DropPolicy, HistoryLostPolicy, Namespace, RenamePolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
@@ -230,7 +230,7 @@ impl<'a> CollectionSync<'a> {
             let new_index = self.index();
             let version = self.checkpoint.start_at.map_or(0, version_of);
             let action = IndexAction::SwapAlias { alias: self.config.index.clone(), index: new_index.clone(), replaces: old };
-            self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await?;
+            self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await.until_stopped()?;
             self.checkpoint.replaces = None;
             self.save().await?;
             self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), operation: "resync".into(), to: Some(new_index) });
@@ -614,18 +614,20 @@ impl<'a> CollectionSync<'a> {
                 let to_settings = ctx.config.collection_for(to_ns);
                 let to_index = ctx.config.index_for(to_ns);
                 if to_index != index && ctx.config.on_rename != RenamePolicy::Ignore {
-                    ctx.sink.prepare_index(&to_index, None).await?;
+                    ctx.sink.prepare_index(&to_index, None).await.until_stopped()?;
                     match ctx.config.on_rename {
-                        RenamePolicy::Move => ctx.sink.apply(&change(IndexAction::Reindex { from: index.clone(), to: to_index.clone() })).await?,
+                        RenamePolicy::Move => {
+                            ctx.sink.apply(&change(IndexAction::Reindex { from: index.clone(), to: to_index.clone() })).await.until_stopped()?
+                        }
                         _ => self.copy_once(to_ns, to_settings.as_ref(), &Target::index(to_index.clone()), version).await?,
                     }
-                    ctx.sink.apply(&change(IndexAction::DeleteDocuments { index: index.clone() })).await?;
+                    ctx.sink.apply(&change(IndexAction::DeleteDocuments { index: index.clone() })).await.until_stopped()?;
                 }
             }
             ("rename", None) => return Err(SyncError::new(ErrorCode::Mongo, format!("rename event of {ns} has no target namespace"))),
             _ => match ctx.config.on_drop {
-                DropPolicy::DeleteDocuments => ctx.sink.apply(&change(IndexAction::DeleteDocuments { index })).await?,
-                DropPolicy::DeleteIndex => ctx.sink.apply(&change(IndexAction::DeleteIndex { index })).await?,
+                DropPolicy::DeleteDocuments => ctx.sink.apply(&change(IndexAction::DeleteDocuments { index })).await.until_stopped()?,
+                DropPolicy::DeleteIndex => ctx.sink.apply(&change(IndexAction::DeleteIndex { index })).await.until_stopped()?,
                 DropPolicy::Ignore => {}
             },
         }
@@ -716,7 +718,10 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
         Some(serving) => {
             if serving != current {
                 let action = IndexAction::DeleteIndex { index: current.clone() };
-                ctx.sink.apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action }).await?;
+                ctx.sink
+                    .apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action })
+                    .await
+                    .until_stopped()?;
             }
             serving
         }
@@ -725,7 +730,7 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
     let generation = cp.generation + 1;
     let new_index = format!("{}-{generation}", config.index);
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
-    ctx.sink.prepare_index(&new_index, Some(config)).await?;
+    ctx.sink.prepare_index(&new_index, Some(config)).await.until_stopped()?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);
     ctx.events.emit(SyncEvent::Warning {

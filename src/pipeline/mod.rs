@@ -31,6 +31,22 @@ enum Flow {
     Stopped,
 }
 
+/// A sink call the stop ended ([`crate::retry::Flow::Stopped`]) ends the phase as the
+/// `ERR_STATE` error `CollectionSync::run` takes for a stop while cancelled. Transitional: once
+/// the phases pass the sinks' `Flow` on, this goes.
+trait UntilStopped<T> {
+    fn until_stopped(self) -> SyncResult<T>;
+}
+
+impl<T> UntilStopped<T> for SyncResult<crate::retry::Flow<T>> {
+    fn until_stopped(self) -> SyncResult<T> {
+        match self? {
+            crate::retry::Flow::Done(value) => Ok(value),
+            crate::retry::Flow::Stopped => Err(SyncError::new(ErrorCode::State, "stopped while an output was retrying")),
+        }
+    }
+}
+
 /// What every collection task shares.
 pub(crate) struct Context {
     config: Arc<SyncConfig>,
@@ -178,7 +194,7 @@ impl SyncEngine {
             hook: self.hook.lock().expect("hook lock").clone(),
         });
         if let Some(dlq) = &config.dead_letter_index {
-            ctx.sink.prepare_dead_letters(dlq).await?;
+            ctx.sink.prepare_dead_letters(dlq).await.until_stopped()?;
         }
         // Stream only: "now" is read once, before start() resolves, so that a change made
         // right after it is never before a collection's start point.
@@ -270,7 +286,7 @@ async fn prepare_collection(
     if !checkpoint.copy_done && !matches!(config.mode, SyncMode::Stream { .. }) {
         ctx.copy_started(&c.namespace);
     }
-    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await?;
+    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await.until_stopped()?;
     Ok((checkpoint, opened_stream))
 }
 

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CollectionConfig, OutputConfig, RetryConfig, SyncConfig};
-use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::error::SyncResult;
 use crate::event::{BatchOutcome, EventBus};
-use crate::retry::{may_retry, wait_before_retry};
+use crate::retry::{Flow, RetryPolicy};
 use crate::stats::Stats;
 use crate::transform::{DocumentWrite, Rejected};
 
@@ -80,26 +80,28 @@ pub struct IndexChange {
 
 /// One output. Every method returns once the output has durably taken the data (per its
 /// guarantees); only then does the pipeline move the checkpoint. Transient failures are retried
-/// inside, with `crate::retry`'s backoff and `Retry` events.
+/// inside, in `crate::retry`'s loop (backoff, `Retry` events); a sync stopped during a retry
+/// ends the call with [`Flow::Stopped`]: the work is then not done, and must not be
+/// checkpointed.
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Checks, once at start, that the output is reachable (fails fast: no retries).
     async fn connect(&self) -> SyncResult<()>;
 
     /// Prepares the index of a collection (or of a rename's target, when `collection` is none).
-    async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<()>;
+    async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<Flow<()>>;
 
     /// Prepares the index dead letters are written to.
-    async fn prepare_dead_letters(&self, index: &str) -> SyncResult<()>;
+    async fn prepare_dead_letters(&self, index: &str) -> SyncResult<Flow<()>>;
 
     /// Writes a batch of one collection; reports what became of every write.
-    async fn write(&self, namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport>;
+    async fn write(&self, namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<Flow<WriteReport>>;
 
     /// Records dead letters of `namespace` (whose documents were meant for `index`) in `dlq`.
-    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<()>;
+    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<Flow<()>>;
 
     /// Performs (or records) an index operation.
-    async fn apply(&self, change: &IndexChange) -> SyncResult<()>;
+    async fn apply(&self, change: &IndexChange) -> SyncResult<Flow<()>>;
 
     /// Once the sync stops, after its last write: makes sure what was written arrived where the
     /// output cannot tell at write time (a TCP receiver that went away just after a write).
@@ -118,18 +120,9 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
-    /// After failed attempt number `attempt` of `what`: waits the backoff delay (announced as a
-    /// `Retry` event), or fails with `code` once `retry.maxAttempts` are used up, or with
-    /// `ERR_STATE` if the sync is stopped meanwhile.
-    pub async fn pause_before_retry(&self, code: ErrorCode, what: &str, attempt: u32, cause: &str) -> SyncResult<()> {
-        if !may_retry(&self.retry, attempt) {
-            return Err(SyncError::new(code, format!("{what} failed after {attempt} attempts: {cause}")));
-        }
-        if wait_before_retry(&self.retry, attempt, format!("{what}: {cause}"), &self.stats, &self.events, &self.cancel).await {
-            Ok(())
-        } else {
-            Err(SyncError::new(ErrorCode::State, format!("stopped while retrying {what}")))
-        }
+    /// The retry loop of this sync (see `crate::retry`).
+    pub fn retry_policy(&self) -> RetryPolicy<'_> {
+        RetryPolicy::new(&self.retry, &self.stats, &self.events, &self.cancel)
     }
 }
 

@@ -1,6 +1,36 @@
-//! Reads a `_bulk` response item by item and classifies every outcome.
+//! Reads replies: whole ones ([`Reply`]), and a `_bulk` response item by item, classifying
+//! every outcome.
 
 use serde::Deserialize;
+
+/// A reply read whole: status and body.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The `error.type` of an error reply (`{"error":{"type":…}}`), if it has one.
+    pub fn error_type(&self) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        value.get("error")?.get("type")?.as_str().map(str::to_string)
+    }
+
+    /// "HTTP 503: <the start of the body>", for messages.
+    pub fn describe(&self) -> String {
+        format!("HTTP {}: {}", self.status, snippet(&self.body))
+    }
+}
+
+/// The start of a reply body, for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.replace('\n', " ")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {

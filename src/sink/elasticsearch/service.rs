@@ -11,11 +11,13 @@ use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
 use super::encoder::encode_all;
-use super::response::{parse_bulk_response, ItemOutcome};
-use super::retry::is_retryable_status;
+use super::error::EsError;
+use super::response::{parse_bulk_response, snippet, ItemOutcome, Reply};
+use super::retry::classify_request;
 use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
 use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent};
+use crate::retry::{proceed, Attempt, Flow, RetryPolicy, Retryable};
 use crate::sink::{IndexAction, IndexChange, Sink, SinkContext, Target, WriteReport};
 use crate::transform::{coalesce, dead_letter_document, DocumentWrite, Operation, Rejected, WriteOp};
 
@@ -26,17 +28,13 @@ pub struct ServerInfo {
     pub version: String,
 }
 
+type EsResult<T> = Result<T, EsError>;
+
 #[derive(Clone)]
 pub struct EsSink {
     client: Elasticsearch,
     node: String,
     ctx: SinkContext,
-}
-
-/// A reply read whole: status and body.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
 }
 
 impl EsSink {
@@ -89,15 +87,31 @@ impl EsSink {
         Ok(Reply { status, body })
     }
 
+    fn policy(&self) -> RetryPolicy<'_> {
+        self.ctx.retry_policy()
+    }
+
+    /// Sends a request until it gets an answer that is not transient (see `retry`).
+    async fn send(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>) -> EsResult<Flow<Reply>> {
+        self.policy().run(what, || async { classify_request(self.request(method, path, body.map(<[u8]>::to_vec), false).await) }).await
+    }
+
+    /// [`send`](Self::send), where any answer but a success (or one of `tolerated`) is an error.
+    async fn send_expecting(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>, tolerated: &[u16]) -> EsResult<Flow<Reply>> {
+        let reply = proceed!(self.send(what, method, path, body).await?);
+        expect_success(&reply, what, tolerated)?;
+        Ok(Flow::Done(reply))
+    }
+
     /// Asks the server who it is; fails fast (no retries) so that `start()` reports a wrong URL at once.
-    pub async fn server_info(&self) -> SyncResult<ServerInfo> {
-        let unreachable = |msg: String| SyncError::new(ErrorCode::EsUnreachable, format!("cannot reach Elasticsearch at {}: {msg}", redact_uri(&self.node)));
+    pub async fn server_info(&self) -> EsResult<ServerInfo> {
+        let unreachable = |reason: String| EsError::Unreachable { node: redact_uri(&self.node), reason };
         let reply = self.request(Method::Get, "/", None, false).await.map_err(unreachable)?;
         if reply.status == 401 || reply.status == 403 {
             return Err(unreachable(format!("authentication refused (HTTP {})", reply.status)));
         }
         if reply.status != 200 {
-            return Err(unreachable(format!("HTTP {}: {}", reply.status, snippet(&reply.body))));
+            return Err(unreachable(reply.describe()));
         }
         let info: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| unreachable(format!("the reply to GET / is not JSON ({e})")))?;
         let version = &info["version"];
@@ -108,149 +122,85 @@ impl EsSink {
     }
 
     /// Creates the index with dynamic mapping unless it exists.
-    pub async fn ensure_index(&self, index: &str) -> SyncResult<()> {
-        self.ensure_index_with(index, b"{}").await.map(|_| ())
+    pub async fn ensure_index(&self, index: &str) -> EsResult<Flow<()>> {
+        self.ensure_index_with(index, b"{}").await.map(|flow| flow.map(drop))
     }
 
     /// Prepares a collection's index: created with its settings and mappings unless it exists;
     /// an existing one must agree with the configured mappings; the alias is added.
-    pub async fn ensure_collection_index(&self, index: &str, config: &CollectionConfig) -> SyncResult<()> {
+    pub async fn ensure_collection_index(&self, index: &str, config: &CollectionConfig) -> EsResult<Flow<()>> {
         let body = config.index_body.as_ref().map_or_else(|| b"{}".to_vec(), |b| serde_json::to_vec(b).expect("serialising JSON"));
-        let existed = self.ensure_index_with(index, &body).await?;
+        let existed = proceed!(self.ensure_index_with(index, &body).await?);
         if let (true, Some(wanted)) = (existed, config.index_body.as_ref().and_then(|b| b.get("mappings"))) {
             let path = format!("/{index}/_mapping");
-            let reply = self.with_retries("read mappings", || self.request(Method::Get, &path, None, false)).await?;
-            expect_success(&reply, &format!("read the mappings of \"{index}\""), &[])?;
+            let reply = proceed!(self.send_expecting(&format!("read the mappings of \"{index}\""), Method::Get, &path, None, &[]).await?);
             let existing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
             // The reply is keyed by the concrete index name, which differs when `index` is an alias.
             let existing = existing.as_object().and_then(|o| o.values().next()).and_then(|v| v.get("mappings")).cloned().unwrap_or_default();
             if let Some(conflict) = mapping_conflict(wanted, &existing, "") {
-                return Err(SyncError::new(
-                    ErrorCode::Config,
-                    format!("mappings of {}: the existing index \"{index}\" {conflict}; use another index or reindex it", config.namespace),
-                ));
+                return Err(EsError::MappingConflict { namespace: config.namespace.to_string(), index: index.to_string(), conflict });
             }
         }
         if let Some(alias) = &config.alias {
             let body = serde_json::to_vec(&serde_json::json!({ "actions": [{ "add": { "index": index, "alias": alias } }] })).expect("serialising JSON");
-            let reply = self.with_retries("add alias", || self.request(Method::Post, "/_aliases", Some(body.clone()), false)).await?;
-            expect_success(&reply, &format!("add alias \"{alias}\" to \"{index}\""), &[])?;
+            proceed!(self.send_expecting(&format!("add alias \"{alias}\" to \"{index}\""), Method::Post, "/_aliases", Some(&body), &[]).await?);
         }
-        Ok(())
+        Ok(Flow::Done(()))
     }
 
     /// Creates the index with the given settings/mappings body unless it exists; tells whether it existed.
-    async fn ensure_index_with(&self, index: &str, body: &[u8]) -> SyncResult<bool> {
+    async fn ensure_index_with(&self, index: &str, body: &[u8]) -> EsResult<Flow<bool>> {
         let path = format!("/{index}");
-        let reply = self.with_retries("check index", || self.request(Method::Head, &path, None, false)).await?;
-        if reply.status == 200 {
-            return Ok(true);
+        if proceed!(self.send("check index", Method::Head, &path, None).await?).status == 200 {
+            return Ok(Flow::Done(true));
         }
-        let reply = self.with_retries("create index", || self.request(Method::Put, &path, Some(body.to_vec()), false)).await?;
+        let reply = proceed!(self.send("create index", Method::Put, &path, Some(body)).await?);
         if reply.status == 400 && snippet(&reply.body).contains("resource_already_exists") {
-            return Ok(true);
+            return Ok(Flow::Done(true));
         }
-        if reply.status == 200 {
-            return Ok(false);
-        }
-        Err(SyncError::new(ErrorCode::Elasticsearch, format!("cannot create index \"{index}\": HTTP {}: {}", reply.status, snippet(&reply.body))))
-    }
-
-    /// Sends a request until it gets a non-transient reply; transient = transport error, 429, 5xx.
-    async fn with_retries<F, Fut>(&self, what: &str, mut send: F) -> SyncResult<Reply>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Reply, String>>,
-    {
-        let mut attempt = 0;
-        loop {
-            let cause = match send().await {
-                Ok(reply) if !is_retryable_status(reply.status) => return Ok(reply),
-                Ok(reply) => format!("HTTP {}: {}", reply.status, snippet(&reply.body)),
-                Err(transport) => transport,
-            };
-            attempt += 1;
-            self.pause_before_retry(what, attempt, &cause).await?;
-        }
-    }
-
-    async fn pause_before_retry(&self, what: &str, attempt: u32, cause: &str) -> SyncResult<()> {
-        self.ctx.pause_before_retry(ErrorCode::Elasticsearch, what, attempt, cause).await
+        expect_success(&reply, &format!("cannot create index \"{index}\""), &[])?;
+        Ok(Flow::Done(false))
     }
 
     /// Writes a batch to `index` and returns once every write is acknowledged, stale (conflict)
-    /// or dead-lettered. Transient failures, of the whole request or of single items, are retried.
-    pub async fn bulk(&self, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
-        let index = target.index.as_str();
+    /// or dead-lettered. Transient failures, of the whole request or of single items, are
+    /// retried in one loop: an attempt that got some items through counts as progress.
+    pub async fn bulk(&self, target: &Target, writes: Vec<DocumentWrite>) -> EsResult<Flow<WriteReport>> {
         let mut report = WriteReport::default();
         let mut pending = writes;
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let body = encode_all(target, &pending);
-            let reply = self.with_retries("bulk write", || self.request(Method::Post, "/_bulk", Some(body.clone()), true)).await?;
-            if reply.status == 413 && pending.len() > 1 {
-                // The server's request limit is below ours: halve and carry on.
-                let rest = pending.split_off(pending.len() / 2);
-                let first = Box::pin(self.bulk(target, std::mem::take(&mut pending))).await?;
-                let second = Box::pin(self.bulk(target, rest)).await?;
-                merge(&mut report, first);
-                merge(&mut report, second);
-                return Ok(report);
-            }
-            if reply.status == 413 {
-                report.outcome.dead_letters += 1;
-                report
-                    .dead_letters
-                    .push(Rejected::new(pending[0].id.clone(), format!("document of {} bytes is larger than the server accepts (HTTP 413)", body.len())));
-                return Ok(report);
-            }
-            if !(200..300).contains(&reply.status) {
-                return Err(SyncError::new(
-                    ErrorCode::Elasticsearch,
-                    format!("bulk write to \"{index}\" refused: HTTP {}: {}", reply.status, snippet(&reply.body)),
-                ));
-            }
-            let outcomes = parse_bulk_response(&reply.body, pending.len())
-                .map_err(|e| SyncError::new(ErrorCode::Elasticsearch, format!("bulk write to \"{index}\": {e}")))?;
-            let mut retry_items = Vec::new();
-            let mut retry_cause = String::new();
-            for (write, outcome) in pending.into_iter().zip(outcomes) {
-                match outcome {
-                    ItemOutcome::Indexed => report.outcome.indexed += 1,
-                    ItemOutcome::Deleted => report.outcome.deleted += 1,
-                    ItemOutcome::Conflict => report.outcome.conflicts += 1,
-                    ItemOutcome::Retryable(cause) => {
-                        retry_cause = cause;
-                        retry_items.push(write);
-                    }
-                    ItemOutcome::Permanent(reason) => {
-                        report.outcome.dead_letters += 1;
-                        report.dead_letters.push(match write.op {
-                            WriteOp::Index(source) => Rejected::new(write.id, reason).with_document(String::from_utf8_lossy(&source).into_owned()),
-                            WriteOp::Delete => Rejected::new(write.id, format!("delete failed: {reason}")),
-                        });
-                    }
-                }
-            }
-            pending = retry_items;
-            if !pending.is_empty() {
-                attempt += 1;
-                let what = format!("{} items of a bulk write", pending.len());
-                self.pause_before_retry(&what, attempt, &retry_cause).await?;
-            }
+        let what = format!("bulk write to \"{}\"", target.index);
+        let attempt = BulkAttempt { sink: self, target, pending: &mut pending, report: &mut report };
+        if proceed!(self.policy().run(&what, attempt).await?) == BulkEnd::TooLarge {
+            proceed!(self.bulk_too_large(target, pending, &mut report).await?);
         }
-        Ok(report)
+        Ok(Flow::Done(report))
+    }
+
+    /// The server's request limit is below ours: halve and carry on; a single document over the
+    /// limit is dead-lettered.
+    async fn bulk_too_large(&self, target: &Target, mut pending: Vec<DocumentWrite>, report: &mut WriteReport) -> EsResult<Flow<()>> {
+        if pending.len() == 1 {
+            let size = encode_all(target, &pending).len();
+            report.outcome.dead_letters += 1;
+            report.dead_letters.push(Rejected::new(pending[0].id.clone(), format!("document of {size} bytes is larger than the server accepts (HTTP 413)")));
+            return Ok(Flow::Done(()));
+        }
+        let rest = pending.split_off(pending.len() / 2);
+        for half in [pending, rest] {
+            merge(report, proceed!(Box::pin(self.bulk(target, half)).await?));
+        }
+        Ok(Flow::Done(()))
     }
 
     /// The dead-letter index stores the failed documents unindexed (`dynamic: false`), so that
     /// the very values Elasticsearch rejected cannot make the record fail too.
-    pub async fn ensure_dead_letter_index(&self, index: &str) -> SyncResult<()> {
+    pub async fn ensure_dead_letter_index(&self, index: &str) -> EsResult<Flow<()>> {
         let body = br#"{"mappings":{"dynamic":false,"properties":{"namespace":{"type":"keyword"},"index":{"type":"keyword"},"id":{"type":"keyword"},"reason":{"type":"text"},"at":{"type":"date"}}}}"#;
-        self.ensure_index_with(index, body).await.map(|_| ())
+        self.ensure_index_with(index, body).await.map(|flow| flow.map(drop))
     }
 
     /// Records dead letters in `dlq`, one document per source document (the latest failure wins).
-    pub async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<()> {
+    pub async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> EsResult<Flow<()>> {
         let at = mongodb::bson::DateTime::now();
         let writes = records
             .iter()
@@ -266,68 +216,138 @@ impl EsSink {
                 }
             })
             .collect();
-        let report = self.bulk(&Target::index(dlq), writes).await?;
-        match report.dead_letters.first() {
-            None => Ok(()),
-            Some(failed) => Err(SyncError::new(
-                ErrorCode::Elasticsearch,
-                format!("cannot record the dead letter of {namespace} {} in \"{dlq}\": {}", failed.id, failed.reason),
-            )),
+        let report = proceed!(self.bulk(&Target::index(dlq), writes).await?);
+        match report.dead_letters.into_iter().next() {
+            None => Ok(Flow::Done(())),
+            Some(failed) => Err(EsError::DeadLetterRefused { namespace: namespace.to_string(), id: failed.id, index: dlq.to_string(), reason: failed.reason }),
         }
     }
 
     /// Points `alias` at `new_index` and drops `old_index` in one atomic step, so readers of the
     /// alias never see a half-filled index. Repeating it after a crash is harmless.
-    pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str) -> SyncResult<()> {
-        let old_path = format!("/{old_index}");
-        let old_exists = self.with_retries("check index", || self.request(Method::Head, &old_path, None, false)).await?.status == 200;
+    pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str) -> EsResult<Flow<()>> {
+        let old_exists = proceed!(self.send("check index", Method::Head, &format!("/{old_index}"), None).await?).status == 200;
         let mut actions = vec![serde_json::json!({ "add": { "index": new_index, "alias": alias } })];
         if old_exists && old_index != new_index {
             actions.push(serde_json::json!({ "remove_index": { "index": old_index } }));
         }
         let body = serde_json::to_vec(&serde_json::json!({ "actions": actions })).expect("serialising JSON");
-        let reply = self.with_retries("alias swap", || self.request(Method::Post, "/_aliases", Some(body.clone()), false)).await?;
-        expect_success(&reply, &format!("point alias \"{alias}\" at \"{new_index}\""), &[])
+        let what = format!("point alias \"{alias}\" at \"{new_index}\"");
+        self.send_expecting(&what, Method::Post, "/_aliases", Some(&body), &[]).await.map(|flow| flow.map(drop))
     }
 
     /// Deletes an index; a missing one is fine.
-    pub async fn delete_index(&self, index: &str) -> SyncResult<()> {
-        let path = format!("/{index}");
-        let reply = self.with_retries("delete index", || self.request(Method::Delete, &path, None, false)).await?;
-        expect_success(&reply, &format!("delete index \"{index}\""), &[404])
+    pub async fn delete_index(&self, index: &str) -> EsResult<Flow<()>> {
+        let what = format!("delete index \"{index}\"");
+        self.send_expecting(&what, Method::Delete, &format!("/{index}"), None, &[404]).await.map(|flow| flow.map(drop))
     }
 
     /// Deletes every document of an index, keeping the index; a missing index is fine.
-    pub async fn delete_documents(&self, index: &str) -> SyncResult<()> {
+    pub async fn delete_documents(&self, index: &str) -> EsResult<Flow<()>> {
         let path = format!("/{index}/_delete_by_query?refresh=true&conflicts=proceed");
-        let body = br#"{"query":{"match_all":{}}}"#.to_vec();
-        let reply = self.with_retries("delete documents", || self.request(Method::Post, &path, Some(body.clone()), false)).await?;
-        expect_success(&reply, &format!("delete the documents of \"{index}\""), &[404])
+        let body = br#"{"query":{"match_all":{}}}"#;
+        let what = format!("delete the documents of \"{index}\"");
+        self.send_expecting(&what, Method::Post, &path, Some(body), &[404]).await.map(|flow| flow.map(drop))
     }
 
     /// Copies every document of `from` into `to`, keeping their versions so that newer data in
     /// `to` is not overwritten.
-    pub async fn reindex(&self, from: &str, to: &str) -> SyncResult<()> {
+    pub async fn reindex(&self, from: &str, to: &str) -> EsResult<Flow<()>> {
         let body = serde_json::to_vec(&serde_json::json!({
             "conflicts": "proceed",
             "source": { "index": from },
             "dest": { "index": to, "version_type": "external" },
         }))
         .expect("serialising JSON");
-        let reply = self.with_retries("reindex", || self.request(Method::Post, "/_reindex?refresh=true", Some(body.clone()), false)).await?;
-        expect_success(&reply, &format!("reindex \"{from}\" into \"{to}\""), &[404])?;
+        let what = format!("reindex \"{from}\" into \"{to}\"");
+        let reply = proceed!(self.send_expecting(&what, Method::Post, "/_reindex?refresh=true", Some(&body), &[404]).await?);
         let failures = serde_json::from_slice::<serde_json::Value>(&reply.body)
             .ok()
             .and_then(|v| v.get("failures").and_then(|f| f.as_array()).map(|f| f.len()))
             .unwrap_or(0);
         if failures > 0 {
-            return Err(SyncError::new(
-                ErrorCode::Elasticsearch,
-                format!("reindex \"{from}\" into \"{to}\" had {failures} failures: {}", snippet(&reply.body)),
-            ));
+            return Err(EsError::TaskFailed { what, count: failures, detail: snippet(&reply.body) });
         }
-        Ok(())
+        Ok(Flow::Done(()))
     }
+}
+
+/// One `_bulk` request of the writes still `pending`; what became of each item goes into
+/// `report`, and the transient failures stay in `pending` for the next attempt.
+struct BulkAttempt<'a> {
+    sink: &'a EsSink,
+    target: &'a Target,
+    pending: &'a mut Vec<DocumentWrite>,
+    report: &'a mut WriteReport,
+}
+
+impl Retryable for BulkAttempt<'_> {
+    type Output = BulkEnd;
+    type Error = EsError;
+
+    async fn attempt(&mut self) -> Attempt<BulkEnd, EsError> {
+        let what = || format!("bulk write to \"{}\"", self.target.index);
+        let body = encode_all(self.target, self.pending.iter());
+        let reply = match classify_request(self.sink.request(Method::Post, "/_bulk", Some(body), true).await) {
+            Attempt::Done(reply) => reply,
+            Attempt::Retry(cause) => return Attempt::Retry(cause),
+            Attempt::Partial(cause) => return Attempt::Partial(cause),
+            Attempt::Fail(e) => return Attempt::Fail(e),
+        };
+        if reply.status == 413 {
+            return Attempt::Done(BulkEnd::TooLarge);
+        }
+        if !reply.is_success() {
+            return Attempt::Fail(EsError::Refused { what: format!("{} refused", what()), reply: reply.describe() });
+        }
+        let outcomes = match parse_bulk_response(&reply.body, self.pending.len()) {
+            Ok(outcomes) => outcomes,
+            Err(reason) => return Attempt::Fail(EsError::BadReply { what: what(), reason }),
+        };
+        let sent = self.pending.len();
+        let mut cause = String::new();
+        for (write, outcome) in std::mem::take(self.pending).into_iter().zip(outcomes) {
+            if let Some(transient) = settle(self.report, write, outcome, self.pending) {
+                cause = transient;
+            }
+        }
+        match self.pending.len() {
+            0 => Attempt::Done(BulkEnd::Finished),
+            left if left < sent => Attempt::Partial(format!("{left} of {sent} items: {cause}")),
+            left => Attempt::Retry(format!("{left} of {sent} items: {cause}")),
+        }
+    }
+}
+
+/// How a bulk write's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum BulkEnd {
+    /// Every write is acknowledged, stale or dead-lettered.
+    Finished,
+    /// HTTP 413: what is left must go in smaller requests.
+    TooLarge,
+}
+
+/// Books one item's outcome in `report`; a transient failure goes back to `retry` and its cause
+/// is returned.
+fn settle(report: &mut WriteReport, write: DocumentWrite, outcome: ItemOutcome, retry: &mut Vec<DocumentWrite>) -> Option<String> {
+    match outcome {
+        ItemOutcome::Indexed => report.outcome.indexed += 1,
+        ItemOutcome::Deleted => report.outcome.deleted += 1,
+        ItemOutcome::Conflict => report.outcome.conflicts += 1,
+        ItemOutcome::Retryable(cause) => {
+            retry.push(write);
+            return Some(cause);
+        }
+        ItemOutcome::Permanent(reason) => {
+            report.outcome.dead_letters += 1;
+            report.dead_letters.push(match write.op {
+                WriteOp::Index(source) => Rejected::new(write.id, reason).with_document(String::from_utf8_lossy(&source).into_owned()),
+                WriteOp::Delete => Rejected::new(write.id, format!("delete failed: {reason}")),
+            });
+        }
+    }
+    None
 }
 
 #[async_trait]
@@ -339,33 +359,33 @@ impl Sink for EsSink {
         Ok(())
     }
 
-    async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<()> {
-        match collection {
-            Some(config) => self.ensure_collection_index(index, config).await,
-            None => self.ensure_index(index).await,
-        }
+    async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<Flow<()>> {
+        Ok(match collection {
+            Some(config) => self.ensure_collection_index(index, config).await?,
+            None => self.ensure_index(index).await?,
+        })
     }
 
-    async fn prepare_dead_letters(&self, index: &str) -> SyncResult<()> {
-        self.ensure_dead_letter_index(index).await
+    async fn prepare_dead_letters(&self, index: &str) -> SyncResult<Flow<()>> {
+        Ok(self.ensure_dead_letter_index(index).await?)
     }
 
     /// Several changes of one document in a batch end as the last one: only it is sent.
-    async fn write(&self, _namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
-        self.bulk(target, coalesce(writes)).await
+    async fn write(&self, _namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<Flow<WriteReport>> {
+        Ok(self.bulk(target, coalesce(writes)).await?)
     }
 
-    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<()> {
-        EsSink::write_dead_letters(self, dlq, namespace, index, records).await
+    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, records: &[Rejected]) -> SyncResult<Flow<()>> {
+        Ok(EsSink::write_dead_letters(self, dlq, namespace, index, records).await?)
     }
 
-    async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
-        match &change.action {
-            IndexAction::DeleteDocuments { index } => self.delete_documents(index).await,
-            IndexAction::DeleteIndex { index } => self.delete_index(index).await,
-            IndexAction::Reindex { from, to } => self.reindex(from, to).await,
-            IndexAction::SwapAlias { alias, index, replaces } => self.swap_alias(alias, index, replaces).await,
-        }
+    async fn apply(&self, change: &IndexChange) -> SyncResult<Flow<()>> {
+        Ok(match &change.action {
+            IndexAction::DeleteDocuments { index } => self.delete_documents(index).await?,
+            IndexAction::DeleteIndex { index } => self.delete_index(index).await?,
+            IndexAction::Reindex { from, to } => self.reindex(from, to).await?,
+            IndexAction::SwapAlias { alias, index, replaces } => self.swap_alias(alias, index, replaces).await?,
+        })
     }
 }
 
@@ -420,11 +440,11 @@ fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, pr
 }
 
 /// A 2xx reply, or one of the `tolerated` statuses; anything else is a permanent failure.
-fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> SyncResult<()> {
-    if (200..300).contains(&reply.status) || tolerated.contains(&reply.status) {
+fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> EsResult<()> {
+    if reply.is_success() || tolerated.contains(&reply.status) {
         return Ok(());
     }
-    Err(SyncError::new(ErrorCode::Elasticsearch, format!("{what}: HTTP {}: {}", reply.status, snippet(&reply.body))))
+    Err(EsError::Refused { what: what.to_string(), reply: reply.describe() })
 }
 
 fn merge(into: &mut WriteReport, part: WriteReport) {
@@ -433,10 +453,4 @@ fn merge(into: &mut WriteReport, part: WriteReport) {
     into.outcome.conflicts += part.outcome.conflicts;
     into.outcome.dead_letters += part.outcome.dead_letters;
     into.dead_letters.extend(part.dead_letters);
-}
-
-/// The start of a reply body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    text.replace('\n', " ")
 }

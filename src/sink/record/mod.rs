@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use super::{IndexChange, Sink, SinkContext, Target, WriteReport};
 use crate::config::CollectionConfig;
 use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::retry::{Attempt, Flow, GaveUp};
 use crate::transform::{DocumentWrite, Rejected, WriteOp};
 
 pub use encoder::{dead_letter_records, document_record, index_change_record};
@@ -72,21 +73,14 @@ impl<T: RecordTransport> RecordSink<T> {
         RecordSink { transport, ctx: ctx.clone() }
     }
 
-    async fn deliver(&self, records: &[Record]) -> SyncResult<()> {
+    /// Sends the records until the transport took them; a failure of the transport is transient.
+    async fn deliver(&self, records: &[Record]) -> SyncResult<Flow<()>> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Flow::Done(()));
         }
-        let mut attempt = 0;
-        loop {
-            match self.transport.send(records).await {
-                Ok(()) => return Ok(()),
-                Err(cause) => {
-                    attempt += 1;
-                    let what = format!("writing {} record(s) to {}", records.len(), self.transport.describe());
-                    self.ctx.pause_before_retry(ErrorCode::Output, &what, attempt, &cause).await?;
-                }
-            }
-        }
+        let what = format!("writing {} record(s) to {}", records.len(), self.transport.describe());
+        let sent = self.ctx.retry_policy().run(&what, || async { self.transport.send(records).await.map_or_else(Attempt::Retry, Attempt::Done) }).await;
+        sent.map_err(|gave_up: GaveUp| SyncError::new(ErrorCode::Output, gave_up.to_string()))
     }
 }
 
@@ -100,16 +94,16 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
     }
 
     /// Indices are the consumer's business.
-    async fn prepare_index(&self, _index: &str, _collection: Option<&CollectionConfig>) -> SyncResult<()> {
-        Ok(())
+    async fn prepare_index(&self, _index: &str, _collection: Option<&CollectionConfig>) -> SyncResult<Flow<()>> {
+        Ok(Flow::Done(()))
     }
 
-    async fn prepare_dead_letters(&self, _index: &str) -> SyncResult<()> {
-        Ok(())
+    async fn prepare_dead_letters(&self, _index: &str) -> SyncResult<Flow<()>> {
+        Ok(Flow::Done(()))
     }
 
     /// Every change is recorded, in order (no coalescing: a consumer may want each one).
-    async fn write(&self, namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<WriteReport> {
+    async fn write(&self, namespace: &str, target: &Target, writes: Vec<DocumentWrite>) -> SyncResult<Flow<WriteReport>> {
         let mut report = WriteReport::default();
         let mut records = Vec::with_capacity(writes.len());
         for w in &writes {
@@ -126,11 +120,10 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
             }
             records.push(record);
         }
-        self.deliver(&records).await?;
-        Ok(report)
+        Ok(self.deliver(&records).await?.map(|()| report))
     }
 
-    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, rejected: &[Rejected]) -> SyncResult<()> {
+    async fn write_dead_letters(&self, dlq: &str, namespace: &str, index: &str, rejected: &[Rejected]) -> SyncResult<Flow<()>> {
         let mut records = dead_letter_records(dlq, namespace, index, rejected);
         for (record, r) in records.iter_mut().zip(rejected) {
             if let Some(reason) = self.transport.refuses(record) {
@@ -146,7 +139,7 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
         self.deliver(&records).await
     }
 
-    async fn apply(&self, change: &IndexChange) -> SyncResult<()> {
+    async fn apply(&self, change: &IndexChange) -> SyncResult<Flow<()>> {
         self.deliver(&[index_change_record(change)]).await
     }
 
@@ -206,6 +199,7 @@ mod tests {
         let sink = sink(300);
         let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(400));
         let report = sink.write("db.c", &Target::index("c"), vec![insert("a", "{}"), insert("big", &big), insert("b", "{}")]).await.unwrap();
+        let Flow::Done(report) = report else { panic!("not stopped") };
         assert_eq!((report.outcome.indexed, report.outcome.dead_letters), (2, 1));
         assert_eq!(report.dead_letters[0].id, "big");
         assert_eq!(report.dead_letters[0].reason, "limited: over 300 bytes");
@@ -218,7 +212,7 @@ mod tests {
     async fn a_dead_letter_too_large_with_its_document_is_recorded_without_it() {
         let sink = sink(400);
         let rejected = [Rejected::new("small", "bad").with_document("{}".into()), Rejected::new("big", "transform failed").with_document("y".repeat(500))];
-        sink.write_dead_letters("dlq", "db.c", "c", &rejected).await.unwrap();
+        assert_eq!(sink.write_dead_letters("dlq", "db.c", "c", &rejected).await, Ok(Flow::Done(())));
         let sent = sink.transport.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 2);
         let letters: Vec<serde_json::Value> = sent.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
