@@ -334,7 +334,10 @@ function openIfExists(file) {
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-/** Calls `onLine` for every complete line of a readable stream. */
+/**
+ * Calls `onLine` for every complete line of a readable stream; returns a function that gives what
+ * arrived after the last line break so far.
+ */
 function eachLine(stream, onLine) {
   let buffer = ''
   stream.setEncoding('utf8')
@@ -347,6 +350,7 @@ function eachLine(stream, onLine) {
       onLine(line)
     }
   })
+  return () => buffer
 }
 
 /** fixtures/run-sync.js in a child process; `events` fills with its events as they arrive. */
@@ -390,17 +394,8 @@ async function lineServer() {
     socket.on('close', () => srv.sockets.delete(socket))
     // A receiver that stalls: what arrives stays unread until the connection is reset.
     if (!srv.reading) return socket.pause()
-    let buffer = ''
-    socket.setEncoding('utf8')
-    socket.on('data', (chunk) => {
-      buffer += chunk
-      let nl
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        srv.received.push({ conn, line: buffer.slice(0, nl) })
-        buffer = buffer.slice(nl + 1)
-      }
-    })
-    socket.on('close', () => buffer && srv.fragments.push({ conn, text: buffer.slice(0, 200) }))
+    const rest = eachLine(socket, (line) => srv.received.push({ conn, line }))
+    socket.on('close', () => rest() && srv.fragments.push({ conn, text: rest().slice(0, 200) }))
   }
   srv.listen = async () => {
     const server = net.createServer(onConnection)
