@@ -65,10 +65,18 @@ function httpGetJson(url, timeoutMs = 2_000) {
   })
 }
 
+/** The driver, required when first needed: `install`, `stop` and `status` work before `npm install`. */
+function mongodb() {
+  try {
+    return require('mongodb')
+  } catch (e) {
+    throw new Error(`the readiness check of SecantusDB uses the mongodb package (a devDependency): run npm install first (${e.message.split('\n')[0]})`)
+  }
+}
+
 /** True when the node on `port` reports itself writable primary of our replica set. */
 async function mongoIsPrimary(port, timeoutMs = 2_000) {
-  // Required here, not at the top: `install`, `stop` and `status` work before `npm install`.
-  const { MongoClient } = require('mongodb')
+  const { MongoClient } = mongodb()
   const client = new MongoClient(`mongodb://${HOST}:${port}/?directConnection=true`, {
     serverSelectionTimeoutMS: timeoutMs,
     connectTimeoutMS: timeoutMs,
