@@ -1,4 +1,5 @@
 // Shared test plumbing: local servers (or MONGO_URL / ES_URL), clients, and polling helpers.
+const { before, after } = require('node:test')
 const { MongoClient } = require('mongodb')
 const { startServers } = require('../scripts/local-servers')
 
@@ -102,42 +103,70 @@ async function startStreaming(t, options, timeoutMs = 60000) {
   return { sync, events }
 }
 
-/** Waits until the index holds exactly the documents of the collection, by `_id` and content. */
-async function waitForMirror(ctx, collection, index, toSource = (d) => d, timeoutMs = 60000) {
-  let diff
-  try {
-    return await waitFor(
-      `${index} to mirror ${collection.collectionName}`,
-      async () => {
-        diff = await compare(ctx, collection, index, toSource)
-        return diff.missing.length === 0 && diff.extra.length === 0 && diff.stale.length === 0 && diff
-      },
-      timeoutMs,
-      250,
-    )
-  } catch (e) {
-    e.message += ` — missing ${diff?.missing.length} (${diff?.missing.slice(0, 5)}), extra ${diff?.extra.length} (${diff?.extra.slice(0, 5)}), stale ${diff?.stale.length} (${diff?.stale.slice(0, 3).map((s) => JSON.stringify(s))})`
-    throw e
-  }
-}
-
-async function compare(ctx, collection, index, toSource) {
-  const indexed = await esDocs(ctx.esUrl, index)
+/**
+ * Differences between the collection and `docs` (a Map from `_id` to document without `_id`), as
+ * lists of ids: `missing` from `docs`, `extra` in `docs`, `stale` (a different content); `same`
+ * when there is none. `toSource` shapes a MongoDB document as `docs` should hold it.
+ */
+async function diffDocs(collection, docs, toSource = (d) => d) {
   const missing = []
   const stale = []
   const seen = new Set()
   for await (const doc of collection.find({})) {
     const id = String(doc._id)
     seen.add(id)
-    const got = indexed.get(id)
-    if (!got) missing.push(id)
+    if (!docs.has(id)) missing.push(id)
     else {
-      const { _id, ...rest } = toSource(doc)
-      if (JSON.stringify(sortKeys(rest)) !== JSON.stringify(sortKeys(got))) stale.push({ id, want: rest, got })
+      const { _id, ...want } = toSource(doc)
+      const got = docs.get(id)
+      if (JSON.stringify(sortKeys(want)) !== JSON.stringify(sortKeys(got))) stale.push({ id, want, got })
     }
   }
-  const extra = [...indexed.keys()].filter((id) => !seen.has(id))
-  return { missing, stale, extra, count: seen.size }
+  const extra = [...docs.keys()].filter((id) => !seen.has(id))
+  return { missing, stale, extra, count: seen.size, same: missing.length === 0 && stale.length === 0 && extra.length === 0 }
+}
+
+/** A diff of `diffDocs` in a line, for failure messages. */
+function describeDiff(d) {
+  if (!d) return 'no comparison made'
+  const stale = d.stale.slice(0, 3).map((s) => JSON.stringify(s))
+  return `missing ${d.missing.length} (${d.missing.slice(0, 5)}), extra ${d.extra.length} (${d.extra.slice(0, 5)}), stale ${d.stale.length} (${stale})`
+}
+
+/**
+ * Polls `read()` (→ `{ docs, value }`, or null while there is nothing to compare) until `docs`
+ * equal the collection (see `diffDocs`); resolves with `{ diff, value }` of that read.
+ */
+async function waitForSame(what, collection, read, { toSource, timeoutMs = 60000 } = {}) {
+  let diff
+  try {
+    return await waitFor(
+      what,
+      async () => {
+        const got = await read()
+        if (!got) return false
+        diff = await diffDocs(collection, got.docs, toSource)
+        return diff.same && { diff, value: got.value }
+      },
+      timeoutMs,
+      250,
+    )
+  } catch (e) {
+    e.message += ` — ${describeDiff(diff)}`
+    throw e
+  }
+}
+
+/** Waits until the index holds exactly the documents of the collection, by `_id` and content. */
+async function waitForMirror(ctx, collection, index, toSource = (d) => d, timeoutMs = 60000) {
+  const read = async () => ({ docs: await esDocs(ctx.esUrl, index) })
+  const { diff } = await waitForSame(`${index} to mirror ${collection.collectionName}`, collection, read, { toSource, timeoutMs })
+  return diff
+}
+
+/** The differences between the collection and the index (see `diffDocs`). */
+async function compare(ctx, collection, index, toSource) {
+  return diffDocs(collection, await esDocs(ctx.esUrl, index), toSource)
 }
 
 function sortKeys(v) {
@@ -159,4 +188,41 @@ function rng(seed) {
   }
 }
 
-module.exports = { rng, setup, unique, es, esDocs, waitFor, withTimeout, nextEvent, startStreaming, waitForMirror, compare }
+/**
+ * The servers of a `describe` block: started before its first test and stopped after its last,
+ * so each test has its own setup and clean-up and a failing one leaves the next ones a working
+ * server. Returns the object `setup` fills in once the block starts; `beforeTeardown(fn)` runs
+ * `fn` after the block's last test but while the servers still run (last registered first).
+ */
+function serversFor(name) {
+  const cleanups = []
+  const ctx = { beforeTeardown: (fn) => cleanups.push(fn) }
+  before(async () => Object.assign(ctx, await setup(name)))
+  after(async () => {
+    try {
+      for (const fn of cleanups.reverse()) await fn()
+    } finally {
+      await ctx.teardown?.()
+    }
+  })
+  return ctx
+}
+
+module.exports = {
+  rng,
+  setup,
+  serversFor,
+  unique,
+  es,
+  esDocs,
+  waitFor,
+  withTimeout,
+  nextEvent,
+  startStreaming,
+  waitForMirror,
+  waitForSame,
+  compare,
+  diffDocs,
+  describeDiff,
+  sortKeys,
+}

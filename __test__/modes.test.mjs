@@ -1,18 +1,18 @@
 // Modes: copy only (a one-shot reindex that ends by itself), stream only (from now or from a
 // given time), and copy progress with rate and ETA.
-import test from 'node:test'
+import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, esDocs, waitFor, nextEvent, withTimeout } = require('./helpers.js')
+const { serversFor, unique, esDocs, waitFor, nextEvent, withTimeout } = require('./helpers.js')
 
-test('modes', async (t) => {
-  const ctx = await setup('modes')
-  t.after(() => ctx.teardown())
+describe('modes', () => {
+  const ctx = serversFor('modes')
 
-  function create(label, extra) {
+  /** A sync of one fresh collection, stopped when the test `t` ends. */
+  function create(t, label, extra) {
     const db = ctx.mongo.db(unique(label))
     const index = unique(label)
     const name = unique(label)
@@ -30,8 +30,8 @@ test('modes', async (t) => {
     return { coll: db.collection('c'), index, sync, events, name }
   }
 
-  await t.test("mode 'copy' copies, reports progress with rate and ETA, then stops by itself", async () => {
-    const { coll, index, sync, events, name } = create('copyonly', { mode: 'copy', copyReaders: 4, copyRangeMinDocs: 100 })
+  test("mode 'copy' copies, reports progress with rate and ETA, then stops by itself", async (t) => {
+    const { coll, index, sync, events, name } = create(t, 'copyonly', { mode: 'copy', copyReaders: 4, copyRangeMinDocs: 100 })
     await coll.insertMany(Array.from({ length: 1500 }, (_, i) => ({ _id: i, v: i })))
     await sync.start()
     await withTimeout(sync.wait(), 60000, 'the copy-only sync did not finish')
@@ -48,8 +48,8 @@ test('modes', async (t) => {
     assert.ok(done.rate > 0 && done.etaSeconds === 0, JSON.stringify(done))
   })
 
-  await t.test("mode 'stream' copies nothing and follows changes from now", async () => {
-    const { coll, index, sync } = create('streamonly', { mode: 'stream' })
+  test("mode 'stream' copies nothing and follows changes from now", async (t) => {
+    const { coll, index, sync } = create(t, 'streamonly', { mode: 'stream' })
     await coll.insertMany([{ _id: 'old1' }, { _id: 'old2' }])
     const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming')
     await sync.start()
@@ -64,7 +64,7 @@ test('modes', async (t) => {
     assert.equal(sync.stats().copied, 0)
   })
 
-  await t.test("mode 'stream': a change made as soon as start() resolves is synced, in every collection", async () => {
+  test("mode 'stream': a change made as soon as start() resolves is synced, in every collection", async (t) => {
     const db = ctx.mongo.db(unique('streamnow'))
     const names = Array.from({ length: 12 }, (_, i) => `c${i}`)
     for (const n of names) await db.collection(n).insertOne({ _id: 'before' })
@@ -95,14 +95,14 @@ test('modes', async (t) => {
     assert.ok(all.every((d) => d.size === 1), 'nothing from before start() was copied')
   })
 
-  await t.test("mode 'stream' with startAt replays the changes made since then", async () => {
-    const { coll, index, sync } = create('startat', { mode: 'stream', startAt: new Date(Date.now() - 2000).toISOString() })
+  test("mode 'stream' with startAt replays the changes made since then", async (t) => {
+    const { coll, index, sync } = create(t, 'startat', { mode: 'stream', startAt: new Date(Date.now() - 2000).toISOString() })
     await coll.insertMany([{ _id: 'before-start-1' }, { _id: 'before-start-2' }])
     await sync.start()
     await waitFor('the earlier changes', async () => (await esDocs(ctx.esUrl, index)).size === 2)
   })
 
-  await t.test("mode 'stream' with namespace patterns follows a new collection from before it was found", async () => {
+  test("mode 'stream' with namespace patterns follows a new collection from before it was found", async (t) => {
     const dbName = unique('streamns')
     const prefix = unique('streamnsidx')
     const sync = new MongoElasticSync({
@@ -133,9 +133,9 @@ test('modes', async (t) => {
     assert.equal(sync.stats().copied, 0, 'nothing was copied')
   })
 
-  await t.test('bad mode options are ERR_CONFIG errors', () => {
-    assert.throws(() => create('bad', { mode: 'sometimes' }), (e) => e.code === 'ERR_CONFIG' && /^mode:/.test(e.message))
-    assert.throws(() => create('bad', { startAt: '2026-01-01T00:00:00Z' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
-    assert.throws(() => create('bad', { mode: 'stream', startAt: 'yesterday' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
+  test('bad mode options are ERR_CONFIG errors', (t) => {
+    assert.throws(() => create(t, 'bad', { mode: 'sometimes' }), (e) => e.code === 'ERR_CONFIG' && /^mode:/.test(e.message))
+    assert.throws(() => create(t, 'bad', { startAt: '2026-01-01T00:00:00Z' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
+    assert.throws(() => create(t, 'bad', { mode: 'stream', startAt: 'yesterday' }), (e) => e.code === 'ERR_CONFIG' && /startAt/.test(e.message))
   })
 })

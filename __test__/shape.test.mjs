@@ -1,20 +1,20 @@
 // Shaping documents per collection: fields kept, dropped and renamed, Decimal128 as numbers,
 // the _id kept in the source, and which change types apply — the same in the copy and the stream.
-import test from 'node:test'
+import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { isDeepStrictEqual } from 'node:util'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, esDocs, waitFor, startStreaming } = require('./helpers.js')
+const { serversFor, unique, esDocs, waitFor, startStreaming } = require('./helpers.js')
 const { Decimal128 } = require('mongodb')
 
-test('document shaping', async (t) => {
-  const ctx = await setup('shape')
-  t.after(() => ctx.teardown())
+describe('document shaping', () => {
+  const ctx = serversFor('shape')
 
-  async function started(label, collectionOptions, docs) {
+  /** A fresh collection holding `docs`, and a sync of it streaming until the test `t` ends. */
+  async function started(t, label, collectionOptions, docs) {
     const db = ctx.mongo.db(unique(label))
     const coll = db.collection('c')
     await coll.insertMany(docs)
@@ -46,8 +46,9 @@ test('document shaping', async (t) => {
     mongoId: id,
   })
 
-  await t.test('include, exclude, rename, decimalAsNumber and keepIdAs give the same documents in copy and stream', async () => {
+  test('include, exclude, rename, decimalAsNumber and keepIdAs give the same documents in copy and stream', async (t) => {
     const { coll, index } = await started(
+      t,
       'fields',
       {
         fields: { include: ['name', 'profile.email', 'orders', 'price', 'mongoId'], exclude: ['orders.note'], rename: { 'profile.email': 'email' } },
@@ -65,8 +66,8 @@ test('document shaping', async (t) => {
     assert.deepEqual(docs.get('streamed'), expected('streamed'))
   })
 
-  await t.test("operations without 'delete' keep deleted documents (an archive index)", async () => {
-    const { coll, index } = await started('archive', { operations: ['insert', 'update', 'replace'] }, [{ _id: 1, v: 1 }, { _id: 2, v: 1 }])
+  test("operations without 'delete' keep deleted documents (an archive index)", async (t) => {
+    const { coll, index } = await started(t, 'archive', { operations: ['insert', 'update', 'replace'] }, [{ _id: 1, v: 1 }, { _id: 2, v: 1 }])
     await coll.deleteOne({ _id: 1 })
     await coll.updateOne({ _id: 2 }, { $set: { v: 2 } })
     await coll.insertOne({ _id: 3, v: 1 })
@@ -77,8 +78,8 @@ test('document shaping', async (t) => {
     assert.deepEqual(docs.get('1'), { v: 1 }, 'the deleted document stays')
   })
 
-  await t.test('a filter selects documents in the copy and the stream; updating a document out of it deletes it', async () => {
-    const { coll, index } = await started('filter', { filter: { status: 'active', since: { $gte: { $date: '2024-01-01T00:00:00Z' } } } }, [
+  test('a filter selects documents in the copy and the stream; updating a document out of it deletes it', async (t) => {
+    const { coll, index } = await started(t, 'filter', { filter: { status: 'active', since: { $gte: { $date: '2024-01-01T00:00:00Z' } } } }, [
       { _id: 1, status: 'active', since: new Date('2024-06-01') },
       { _id: 2, status: 'inactive', since: new Date('2024-06-01') },
       { _id: 3, status: 'active', since: new Date('2023-06-01') },
@@ -92,9 +93,10 @@ test('document shaping', async (t) => {
     await waitFor('the filtered changes', async () => JSON.stringify(await ids()) === JSON.stringify(['2', '4', '5']))
   })
 
-  await t.test('added constant and derived fields, then flattening, are the same in copy and stream', async () => {
+  test('added constant and derived fields, then flattening, are the same in copy and stream', async (t) => {
     const before = new Date()
     const { coll, index } = await started(
+      t,
       'added',
       { fields: { add: { 'meta.source': '$namespace', 'meta.coll': '$collection', team: 'search', price: '$$9', syncedAt: '$syncedAt' }, flatten: '__' } },
       [{ _id: 'copied', a: { b: { c: 1 } }, list: [{ x: { y: 1 } }] }],
@@ -111,7 +113,7 @@ test('document shaping', async (t) => {
     }
   })
 
-  await t.test('namespace patterns choose collections, and pick up ones created while streaming', async () => {
+  test('namespace patterns choose collections, and pick up ones created while streaming', async (t) => {
     const dbName = unique('ns')
     const db = ctx.mongo.db(dbName)
     await db.collection('orders').insertMany([{ _id: 1, v: 'o' }])
@@ -145,7 +147,7 @@ test('document shaping', async (t) => {
     assert.ok(events.some((e) => e.type === 'progress' && e.done && e.namespace === `${dbName}.invoices`), 'the new collection was copied')
   })
 
-  await t.test('namespaces.defaults shape every collection the patterns find, copied or created while streaming', async () => {
+  test('namespaces.defaults shape every collection the patterns find, copied or created while streaming', async (t) => {
     const dbName = unique('nsd')
     const db = ctx.mongo.db(dbName)
     await db.collection('a').insertMany([{ _id: 1, v: 1, secret: 's', keep: true }, { _id: 2, v: 2, keep: false }])
@@ -186,7 +188,7 @@ test('document shaping', async (t) => {
     assert.ok(!events.some((e) => e.type === 'change' && e.namespace === `${dbName}.has space`))
   })
 
-  await t.test('bad shaping options are ERR_CONFIG errors naming the field', () => {
+  test('bad shaping options are ERR_CONFIG errors naming the field', () => {
     const base = { name: 'x', mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { exclude: ['a..b'] } }] }), (e) => e.code === 'ERR_CONFIG' && /collections\[0\]\.fields\.exclude/.test(e.message))
     assert.throws(() => new MongoElasticSync({ ...base, collections: [{ namespace: 'a.b', fields: { include: ['_id'] } }] }), (e) => e.code === 'ERR_CONFIG' && /keepIdAs/.test(e.message))

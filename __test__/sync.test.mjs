@@ -1,11 +1,11 @@
 // End to end through the JS API: copy with every BSON type, then streaming, then stop/start resume.
-import test from 'node:test'
+import { describe, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
+const { serversFor, unique, es, esDocs, waitFor, nextEvent, waitForMirror } = require('./helpers.js')
 const { ObjectId, Long, Decimal128, Binary, UUID, Timestamp, BSONRegExp, Code, MinKey, MaxKey, Double, Int32 } = require('mongodb')
 
 const COPY_DOCS = 3000
@@ -22,66 +22,69 @@ async function rawSource(esUrl, index, id) {
   return text
 }
 
-test('copy, stream, stop and resume', async (t) => {
-  const ctx = await setup('sync')
-  t.after(() => ctx.teardown())
-  const db = ctx.mongo.db(unique('shop'))
-  const items = db.collection('items')
-  const typed = db.collection('typed')
-  const index = unique('items-idx')
-  const name = unique('sync')
-  const options = {
-    name,
-    mongo: { uri: ctx.mongoUrl },
-    elasticsearch: { node: ctx.esUrl },
-    collections: [{ namespace: `${db.databaseName}.items`, index }, `${db.databaseName}.typed`],
-    batch: { maxDocs: 500, flushIntervalMs: 200 },
-  }
-
-  await items.insertMany(Array.from({ length: COPY_DOCS }, (_, i) => plain(i)))
+describe('copy, stream, stop and resume', () => {
+  const ctx = serversFor('sync')
+  let db, items, typed, index, options, sync, events
   const oid = new ObjectId('65f0c0ffee00000000000001')
-  const uuid = new UUID('0f8fad5b-d9cb-469f-a165-70867728950e')
-  await typed.insertMany([
-    {
-      _id: oid,
-      objectId: new ObjectId('65f0c0ffee00000000000002'),
-      date: new Date('2024-01-02T03:04:05.678Z'),
-      int32: new Int32(-7),
-      int64: Long.fromString('1152921504606846977'),
-      double: new Double(1.5),
-      decimal: Decimal128.fromString('1234567890.123456789'),
-      binary: new Binary(Buffer.from('hello')),
-      uuid,
-      timestamp: new Timestamp({ t: 1700000000, i: 3 }),
-      regex: new BSONRegExp('^ab+c', 'i'),
-      code: new Code('function () { return 1 }'),
-      min: new MinKey(),
-      max: new MaxKey(),
-      nul: null,
-      bool: true,
-      nan: NaN,
-      nested: { list: [{ deep: [{ deeper: 'x' }, { deeper: 'y' }] }], inf: [1, Infinity] },
-    },
-    { _id: 'string-id', v: 1 },
-    { _id: Long.fromString('1152921504606846977'), v: 2 },
-    { _id: { region: 'eu', n: 1 }, v: 3 },
-  ])
 
-  const sync = new MongoElasticSync(options)
-  t.after(() => sync.stop())
-  const events = []
-  sync.onEvent((e) => events.push(e))
-  const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming', 120000)
-  await sync.start()
-  assert.ok(['copying', 'streaming'].includes(sync.stats().state), JSON.stringify(events.filter((e) => e.type === 'state')))
+  // One sync for every test below: it copies, then streams while the tests make changes.
+  before(async () => {
+    db = ctx.mongo.db(unique('shop'))
+    items = db.collection('items')
+    typed = db.collection('typed')
+    index = unique('items-idx')
+    options = {
+      name: unique('sync'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.items`, index }, `${db.databaseName}.typed`],
+      batch: { maxDocs: 500, flushIntervalMs: 200 },
+    }
 
-  // Changes made while the copy runs are applied too (the stream starts from before the copy).
-  await items.updateMany({ n: { $lt: 50 } }, { $set: { name: 'changed during copy' } })
-  await items.deleteMany({ n: { $gte: 50, $lt: 60 } })
-  await items.insertOne(plain(COPY_DOCS + 1))
-  await streaming
+    await items.insertMany(Array.from({ length: COPY_DOCS }, (_, i) => plain(i)))
+    const uuid = new UUID('0f8fad5b-d9cb-469f-a165-70867728950e')
+    await typed.insertMany([
+      {
+        _id: oid,
+        objectId: new ObjectId('65f0c0ffee00000000000002'),
+        date: new Date('2024-01-02T03:04:05.678Z'),
+        int32: new Int32(-7),
+        int64: Long.fromString('1152921504606846977'),
+        double: new Double(1.5),
+        decimal: Decimal128.fromString('1234567890.123456789'),
+        binary: new Binary(Buffer.from('hello')),
+        uuid,
+        timestamp: new Timestamp({ t: 1700000000, i: 3 }),
+        regex: new BSONRegExp('^ab+c', 'i'),
+        code: new Code('function () { return 1 }'),
+        min: new MinKey(),
+        max: new MaxKey(),
+        nul: null,
+        bool: true,
+        nan: NaN,
+        nested: { list: [{ deep: [{ deeper: 'x' }, { deeper: 'y' }] }], inf: [1, Infinity] },
+      },
+      { _id: 'string-id', v: 1 },
+      { _id: Long.fromString('1152921504606846977'), v: 2 },
+      { _id: { region: 'eu', n: 1 }, v: 3 },
+    ])
 
-  await t.test('the copy indexed every document with the documented BSON → JSON mapping', async () => {
+    sync = new MongoElasticSync(options)
+    ctx.beforeTeardown(() => sync.stop())
+    events = []
+    sync.onEvent((e) => events.push(e))
+    const streaming = nextEvent(sync, (e) => e.type === 'state' && e.state === 'streaming', 120000)
+    await sync.start()
+    assert.ok(['copying', 'streaming'].includes(sync.stats().state), JSON.stringify(events.filter((e) => e.type === 'state')))
+
+    // Changes made while the copy runs are applied too (the stream starts from before the copy).
+    await items.updateMany({ n: { $lt: 50 } }, { $set: { name: 'changed during copy' } })
+    await items.deleteMany({ n: { $gte: 50, $lt: 60 } })
+    await items.insertOne(plain(COPY_DOCS + 1))
+    await streaming
+  })
+
+  test('the copy indexed every document with the documented BSON → JSON mapping', async () => {
     assert.deepEqual(events.filter((e) => e.type === 'deadLetter'), [])
     const progress = events.filter((e) => e.type === 'progress' && e.done)
     assert.equal(progress.length, 2, 'one final progress event per collection')
@@ -115,7 +118,7 @@ test('copy, stream, stop and resume', async (t) => {
     assert.ok([...compound.keys()].some((k) => k.includes('"region":"eu"')), 'compound ids use extended JSON')
   })
 
-  await t.test('inserts, updates, replaces and deletes stream into the index', async () => {
+  test('inserts, updates, replaces and deletes stream into the index', async () => {
     await items.insertMany([plain(5000), plain(5001)])
     await items.updateOne({ _id: 1 }, { $set: { name: 'updated' }, $inc: { n: 1000 } })
     await items.replaceOne({ _id: 2 }, { name: 'replaced', n: 2, tags: [], nested: { even: true, parts: [] } })
@@ -134,7 +137,7 @@ test('copy, stream, stop and resume', async (t) => {
     assert.equal(stats.deadLetters, 0)
   })
 
-  await t.test('a document Elasticsearch rejects is dead-lettered with its id and reason; the rest go on', async () => {
+  test('a document Elasticsearch rejects is dead-lettered with its id and reason; the rest go on', async () => {
     const dead = nextEvent(sync, (e) => e.type === 'deadLetter')
     await items.insertMany([{ _id: 7000, name: 'ok before' }, { _id: 7001, name: { not: 'a string' } }, { _id: 7002, name: 'ok after' }])
     const event = await dead
@@ -150,7 +153,7 @@ test('copy, stream, stop and resume', async (t) => {
     await items.deleteMany({ _id: { $in: [7000, 7001, 7002] } })
   })
 
-  await t.test('stop() then start() resumes with nothing missed, duplicated or copied again', async () => {
+  test('stop() then start() resumes with nothing missed, duplicated or copied again', async (t) => {
     await sync.stop()
     assert.equal(sync.stats().state, 'stopped')
     // Changes while stopped.

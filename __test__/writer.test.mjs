@@ -1,26 +1,27 @@
 // The Elasticsearch writer as an operator sees it: index management, routing, pipelines,
 // compression, authentication, and the server's identity.
-import test from 'node:test'
+import { describe, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { setup, unique, es, esDocs, startStreaming, waitForMirror } = require('./helpers.js')
+const { serversFor, unique, es, esDocs, startStreaming, waitForMirror } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 
-test('Elasticsearch writer', async (t) => {
-  const ctx = await setup('writer')
-  const proxy = await startFaultProxy(ctx.esUrl)
-  t.after(async () => {
-    await proxy.close()
-    await ctx.teardown()
+describe('Elasticsearch writer', () => {
+  const ctx = serversFor('writer')
+  let proxy
+  before(async () => {
+    proxy = await startFaultProxy(ctx.esUrl)
+    ctx.beforeTeardown(() => proxy.close())
   })
 
-  const started = (options) =>
+  /** A sync with these options streaming until the test `t` ends. */
+  const started = (t, options) =>
     startStreaming(t, { mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, batch: { flushIntervalMs: 100 }, ...options })
 
-  await t.test('indices are created with the configured settings, mappings and alias; routing and templates apply', async () => {
+  test('indices are created with the configured settings, mappings and alias; routing and templates apply', async (t) => {
     const db = ctx.mongo.db(unique('idx'))
     await db.collection('orders').insertMany([
       { _id: 1, price: 10, tenant: { id: 't1' } },
@@ -28,7 +29,7 @@ test('Elasticsearch writer', async (t) => {
     ])
     await db.collection('users').insertOne({ _id: 'u1', name: 'ann' })
     const alias = unique('orders-read')
-    const { events } = await started({
+    const { events } = await started(t, {
       name: unique('idx'),
       indexTemplate: '{db}-{coll}',
       collections: [
@@ -55,7 +56,7 @@ test('Elasticsearch writer', async (t) => {
     assert.ok(connected && connected.distribution && connected.version, JSON.stringify(connected))
   })
 
-  await t.test('an existing index whose mappings disagree gives a clear ERR_CONFIG', async () => {
+  test('an existing index whose mappings disagree gives a clear ERR_CONFIG', async () => {
     const index = unique('typed')
     await es(ctx.esUrl, 'PUT', `/${index}`, { mappings: { properties: { price: { type: 'keyword' } } } })
     const sync = new MongoElasticSync({
@@ -67,17 +68,17 @@ test('Elasticsearch writer', async (t) => {
     await assert.rejects(sync.start(), (e) => e.code === 'ERR_CONFIG' && e.message.includes(`"${index}" maps "price" as keyword, not double`))
   })
 
-  await t.test('writes name the ingest pipeline of their collection', async () => {
+  test('writes name the ingest pipeline of their collection', async (t) => {
     const db = ctx.mongo.db(unique('pipe'))
     await db.collection('c').insertOne({ _id: 1 })
-    const { events } = await started({ name: unique('pipe'), collections: [{ namespace: `${db.databaseName}.c`, index: unique('pipe'), pipeline: 'enrich-v1' }] })
+    const { events } = await started(t, { name: unique('pipe'), collections: [{ namespace: `${db.databaseName}.c`, index: unique('pipe'), pipeline: 'enrich-v1' }] })
     // The local server has no ingest pipelines: that it refuses this one by name proves it was sent.
     const dead = events.find((e) => e.type === 'deadLetter')
     assert.ok(dead, 'the write was refused by the server')
     assert.match(dead.reason, /enrich-v1/)
   })
 
-  await t.test('gzip compression and every kind of credentials reach the server; secrets stay out of events', async () => {
+  test('gzip compression and every kind of credentials reach the server; secrets stay out of events', async (t) => {
     const db = ctx.mongo.db(unique('auth'))
     await db.collection('c').insertMany([{ _id: 1 }, { _id: 2 }])
     const cases = [
@@ -89,7 +90,7 @@ test('Elasticsearch writer', async (t) => {
     for (const c of cases) {
       proxy.seen.length = 0
       const index = unique('auth')
-      const { sync, events } = await started({ name: unique('auth'), elasticsearch: c.elasticsearch, collections: [{ namespace: `${db.databaseName}.c`, index }] })
+      const { sync, events } = await started(t, { name: unique('auth'), elasticsearch: c.elasticsearch, collections: [{ namespace: `${db.databaseName}.c`, index }] })
       await waitForMirror(ctx, db.collection('c'), index)
       assert.ok(proxy.seen.length > 0 && proxy.seen.every((r) => r.headers.authorization === c.header), `${c.header}: ${JSON.stringify(proxy.seen.map((r) => r.headers.authorization))}`)
       const bulk = proxy.seen.filter((r) => r.url.startsWith('/_bulk'))
@@ -100,7 +101,7 @@ test('Elasticsearch writer', async (t) => {
     }
   })
 
-  await t.test('refused credentials fail start() with ERR_ES_UNREACHABLE and no secret in the message', async () => {
+  test('refused credentials fail start() with ERR_ES_UNREACHABLE and no secret in the message', async () => {
     proxy.set({ kind: 'status', status: 401 })
     try {
       const sync = new MongoElasticSync({

@@ -1,0 +1,68 @@
+// Part 3 (--only overhead), engine overhead: the engine (alone and with a JS transform) and the
+// Node script copy into lib/fake-es.js, a loopback server that answers `_bulk` and discards the
+// data, so the figures are the tools' own cost. --rounds rounds, alternating, best of each kept:
+// short runs on a shared 2-core machine are easily disturbed, and a disturbance only ever makes a
+// run slower.
+'use strict'
+
+const { runCopy } = require('../lib/run-copy')
+const { startFakeEs } = require('../lib/fake-es')
+const { round } = require('../lib/util')
+
+const ok = (x) => x && !x.error && x.docsPerSec
+
+/** One round of each tool against the fake server; appends each result to `rounds[tool]`. */
+async function oneRound(run, n, rounds) {
+  const { runId, dbName, step, fakeEs } = run
+  const common = { mode: 'copy', mongoUrl: run.mongoUrl, esUrl: fakeEs.url, namespace: `${dbName}.docs` }
+  const fakeCount = () => Promise.resolve(fakeEs.stats.actions)
+  const withInFlight = (r) => (r && !r.error ? { ...r, maxBulkInFlight: fakeEs.stats.maxInFlight } : r)
+  const engine = { ...common, checkpointDb: dbName, addonPath: run.addonDir }
+  const tools = [
+    ['engine', 'engine', 'engine.js', { ...engine, index: `bench-${runId}-fake-engine`, name: `bench-${runId}-fake${n}` }],
+    ['engine + JS transform', 'engine', 'engine.js', { ...engine, index: `bench-${runId}-fake-engine-t`, name: `bench-${runId}-faket${n}`, transform: true }],
+    ['node script', 'node script', 'node-script.js', { ...common, index: `bench-${runId}-fake-node` }],
+  ]
+  for (const [tool, label, script, config] of tools) {
+    fakeEs.reset()
+    rounds[tool].push(withInFlight(await step(`overhead: ${tool} (round ${n})`, () => runCopy(run, label, script, config, { countIndexed: fakeCount }))))
+  }
+}
+
+/** The best round of each tool, with every round's throughput in its note. */
+function best(rounds) {
+  const runs = {}
+  for (const [tool, list] of Object.entries(rounds)) {
+    const good = list.filter(ok)
+    const top = good.length ? good.reduce((a, b) => (b.docsPerSec > a.docsPerSec ? b : a)) : list[list.length - 1]
+    runs[tool] = { ...top, note: [top.note, `best of ${list.length} rounds: ${list.map((x) => x.docsPerSec ?? 'error').join(' / ')} docs/s`].filter(Boolean).join('; '), rounds: list }
+  }
+  return runs
+}
+
+/** results.overhead: the runs, the JS transform's cost and the engine's ratios to the Node script. */
+async function overhead(run) {
+  run.fakeEs = await startFakeEs()
+  const rounds = { engine: [], 'engine + JS transform': [], 'node script': [] }
+  for (let r = 1; r <= run.opts.rounds; r++) await oneRound(run, r, rounds)
+  const runs = best(rounds)
+  await run.fakeEs.close()
+  run.fakeEs = null
+  const e = runs.engine
+  const n = runs['node script']
+  const h = runs['engine + JS transform']
+  return {
+    runs,
+    transformCost: ok(e) && ok(h) ? { docsPerSec: round(h.docsPerSec / e.docsPerSec, 3), cpuPerDoc: round(h.cpuSecPer100k / e.cpuSecPer100k, 3) } : null,
+    ratios:
+      ok(e) && ok(n)
+        ? {
+            docsPerSec: round(e.docsPerSec / n.docsPerSec, 3),
+            cpuPerDoc: round(e.cpuSecPer100k / n.cpuSecPer100k, 3),
+            peakRss: round(e.peakRssMb / n.peakRssMb, 3),
+          }
+        : null,
+  }
+}
+
+module.exports = { overhead }
