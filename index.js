@@ -836,3 +836,12 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.MongoElasticSync = nativeBinding.MongoElasticSync
+module.exports.CollectionPhase = nativeBinding.CollectionPhase
+module.exports.CollectionPhaseJs = nativeBinding.CollectionPhaseJs
+module.exports.ErrorCode = nativeBinding.ErrorCode
+module.exports.ErrorCodeJs = nativeBinding.ErrorCodeJs
+module.exports.LogLevel = nativeBinding.LogLevel
+module.exports.Phase = nativeBinding.Phase
+module.exports.PhaseJs = nativeBinding.PhaseJs
+module.exports.SyncState = nativeBinding.SyncState
+module.exports.SyncStateJs = nativeBinding.SyncStateJs
