@@ -175,7 +175,10 @@ export interface LogRecord {
   /** The Rust module that logged it, e.g. `mongo_elastic_sync::event`. */
   target: string
   message: string
-  /** The record's structured fields (`namespace`, `attempt`, …), secrets redacted. */
+  /**
+   * The record's structured fields (`namespace`, `attempt`, …), secrets redacted, and `sync`:
+   * the `name` of the sync it comes from (absent for records of no sync).
+   */
   fields: Record<string, unknown>
 }
 

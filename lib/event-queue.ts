@@ -54,8 +54,17 @@ export class EventQueue implements AsyncIterableIterator<SyncEvent> {
     this.#maxBytes = limit(options.maxBytes, DEFAULT_MAX_BYTES, 'maxBytes')
     this.#detach = detach
     this.#signal = options.signal
-    if (this.#signal?.aborted) this.#fail(abortError(this.#signal), true)
-    else this.#signal?.addEventListener('abort', this.#onAbort, { once: true })
+    if (this.#signal?.aborted) {
+      this.#failure = abortError(this.#signal)
+      this.#closed = true
+    } else {
+      this.#signal?.addEventListener('abort', this.#onAbort, { once: true })
+    }
+  }
+
+  /** Whether events are still taken in (else the sync need not keep it). */
+  get open(): boolean {
+    return !this.#closed
   }
 
   /** Called by the sync for every event. */

@@ -9,7 +9,7 @@ type LogMethod = (...args: any[]) => unknown
  * record is passed as `logger[level](fields, message)` (pino and bunyan order), or as
  * `logger[level](message, fields)` to a winston logger (recognised by its `transports` array).
  * `fields` holds the record's structured fields plus `target` (the Rust module) and `sync`
- * (the sync's `name`). A missing method falls back to a less verbose one (`trace` → `debug` →
+ * (the `name` of the sync it comes from; records of no sync in particular go to every logger). A missing method falls back to a less verbose one (`trace` → `debug` →
  * `info`; `error` → `warn` → `info`).
  */
 export interface Logger {
@@ -59,12 +59,12 @@ export function loggerLevel(logger: unknown): LogLevel | null {
 }
 
 /** The function the addon calls with each record; a logger that throws is reported to `failed`. */
-export function forwardTo(logger: Logger, sync: string, failed: (error: unknown) => void): (record: LogRecord) => void {
+export function forwardTo(logger: Logger, failed: (error: unknown) => void): (record: LogRecord) => void {
   const winston = Array.isArray((logger as { transports?: unknown }).transports)
   return (record) => {
     const name = FALLBACKS[record.level].find((level) => typeof logger[level] === 'function')
     if (name === undefined) return
-    const fields = { ...record.fields, target: record.target, sync }
+    const fields = { ...record.fields, target: record.target }
     try {
       if (winston) logger[name]?.(record.message, fields)
       else logger[name]?.(fields, record.message)

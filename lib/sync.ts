@@ -87,7 +87,7 @@ export class MongoElasticSync extends EventEmitter {
     this.#native.onEvent((event) => this.#dispatch(event))
     if (logger !== undefined && level !== null) {
       this.#native.setLogger(
-        forwardTo(logger, options.name, (error) => this.#warn(new SyncError(`the logger threw: ${describe(error)}`, { code: 'ERR_LISTENER', cause: error }))),
+        forwardTo(logger, (error) => this.#warn(new SyncError(`the logger threw: ${describe(error)}`, { code: 'ERR_LISTENER', cause: error }))),
         level,
       )
     }
@@ -106,7 +106,7 @@ export class MongoElasticSync extends EventEmitter {
    */
   events(options: EventsOptions = {}): AsyncIterableIterator<SyncEvent> {
     const queue: EventQueue = new EventQueue(options, () => this.#queues.delete(queue))
-    this.#queues.add(queue)
+    if (queue.open) this.#queues.add(queue)
     return queue
   }
 

@@ -73,7 +73,8 @@ pub struct LogRecord {
     /// The Rust module that logged it, e.g. `mongo_elastic_sync::event`.
     pub target: String,
     pub message: String,
-    /// The record's structured fields (`namespace`, `attempt`, …), secrets redacted.
+    /// The record's structured fields (`namespace`, `attempt`, …), secrets redacted, and `sync`:
+    /// the `name` of the sync it comes from (absent for records of no sync).
     #[napi(ts_type = "Record<string, unknown>")]
     pub fields: Value,
 }
@@ -148,8 +149,8 @@ fn wanted(meta: &Metadata<'_>) -> bool {
 
 struct ForwardLayer;
 
-/// The sync instance a span stands for.
-struct Instance(u64);
+/// The sync a span stands for: its instance number and `name`.
+struct Instance(u64, String);
 
 impl<S> Layer<S> for ForwardLayer
 where
@@ -161,18 +162,19 @@ where
         }
         let mut fields = FieldMap::default();
         attrs.record(&mut fields);
+        let name = fields.fields.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         if let (Some(instance), Some(span)) = (fields.fields.get("instance").and_then(Value::as_u64), ctx.span(id)) {
-            span.extensions_mut().insert(Instance(instance));
+            span.extensions_mut().insert(Instance(instance, name));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let level = LogLevel::from(event.metadata().level());
-        let instance = ctx.event_scope(event).and_then(|scope| scope.from_root().find_map(|span| span.extensions().get::<Instance>().map(|i| i.0)));
+        let sync = ctx.event_scope(event).and_then(|scope| scope.from_root().find_map(|span| span.extensions().get::<Instance>().map(|i| (i.0, i.1.clone()))));
         let targets: Vec<Arc<Forwarder>> = {
             let forwarders = FORWARDERS.read().expect("forwarders lock");
-            match instance {
-                Some(instance) => forwarders.get(&instance).cloned().into_iter().collect(),
+            match &sync {
+                Some((instance, _)) => forwarders.get(instance).cloned().into_iter().collect(),
                 None => forwarders.values().cloned().collect(),
             }
         };
@@ -182,6 +184,9 @@ where
         }
         let mut fields = FieldMap::default();
         event.record(&mut fields);
+        if let Some((_, name)) = sync {
+            fields.fields.insert("sync".into(), Value::String(name));
+        }
         let record = LogRecord { level, target: event.metadata().target().to_string(), message: fields.message, fields: Value::Object(fields.fields) };
         for forwarder in targets {
             forwarder.send(record.clone());
@@ -280,22 +285,18 @@ mod tests {
         }
     }
 
+    fn event_at(target: &'static str, level: Level) -> Metadata<'static> {
+        Metadata::new("e", target, level, None, None, None, tracing::field::FieldSet::new(&[], NOOP_CALLSITE), tracing::metadata::Kind::EVENT)
+    }
+
     #[test]
-    fn records_are_routed_by_the_sync_span_and_filtered_by_level() {
-        let info = tracing::Metadata::new(
-            "e",
-            TARGET,
-            Level::INFO,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], NOOP_CALLSITE),
-            tracing::metadata::Kind::EVENT,
-        );
+    fn only_the_engines_records_at_a_wanted_level_are_forwarded() {
+        let (info, debug) = (event_at("mongo_elastic_sync::event", Level::INFO), event_at("mongo_elastic_sync::event", Level::DEBUG));
         MAX_RANK.store(0, Ordering::Relaxed);
         assert!(!wanted(&info), "no logger: nothing forwarded");
         MAX_RANK.store(LogLevel::Info.rank(), Ordering::Relaxed);
-        assert!(wanted(&info));
+        assert!(wanted(&info) && !wanted(&debug));
+        assert!(!wanted(&event_at("hyper::proto", Level::INFO)), "records of the drivers stay out");
         MAX_RANK.store(LogLevel::Warn.rank(), Ordering::Relaxed);
         assert!(!wanted(&info), "a warn logger gets no info records");
         MAX_RANK.store(0, Ordering::Relaxed);
