@@ -836,3 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.MongoElasticSync = nativeBinding.MongoElasticSync
+module.exports.CollectionPhase = nativeBinding.CollectionPhase
+module.exports.ErrorCode = nativeBinding.ErrorCode
+module.exports.LogLevel = nativeBinding.LogLevel
+module.exports.Phase = nativeBinding.Phase
+module.exports.SyncState = nativeBinding.SyncState

@@ -2,6 +2,7 @@
 
 mod error;
 mod event;
+mod log_forward;
 mod logging;
 mod options;
 mod outputs;
