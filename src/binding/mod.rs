@@ -5,6 +5,7 @@ mod event;
 mod logging;
 mod options;
 mod outputs;
+mod parse;
 mod stats;
 mod sync;
 mod transform;

@@ -8,7 +8,7 @@ use napi_derive::napi;
 
 use super::error::{js_error, promise};
 use super::event::SyncEventJs;
-use super::options::SyncOptions;
+use super::options::sync_config;
 use super::stats::SyncStats;
 use super::transform::{JsTransform, TransformArgs, TransformReturn};
 use crate::error::SyncError;
@@ -31,9 +31,9 @@ impl MongoElasticSync {
     #[napi(constructor)]
     pub fn new(env: Env, #[napi(ts_arg_type = "SyncOptions")] options: Unknown) -> Result<Self> {
         super::logging::init();
-        let config = unsafe { SyncOptions::from_napi_value(env.raw(), options.raw()) }
+        let config = unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) }
             .map_err(|e| SyncError::config(format!("invalid options: {}", e.reason)))
-            .and_then(SyncOptions::into_config)
+            .and_then(sync_config)
             .map_err(|e| js_error(&env, &e))?;
         let engine = SyncEngine::new(config).map_err(|e| js_error(&env, &e))?;
         Ok(MongoElasticSync { engine: Arc::new(engine) })
