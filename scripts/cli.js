@@ -59,8 +59,15 @@ Flags override the config file. Exit code: 0 after a clean stop, 1 on failure, 2
 const HEALTH_EVERY_MS = 10_000
 const HEALTHY = ['starting', 'copying', 'streaming']
 
+let logFormat = 'text'
+
 function fail(code, message, exitCode = 1) {
-  console.error(`mongo-elastic-sync: ${code}: ${message}`)
+  if (logFormat === 'json') {
+    const line = { timestamp: new Date().toISOString(), level: 'ERROR', target: 'mongo_elastic_sync::cli', message: `${code}: ${message}`, code }
+    console.error(JSON.stringify(line))
+  } else {
+    console.error(`mongo-elastic-sync: ${code}: ${message}`)
+  }
   process.exit(exitCode)
 }
 
@@ -251,6 +258,7 @@ async function main() {
   if (args.healthcheck) healthcheck(healthFile)
   const format = args['log-format'] ?? 'text'
   if (!['text', 'json'].includes(format)) fail('ERR_USAGE', `--log-format: "${format}" is not one of text, json`, 2)
+  logFormat = format
   // Read by the addon when it loads: the engine's own log lines in the same format.
   process.env.MONGO_ELASTIC_SYNC_LOG_FORMAT = format
   const options = loadOptions(args)
