@@ -33,6 +33,18 @@ function runChild(options, mode = 'run') {
   return { child, events, exited }
 }
 
+/** Runs the CLI until it exits by itself (a one-shot copy); its exit code and output. */
+async function runCliToExit(t, args, env = process.env) {
+  const cli = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  t.after(() => cli.kill('SIGKILL'))
+  let out = ''
+  let err = ''
+  cli.stdout.on('data', (d) => (out += d))
+  cli.stderr.on('data', (d) => (err += d))
+  const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+  return { code, out, err }
+}
+
 const inState = (run, state) => run.events.some((e) => e.type === 'state' && e.state === state)
 
 test('process lifecycle and crash recovery', async (t) => {
@@ -68,13 +80,7 @@ test('process lifecycle and crash recovery', async (t) => {
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
     const config = path.join(dir, 'sync.json')
     fs.writeFileSync(config, JSON.stringify({ mode: 'copy', outputs: [{ type: 'stdout' }], collections: [`${db.databaseName}.c`] }))
-    const cli = spawn(process.execPath, [CLI, '--config', config, '--mongo', ctx.mongoUrl, '--name', unique('clistdout')], { stdio: ['ignore', 'pipe', 'pipe'] })
-    t.after(() => cli.kill('SIGKILL'))
-    let out = ''
-    let err = ''
-    cli.stdout.on('data', (d) => (out += d))
-    cli.stderr.on('data', (d) => (err += d))
-    const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+    const { code, out, err } = await runCliToExit(t, ['--config', config, '--mongo', ctx.mongoUrl, '--name', unique('clistdout')])
     assert.equal(code, 0, err)
     const records = out.trim().split('\n').map((line) => JSON.parse(line))
     assert.deepEqual(records.map((r) => [r.operation, r.id, r.action, r.document.v]).sort(), [['copy', 'a', 'index', 1], ['copy', 'b', 'index', 2], ['copy', 'c', 'index', 3]])
@@ -96,13 +102,7 @@ test('process lifecycle and crash recovery', async (t) => {
     fs.writeFileSync(transform, 'export default (doc, ctx) => ({ ...doc, doubled: doc.v * 2, phase: ctx.phase })\n')
     const env = { ...process.env, SYNC_TEST_NAME: unique('cliyaml'), SYNC_TEST_DB: db.databaseName, MONGO_URL_FILE: path.join(dir, 'mongo-url'), MONGO_ELASTIC_SYNC_LOG: 'mongo_elastic_sync=debug' }
     delete env.MONGO_URL
-    const cli = spawn(process.execPath, [CLI, '-c', config, '--transform', transform, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env })
-    t.after(() => cli.kill('SIGKILL'))
-    let out = ''
-    let err = ''
-    cli.stdout.on('data', (d) => (out += d))
-    cli.stderr.on('data', (d) => (err += d))
-    const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+    const { code, out, err } = await runCliToExit(t, ['-c', config, '--transform', transform, '--log-format', 'json'], env)
     assert.equal(code, 0, err)
     const records = out.trim().split('\n').map((line) => JSON.parse(line))
     assert.deepEqual(records.map((r) => [r.id, r.document.doubled, r.document.phase, r.document.via]).sort(), [['a', 2, 'copy', 'cost ${x}'], ['b', 4, 'copy', 'cost ${x}']])

@@ -330,7 +330,7 @@ pub(super) fn ms(v: u32) -> Duration {
 /// A credential given inline (`key`) or as a file holding it (`keyFile`, as container platforms
 /// mount secrets); the file's trailing line break is dropped. `at` is the options' path.
 pub(super) fn credential(at: &str, key: &str, value: Option<String>, file: Option<String>) -> SyncResult<Option<Secret>> {
-    let field = format!("{at}{}{key}File", if at.is_empty() { "" } else { "." });
+    let field = format!("{at}.{key}File");
     match (value, file) {
         (Some(_), Some(_)) => Err(SyncError::config(format!("{field}: give only one of {key} and {key}File"))),
         (Some(value), None) => Ok(Some(Secret::new(value))),
