@@ -28,7 +28,8 @@ test('the packed package installs and works in a project of its own', async (t) 
 
   await t.test('the main tarball holds the loader, the types, the CLI and the license, and no binary', () => {
     const files = run('tar', ['-tzf', main]).split('\n').filter(Boolean).sort()
-    for (const f of ['package/package.json', 'package/index.js', 'package/index.d.ts', 'package/scripts/cli.js', 'package/LICENSE', 'package/README.md']) {
+    const wanted = ['package.json', PKG.main, PKG.types, ...Object.values(PKG.bin), 'LICENSE', 'README.md'].map((f) => path.posix.join('package', f))
+    for (const f of wanted) {
       assert.ok(files.includes(f), `${f} in ${files.join(', ')}`)
     }
     assert.ok(!files.some((f) => f.endsWith('.node') || f.startsWith('package/src/') || f.startsWith('package/__test__/')), files.join(', '))
@@ -49,7 +50,7 @@ test('the packed package installs and works in a project of its own', async (t) 
       { cwd: project, encoding: 'utf8' },
     )
     assert.equal(cjs.status, 0, cjs.stderr)
-    assert.equal(cjs.stdout.trim(), `function ${path.join(installed, 'index.js')}`)
+    assert.equal(cjs.stdout.trim(), `function ${path.join(installed, PKG.main)}`)
     fs.writeFileSync(
       path.join(project, 'esm.mjs'),
       `import { MongoElasticSync } from '${PKG.name}'\n` +
