@@ -104,9 +104,15 @@ export interface ElasticsearchOptions {
   node: string
   username?: string
   password?: string
+  /** A file holding the password (e.g. a mounted secret). */
+  passwordFile?: string
   /** Base64 `id:key` API key. */
   apiKey?: string
+  /** A file holding the API key. */
+  apiKeyFile?: string
   bearerToken?: string
+  /** A file holding the bearer token. */
+  bearerTokenFile?: string
   /** Per-request timeout (default 30000). */
   requestTimeoutMs?: number
   /** gzip request bodies (default false). */
@@ -183,8 +189,10 @@ export interface LogRecord {
 }
 
 export interface MongoOptions {
-  /** A replica set or sharded cluster URI (change streams need one). */
-  uri: string
+  /** A replica set or sharded cluster URI (change streams need one). Required unless `uriFile` is given. */
+  uri?: string
+  /** A file holding the URI (e.g. a mounted secret, as it has the credentials); its trailing line break is dropped. */
+  uriFile?: string
   /** TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI. */
   tls?: MongoTlsOptions
 }
@@ -268,8 +276,12 @@ export interface NatsOutput {
   /** Create the stream over the template's subjects if absent (default true). */
   createStream?: boolean
   token?: string
+  /** A file holding the token (e.g. a mounted secret). */
+  tokenFile?: string
   username?: string
   password?: string
+  /** A file holding the password. */
+  passwordFile?: string
   /** A `.creds` file (JWT and NKey seed). */
   credentialsFile?: string
 }
@@ -280,7 +292,9 @@ export type Phase = 'copy' | 'stream'
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
+  /** First delay between attempts (default 200), doubling up to `maxDelayMs`. */
   initialDelayMs?: number
+  /** Longest delay between attempts (default 30000). */
   maxDelayMs?: number
 }
 

@@ -6,6 +6,7 @@ mod log_forward;
 mod logging;
 mod options;
 mod outputs;
+mod parse;
 mod stats;
 mod sync;
 mod transform;

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::error::{js_error, promise};
 use super::event::SyncEventJs;
 use super::log_forward::{self, LogLevel, LogRecord};
-use super::options::SyncOptions;
+use super::options::sync_config;
 use super::stats::SyncStats;
 use super::transform::{JsTransform, TransformArgs, TransformReturn};
 use crate::error::SyncError;
@@ -52,9 +52,9 @@ impl MongoElasticSync {
     #[napi(constructor)]
     pub fn new(env: Env, #[napi(ts_arg_type = "SyncOptions")] options: Unknown) -> Result<Self> {
         super::logging::init();
-        let config = unsafe { SyncOptions::from_napi_value(env.raw(), options.raw()) }
+        let config = unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) }
             .map_err(|e| SyncError::config(format!("invalid options: {}", e.reason)))
-            .and_then(SyncOptions::into_config)
+            .and_then(sync_config)
             .map_err(|e| js_error(&env, &e))?;
         let engine = SyncEngine::new(config).map_err(|e| js_error(&env, &e))?;
         Ok(MongoElasticSync { engine: Arc::new(engine), instance: INSTANCES.fetch_add(1, Ordering::Relaxed) })
