@@ -40,7 +40,10 @@ test('the packed package installs and works in a project of its own', async (t) 
   const project = path.join(dir, 'project')
   fs.mkdirSync(project)
   fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'user-project', version: '1.0.0', private: true }))
-  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', main, binary], project)
+  // A TypeScript project for Node has Node's own types (the class extends EventEmitter, takes an
+  // AbortSignal and is AsyncDisposable); the same version as this repository's.
+  const nodeTypes = `@types/node@${PKG.devDependencies['@types/node']}`
+  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', main, binary, nodeTypes], project)
   const installed = path.join(project, 'node_modules', ...PKG.name.split('/'))
 
   await t.test('require() and import load the addon from the binary package', () => {
@@ -65,7 +68,7 @@ test('the packed package installs and works in a project of its own', async (t) 
   await t.test('a TypeScript program type-checks against the shipped index.d.ts, and a typo does not', () => {
     fs.writeFileSync(
       path.join(project, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', types: [], lib: ['ES2022'] }, files: ['usage.ts'] }),
+      JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', types: ['node'], lib: ['ES2022'] }, files: ['usage.ts'] }),
     )
     fs.writeFileSync(
       path.join(project, 'usage.ts'),
