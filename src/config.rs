@@ -355,17 +355,78 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `mongodb://user:pass@host/...` → `mongodb://user:***@host/...`, for messages.
+/// A URL (or a comma-separated list of them) as it may appear in messages: every URL keeps its
+/// host and loses its password (`user:***@`), a NATS token (`***@`), and the values of options
+/// that carry secrets (`…Password=`, `…token=`, `authMechanismProperties=`). The user info ends
+/// at the last `@`, as MongoDB's driver reads it, so a password with `/`, `?`, `@` or `,` in it
+/// is hidden whole; a URL with `@` in its path or options loses more than its credentials
+/// rather than risk showing them.
 pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else { return uri.to_string() };
-    let rest = &uri[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &uri[..scheme_end], user, &rest[at..])
+    split_urls(uri).into_iter().map(redact_one_uri).collect::<Vec<_>>().join(",")
+}
+
+/// A comma list split where a new URL (`scheme://`) starts; MongoDB's host lists, and a comma in
+/// a password, stay in one piece. Without any scheme (a NATS list of `host:port`s), at every comma.
+fn split_urls(list: &str) -> Vec<&str> {
+    if !list.contains("://") {
+        return list.split(',').collect();
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        let next = list[i + 1..].trim_start();
+        let scheme = next.split("://").next().filter(|s| next.contains("://") && !s.is_empty());
+        if scheme.is_some_and(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))) {
+            parts.push(&list[start..i]);
+            start = i + 1;
         }
-        None => uri.to_string(),
+    }
+    parts.push(&list[start..]);
+    parts
+}
+
+fn redact_one_uri(uri: &str) -> String {
+    let (scheme, rest) = match uri.find("://") {
+        Some(i) => uri.split_at(i + 3),
+        None => ("", uri),
+    };
+    let mut out = scheme.to_string();
+    let after_user = match rest.rfind('@') {
+        Some(at) => {
+            let user_info = &rest[..at];
+            match user_info.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                // A user name alone: an identity to MongoDB, a token to NATS and the others.
+                None if scheme.trim_start().starts_with("mongodb") => out.push_str(user_info),
+                None => out.push_str("***"),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    match after_user.split_once('?') {
+        Some((before, options)) => format!("{out}{before}?{}", redact_options(options)),
+        None => out + after_user,
+    }
+}
+
+/// URL options (`a=1&b=2`, or `;`-separated) with the values of secret ones hidden.
+fn redact_options(options: &str) -> String {
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        ["password", "token", "secret", "apikey", "api_key", "authmechanismproperties"].iter().any(|s| key.contains(s))
+    };
+    let mut out = String::with_capacity(options.len());
+    let mut rest = options;
+    loop {
+        let (part, tail) = rest.split_at(rest.find(['&', ';']).unwrap_or(rest.len()));
+        match part.split_once('=') {
+            Some((key, _)) if secret(key) => out.push_str(&format!("{key}=***")),
+            _ => out.push_str(part),
+        }
+        let Some(separator) = tail.chars().next() else { return out };
+        out.push(separator);
+        rest = &tail[1..];
     }
 }
 
@@ -552,11 +613,58 @@ mod tests {
         );
     }
 
+    /// Every URL form the MongoDB, Elasticsearch and NATS clients accept, with its credentials
+    /// (the secret, which must not survive) and how it prints.
+    const REDACTIONS: &[(&str, &str, &str)] = &[
+        ("mongodb://bob:s3cret@h:1/db?x=1", "s3cret", "mongodb://bob:***@h:1/db?x=1"),
+        ("mongodb://h:1/?replicaSet=rs", "", "mongodb://h:1/?replicaSet=rs"),
+        ("https://u:p4ss@es:9200", "p4ss", "https://u:***@es:9200"),
+        // The MongoDB driver ends the user info at the last `@` before the options.
+        ("mongodb://app:pa/ss@host", "pa/ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa/ss@host/db?tls=true", "pa/ss", "mongodb://app:***@host/db?tls=true"),
+        ("mongodb://app:p@ss@host/db", "p@ss", "mongodb://app:***@host/db"),
+        ("mongodb://app:p:a:ss@host", "p:a:ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa?ss@host", "pa?ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa,ss@h1,h2/?replicaSet=rs0", "pa,ss", "mongodb://app:***@h1,h2/?replicaSet=rs0"),
+        ("mongodb://:only-a-password@host", "only-a-password", "mongodb://:***@host"),
+        ("mongodb+srv://app:srvpw@cluster0.example.net/?retryWrites=true", "srvpw", "mongodb+srv://app:***@cluster0.example.net/?retryWrites=true"),
+        ("mongodb://u:pw1@h1:27017,h2:27018,[::1]:27019/?replicaSet=rs0", "pw1", "mongodb://u:***@h1:27017,h2:27018,[::1]:27019/?replicaSet=rs0"),
+        ("mongodb://u:v6pw@[fe80::1%25eth0]:27017/", "v6pw", "mongodb://u:***@[fe80::1%25eth0]:27017/"),
+        ("mongodb://u:p%40ss%3A@host", "p%40ss%3A", "mongodb://u:***@host"),
+        // A user name alone is not secret to MongoDB (X.509, Kerberos)…
+        ("mongodb://CN=client,OU=ops@host/?authMechanism=MONGODB-X509", "", "mongodb://CN=client,OU=ops@host/?authMechanism=MONGODB-X509"),
+        // …but options can carry secrets.
+        (
+            "mongodb://AKID:awssecret@h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:sesstok",
+            "sesstok",
+            "mongodb://AKID:***@h/?authMechanism=MONGODB-AWS&authMechanismProperties=***",
+        ),
+        ("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=keypw", "keypw", "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=***"),
+        ("mongodb://h/?tls=true;tlsCertificateKeyFilePassword=keypw2", "keypw2", "mongodb://h/?tls=true;tlsCertificateKeyFilePassword=***"),
+        // To NATS a lone user part is a token.
+        ("nats://S3CRETTOKEN@127.0.0.1:4222", "S3CRETTOKEN", "nats://***@127.0.0.1:4222"),
+        ("S3CRETTOKEN@127.0.0.1:4222", "S3CRETTOKEN", "***@127.0.0.1:4222"),
+        ("nats://127.0.0.1:4222", "", "nats://127.0.0.1:4222"),
+        ("tls://u:tlspw@h:4222", "tlspw", "tls://u:***@h:4222"),
+        ("wss://tok3n@h/ws", "tok3n", "wss://***@h/ws"),
+        // Comma lists: each URL keeps its host and loses its credentials.
+        ("nats://u:first@h1:4222,nats://second@h2:4222", "first", "nats://u:***@h1:4222,nats://***@h2:4222"),
+        ("nats://u:first@h1:4222,nats://second@h2:4222", "second", "nats://u:***@h1:4222,nats://***@h2:4222"),
+        ("nats://h1:4222, nats://u:spaced@h2:4222", "spaced", "nats://h1:4222, nats://u:***@h2:4222"),
+        ("h1:4222,tok2@h2:4222", "tok2", "h1:4222,***@h2:4222"),
+        // IPv6 hosts.
+        ("http://[::1]:9200", "", "http://[::1]:9200"),
+        ("http://u:v6@[::1]:9200/prefix", "v6", "http://u:***@[::1]:9200/prefix"),
+        ("not a url", "", "not a url"),
+    ];
+
     #[test]
-    fn uri_passwords_are_redacted() {
-        assert_eq!(redact_uri("mongodb://bob:s3cret@h:1/db?x=1"), "mongodb://bob:***@h:1/db?x=1");
-        assert_eq!(redact_uri("mongodb://h:1/?replicaSet=rs"), "mongodb://h:1/?replicaSet=rs");
-        assert_eq!(redact_uri("https://u:p@es:9200"), "https://u:***@es:9200");
+    fn every_url_form_prints_without_its_credentials() {
+        for (uri, secret, printed) in REDACTIONS {
+            let redacted = redact_uri(uri);
+            assert_eq!(&redacted, printed, "{uri}");
+            assert!(secret.is_empty() || !redacted.contains(secret), "{uri}: {secret} survived in {redacted}");
+        }
     }
 
     #[test]
