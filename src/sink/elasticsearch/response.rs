@@ -74,6 +74,13 @@ pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<Ite
         .collect()
 }
 
+/// Refusals that end by themselves, whatever their status: overload, a write block while an
+/// index is shrunk, cloned or low on disk (403 `cluster_block_exception`), a closed index
+/// (400 `index_closed_exception`).
+pub fn is_transient_error(error_type: &str) -> bool {
+    matches!(error_type, "es_rejected_execution_exception" | "cluster_block_exception" | "index_closed_exception")
+}
+
 fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> ItemOutcome {
     let error_type = error.and_then(|e| e.get("type")).and_then(|t| t.as_str()).unwrap_or("");
     match status {
@@ -82,7 +89,7 @@ fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> Ite
         404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
         409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
         429 | 500..=599 => ItemOutcome::Retryable(describe(status, error)),
-        _ if error_type == "es_rejected_execution_exception" => ItemOutcome::Retryable(describe(status, error)),
+        _ if is_transient_error(error_type) => ItemOutcome::Retryable(describe(status, error)),
         _ => ItemOutcome::Permanent(describe(status, error)),
     }
 }
@@ -113,15 +120,19 @@ mod tests {
             {"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"old"}}},
             {"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}},
             {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad","caused_by":{"type":"illegal_argument_exception","reason":"x"}}}},
-            {"delete":{"status":200,"result":"deleted"}}
+            {"delete":{"status":200,"result":"deleted"}},
+            {"index":{"status":403,"error":{"type":"cluster_block_exception","reason":"index [a] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+            {"delete":{"status":400,"error":{"type":"index_closed_exception","reason":"closed"}}}
         ]}"#;
-        let out = parse_bulk_response(body, 6).unwrap();
+        let out = parse_bulk_response(body, 8).unwrap();
         assert_eq!(out[0], ItemOutcome::Indexed);
         assert_eq!(out[1], ItemOutcome::Deleted);
         assert_eq!(out[2], ItemOutcome::Conflict);
         assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
         assert_eq!(out[4], ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into()));
         assert_eq!(out[5], ItemOutcome::Deleted);
+        assert!(matches!(&out[6], ItemOutcome::Retryable(r) if r.starts_with("403 cluster_block_exception")), "a write block passes");
+        assert!(matches!(&out[7], ItemOutcome::Retryable(r) if r.starts_with("400 index_closed_exception")), "a closed index reopens");
     }
 
     #[test]

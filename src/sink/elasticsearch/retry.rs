@@ -1,7 +1,7 @@
 //! The Elasticsearch retry logic: which replies are transient (the loop itself is
 //! `crate::retry`). Per-item outcomes of `_bulk` are classified in `response`.
 
-use super::response::Reply;
+use super::response::{is_transient_error, Reply};
 use crate::retry::Attempt;
 
 /// HTTP statuses of a whole request that are worth retrying.
@@ -9,12 +9,40 @@ pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 502 | 503 | 504) || status >= 500
 }
 
-/// The verdict on one request: a transport failure or a transient status goes again; any
-/// other reply is the answer (the caller judges it).
+/// The verdict on one request: a transport failure, a transient status or a temporary refusal
+/// (a write block, a closed index) goes again; any other reply is the answer (the caller
+/// judges it).
 pub fn classify_request<E>(sent: Result<Reply, String>) -> Attempt<Reply, E> {
     match sent {
         Ok(reply) if is_retryable_status(reply.status) => Attempt::Retry(reply.describe()),
+        Ok(reply) if !reply.is_success() && reply.error_type().is_some_and(|t| is_transient_error(&t)) => Attempt::Retry(reply.describe()),
         Ok(reply) => Attempt::Done(reply),
         Err(transport) => Attempt::Retry(transport),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Result<Reply, String> {
+        Ok(Reply { status, body: body.as_bytes().to_vec() })
+    }
+
+    #[test]
+    fn transient_replies_go_again_and_others_are_answers() {
+        let verdict = |sent| match classify_request::<()>(sent) {
+            Attempt::Retry(_) => "retry",
+            Attempt::Done(_) => "answer",
+            _ => unreachable!(),
+        };
+        assert_eq!(verdict(reply(503, "{}")), "retry");
+        assert_eq!(verdict(reply(429, "{}")), "retry");
+        assert_eq!(verdict(Err("connection refused".into())), "retry");
+        assert_eq!(verdict(reply(400, r#"{"error":{"type":"index_closed_exception","reason":"closed"},"status":400}"#)), "retry");
+        assert_eq!(verdict(reply(403, r#"{"error":{"type":"cluster_block_exception","reason":"blocked"},"status":403}"#)), "retry");
+        assert_eq!(verdict(reply(400, r#"{"error":{"type":"mapper_parsing_exception","reason":"bad"},"status":400}"#)), "answer");
+        assert_eq!(verdict(reply(404, r#"{"error":{"type":"index_not_found_exception"},"status":404}"#)), "answer");
+        assert_eq!(verdict(reply(200, "{}")), "answer");
     }
 }
