@@ -2,22 +2,20 @@
 //! `crate::retry`). Per-item outcomes of `_bulk` are classified in `response`.
 
 use super::response::{is_transient_error, Reply};
-use crate::retry::Attempt;
 
 /// HTTP statuses of a whole request that are worth retrying.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 502 | 503 | 504) || status >= 500
 }
 
-/// The verdict on one request: a transport failure, a transient status or a temporary refusal
-/// (a write block, a closed index) goes again; any other reply is the answer (the caller
-/// judges it).
-pub fn classify_request<E>(sent: Result<Reply, String>) -> Attempt<Reply, E> {
+/// The verdict on one request: the reply, when it is an answer (the caller judges it), or why it
+/// is worth sending again: a transport failure, a transient status, a temporary refusal (a
+/// write block, a closed index).
+pub fn answer(sent: Result<Reply, String>) -> Result<Reply, String> {
     match sent {
-        Ok(reply) if is_retryable_status(reply.status) => Attempt::Retry(reply.describe()),
-        Ok(reply) if !reply.is_success() && reply.error_type().is_some_and(|t| is_transient_error(&t)) => Attempt::Retry(reply.describe()),
-        Ok(reply) => Attempt::Done(reply),
-        Err(transport) => Attempt::Retry(transport),
+        Ok(reply) if is_retryable_status(reply.status) => Err(reply.describe()),
+        Ok(reply) if !reply.is_success() && reply.error_type().is_some_and(|t| is_transient_error(&t)) => Err(reply.describe()),
+        answer => answer,
     }
 }
 
@@ -31,11 +29,7 @@ mod tests {
 
     #[test]
     fn transient_replies_go_again_and_others_are_answers() {
-        let verdict = |sent| match classify_request::<()>(sent) {
-            Attempt::Retry(_) => "retry",
-            Attempt::Done(_) => "answer",
-            _ => unreachable!(),
-        };
+        let verdict = |sent| if answer(sent).is_ok() { "answer" } else { "retry" };
         assert_eq!(verdict(reply(503, "{}")), "retry");
         assert_eq!(verdict(reply(429, "{}")), "retry");
         assert_eq!(verdict(Err("connection refused".into())), "retry");
