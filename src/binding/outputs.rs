@@ -65,6 +65,8 @@ pub struct TcpOutput {
     pub tls: Option<TcpTlsOptions>,
     /// Default 10000.
     pub connect_timeout_ms: Option<u32>,
+    /// The longest a write waits for the receiver to take more bytes (default 30000).
+    pub write_timeout_ms: Option<u32>,
     /// Recent bytes sent again after a reconnection, since TCP does not acknowledge (default 4 MiB).
     pub replay_bytes: Option<u32>,
 }
@@ -163,6 +165,7 @@ fn output_config(field: &str, value: serde_json::Value) -> SyncResult<OutputConf
                     server_name: t.server_name,
                 }),
                 connect_timeout: Duration::from_millis(o.connect_timeout_ms.unwrap_or(10_000).max(1) as u64),
+                write_timeout: o.write_timeout_ms.map_or(TcpConfig::DEFAULT_WRITE_TIMEOUT, |ms| Duration::from_millis(ms.max(1) as u64)),
                 replay_bytes: o.replay_bytes.map_or(TcpConfig::DEFAULT_REPLAY_BYTES, |n| n as usize),
             })
         }

@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
@@ -71,15 +72,34 @@ impl Connection {
         self.end.load(Ordering::SeqCst) != OPEN
     }
 
+    /// Writes all of `buf` and flushes it, failing when the receiver takes no bytes for
+    /// `timeout` (it accepted the connection but does not read): a wait with no end otherwise.
+    async fn write(&mut self, buf: &[u8], timeout: Duration) -> Result<(), String> {
+        let stalled = || format!("the receiver took no bytes for {} ms", timeout.as_millis());
+        let mut written = 0;
+        while written < buf.len() {
+            match tokio::time::timeout(timeout, self.writer.write(&buf[written..])).await {
+                Err(_) => return Err(stalled()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(0)) => return Err("the connection takes no more bytes".to_string()),
+                Ok(Ok(n)) => written += n,
+            }
+        }
+        tokio::time::timeout(timeout, self.writer.flush()).await.map_err(|_| stalled())?.map_err(|e| e.to_string())
+    }
+
     /// Ends our side and waits, up to `wait`, for the receiver to end its own. Logstash's tcp
     /// input (like most line receivers) closes when it reads the end of a stream, so a clean end
     /// in answer means every line before ours was read.
-    async fn finish(mut self, wait: std::time::Duration) -> Goodbye {
+    async fn finish(mut self, wait: Duration) -> Goodbye {
         if self.is_closed() {
             return Goodbye::Lost;
         }
-        if self.writer.shutdown().await.is_err() {
-            return Goodbye::Lost;
+        // Ending a TLS stream writes, and a receiver that does not read can hold that up too.
+        match tokio::time::timeout(wait, self.writer.shutdown()).await {
+            Err(_) => return Goodbye::Unanswered,
+            Ok(Err(_)) => return Goodbye::Lost,
+            Ok(Ok(())) => {}
         }
         if tokio::time::timeout(wait, &mut self.watcher).await.is_err() {
             return Goodbye::Unanswered;
@@ -141,9 +161,8 @@ impl TcpTransport {
     async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, String> {
         let mut connection = self.connect().await?;
         for earlier in replay {
-            connection.writer.write_all(earlier).await.map_err(|e| e.to_string())?;
+            connection.write(earlier, self.config.write_timeout).await?;
         }
-        connection.writer.flush().await.map_err(|e| e.to_string())?;
         Ok(connection)
     }
 }
@@ -171,8 +190,7 @@ impl RecordTransport for TcpTransport {
                 state.connection = Some(self.reconnect(&state.replay).await?);
             }
             let connection = state.connection.as_mut().expect("connected above");
-            connection.writer.write_all(&batch).await.map_err(|e| e.to_string())?;
-            connection.writer.flush().await.map_err(|e| e.to_string())?;
+            connection.write(&batch, self.config.write_timeout).await?;
             if connection.is_closed() {
                 return Err("the receiver closed the connection".to_string());
             }
@@ -281,8 +299,6 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -293,8 +309,18 @@ mod tests {
     }
 
     fn transport(port: u16) -> TcpTransport {
-        let config =
-            TcpConfig { host: "127.0.0.1".into(), port, tls: None, connect_timeout: Duration::from_secs(2), replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES };
+        transport_with(port, TcpConfig::DEFAULT_WRITE_TIMEOUT)
+    }
+
+    fn transport_with(port: u16, write_timeout: Duration) -> TcpTransport {
+        let config = TcpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            write_timeout,
+            replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES,
+        };
         TcpTransport::new(config).unwrap()
     }
 
@@ -354,5 +380,58 @@ mod tests {
         let err = tcp.close().await.unwrap_err();
         assert!(err.contains("could not be sent again"), "{err}");
         assert!(err.contains("8 most recent bytes"), "{err}");
+    }
+
+    /// 32 MiB of lines: more than the kernel buffers a connection nobody reads.
+    fn flood() -> Vec<Record> {
+        (0..64).map(|i| Record { namespace: "db.c".into(), index: "c".into(), key: i.to_string(), line: vec![b'x'; 512 * 1024] }).collect()
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_accepts_and_never_reads_cannot_block_a_write() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = transport_with(listener.local_addr().unwrap().port(), Duration::from_millis(300));
+        tcp.open().await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(20), tcp.send(&flood())).await.expect("the write gives up instead of waiting for good");
+        let err = sent.unwrap_err();
+        assert!(err.contains("took no bytes for 300 ms"), "{err}");
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), tcp.close()).await, Ok(Ok(())));
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_the_receiver_never_reads_ends_the_sink() {
+        use crate::config::RetryConfig;
+        use crate::event::EventBus;
+        use crate::retry::Flow;
+        use crate::sink::record::RecordSink;
+        use crate::sink::{Sink, SinkContext, Target};
+        use crate::stats::Stats;
+        use crate::transform::{DocumentWrite, Operation, WriteOp};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let retry = RetryConfig { max_attempts: None, initial_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+        let ctx = SinkContext { retry, events: EventBus::default(), stats: std::sync::Arc::new(Stats::default()), cancel: Default::default() };
+        let tcp = transport_with(listener.local_addr().unwrap().port(), Duration::from_millis(300));
+        tcp.open().await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let sink = RecordSink::new(tcp, &ctx);
+        let big = |i: usize| DocumentWrite {
+            id: i.to_string(),
+            routing: None,
+            version: 1,
+            op: WriteOp::Index(format!("{{\"blob\":\"{}\"}}", "x".repeat(512 * 1024)).into_bytes()),
+            operation: Operation::Insert,
+            position: None,
+        };
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            ctx.cancel.cancel();
+        };
+        let target = Target::index("c");
+        let writing = sink.write("db.c", &target, (0..64).map(big).collect());
+        let (written, ()) = tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(writing, stop) }).await.expect("the stop ends it");
+        assert!(matches!(written, Ok(Flow::Stopped)));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), sink.close()).await.map(|r| r.is_ok()), Ok(true));
     }
 }
