@@ -83,18 +83,30 @@ impl RecordTransport for FileTransport {
 
     /// A clean stop leaves every line on disk, whatever the fsync policy was while running.
     async fn close(&self) -> Result<(), String> {
-        self.blocking(|_, state| state.as_ref().map_or(Ok(()), |active| active.file.sync_all())).await
+        self.blocking(|config, state| match state.as_ref() {
+            None => Ok(()),
+            Some(active) => {
+                active.file.sync_all()?;
+                sync_dir(&directory_of(&config.path))
+            }
+        })
+        .await
     }
 }
 
 impl ActiveFile {
     /// Opens (or creates) the file for appending; a partial last line (a crash mid-write) is
     /// cut off, since its batch was never acknowledged and will be written again.
+    /// With `fsync: 'batch'`, the file's name (and any directory created for it) is made
+    /// durable too: a machine crash would otherwise lose the whole file, however synced its data.
     fn open(config: &FileConfig) -> std::io::Result<ActiveFile> {
-        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
+        let durable = config.fsync == FsyncPolicy::Batch;
+        let dir = directory_of(&config.path);
+        create_dirs(&dir, durable)?;
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&config.path)?;
+        if durable {
+            sync_dir(&dir)?;
+        }
         let len = complete_length(&mut file)?;
         if len != file.metadata()?.len() {
             file.set_len(len)?;
@@ -131,12 +143,31 @@ fn complete_length(file: &mut File) -> std::io::Result<u64> {
     Ok(0)
 }
 
+/// The directory a file is in (`.` for a bare name).
+fn directory_of(path: &Path) -> PathBuf {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Creates `dir` and its missing parents; with `durable`, each new one's name is synced in its parent.
+fn create_dirs(dir: &Path, durable: bool) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = directory_of(dir);
+    create_dirs(&parent, durable)?;
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    if durable {
+        sync_dir(&parent)?;
+    }
+    Ok(())
+}
+
 /// `<path>.<n>` files, oldest first.
 fn rotated_files(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = directory_of(path);
     let prefix = format!("{}.", path.file_name().and_then(|n| n.to_str()).unwrap_or_default());
     let mut found = Vec::new();
     for entry in fs::read_dir(&dir)? {
@@ -149,7 +180,8 @@ fn rotated_files(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Renames the active file to `<path>.<n>` and deletes rotated files beyond `keep_files`.
+/// Renames the active file to `<path>.<n>` and deletes rotated files beyond `keep_files`; with
+/// `fsync: 'batch'`, durably.
 fn rotate(config: &FileConfig, n: u64) -> std::io::Result<()> {
     let mut rotated = config.path.clone().into_os_string();
     rotated.push(format!(".{n}"));
@@ -158,12 +190,17 @@ fn rotate(config: &FileConfig, n: u64) -> std::io::Result<()> {
     for (_, old) in files.iter().take(files.len().saturating_sub(config.keep_files)) {
         fs::remove_file(old)?;
     }
-    if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename itself is made durable too.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if config.fsync == FsyncPolicy::Batch {
+        sync_dir(&directory_of(&config.path))?;
     }
+    Ok(())
+}
+
+/// Makes the entries of `dir` (a file created, renamed or deleted in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    tests::DIR_SYNCS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
     Ok(())
 }
 
@@ -181,6 +218,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mes-file-{name}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Every directory synced, by any test (each looks for its own).
+    pub(super) static DIR_SYNCS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    fn dir_syncs(dir: &Path) -> usize {
+        DIR_SYNCS.lock().unwrap().iter().filter(|d| d.as_path() == dir).count()
     }
 
     fn config(dir: &Path) -> FileConfig {
@@ -222,5 +266,35 @@ mod tests {
         let ns: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, vec![1, 2, 3]);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_directory_is_synced_after_the_active_file_is_created_or_rotated() {
+        let dir = temp_dir("dirsync");
+        let t = FileTransport::new(config(&dir));
+        t.open().await.unwrap();
+        assert_eq!(dir_syncs(&dir), 1, "the new file's name is durable before a batch counts as written");
+        // ~575 bytes a batch: the second fills the 1024-byte file, which rotates and starts anew.
+        t.send(&(0..5).map(record).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(dir_syncs(&dir), 1);
+        t.send(&(5..10).map(record).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(rotated_files(&dir.join("out.ndjson")).unwrap().len(), 1);
+        assert!(dir_syncs(&dir) >= 2, "the rename and the new file are durable");
+        let before = dir_syncs(&dir);
+        t.close().await.unwrap();
+        assert_eq!(dir_syncs(&dir), before + 1, "a clean stop leaves the names durable too");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn directories_the_output_creates_are_durable_in_their_parent() {
+        let base = temp_dir("mkdirs");
+        let nested = base.join("a").join("b");
+        let t = FileTransport::new(FileConfig { path: nested.join("out.ndjson"), ..config(&base) });
+        t.open().await.unwrap();
+        for dir in [&base, &base.join("a"), &nested] {
+            assert!(dir_syncs(dir) >= 1, "{} synced", dir.display());
+        }
+        fs::remove_dir_all(base).unwrap();
     }
 }
