@@ -9,6 +9,15 @@ use async_trait::async_trait;
 use super::config::{FileConfig, FsyncPolicy};
 use crate::sink::record::{ndjson, Record, RecordTransport};
 
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The blocking task doing the I/O panicked or was cancelled.
+    #[error("file task failed: {0}")]
+    Task(String),
+}
+
 pub struct FileTransport {
     config: Arc<FileConfig>,
     /// Blocking file I/O runs on tokio's blocking threads; the lock orders the batches.
@@ -31,26 +40,29 @@ impl FileTransport {
     async fn blocking<R: Send + 'static>(
         &self,
         work: impl FnOnce(&FileConfig, &mut Option<ActiveFile>) -> std::io::Result<R> + Send + 'static,
-    ) -> Result<R, String> {
+    ) -> Result<R, FileError> {
         let (config, state) = (self.config.clone(), self.state.clone());
-        let path = config.path.display().to_string();
+        let path = config.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&config, &mut state)
         })
         .await
-        .map_err(|e| format!("file task failed: {e}"))?
-        .map_err(|e| format!("{path}: {e}"))
+        .map_err(|e| FileError::Task(e.to_string()))?
+        .map_err(|source| FileError::Io { path, source })
     }
 }
 
 #[async_trait]
 impl RecordTransport for FileTransport {
+    type Error = FileError;
+    type Progress = ();
+
     fn describe(&self) -> String {
         format!("file {}", self.config.path.display())
     }
 
-    async fn open(&self) -> Result<(), String> {
+    async fn open(&self) -> Result<(), FileError> {
         self.blocking(|config, state| {
             *state = Some(ActiveFile::open(config)?);
             Ok(())
@@ -58,7 +70,7 @@ impl RecordTransport for FileTransport {
         .await
     }
 
-    async fn send(&self, records: &[Record]) -> Result<(), String> {
+    async fn send(&self, records: &[Record], _: &mut ()) -> Result<(), FileError> {
         let buf = ndjson(records);
         self.blocking(move |config, state| {
             if state.is_none() {
@@ -82,7 +94,7 @@ impl RecordTransport for FileTransport {
     }
 
     /// A clean stop leaves every line on disk, whatever the fsync policy was while running.
-    async fn close(&self) -> Result<(), String> {
+    async fn close(&self) -> Result<(), FileError> {
         self.blocking(|config, state| match state.as_ref() {
             None => Ok(()),
             Some(active) => {
@@ -238,7 +250,7 @@ mod tests {
         t.open().await.unwrap();
         for batch in 0..10 {
             let records: Vec<Record> = (batch * 5..batch * 5 + 5).map(record).collect();
-            t.send(&records).await.unwrap();
+            t.send(&records, &mut ()).await.unwrap();
         }
         let rotated = rotated_files(&dir.join("out.ndjson")).unwrap();
         // ~575 bytes a batch: every second batch fills a file, so 5 rotations, of which 2 are kept.
@@ -261,7 +273,7 @@ mod tests {
         fs::write(&path, "{\"n\":1}\n{\"n\":2}\n{\"n\":").unwrap();
         let t = FileTransport::new(FileConfig { rotate_every: Some(Duration::from_secs(3600)), ..config(&dir) });
         t.open().await.unwrap();
-        t.send(&[record(3)]).await.unwrap();
+        t.send(&[record(3)], &mut ()).await.unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let ns: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, vec![1, 2, 3]);
@@ -275,9 +287,9 @@ mod tests {
         t.open().await.unwrap();
         assert_eq!(dir_syncs(&dir), 1, "the new file's name is durable before a batch counts as written");
         // ~575 bytes a batch: the second fills the 1024-byte file, which rotates and starts anew.
-        t.send(&(0..5).map(record).collect::<Vec<_>>()).await.unwrap();
+        t.send(&(0..5).map(record).collect::<Vec<_>>(), &mut ()).await.unwrap();
         assert_eq!(dir_syncs(&dir), 1);
-        t.send(&(5..10).map(record).collect::<Vec<_>>()).await.unwrap();
+        t.send(&(5..10).map(record).collect::<Vec<_>>(), &mut ()).await.unwrap();
         assert_eq!(rotated_files(&dir.join("out.ndjson")).unwrap().len(), 1);
         assert!(dir_syncs(&dir) >= 2, "the rename and the new file are durable");
         let before = dir_syncs(&dir);

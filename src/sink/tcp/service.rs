@@ -74,18 +74,17 @@ impl Connection {
 
     /// Writes all of `buf` and flushes it, failing when the receiver takes no bytes for
     /// `timeout` (it accepted the connection but does not read): a wait with no end otherwise.
-    async fn write(&mut self, buf: &[u8], timeout: Duration) -> Result<(), String> {
-        let stalled = || format!("the receiver took no bytes for {} ms", timeout.as_millis());
+    async fn write(&mut self, buf: &[u8], timeout: Duration) -> Result<(), TcpError> {
         let mut written = 0;
         while written < buf.len() {
             match tokio::time::timeout(timeout, self.writer.write(&buf[written..])).await {
-                Err(_) => return Err(stalled()),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(0)) => return Err("the connection takes no more bytes".to_string()),
+                Err(_) => return Err(TcpError::Stalled(timeout)),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) => return Err(TcpError::WriteZero),
                 Ok(Ok(n)) => written += n,
             }
         }
-        tokio::time::timeout(timeout, self.writer.flush()).await.map_err(|_| stalled())?.map_err(|e| e.to_string())
+        Ok(tokio::time::timeout(timeout, self.writer.flush()).await.map_err(|_| TcpError::Stalled(timeout))??)
     }
 
     /// Ends our side and waits, up to `wait`, for the receiver to end its own. Logstash's tcp
@@ -117,6 +116,35 @@ impl Drop for Connection {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error("no connection within {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    #[error("TLS handshake timed out")]
+    TlsTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The receiver accepted the connection but takes no bytes.
+    #[error("the receiver took no bytes for {} ms", .0.as_millis())]
+    Stalled(Duration),
+    #[error("the connection takes no more bytes")]
+    WriteZero,
+    #[error("the receiver closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(
+        "the receiver closed the connection after the last lines were written, and the {bytes} most recent bytes of lines could not be sent again: {cause}"
+    )]
+    ReplayFailed {
+        bytes: usize,
+        #[source]
+        cause: Box<TcpError>,
+    },
+    #[error("the receiver closed the connection after the last lines were written, and the {bytes} most recent bytes of lines were sent again, but the receiver closed that connection too before reading them")]
+    ReplayUnread { bytes: usize },
+}
+
 pub struct TcpTransport {
     config: TcpConfig,
     tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -137,20 +165,16 @@ impl TcpTransport {
         Ok(TcpTransport { config, tls, state: Mutex::new(State::default()) })
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, TcpError> {
         let address = (self.config.host.as_str(), self.config.port);
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| format!("no connection within {} ms", self.config.connect_timeout.as_millis()))?
-            .map_err(|e| e.to_string())?;
+        let wait = self.config.connect_timeout;
+        let stream = tokio::time::timeout(wait, TcpStream::connect(address)).await.map_err(|_| TcpError::ConnectTimeout(wait))??;
         let _ = stream.set_nodelay(true);
         let stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(stream),
             Some((connector, name)) => {
-                let tls = tokio::time::timeout(self.config.connect_timeout, connector.connect(name.clone(), stream))
-                    .await
-                    .map_err(|_| "TLS handshake timed out".to_string())?
-                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                let tls =
+                    tokio::time::timeout(wait, connector.connect(name.clone(), stream)).await.map_err(|_| TcpError::TlsTimeout)?.map_err(TcpError::Tls)?;
                 Box::new(tls)
             }
         };
@@ -158,7 +182,7 @@ impl TcpTransport {
     }
 
     /// A new connection, into which what may have been lost with the previous one goes first.
-    async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, String> {
+    async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, TcpError> {
         let mut connection = self.connect().await?;
         for earlier in replay {
             connection.write(earlier, self.config.write_timeout).await?;
@@ -169,17 +193,20 @@ impl TcpTransport {
 
 #[async_trait]
 impl RecordTransport for TcpTransport {
+    type Error = TcpError;
+    type Progress = ();
+
     fn describe(&self) -> String {
         format!("tcp {}:{}{}", self.config.host, self.config.port, if self.tls.is_some() { " (TLS)" } else { "" })
     }
 
-    async fn open(&self) -> Result<(), String> {
+    async fn open(&self) -> Result<(), TcpError> {
         let connection = self.connect().await?;
         self.state.lock().await.connection = Some(connection);
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<(), String> {
+    async fn send(&self, records: &[Record], _: &mut ()) -> Result<(), TcpError> {
         let batch = ndjson(records);
         let mut state = self.state.lock().await;
         if state.connection.as_ref().is_some_and(Connection::is_closed) {
@@ -192,7 +219,7 @@ impl RecordTransport for TcpTransport {
             let connection = state.connection.as_mut().expect("connected above");
             connection.write(&batch, self.config.write_timeout).await?;
             if connection.is_closed() {
-                return Err("the receiver closed the connection".to_string());
+                return Err(TcpError::Closed);
             }
             Ok(())
         }
@@ -213,7 +240,7 @@ impl RecordTransport for TcpTransport {
     /// Ends the connection and checks that the receiver read it. If the receiver went away after
     /// the last lines were written (no later write noticed it), they may be lost: the recent
     /// lines are sent once more on a new connection, as after any reconnect.
-    async fn close(&self) -> Result<(), String> {
+    async fn close(&self) -> Result<(), TcpError> {
         let mut state = self.state.lock().await;
         let Some(connection) = state.connection.take() else {
             return Ok(());
@@ -223,10 +250,10 @@ impl RecordTransport for TcpTransport {
             Goodbye::Confirmed | Goodbye::Unanswered => return Ok(()),
             Goodbye::Lost => {}
         }
-        let unsure = format!("the receiver closed the connection after the last lines were written, and the {} most recent bytes of lines", state.replay_len);
-        let again = self.reconnect(&state.replay).await.map_err(|e| format!("{unsure} could not be sent again: {e}"))?;
+        let bytes = state.replay_len;
+        let again = self.reconnect(&state.replay).await.map_err(|cause| TcpError::ReplayFailed { bytes, cause: Box::new(cause) })?;
         match again.finish(wait).await {
-            Goodbye::Lost => Err(format!("{unsure} were sent again, but the receiver closed that connection too before reading them")),
+            Goodbye::Lost => Err(TcpError::ReplayUnread { bytes }),
             Goodbye::Confirmed | Goodbye::Unanswered => Ok(()),
         }
     }
@@ -342,11 +369,11 @@ mod tests {
         tcp.open().await.unwrap();
         let reader = async { read_all(&listener).await };
         let sender = async {
-            tcp.send(&[record(1), record(2)]).await.unwrap();
+            tcp.send(&[record(1), record(2)], &mut ()).await.unwrap();
             tcp.close().await
         };
         let (text, closed) = tokio::join!(reader, sender);
-        assert_eq!(closed, Ok(()));
+        assert!(closed.is_ok(), "{closed:?}");
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
         // Nothing was sent again: no second connection is waiting.
         assert!(tokio::time::timeout(Duration::from_millis(200), listener.accept()).await.is_err());
@@ -358,13 +385,13 @@ mod tests {
         let tcp = transport(listener.local_addr().unwrap().port());
         tcp.open().await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
-        tcp.send(&[record(1)]).await.unwrap();
-        tcp.send(&[record(2)]).await.unwrap();
+        tcp.send(&[record(1)], &mut ()).await.unwrap();
+        tcp.send(&[record(2)], &mut ()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Closing with unread data resets the connection: the lines never reached the receiver.
         drop(first);
         let (text, closed) = tokio::join!(read_all(&listener), tcp.close());
-        assert_eq!(closed, Ok(()));
+        assert!(closed.is_ok(), "{closed:?}");
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
     }
 
@@ -374,10 +401,10 @@ mod tests {
         let tcp = transport(listener.local_addr().unwrap().port());
         tcp.open().await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
-        tcp.send(&[record(1)]).await.unwrap();
+        tcp.send(&[record(1)], &mut ()).await.unwrap();
         drop(first);
         drop(listener);
-        let err = tcp.close().await.unwrap_err();
+        let err = tcp.close().await.unwrap_err().to_string();
         assert!(err.contains("could not be sent again"), "{err}");
         assert!(err.contains("8 most recent bytes"), "{err}");
     }
@@ -393,10 +420,10 @@ mod tests {
         let tcp = transport_with(listener.local_addr().unwrap().port(), Duration::from_millis(300));
         tcp.open().await.unwrap();
         let (_silent, _) = listener.accept().await.unwrap();
-        let sent = tokio::time::timeout(Duration::from_secs(20), tcp.send(&flood())).await.expect("the write gives up instead of waiting for good");
-        let err = sent.unwrap_err();
+        let sent = tokio::time::timeout(Duration::from_secs(20), tcp.send(&flood(), &mut ())).await.expect("the write gives up instead of waiting for good");
+        let err = sent.unwrap_err().to_string();
         assert!(err.contains("took no bytes for 300 ms"), "{err}");
-        assert_eq!(tokio::time::timeout(Duration::from_secs(5), tcp.close()).await, Ok(Ok(())));
+        assert!(matches!(tokio::time::timeout(Duration::from_secs(5), tcp.close()).await, Ok(Ok(()))));
     }
 
     #[tokio::test]
