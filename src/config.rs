@@ -191,19 +191,27 @@ impl fmt::Display for Namespace {
 
 impl Namespace {
     /// Parses `db.collection`; the collection part may itself contain dots.
-    pub fn parse(text: &str) -> Result<Namespace, String> {
-        let (db, coll) = text.split_once('.').ok_or_else(|| format!("\"{text}\" is not of the form \"database.collection\""))?;
-        if db.is_empty() || coll.is_empty() {
-            return Err(format!("\"{text}\" is not of the form \"database.collection\""));
-        }
+    pub fn parse(text: &str) -> Result<Namespace, NamespaceError> {
+        let (db, coll) = text.split_once('.').filter(|(db, coll)| !db.is_empty() && !coll.is_empty()).ok_or_else(|| NamespaceError::NotDotted(text.into()))?;
         if db.contains(['/', '\\', ' ', '"', '$', '\0']) {
-            return Err(format!("\"{db}\" is not a valid MongoDB database name"));
+            return Err(NamespaceError::Database(db.into()));
         }
         if coll.contains(['$', '\0']) || coll.starts_with("system.") {
-            return Err(format!("\"{coll}\" is not a collection that can be synced"));
+            return Err(NamespaceError::Collection(coll.into()));
         }
         Ok(Namespace { db: db.to_string(), coll: coll.to_string() })
     }
+}
+
+/// Why a text is not a namespace that can be synced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("\"{0}\" is not of the form \"database.collection\"")]
+    NotDotted(String),
+    #[error("\"{0}\" is not a valid MongoDB database name")]
+    Database(String),
+    #[error("\"{0}\" is not a collection that can be synced")]
+    Collection(String),
 }
 
 #[derive(Debug, Clone)]
@@ -265,9 +273,9 @@ impl CollectionConfig {
     /// Checks the names and the index body; `at` names the settings in errors.
     pub fn validate(&self, at: &str) -> SyncResult<()> {
         let field = |path: &str, msg: String| SyncError::config(format!("{at}.{path}: {msg}"));
-        check_index_name(&self.index).map_err(|m| field("index", m))?;
+        check_index_name(&self.index).map_err(|e| field("index", e.to_string()))?;
         if let Some(alias) = &self.alias {
-            check_index_name(alias).map_err(|m| field("alias", m))?;
+            check_index_name(alias).map_err(|e| field("alias", e.to_string()))?;
         }
         for key in self.index_body.iter().flat_map(|b| b.as_object()).flat_map(|o| o.keys()) {
             if key != "settings" && key != "mappings" {
@@ -431,20 +439,33 @@ fn redact_options(options: &str) -> String {
 }
 
 /// Elasticsearch's rules for index names.
-pub fn check_index_name(name: &str) -> Result<(), String> {
+pub fn check_index_name(name: &str) -> Result<(), IndexNameError> {
     if name.is_empty() {
-        return Err("index name is empty".into());
+        return Err(IndexNameError::Empty);
     }
     if name.len() > 255 {
-        return Err(format!("index name \"{name}\" is longer than 255 bytes"));
+        return Err(IndexNameError::TooLong(name.into()));
     }
     if name == "." || name == ".." || name.starts_with(['-', '_', '+']) {
-        return Err(format!("index name \"{name}\" may not be \".\", \"..\" or start with '-', '_' or '+'"));
+        return Err(IndexNameError::Reserved(name.into()));
     }
     if let Some(bad) = name.chars().find(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(*c)) {
-        return Err(format!("index name \"{name}\" contains '{bad}' (lowercase letters, digits, '-', '_', '.' and '+' are allowed)"));
+        return Err(IndexNameError::Character { name: name.into(), bad });
     }
     Ok(())
+}
+
+/// Why a name is not an Elasticsearch index name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexNameError {
+    #[error("index name is empty")]
+    Empty,
+    #[error("index name \"{0}\" is longer than 255 bytes")]
+    TooLong(String),
+    #[error("index name \"{0}\" may not be \".\", \"..\" or start with '-', '_' or '+'")]
+    Reserved(String),
+    #[error("index name \"{name}\" contains '{bad}' (lowercase letters, digits, '-', '_', '.' and '+' are allowed)")]
+    Character { name: String, bad: char },
 }
 
 impl SyncConfig {
@@ -525,7 +546,7 @@ impl SyncConfig {
             }
         }
         if let Some(dlq) = &self.dead_letter_index {
-            check_index_name(dlq).map_err(|m| field("deadLetterIndex", m))?;
+            check_index_name(dlq).map_err(|e| field("deadLetterIndex", e.to_string()))?;
             if self.collections.iter().any(|c| &c.index == dlq) {
                 return Err(field("deadLetterIndex", format!("\"{dlq}\" is also the index of a synced collection")));
             }
@@ -570,7 +591,7 @@ mod tests {
     fn namespaces_parse_with_dotted_collection_names() {
         let ns = Namespace::parse("shop.orders.archive").unwrap();
         assert_eq!((ns.db.as_str(), ns.coll.as_str()), ("shop", "orders.archive"));
-        assert!(Namespace::parse("orders").unwrap_err().contains("database.collection"));
+        assert!(Namespace::parse("orders").unwrap_err().to_string().contains("database.collection"));
         assert!(Namespace::parse(".orders").is_err());
         assert!(Namespace::parse("shop.system.users").is_err());
     }
@@ -578,7 +599,7 @@ mod tests {
     #[test]
     fn index_names_follow_elasticsearch_rules() {
         assert!(check_index_name("users-v1").is_ok());
-        assert!(check_index_name("Users").unwrap_err().contains("'U'"));
+        assert!(check_index_name("Users").unwrap_err().to_string().contains("'U'"));
         assert!(check_index_name("_x").is_err());
         assert!(check_index_name("a b").is_err());
         assert!(check_index_name("").is_err());

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 /// A reply read whole: status and body.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
@@ -58,17 +59,28 @@ struct BulkItem {
     error: Option<serde_json::Value>,
 }
 
+/// A `_bulk` reply that does not answer the request.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkReplyError {
+    #[error("unreadable _bulk response: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    #[error("_bulk response has {got} items for {sent} writes")]
+    ItemCount { got: usize, sent: usize },
+    #[error("empty _bulk response item")]
+    EmptyItem,
+}
+
 /// One outcome per item, in request order; an error if the reply does not match the request.
-pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, String> {
-    let parsed: BulkResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, BulkReplyError> {
+    let parsed: BulkResponse = serde_json::from_slice(body)?;
     if parsed.items.len() != expected_items {
-        return Err(format!("_bulk response has {} items for {} writes", parsed.items.len(), expected_items));
+        return Err(BulkReplyError::ItemCount { got: parsed.items.len(), sent: expected_items });
     }
     parsed
         .items
         .into_iter()
         .map(|item| {
-            let (action, result) = item.into_iter().next().ok_or("empty _bulk response item")?;
+            let (action, result) = item.into_iter().next().ok_or(BulkReplyError::EmptyItem)?;
             Ok(classify(&action, result.status, result.error.as_ref()))
         })
         .collect()
@@ -137,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_reply_with_the_wrong_item_count_is_an_error() {
-        assert!(parse_bulk_response(br#"{"items":[]}"#, 1).unwrap_err().contains("0 items for 1"));
+        assert!(parse_bulk_response(br#"{"items":[]}"#, 1).unwrap_err().to_string().contains("0 items for 1"));
         assert!(parse_bulk_response(b"<html>", 1).is_err());
     }
 }

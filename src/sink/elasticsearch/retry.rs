@@ -2,6 +2,18 @@
 //! `crate::retry`). Per-item outcomes of `_bulk` are classified in `response`.
 
 use super::response::{is_transient_error, Reply};
+use crate::error::cause_chain;
+
+/// Why a request is worth sending again.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    /// No reply: connection refused or reset, timeout.
+    #[error("{}", cause_chain(.0))]
+    Transport(elasticsearch::Error),
+    /// Overload, a server-side failure, a write block, a closed index.
+    #[error("{}", .0.describe())]
+    Reply(Reply),
+}
 
 /// HTTP statuses of a whole request that are worth retrying.
 pub fn is_retryable_status(status: u16) -> bool {
@@ -11,11 +23,12 @@ pub fn is_retryable_status(status: u16) -> bool {
 /// The verdict on one request: the reply, when it is an answer (the caller judges it), or why it
 /// is worth sending again: a transport failure, a transient status, a temporary refusal (a
 /// write block, a closed index).
-pub fn answer(sent: Result<Reply, String>) -> Result<Reply, String> {
+pub fn answer(sent: Result<Reply, elasticsearch::Error>) -> Result<Reply, Transient> {
     match sent {
-        Ok(reply) if is_retryable_status(reply.status) => Err(reply.describe()),
-        Ok(reply) if !reply.is_success() && reply.error_type().is_some_and(|t| is_transient_error(&t)) => Err(reply.describe()),
-        answer => answer,
+        Ok(reply) if is_retryable_status(reply.status) => Err(Transient::Reply(reply)),
+        Ok(reply) if !reply.is_success() && reply.error_type().is_some_and(|t| is_transient_error(&t)) => Err(Transient::Reply(reply)),
+        Ok(answer) => Ok(answer),
+        Err(transport) => Err(Transient::Transport(transport)),
     }
 }
 
@@ -23,7 +36,7 @@ pub fn answer(sent: Result<Reply, String>) -> Result<Reply, String> {
 mod tests {
     use super::*;
 
-    fn reply(status: u16, body: &str) -> Result<Reply, String> {
+    fn reply(status: u16, body: &str) -> Result<Reply, elasticsearch::Error> {
         Ok(Reply { status, body: body.as_bytes().to_vec() })
     }
 
@@ -32,7 +45,6 @@ mod tests {
         let verdict = |sent| if answer(sent).is_ok() { "answer" } else { "retry" };
         assert_eq!(verdict(reply(503, "{}")), "retry");
         assert_eq!(verdict(reply(429, "{}")), "retry");
-        assert_eq!(verdict(Err("connection refused".into())), "retry");
         assert_eq!(verdict(reply(400, r#"{"error":{"type":"index_closed_exception","reason":"closed"},"status":400}"#)), "retry");
         assert_eq!(verdict(reply(403, r#"{"error":{"type":"cluster_block_exception","reason":"blocked"},"status":403}"#)), "retry");
         assert_eq!(verdict(reply(400, r#"{"error":{"type":"mapper_parsing_exception","reason":"bad"},"status":400}"#)), "answer");

@@ -80,14 +80,14 @@ impl EsSink {
         Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx, tasks_api: Arc::default() })
     }
 
-    pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, String> {
+    pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, elasticsearch::Error> {
         let mut headers = HeaderMap::new();
         if ndjson {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         }
-        let response = self.client.send(method, path, headers, None::<&()>, body, None).await.map_err(|e| cause_chain(&e))?;
+        let response = self.client.send(method, path, headers, None::<&()>, body, None).await?;
         let status = response.status_code().as_u16();
-        let body = response.bytes().await.map_err(|e| cause_chain(&e))?.to_vec();
+        let body = response.bytes().await?.to_vec();
         Ok(Reply { status, body })
     }
 
@@ -98,7 +98,9 @@ impl EsSink {
     /// Sends a request until it gets an answer that is not transient (see `retry`).
     pub(super) async fn send(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>) -> EsResult<Flow<Reply>> {
         self.policy()
-            .run(what, || async { answer(self.request(method, path, body.map(<[u8]>::to_vec), false).await).map_or_else(Attempt::Retry, Attempt::Done) })
+            .run(what, || async {
+                answer(self.request(method, path, body.map(<[u8]>::to_vec), false).await).map_or_else(|t| Attempt::Retry(t.to_string()), Attempt::Done)
+            })
             .await
     }
 
@@ -112,7 +114,7 @@ impl EsSink {
     /// Asks the server who it is; fails fast (no retries) so that `start()` reports a wrong URL at once.
     pub async fn server_info(&self) -> EsResult<ServerInfo> {
         let unreachable = |reason: String| EsError::Unreachable { node: redact_uri(&self.node), reason };
-        let reply = self.request(Method::Get, "/", None, false).await.map_err(unreachable)?;
+        let reply = self.request(Method::Get, "/", None, false).await.map_err(|e| unreachable(cause_chain(&e)))?;
         if reply.status == 401 || reply.status == 403 {
             return Err(unreachable(format!("authentication refused (HTTP {})", reply.status)));
         }
@@ -297,7 +299,7 @@ impl Retryable for BulkAttempt<'_> {
         let body = encode_all(self.target, self.pending.iter());
         let reply = match answer(self.sink.request(Method::Post, "/_bulk", Some(body), true).await) {
             Ok(reply) => reply,
-            Err(transient) => return Attempt::Retry(transient),
+            Err(transient) => return Attempt::Retry(transient.to_string()),
         };
         if reply.status == 413 {
             return Attempt::Done(BulkEnd::TooLarge);
@@ -307,7 +309,7 @@ impl Retryable for BulkAttempt<'_> {
         }
         let outcomes = match parse_bulk_response(&reply.body, self.pending.len()) {
             Ok(outcomes) => outcomes,
-            Err(reason) => return Attempt::Fail(EsError::BadReply { what: what(), reason }),
+            Err(e) => return Attempt::Fail(EsError::BadReply { what: what(), reason: e.to_string() }),
         };
         let sent = self.pending.len();
         let mut cause = String::new();

@@ -79,7 +79,7 @@ impl Retryable for TaskRun<'_> {
             let reply = match answer(self.sink.request(Method::Post, &path, Some(self.body.to_vec()), false).await) {
                 Ok(reply) if reply.status == 404 => return Attempt::Done(None),
                 Ok(reply) => reply,
-                Err(transient) => return Attempt::Retry(transient),
+                Err(transient) => return Attempt::Retry(transient.to_string()),
             };
             match submitted_task(&reply, self.what) {
                 Ok(task) => self.task = Some(task),
