@@ -43,6 +43,15 @@ async fn written_not_refreshed(es: &FakeEs, sink: &EsSink, index: &str, n: usize
 }
 
 #[tokio::test]
+async fn a_batch_without_writes_sends_no_request() {
+    let es = FakeEs::start(State::default()).await;
+    let sink = sink(&es, context(3));
+    let report = sink.bulk(&Target::index("a"), Vec::new()).await;
+    assert!(matches!(report, Ok(Flow::Done(ref r)) if r.outcome.indexed == 0 && r.dead_letters.is_empty()), "{report:?}");
+    assert_eq!(es.state().requests, Vec::<String>::new(), "an empty _bulk is refused by the server");
+}
+
+#[tokio::test]
 async fn a_drop_deletes_the_documents_written_since_the_last_refresh() {
     let es = FakeEs::start(State::default()).await;
     let sink = sink(&es, context(3));
