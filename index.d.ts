@@ -402,6 +402,8 @@ export interface TcpOutput {
   tls?: TcpTlsOptions
   /** Default 10000. */
   connectTimeoutMs?: number
+  /** The longest a write waits for the receiver to take more bytes (default 30000). */
+  writeTimeoutMs?: number
   /** Recent bytes sent again after a reconnection, since TCP does not acknowledge (default 4 MiB). */
   replayBytes?: number
 }

@@ -240,19 +240,27 @@ impl fmt::Display for Namespace {
 
 impl Namespace {
     /// Parses `db.collection`; the collection part may itself contain dots.
-    pub fn parse(text: &str) -> Result<Namespace, String> {
-        let (db, coll) = text.split_once('.').ok_or_else(|| format!("\"{text}\" is not of the form \"database.collection\""))?;
-        if db.is_empty() || coll.is_empty() {
-            return Err(format!("\"{text}\" is not of the form \"database.collection\""));
-        }
+    pub fn parse(text: &str) -> Result<Namespace, NamespaceError> {
+        let (db, coll) = text.split_once('.').filter(|(db, coll)| !db.is_empty() && !coll.is_empty()).ok_or_else(|| NamespaceError::NotDotted(text.into()))?;
         if db.contains(['/', '\\', ' ', '"', '$', '\0']) {
-            return Err(format!("\"{db}\" is not a valid MongoDB database name"));
+            return Err(NamespaceError::Database(db.into()));
         }
         if coll.contains(['$', '\0']) || coll.starts_with("system.") {
-            return Err(format!("\"{coll}\" is not a collection that can be synced"));
+            return Err(NamespaceError::Collection(coll.into()));
         }
         Ok(Namespace { db: db.to_string(), coll: coll.to_string() })
     }
+}
+
+/// Why a text is not a namespace that can be synced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("\"{0}\" is not of the form \"database.collection\"")]
+    NotDotted(String),
+    #[error("\"{0}\" is not a valid MongoDB database name")]
+    Database(String),
+    #[error("\"{0}\" is not a collection that can be synced")]
+    Collection(String),
 }
 
 #[derive(Debug, Clone)]
@@ -314,9 +322,9 @@ impl CollectionConfig {
     /// Checks the names and the index body; `at` names the settings in errors.
     pub fn validate(&self, at: &str) -> SyncResult<()> {
         let field = |path: &str, msg: String| SyncError::config(format!("{at}.{path}: {msg}"));
-        check_index_name(&self.index).map_err(|m| field("index", m))?;
+        check_index_name(&self.index).map_err(|e| field("index", e.to_string()))?;
         if let Some(alias) = &self.alias {
-            check_index_name(alias).map_err(|m| field("alias", m))?;
+            check_index_name(alias).map_err(|e| field("alias", e.to_string()))?;
         }
         for key in self.index_body.iter().flat_map(|b| b.as_object()).flat_map(|o| o.keys()) {
             if key != "settings" && key != "mappings" {
@@ -404,35 +412,109 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `mongodb://user:pass@host/...` → `mongodb://user:***@host/...`, for messages.
+/// A URL (or a comma-separated list of them) as it may appear in messages: every URL keeps its
+/// host and loses its password (`user:***@`), a NATS token (`***@`), and the values of options
+/// that carry secrets (`…Password=`, `…token=`, `authMechanismProperties=`). The user info ends
+/// at the last `@`, as MongoDB's driver reads it, so a password with `/`, `?`, `@` or `,` in it
+/// is hidden whole; a URL with `@` in its path or options loses more than its credentials
+/// rather than risk showing them.
 pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else { return uri.to_string() };
-    let rest = &uri[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &uri[..scheme_end], user, &rest[at..])
+    split_urls(uri).into_iter().map(redact_one_uri).collect::<Vec<_>>().join(",")
+}
+
+/// A comma list split where a new URL (`scheme://`) starts; MongoDB's host lists, and a comma in
+/// a password, stay in one piece. Without any scheme (a NATS list of `host:port`s), at every comma.
+fn split_urls(list: &str) -> Vec<&str> {
+    if !list.contains("://") {
+        return list.split(',').collect();
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        let next = list[i + 1..].trim_start();
+        let scheme = next.split("://").next().filter(|s| next.contains("://") && !s.is_empty());
+        if scheme.is_some_and(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))) {
+            parts.push(&list[start..i]);
+            start = i + 1;
         }
-        None => uri.to_string(),
+    }
+    parts.push(&list[start..]);
+    parts
+}
+
+fn redact_one_uri(uri: &str) -> String {
+    let (scheme, rest) = match uri.find("://") {
+        Some(i) => uri.split_at(i + 3),
+        None => ("", uri),
+    };
+    let mut out = scheme.to_string();
+    let after_user = match rest.rfind('@') {
+        Some(at) => {
+            let user_info = &rest[..at];
+            match user_info.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                // A user name alone: an identity to MongoDB, a token to NATS and the others.
+                None if scheme.trim_start().starts_with("mongodb") => out.push_str(user_info),
+                None => out.push_str("***"),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    match after_user.split_once('?') {
+        Some((before, options)) => format!("{out}{before}?{}", redact_options(options)),
+        None => out + after_user,
+    }
+}
+
+/// URL options (`a=1&b=2`, or `;`-separated) with the values of secret ones hidden.
+fn redact_options(options: &str) -> String {
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        ["password", "token", "secret", "apikey", "api_key", "authmechanismproperties"].iter().any(|s| key.contains(s))
+    };
+    let mut out = String::with_capacity(options.len());
+    let mut rest = options;
+    loop {
+        let (part, tail) = rest.split_at(rest.find(['&', ';']).unwrap_or(rest.len()));
+        match part.split_once('=') {
+            Some((key, _)) if secret(key) => out.push_str(&format!("{key}=***")),
+            _ => out.push_str(part),
+        }
+        let Some(separator) = tail.chars().next() else { return out };
+        out.push(separator);
+        rest = &tail[1..];
     }
 }
 
 /// Elasticsearch's rules for index names.
-pub fn check_index_name(name: &str) -> Result<(), String> {
+pub fn check_index_name(name: &str) -> Result<(), IndexNameError> {
     if name.is_empty() {
-        return Err("index name is empty".into());
+        return Err(IndexNameError::Empty);
     }
     if name.len() > 255 {
-        return Err(format!("index name \"{name}\" is longer than 255 bytes"));
+        return Err(IndexNameError::TooLong(name.into()));
     }
     if name == "." || name == ".." || name.starts_with(['-', '_', '+']) {
-        return Err(format!("index name \"{name}\" may not be \".\", \"..\" or start with '-', '_' or '+'"));
+        return Err(IndexNameError::Reserved(name.into()));
     }
     if let Some(bad) = name.chars().find(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(*c)) {
-        return Err(format!("index name \"{name}\" contains '{bad}' (lowercase letters, digits, '-', '_', '.' and '+' are allowed)"));
+        return Err(IndexNameError::Character { name: name.into(), bad });
     }
     Ok(())
+}
+
+/// Why a name is not an Elasticsearch index name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexNameError {
+    #[error("index name is empty")]
+    Empty,
+    #[error("index name \"{0}\" is longer than 255 bytes")]
+    TooLong(String),
+    #[error("index name \"{0}\" may not be \".\", \"..\" or start with '-', '_' or '+'")]
+    Reserved(String),
+    #[error("index name \"{name}\" contains '{bad}' (lowercase letters, digits, '-', '_', '.' and '+' are allowed)")]
+    Character { name: String, bad: char },
 }
 
 impl SyncConfig {
@@ -513,7 +595,7 @@ impl SyncConfig {
             }
         }
         if let Some(dlq) = &self.dead_letter_index {
-            check_index_name(dlq).map_err(|m| field("deadLetterIndex", m))?;
+            check_index_name(dlq).map_err(|e| field("deadLetterIndex", e.to_string()))?;
             if self.collections.iter().any(|c| &c.index == dlq) {
                 return Err(field("deadLetterIndex", format!("\"{dlq}\" is also the index of a synced collection")));
             }
@@ -558,7 +640,7 @@ mod tests {
     fn namespaces_parse_with_dotted_collection_names() {
         let ns = Namespace::parse("shop.orders.archive").unwrap();
         assert_eq!((ns.db.as_str(), ns.coll.as_str()), ("shop", "orders.archive"));
-        assert!(Namespace::parse("orders").unwrap_err().contains("database.collection"));
+        assert!(Namespace::parse("orders").unwrap_err().to_string().contains("database.collection"));
         assert!(Namespace::parse(".orders").is_err());
         assert!(Namespace::parse("shop.system.users").is_err());
     }
@@ -566,7 +648,7 @@ mod tests {
     #[test]
     fn index_names_follow_elasticsearch_rules() {
         assert!(check_index_name("users-v1").is_ok());
-        assert!(check_index_name("Users").unwrap_err().contains("'U'"));
+        assert!(check_index_name("Users").unwrap_err().to_string().contains("'U'"));
         assert!(check_index_name("_x").is_err());
         assert!(check_index_name("a b").is_err());
         assert!(check_index_name("").is_err());
@@ -601,11 +683,58 @@ mod tests {
         );
     }
 
+    /// Every URL form the MongoDB, Elasticsearch and NATS clients accept, with its credentials
+    /// (the secret, which must not survive) and how it prints.
+    const REDACTIONS: &[(&str, &str, &str)] = &[
+        ("mongodb://bob:s3cret@h:1/db?x=1", "s3cret", "mongodb://bob:***@h:1/db?x=1"),
+        ("mongodb://h:1/?replicaSet=rs", "", "mongodb://h:1/?replicaSet=rs"),
+        ("https://u:p4ss@es:9200", "p4ss", "https://u:***@es:9200"),
+        // The MongoDB driver ends the user info at the last `@` before the options.
+        ("mongodb://app:pa/ss@host", "pa/ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa/ss@host/db?tls=true", "pa/ss", "mongodb://app:***@host/db?tls=true"),
+        ("mongodb://app:p@ss@host/db", "p@ss", "mongodb://app:***@host/db"),
+        ("mongodb://app:p:a:ss@host", "p:a:ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa?ss@host", "pa?ss", "mongodb://app:***@host"),
+        ("mongodb://app:pa,ss@h1,h2/?replicaSet=rs0", "pa,ss", "mongodb://app:***@h1,h2/?replicaSet=rs0"),
+        ("mongodb://:only-a-password@host", "only-a-password", "mongodb://:***@host"),
+        ("mongodb+srv://app:srvpw@cluster0.example.net/?retryWrites=true", "srvpw", "mongodb+srv://app:***@cluster0.example.net/?retryWrites=true"),
+        ("mongodb://u:pw1@h1:27017,h2:27018,[::1]:27019/?replicaSet=rs0", "pw1", "mongodb://u:***@h1:27017,h2:27018,[::1]:27019/?replicaSet=rs0"),
+        ("mongodb://u:v6pw@[fe80::1%25eth0]:27017/", "v6pw", "mongodb://u:***@[fe80::1%25eth0]:27017/"),
+        ("mongodb://u:p%40ss%3A@host", "p%40ss%3A", "mongodb://u:***@host"),
+        // A user name alone is not secret to MongoDB (X.509, Kerberos)…
+        ("mongodb://CN=client,OU=ops@host/?authMechanism=MONGODB-X509", "", "mongodb://CN=client,OU=ops@host/?authMechanism=MONGODB-X509"),
+        // …but options can carry secrets.
+        (
+            "mongodb://AKID:awssecret@h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:sesstok",
+            "sesstok",
+            "mongodb://AKID:***@h/?authMechanism=MONGODB-AWS&authMechanismProperties=***",
+        ),
+        ("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=keypw", "keypw", "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=***"),
+        ("mongodb://h/?tls=true;tlsCertificateKeyFilePassword=keypw2", "keypw2", "mongodb://h/?tls=true;tlsCertificateKeyFilePassword=***"),
+        // To NATS a lone user part is a token.
+        ("nats://S3CRETTOKEN@127.0.0.1:4222", "S3CRETTOKEN", "nats://***@127.0.0.1:4222"),
+        ("S3CRETTOKEN@127.0.0.1:4222", "S3CRETTOKEN", "***@127.0.0.1:4222"),
+        ("nats://127.0.0.1:4222", "", "nats://127.0.0.1:4222"),
+        ("tls://u:tlspw@h:4222", "tlspw", "tls://u:***@h:4222"),
+        ("wss://tok3n@h/ws", "tok3n", "wss://***@h/ws"),
+        // Comma lists: each URL keeps its host and loses its credentials.
+        ("nats://u:first@h1:4222,nats://second@h2:4222", "first", "nats://u:***@h1:4222,nats://***@h2:4222"),
+        ("nats://u:first@h1:4222,nats://second@h2:4222", "second", "nats://u:***@h1:4222,nats://***@h2:4222"),
+        ("nats://h1:4222, nats://u:spaced@h2:4222", "spaced", "nats://h1:4222, nats://u:***@h2:4222"),
+        ("h1:4222,tok2@h2:4222", "tok2", "h1:4222,***@h2:4222"),
+        // IPv6 hosts.
+        ("http://[::1]:9200", "", "http://[::1]:9200"),
+        ("http://u:v6@[::1]:9200/prefix", "v6", "http://u:***@[::1]:9200/prefix"),
+        ("not a url", "", "not a url"),
+    ];
+
     #[test]
-    fn uri_passwords_are_redacted() {
-        assert_eq!(redact_uri("mongodb://bob:s3cret@h:1/db?x=1"), "mongodb://bob:***@h:1/db?x=1");
-        assert_eq!(redact_uri("mongodb://h:1/?replicaSet=rs"), "mongodb://h:1/?replicaSet=rs");
-        assert_eq!(redact_uri("https://u:p@es:9200"), "https://u:***@es:9200");
+    fn every_url_form_prints_without_its_credentials() {
+        for (uri, secret, printed) in REDACTIONS {
+            let redacted = redact_uri(uri);
+            assert_eq!(&redacted, printed, "{uri}");
+            assert!(secret.is_empty() || !redacted.contains(secret), "{uri}: {secret} survived in {redacted}");
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Attempt<T, E> {
     Partial(String),
     /// A permanent failure: the loop returns it as it is.
     Fail(E),
+    /// The operation saw the sync stop (e.g. while it waited for the server): the loop ends
+    /// with [`Flow::Stopped`].
+    Stopped,
 }
 
 /// How a retried operation (or anything that can be stopped) ended, when it did not fail.
@@ -150,6 +153,7 @@ impl<'a> RetryPolicy<'a> {
             let cause = match operation.attempt().await {
                 Attempt::Done(value) => return Ok(Flow::Done(value)),
                 Attempt::Fail(error) => return Err(error),
+                Attempt::Stopped => return Ok(Flow::Stopped),
                 Attempt::Retry(cause) => {
                     failures += 1;
                     cause
@@ -339,6 +343,14 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(5), run).await.expect("the stop ends the 60 s wait");
         assert_eq!(ended, Ok(Flow::Stopped));
         assert_eq!(*calls.lock().unwrap(), 1, "no attempt after the stop");
+    }
+
+    #[tokio::test]
+    async fn an_operation_can_end_the_loop_stopped() {
+        let h = Harness::new(None);
+        let verdicts = vec![Attempt::Retry("busy".into()), Attempt::Stopped, Attempt::Done("never")];
+        assert_eq!(h.policy().run("task", script(verdicts)).await, Ok(Flow::Stopped));
+        assert_eq!(h.attempts(), vec![1]);
     }
 
     #[tokio::test]

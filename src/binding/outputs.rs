@@ -89,6 +89,8 @@ pub struct TcpOutput {
     pub tls: Option<TcpTlsOptions>,
     /// Default 10000.
     pub connect_timeout_ms: Option<u32>,
+    /// The longest a write waits for the receiver to take more bytes (default 30000).
+    pub write_timeout_ms: Option<u32>,
     /// Recent bytes sent again after a reconnection, since TCP does not acknowledge (default 4 MiB).
     pub replay_bytes: Option<u32>,
 }
@@ -210,6 +212,7 @@ impl TcpOutput {
                 server_name: t.server_name,
             }),
             connect_timeout: self.connect_timeout_ms.map_or(TcpConfig::DEFAULT_CONNECT_TIMEOUT, |v| ms(v.max(1))),
+            write_timeout: self.write_timeout_ms.map_or(TcpConfig::DEFAULT_WRITE_TIMEOUT, |v| ms(v.max(1))),
             replay_bytes: self.replay_bytes.map_or(TcpConfig::DEFAULT_REPLAY_BYTES, |n| n as usize),
         })
     }

@@ -13,19 +13,22 @@ pub struct StdoutTransport {
 
 #[async_trait]
 impl RecordTransport for StdoutTransport {
+    type Error = std::io::Error;
+    type Progress = ();
+
     fn describe(&self) -> String {
         "stdout".into()
     }
 
-    async fn open(&self) -> Result<(), String> {
+    async fn open(&self) -> std::io::Result<()> {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<(), String> {
+    async fn send(&self, records: &[Record], _: &mut ()) -> std::io::Result<()> {
         let buf = ndjson(records);
         let _turn = self.lock.lock().await;
         let mut out = tokio::io::stdout();
-        out.write_all(&buf).await.map_err(|e| e.to_string())?;
-        out.flush().await.map_err(|e| e.to_string())
+        out.write_all(&buf).await?;
+        out.flush().await
     }
 }

@@ -2,9 +2,14 @@
 
 mod encoder;
 mod error;
+#[cfg(test)]
+mod fake;
 mod response;
 pub mod retry;
 mod service;
+mod task;
+#[cfg(test)]
+mod tests;
 
 pub use encoder::encoded_len;
 pub use error::EsError;

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 /// A reply read whole: status and body.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
@@ -58,20 +59,38 @@ struct BulkItem {
     error: Option<serde_json::Value>,
 }
 
+/// A `_bulk` reply that does not answer the request.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkReplyError {
+    #[error("unreadable _bulk response: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    #[error("_bulk response has {got} items for {sent} writes")]
+    ItemCount { got: usize, sent: usize },
+    #[error("empty _bulk response item")]
+    EmptyItem,
+}
+
 /// One outcome per item, in request order; an error if the reply does not match the request.
-pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, String> {
-    let parsed: BulkResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, BulkReplyError> {
+    let parsed: BulkResponse = serde_json::from_slice(body)?;
     if parsed.items.len() != expected_items {
-        return Err(format!("_bulk response has {} items for {} writes", parsed.items.len(), expected_items));
+        return Err(BulkReplyError::ItemCount { got: parsed.items.len(), sent: expected_items });
     }
     parsed
         .items
         .into_iter()
         .map(|item| {
-            let (action, result) = item.into_iter().next().ok_or("empty _bulk response item")?;
+            let (action, result) = item.into_iter().next().ok_or(BulkReplyError::EmptyItem)?;
             Ok(classify(&action, result.status, result.error.as_ref()))
         })
         .collect()
+}
+
+/// Refusals that end by themselves, whatever their status: overload, a write block while an
+/// index is shrunk, cloned or low on disk (403 `cluster_block_exception`), a closed index
+/// (400 `index_closed_exception`).
+pub fn is_transient_error(error_type: &str) -> bool {
+    matches!(error_type, "es_rejected_execution_exception" | "cluster_block_exception" | "index_closed_exception")
 }
 
 fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> ItemOutcome {
@@ -82,7 +101,7 @@ fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> Ite
         404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
         409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
         429 | 500..=599 => ItemOutcome::Retryable(describe(status, error)),
-        _ if error_type == "es_rejected_execution_exception" => ItemOutcome::Retryable(describe(status, error)),
+        _ if is_transient_error(error_type) => ItemOutcome::Retryable(describe(status, error)),
         _ => ItemOutcome::Permanent(describe(status, error)),
     }
 }
@@ -113,20 +132,24 @@ mod tests {
             {"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"old"}}},
             {"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}},
             {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad","caused_by":{"type":"illegal_argument_exception","reason":"x"}}}},
-            {"delete":{"status":200,"result":"deleted"}}
+            {"delete":{"status":200,"result":"deleted"}},
+            {"index":{"status":403,"error":{"type":"cluster_block_exception","reason":"index [a] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+            {"delete":{"status":400,"error":{"type":"index_closed_exception","reason":"closed"}}}
         ]}"#;
-        let out = parse_bulk_response(body, 6).unwrap();
+        let out = parse_bulk_response(body, 8).unwrap();
         assert_eq!(out[0], ItemOutcome::Indexed);
         assert_eq!(out[1], ItemOutcome::Deleted);
         assert_eq!(out[2], ItemOutcome::Conflict);
         assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
         assert_eq!(out[4], ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into()));
         assert_eq!(out[5], ItemOutcome::Deleted);
+        assert!(matches!(&out[6], ItemOutcome::Retryable(r) if r.starts_with("403 cluster_block_exception")), "a write block passes");
+        assert!(matches!(&out[7], ItemOutcome::Retryable(r) if r.starts_with("400 index_closed_exception")), "a closed index reopens");
     }
 
     #[test]
     fn a_reply_with_the_wrong_item_count_is_an_error() {
-        assert!(parse_bulk_response(br#"{"items":[]}"#, 1).unwrap_err().contains("0 items for 1"));
+        assert!(parse_bulk_response(br#"{"items":[]}"#, 1).unwrap_err().to_string().contains("0 items for 1"));
         assert!(parse_bulk_response(b"<html>", 1).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The Elasticsearch client: connection check, index creation and versioned bulk writes
 //! with whole-request and per-item retries.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use elasticsearch::auth::ClientCertificate;
 use elasticsearch::auth::Credentials;
@@ -13,7 +15,8 @@ use elasticsearch::Elasticsearch;
 use super::encoder::encode_all;
 use super::error::EsError;
 use super::response::{parse_bulk_response, snippet, ItemOutcome, Reply};
-use super::retry::classify_request;
+use super::retry::answer;
+use super::task::TasksApi;
 use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
 use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent};
@@ -28,13 +31,14 @@ pub struct ServerInfo {
     pub version: String,
 }
 
-type EsResult<T> = Result<T, EsError>;
+pub(super) type EsResult<T> = Result<T, EsError>;
 
 #[derive(Clone)]
 pub struct EsSink {
     client: Elasticsearch,
     node: String,
     ctx: SinkContext,
+    tasks_api: Arc<TasksApi>,
 }
 
 impl EsSink {
@@ -73,31 +77,35 @@ impl EsSink {
         }
         builder = apply_tls(builder, &config.tls, &ctx.events)?;
         let transport = builder.build().map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
-        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx })
+        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx, tasks_api: Arc::default() })
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, String> {
+    pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, elasticsearch::Error> {
         let mut headers = HeaderMap::new();
         if ndjson {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         }
-        let response = self.client.send(method, path, headers, None::<&()>, body, None).await.map_err(|e| cause_chain(&e))?;
+        let response = self.client.send(method, path, headers, None::<&()>, body, None).await?;
         let status = response.status_code().as_u16();
-        let body = response.bytes().await.map_err(|e| cause_chain(&e))?.to_vec();
+        let body = response.bytes().await?.to_vec();
         Ok(Reply { status, body })
     }
 
-    fn policy(&self) -> RetryPolicy<'_> {
+    pub(super) fn policy(&self) -> RetryPolicy<'_> {
         self.ctx.retry_policy()
     }
 
     /// Sends a request until it gets an answer that is not transient (see `retry`).
-    async fn send(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>) -> EsResult<Flow<Reply>> {
-        self.policy().run(what, || async { classify_request(self.request(method, path, body.map(<[u8]>::to_vec), false).await) }).await
+    pub(super) async fn send(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>) -> EsResult<Flow<Reply>> {
+        self.policy()
+            .run(what, || async {
+                answer(self.request(method, path, body.map(<[u8]>::to_vec), false).await).map_or_else(|t| Attempt::Retry(t.to_string()), Attempt::Done)
+            })
+            .await
     }
 
     /// [`send`](Self::send), where any answer but a success (or one of `tolerated`) is an error.
-    async fn send_expecting(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>, tolerated: &[u16]) -> EsResult<Flow<Reply>> {
+    pub(super) async fn send_expecting(&self, what: &str, method: Method, path: &str, body: Option<&[u8]>, tolerated: &[u16]) -> EsResult<Flow<Reply>> {
         let reply = proceed!(self.send(what, method, path, body).await?);
         expect_success(&reply, what, tolerated)?;
         Ok(Flow::Done(reply))
@@ -106,7 +114,7 @@ impl EsSink {
     /// Asks the server who it is; fails fast (no retries) so that `start()` reports a wrong URL at once.
     pub async fn server_info(&self) -> EsResult<ServerInfo> {
         let unreachable = |reason: String| EsError::Unreachable { node: redact_uri(&self.node), reason };
-        let reply = self.request(Method::Get, "/", None, false).await.map_err(unreachable)?;
+        let reply = self.request(Method::Get, "/", None, false).await.map_err(|e| unreachable(cause_chain(&e)))?;
         if reply.status == 401 || reply.status == 403 {
             return Err(unreachable(format!("authentication refused (HTTP {})", reply.status)));
         }
@@ -246,33 +254,34 @@ impl EsSink {
         self.send_expecting(&what, Method::Delete, &format!("/{index}"), None, &[404]).await.map(|flow| flow.map(drop))
     }
 
-    /// Deletes every document of an index, keeping the index; a missing index is fine.
+    /// Deletes every document of an index, keeping the index; a missing index is fine. The
+    /// index is refreshed first: `_delete_by_query` sees only searchable documents.
     pub async fn delete_documents(&self, index: &str) -> EsResult<Flow<()>> {
+        proceed!(self.refresh(index).await?);
         let path = format!("/{index}/_delete_by_query?refresh=true&conflicts=proceed");
-        let body = br#"{"query":{"match_all":{}}}"#;
-        let what = format!("delete the documents of \"{index}\"");
-        self.send_expecting(&what, Method::Post, &path, Some(body), &[404]).await.map(|flow| flow.map(drop))
+        self.run_task(&format!("delete the documents of \"{index}\""), &path, br#"{"query":{"match_all":{}}}"#).await
     }
 
     /// Copies every document of `from` into `to`, keeping their versions so that newer data in
-    /// `to` is not overwritten.
+    /// `to` is not overwritten. `from` is refreshed first: `_reindex` reads only searchable documents.
     pub async fn reindex(&self, from: &str, to: &str) -> EsResult<Flow<()>> {
+        proceed!(self.refresh(from).await?);
         let body = serde_json::to_vec(&serde_json::json!({
             "conflicts": "proceed",
             "source": { "index": from },
             "dest": { "index": to, "version_type": "external" },
         }))
         .expect("serialising JSON");
-        let what = format!("reindex \"{from}\" into \"{to}\"");
-        let reply = proceed!(self.send_expecting(&what, Method::Post, "/_reindex?refresh=true", Some(&body), &[404]).await?);
-        let failures = serde_json::from_slice::<serde_json::Value>(&reply.body)
-            .ok()
-            .and_then(|v| v.get("failures").and_then(|f| f.as_array()).map(|f| f.len()))
-            .unwrap_or(0);
-        if failures > 0 {
-            return Err(EsError::TaskFailed { what, count: failures, detail: snippet(&reply.body) });
-        }
-        Ok(Flow::Done(()))
+        self.run_task(&format!("reindex \"{from}\" into \"{to}\""), "/_reindex?refresh=true", &body).await
+    }
+
+    pub(super) fn tasks_api(&self) -> &TasksApi {
+        &self.tasks_api
+    }
+
+    /// Resolves once the sync is stopped.
+    pub(super) async fn cancelled(&self) {
+        self.ctx.cancel.cancelled().await
     }
 }
 
@@ -292,11 +301,9 @@ impl Retryable for BulkAttempt<'_> {
     async fn attempt(&mut self) -> Attempt<BulkEnd, EsError> {
         let what = || format!("bulk write to \"{}\"", self.target.index);
         let body = encode_all(self.target, self.pending.iter());
-        let reply = match classify_request(self.sink.request(Method::Post, "/_bulk", Some(body), true).await) {
-            Attempt::Done(reply) => reply,
-            Attempt::Retry(cause) => return Attempt::Retry(cause),
-            Attempt::Partial(cause) => return Attempt::Partial(cause),
-            Attempt::Fail(e) => return Attempt::Fail(e),
+        let reply = match answer(self.sink.request(Method::Post, "/_bulk", Some(body), true).await) {
+            Ok(reply) => reply,
+            Err(transient) => return Attempt::Retry(transient.to_string()),
         };
         if reply.status == 413 {
             return Attempt::Done(BulkEnd::TooLarge);
@@ -306,7 +313,7 @@ impl Retryable for BulkAttempt<'_> {
         }
         let outcomes = match parse_bulk_response(&reply.body, self.pending.len()) {
             Ok(outcomes) => outcomes,
-            Err(reason) => return Attempt::Fail(EsError::BadReply { what: what(), reason }),
+            Err(e) => return Attempt::Fail(EsError::BadReply { what: what(), reason: e.to_string() }),
         };
         let sent = self.pending.len();
         let mut cause = String::new();
@@ -444,7 +451,7 @@ fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, pr
 }
 
 /// A 2xx reply, or one of the `tolerated` statuses; anything else is a permanent failure.
-fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> EsResult<()> {
+pub(super) fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> EsResult<()> {
     if reply.is_success() || tolerated.contains(&reply.status) {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::config::{redact_uri, Secret};
 use crate::error::{SyncError, SyncResult};
 
 #[derive(Debug, Clone)]
@@ -34,8 +34,13 @@ impl NatsConfig {
     pub const DEFAULT_CREATE_STREAM: bool = true;
 
     pub fn validate(&self, field: &str) -> SyncResult<()> {
-        if self.url.expose().trim().is_empty() {
+        if self.servers().is_empty() {
             return Err(SyncError::config(format!("{field}.url: must not be empty")));
+        }
+        for server in self.servers() {
+            if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+                return Err(SyncError::config(format!("{field}.url: \"{}\" is not a NATS server address ({e})", redact_uri(&server))));
+            }
         }
         let tokens: Vec<&str> = self.subject.split('.').collect();
         for token in &tokens {
@@ -59,6 +64,12 @@ impl NatsConfig {
             }
         }
         Ok(())
+    }
+
+    /// The servers of `url`: one, or several separated by commas (`nats://` is assumed when
+    /// an address has no scheme).
+    pub fn servers(&self) -> Vec<String> {
+        self.url.expose().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
     }
 
     /// The subjects a created stream covers: each templated token becomes `*`.
@@ -98,6 +109,16 @@ mod tests {
         assert_eq!(c.subject_for("shop.system.views", "x"), "mongo.shop.system_views", "a dotted collection name stays one token");
         assert_eq!(c.stream_subjects(), "mongo.*.*");
         assert_eq!(config("cdc.{index}").subject_for("a.b", "idx-1"), "cdc.idx-1");
+    }
+
+    #[test]
+    fn a_comma_list_names_several_servers_and_bad_ones_are_refused_without_their_secrets() {
+        let c = NatsConfig { url: Secret::new("nats://tok@h1:4222, h2:4223,,tls://u:pw@h3:4224"), ..config("x.{db}") };
+        assert_eq!(c.servers(), ["nats://tok@h1:4222", "h2:4223", "tls://u:pw@h3:4224"]);
+        assert!(c.validate("outputs[0]").is_ok());
+        let err = NatsConfig { url: Secret::new("nats://h1:4222,http://s3cret@h2"), ..config("x.{db}") }.validate("outputs[0]").unwrap_err();
+        assert!(err.message.starts_with("outputs[0].url: \"http://***@h2\" is not a NATS server address"), "{}", err.message);
+        assert!(NatsConfig { url: Secret::new(" , "), ..config("x.{db}") }.validate("outputs[0]").is_err());
     }
 
     #[test]

@@ -5,4 +5,4 @@ mod config;
 mod service;
 
 pub use config::{NatsAuth, NatsConfig};
-pub use service::NatsTransport;
+pub use service::{NatsError, NatsTransport};

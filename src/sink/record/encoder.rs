@@ -77,7 +77,13 @@ pub fn dead_letter_records(dlq: &str, namespace: &str, index: &str, rejected: &[
             line.extend_from_slice(format!(",\"action\":\"index\",\"version\":{},\"document\":", at.timestamp_millis()).as_bytes());
             serde_json::to_writer(&mut line, &document).expect("writing to a Vec cannot fail");
             line.push(b'}');
-            Record { namespace: namespace.to_string(), index: dlq.to_string(), key: digest(&["deadLetter", &id, &r.reason]), line }
+            // What the dead letter says, so that a replay keeps its key and a later failure of the
+            // same document (another version, another reason) gets a new one.
+            let key = match &r.document {
+                Some(document) => digest(&["deadLetter", &id, &r.reason, "document", document]),
+                None => digest(&["deadLetter", &id, &r.reason]),
+            };
+            Record { namespace: namespace.to_string(), index: dlq.to_string(), key, line }
         })
         .collect()
 }
@@ -137,6 +143,20 @@ mod tests {
         let copy = |v| document_record("db.c", &target, &DocumentWrite { version: v, ..write(WriteOp::Index(b"{}".to_vec()), Operation::Copy, None) }).key;
         assert_eq!(copy(1), copy(1));
         assert_ne!(copy(1), copy(2));
+    }
+
+    #[test]
+    fn a_later_different_dead_letter_of_a_document_gets_a_key_of_its_own() {
+        let key = |reason: &str, document: Option<&str>| {
+            let rejected = Rejected { document: document.map(str::to_string), ..Rejected::new("5", reason) };
+            dead_letter_records("dlq", "db.c", "idx", &[rejected]).pop().unwrap().key
+        };
+        let first = key("mapper_parsing_exception: x", Some(r#"{"x":"a"}"#));
+        assert_eq!(first, key("mapper_parsing_exception: x", Some(r#"{"x":"a"}"#)), "the same dead letter again (a replay) keeps its key");
+        assert_ne!(first, key("mapper_parsing_exception: x", Some(r#"{"x":"b"}"#)), "the document changed and failed again");
+        assert_ne!(first, key("mapper_parsing_exception: y", Some(r#"{"x":"a"}"#)));
+        assert_ne!(key("too large", None), key("too large", Some("{}")));
+        assert_ne!(first, dead_letter_records("dlq", "db.d", "idx", &[Rejected::new("5", "mapper_parsing_exception: x")])[0].key);
     }
 
     #[test]

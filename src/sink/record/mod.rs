@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{IndexChange, Sink, SinkContext, Target, WriteReport};
 use crate::config::CollectionConfig;
-use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::retry::{Attempt, Flow, GaveUp};
+use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
+use crate::retry::{Attempt, Flow, GaveUp, Retryable};
 use crate::transform::{DocumentWrite, Rejected, WriteOp};
 
 pub use encoder::{dead_letter_records, document_record, index_change_record};
@@ -37,18 +37,35 @@ pub fn ndjson(records: &[Record]) -> Vec<u8> {
     out
 }
 
+/// How far one delivery got, kept across its attempts, for transports that can deliver part of
+/// a batch (and must know what they delivered when they try again).
+pub trait Progress: Default + Send {
+    /// Leading records known to be delivered.
+    fn delivered(&self) -> usize {
+        0
+    }
+}
+
+/// For transports that deliver a batch whole or not at all.
+impl Progress for () {}
+
 /// Carries records to one destination.
 #[async_trait]
 pub trait RecordTransport: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
+    type Progress: Progress;
+
     /// The destination, for messages (never with secrets).
     fn describe(&self) -> String;
 
     /// Opens or reaches the destination, once at start.
-    async fn open(&self) -> Result<(), String>;
+    async fn open(&self) -> Result<(), Self::Error>;
 
     /// Delivers the records, in order; returns once they are as durable as the output promises.
-    /// A failure is retried with the same records (the transport must not leave half of them).
-    async fn send(&self, records: &[Record]) -> Result<(), String>;
+    /// A failure is retried with the same records and `progress` (fresh for each batch): a
+    /// transport that delivered some of them notes it there, and must not deliver them out of
+    /// order when it tries again.
+    async fn send(&self, records: &[Record], progress: &mut Self::Progress) -> Result<(), Self::Error>;
 
     /// Why the destination cannot carry `record` at all (e.g. it is over a size limit), if so.
     /// Such a record is never sent (retrying it would block the sync): its document is
@@ -58,8 +75,35 @@ pub trait RecordTransport: Send + Sync {
     }
 
     /// Ends the delivery when the sync stops; see [`Sink::close`].
-    async fn close(&self) -> Result<(), String> {
+    async fn close(&self) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+/// What can go wrong in a record output; each kind maps to one stable error code at the sink boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// The output cannot be opened or reached at start (`ERR_OUTPUT_UNREACHABLE`).
+    #[error("cannot open the output {output}: {cause}")]
+    Unreachable { output: String, cause: String },
+    /// Transient failures went on past `retry.maxAttempts`.
+    #[error(transparent)]
+    GaveUp(#[from] GaveUp),
+    /// A dead letter the output cannot carry even without its document.
+    #[error("the dead letter of {namespace} {id} cannot be recorded in {output}, even without its document: {reason}")]
+    DeadLetterTooLarge { namespace: String, id: String, output: String, reason: String },
+    /// Ending the delivery at stop showed that recent records may be lost.
+    #[error("closing the output {output}: {cause}")]
+    Close { output: String, cause: String },
+}
+
+impl From<OutputError> for SyncError {
+    fn from(e: OutputError) -> Self {
+        let code = match e {
+            OutputError::Unreachable { .. } => ErrorCode::OutputUnreachable,
+            _ => ErrorCode::Output,
+        };
+        SyncError::new(code, e.to_string())
     }
 }
 
@@ -73,24 +117,43 @@ impl<T: RecordTransport> RecordSink<T> {
         RecordSink { transport, ctx: ctx.clone() }
     }
 
-    /// Sends the records until the transport took them; a failure of the transport is transient.
-    async fn deliver(&self, records: &[Record]) -> SyncResult<Flow<()>> {
+    /// Sends the records until the transport took them; a failure of the transport is transient,
+    /// and one that delivered part of them is progress.
+    async fn deliver(&self, records: &[Record]) -> Result<Flow<()>, OutputError> {
         if records.is_empty() {
             return Ok(Flow::Done(()));
         }
         let what = format!("writing {} record(s) to {}", records.len(), self.transport.describe());
-        let sent = self.ctx.retry_policy().run(&what, || async { self.transport.send(records).await.map_or_else(Attempt::Retry, Attempt::Done) }).await;
-        sent.map_err(|gave_up: GaveUp| SyncError::new(ErrorCode::Output, gave_up.to_string()))
+        self.ctx.retry_policy().run(&what, Delivery { transport: &self.transport, records, progress: T::Progress::default() }).await
+    }
+}
+
+/// One batch of records on its way, across attempts.
+struct Delivery<'a, T: RecordTransport> {
+    transport: &'a T,
+    records: &'a [Record],
+    progress: T::Progress,
+}
+
+impl<T: RecordTransport> Retryable for Delivery<'_, T> {
+    type Output = ();
+    type Error = OutputError;
+
+    async fn attempt(&mut self) -> Attempt<(), OutputError> {
+        let before = self.progress.delivered();
+        match self.transport.send(self.records, &mut self.progress).await {
+            Ok(()) => Attempt::Done(()),
+            Err(e) if self.progress.delivered() > before => Attempt::Partial(cause_chain(&e)),
+            Err(e) => Attempt::Retry(cause_chain(&e)),
+        }
     }
 }
 
 #[async_trait]
 impl<T: RecordTransport> Sink for RecordSink<T> {
     async fn connect(&self) -> SyncResult<()> {
-        self.transport
-            .open()
-            .await
-            .map_err(|e| SyncError::new(ErrorCode::OutputUnreachable, format!("cannot open the output {}: {e}", self.transport.describe())))
+        let unreachable = |e: T::Error| OutputError::Unreachable { output: self.transport.describe(), cause: cause_chain(&e) };
+        Ok(self.transport.open().await.map_err(unreachable)?)
     }
 
     /// Indices are the consumer's business.
@@ -130,21 +193,21 @@ impl<T: RecordTransport> Sink for RecordSink<T> {
                 let slim = Rejected { reason: format!("{}; the document is left out of this record: {reason}", r.reason), document: None, ..r.clone() };
                 *record = dead_letter_records(dlq, namespace, index, std::slice::from_ref(&slim)).pop().expect("one record per dead letter");
                 if let Some(reason) = self.transport.refuses(record) {
-                    let what =
-                        format!("the dead letter of {namespace} {} cannot be recorded in {}, even without its document", r.id, self.transport.describe());
-                    return Err(SyncError::new(ErrorCode::Output, format!("{what}: {reason}")));
+                    let output = self.transport.describe();
+                    return Err(OutputError::DeadLetterTooLarge { namespace: namespace.to_string(), id: r.id.clone(), output, reason }.into());
                 }
             }
         }
-        self.deliver(&records).await
+        Ok(self.deliver(&records).await?)
     }
 
     async fn apply(&self, change: &IndexChange) -> SyncResult<Flow<()>> {
-        self.deliver(&[index_change_record(change)]).await
+        Ok(self.deliver(&[index_change_record(change)]).await?)
     }
 
     async fn close(&self) -> SyncResult<()> {
-        self.transport.close().await.map_err(|e| SyncError::new(ErrorCode::Output, format!("closing the output {}: {e}", self.transport.describe())))
+        let unsure = |e: T::Error| OutputError::Close { output: self.transport.describe(), cause: cause_chain(&e) };
+        Ok(self.transport.close().await.map_err(unsure)?)
     }
 }
 
@@ -164,17 +227,23 @@ mod tests {
         sent: Mutex<Vec<String>>,
     }
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0} bytes sent past the limit")]
+    struct PastTheLimit(usize);
+
     #[async_trait]
     impl RecordTransport for Limited {
+        type Error = PastTheLimit;
+        type Progress = ();
         fn describe(&self) -> String {
             "limited".into()
         }
-        async fn open(&self) -> Result<(), String> {
+        async fn open(&self) -> Result<(), PastTheLimit> {
             Ok(())
         }
-        async fn send(&self, records: &[Record]) -> Result<(), String> {
+        async fn send(&self, records: &[Record], _: &mut ()) -> Result<(), PastTheLimit> {
             if let Some(r) = records.iter().find(|r| r.line.len() > self.limit) {
-                return Err(format!("{} bytes sent past the limit", r.line.len()));
+                return Err(PastTheLimit(r.line.len()));
             }
             self.sent.lock().unwrap().extend(records.iter().map(|r| String::from_utf8(r.line.clone()).unwrap()));
             Ok(())

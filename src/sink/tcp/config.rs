@@ -9,6 +9,10 @@ pub struct TcpConfig {
     pub port: u16,
     pub tls: Option<TcpTls>,
     pub connect_timeout: Duration,
+    /// The longest a write may wait for the receiver to take more bytes: a receiver that
+    /// accepts and never reads then fails the write (retried on a new connection) instead of
+    /// blocking the sync, and its `stop()`, for good.
+    pub write_timeout: Duration,
     /// The most recent bytes sent, kept to be sent again after a reconnection: TCP does not
     /// acknowledge what the receiver processed, so what was in flight when a connection broke
     /// is repeated (records are idempotent for an external-versioned consumer).
@@ -34,6 +38,7 @@ impl Default for TcpTls {
 impl TcpConfig {
     pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
     pub fn validate(&self, field: &str) -> SyncResult<()> {
         if self.host.trim().is_empty() {

@@ -1,6 +1,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
@@ -71,15 +72,33 @@ impl Connection {
         self.end.load(Ordering::SeqCst) != OPEN
     }
 
+    /// Writes all of `buf` and flushes it, failing when the receiver takes no bytes for
+    /// `timeout` (it accepted the connection but does not read): a wait with no end otherwise.
+    async fn write(&mut self, buf: &[u8], timeout: Duration) -> Result<(), TcpError> {
+        let mut written = 0;
+        while written < buf.len() {
+            match tokio::time::timeout(timeout, self.writer.write(&buf[written..])).await {
+                Err(_) => return Err(TcpError::Stalled(timeout)),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) => return Err(TcpError::WriteZero),
+                Ok(Ok(n)) => written += n,
+            }
+        }
+        Ok(tokio::time::timeout(timeout, self.writer.flush()).await.map_err(|_| TcpError::Stalled(timeout))??)
+    }
+
     /// Ends our side and waits, up to `wait`, for the receiver to end its own. Logstash's tcp
     /// input (like most line receivers) closes when it reads the end of a stream, so a clean end
     /// in answer means every line before ours was read.
-    async fn finish(mut self, wait: std::time::Duration) -> Goodbye {
+    async fn finish(mut self, wait: Duration) -> Goodbye {
         if self.is_closed() {
             return Goodbye::Lost;
         }
-        if self.writer.shutdown().await.is_err() {
-            return Goodbye::Lost;
+        // Ending a TLS stream writes, and a receiver that does not read can hold that up too.
+        match tokio::time::timeout(wait, self.writer.shutdown()).await {
+            Err(_) => return Goodbye::Unanswered,
+            Ok(Err(_)) => return Goodbye::Lost,
+            Ok(Ok(())) => {}
         }
         if tokio::time::timeout(wait, &mut self.watcher).await.is_err() {
             return Goodbye::Unanswered;
@@ -95,6 +114,35 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.watcher.abort();
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error("no connection within {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    #[error("TLS handshake timed out")]
+    TlsTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The receiver accepted the connection but takes no bytes.
+    #[error("the receiver took no bytes for {} ms", .0.as_millis())]
+    Stalled(Duration),
+    #[error("the connection takes no more bytes")]
+    WriteZero,
+    #[error("the receiver closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(
+        "the receiver closed the connection after the last lines were written, and the {bytes} most recent bytes of lines could not be sent again: {cause}"
+    )]
+    ReplayFailed {
+        bytes: usize,
+        #[source]
+        cause: Box<TcpError>,
+    },
+    #[error("the receiver closed the connection after the last lines were written, and the {bytes} most recent bytes of lines were sent again, but the receiver closed that connection too before reading them")]
+    ReplayUnread { bytes: usize },
 }
 
 pub struct TcpTransport {
@@ -117,20 +165,16 @@ impl TcpTransport {
         Ok(TcpTransport { config, tls, state: Mutex::new(State::default()) })
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, TcpError> {
         let address = (self.config.host.as_str(), self.config.port);
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| format!("no connection within {} ms", self.config.connect_timeout.as_millis()))?
-            .map_err(|e| e.to_string())?;
+        let wait = self.config.connect_timeout;
+        let stream = tokio::time::timeout(wait, TcpStream::connect(address)).await.map_err(|_| TcpError::ConnectTimeout(wait))??;
         let _ = stream.set_nodelay(true);
         let stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(stream),
             Some((connector, name)) => {
-                let tls = tokio::time::timeout(self.config.connect_timeout, connector.connect(name.clone(), stream))
-                    .await
-                    .map_err(|_| "TLS handshake timed out".to_string())?
-                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                let tls =
+                    tokio::time::timeout(wait, connector.connect(name.clone(), stream)).await.map_err(|_| TcpError::TlsTimeout)?.map_err(TcpError::Tls)?;
                 Box::new(tls)
             }
         };
@@ -138,29 +182,31 @@ impl TcpTransport {
     }
 
     /// A new connection, into which what may have been lost with the previous one goes first.
-    async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, String> {
+    async fn reconnect(&self, replay: &VecDeque<Vec<u8>>) -> Result<Connection, TcpError> {
         let mut connection = self.connect().await?;
         for earlier in replay {
-            connection.writer.write_all(earlier).await.map_err(|e| e.to_string())?;
+            connection.write(earlier, self.config.write_timeout).await?;
         }
-        connection.writer.flush().await.map_err(|e| e.to_string())?;
         Ok(connection)
     }
 }
 
 #[async_trait]
 impl RecordTransport for TcpTransport {
+    type Error = TcpError;
+    type Progress = ();
+
     fn describe(&self) -> String {
         format!("tcp {}:{}{}", self.config.host, self.config.port, if self.tls.is_some() { " (TLS)" } else { "" })
     }
 
-    async fn open(&self) -> Result<(), String> {
+    async fn open(&self) -> Result<(), TcpError> {
         let connection = self.connect().await?;
         self.state.lock().await.connection = Some(connection);
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<(), String> {
+    async fn send(&self, records: &[Record], _: &mut ()) -> Result<(), TcpError> {
         let batch = ndjson(records);
         let mut state = self.state.lock().await;
         if state.connection.as_ref().is_some_and(Connection::is_closed) {
@@ -171,10 +217,9 @@ impl RecordTransport for TcpTransport {
                 state.connection = Some(self.reconnect(&state.replay).await?);
             }
             let connection = state.connection.as_mut().expect("connected above");
-            connection.writer.write_all(&batch).await.map_err(|e| e.to_string())?;
-            connection.writer.flush().await.map_err(|e| e.to_string())?;
+            connection.write(&batch, self.config.write_timeout).await?;
             if connection.is_closed() {
-                return Err("the receiver closed the connection".to_string());
+                return Err(TcpError::Closed);
             }
             Ok(())
         }
@@ -195,7 +240,7 @@ impl RecordTransport for TcpTransport {
     /// Ends the connection and checks that the receiver read it. If the receiver went away after
     /// the last lines were written (no later write noticed it), they may be lost: the recent
     /// lines are sent once more on a new connection, as after any reconnect.
-    async fn close(&self) -> Result<(), String> {
+    async fn close(&self) -> Result<(), TcpError> {
         let mut state = self.state.lock().await;
         let Some(connection) = state.connection.take() else {
             return Ok(());
@@ -205,10 +250,10 @@ impl RecordTransport for TcpTransport {
             Goodbye::Confirmed | Goodbye::Unanswered => return Ok(()),
             Goodbye::Lost => {}
         }
-        let unsure = format!("the receiver closed the connection after the last lines were written, and the {} most recent bytes of lines", state.replay_len);
-        let again = self.reconnect(&state.replay).await.map_err(|e| format!("{unsure} could not be sent again: {e}"))?;
+        let bytes = state.replay_len;
+        let again = self.reconnect(&state.replay).await.map_err(|cause| TcpError::ReplayFailed { bytes, cause: Box::new(cause) })?;
         match again.finish(wait).await {
-            Goodbye::Lost => Err(format!("{unsure} were sent again, but the receiver closed that connection too before reading them")),
+            Goodbye::Lost => Err(TcpError::ReplayUnread { bytes }),
             Goodbye::Confirmed | Goodbye::Unanswered => Ok(()),
         }
     }
@@ -281,8 +326,6 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -293,8 +336,18 @@ mod tests {
     }
 
     fn transport(port: u16) -> TcpTransport {
-        let config =
-            TcpConfig { host: "127.0.0.1".into(), port, tls: None, connect_timeout: Duration::from_secs(2), replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES };
+        transport_with(port, TcpConfig::DEFAULT_WRITE_TIMEOUT)
+    }
+
+    fn transport_with(port: u16, write_timeout: Duration) -> TcpTransport {
+        let config = TcpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            write_timeout,
+            replay_bytes: TcpConfig::DEFAULT_REPLAY_BYTES,
+        };
         TcpTransport::new(config).unwrap()
     }
 
@@ -316,11 +369,11 @@ mod tests {
         tcp.open().await.unwrap();
         let reader = async { read_all(&listener).await };
         let sender = async {
-            tcp.send(&[record(1), record(2)]).await.unwrap();
+            tcp.send(&[record(1), record(2)], &mut ()).await.unwrap();
             tcp.close().await
         };
         let (text, closed) = tokio::join!(reader, sender);
-        assert_eq!(closed, Ok(()));
+        assert!(closed.is_ok(), "{closed:?}");
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
         // Nothing was sent again: no second connection is waiting.
         assert!(tokio::time::timeout(Duration::from_millis(200), listener.accept()).await.is_err());
@@ -332,13 +385,13 @@ mod tests {
         let tcp = transport(listener.local_addr().unwrap().port());
         tcp.open().await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
-        tcp.send(&[record(1)]).await.unwrap();
-        tcp.send(&[record(2)]).await.unwrap();
+        tcp.send(&[record(1)], &mut ()).await.unwrap();
+        tcp.send(&[record(2)], &mut ()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Closing with unread data resets the connection: the lines never reached the receiver.
         drop(first);
         let (text, closed) = tokio::join!(read_all(&listener), tcp.close());
-        assert_eq!(closed, Ok(()));
+        assert!(closed.is_ok(), "{closed:?}");
         assert_eq!(text, "{\"n\":1}\n{\"n\":2}\n");
     }
 
@@ -348,11 +401,64 @@ mod tests {
         let tcp = transport(listener.local_addr().unwrap().port());
         tcp.open().await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
-        tcp.send(&[record(1)]).await.unwrap();
+        tcp.send(&[record(1)], &mut ()).await.unwrap();
         drop(first);
         drop(listener);
-        let err = tcp.close().await.unwrap_err();
+        let err = tcp.close().await.unwrap_err().to_string();
         assert!(err.contains("could not be sent again"), "{err}");
         assert!(err.contains("8 most recent bytes"), "{err}");
+    }
+
+    /// 32 MiB of lines: more than the kernel buffers a connection nobody reads.
+    fn flood() -> Vec<Record> {
+        (0..64).map(|i| Record { namespace: "db.c".into(), index: "c".into(), key: i.to_string(), line: vec![b'x'; 512 * 1024] }).collect()
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_accepts_and_never_reads_cannot_block_a_write() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = transport_with(listener.local_addr().unwrap().port(), Duration::from_millis(300));
+        tcp.open().await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(20), tcp.send(&flood(), &mut ())).await.expect("the write gives up instead of waiting for good");
+        let err = sent.unwrap_err().to_string();
+        assert!(err.contains("took no bytes for 300 ms"), "{err}");
+        assert!(matches!(tokio::time::timeout(Duration::from_secs(5), tcp.close()).await, Ok(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_the_receiver_never_reads_ends_the_sink() {
+        use crate::config::RetryConfig;
+        use crate::event::EventBus;
+        use crate::retry::Flow;
+        use crate::sink::record::RecordSink;
+        use crate::sink::{Sink, SinkContext, Target};
+        use crate::stats::Stats;
+        use crate::transform::{DocumentWrite, Operation, WriteOp};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let retry = RetryConfig { max_attempts: None, initial_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+        let ctx = SinkContext { retry, events: EventBus::default(), stats: std::sync::Arc::new(Stats::default()), cancel: Default::default() };
+        let tcp = transport_with(listener.local_addr().unwrap().port(), Duration::from_millis(300));
+        tcp.open().await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let sink = RecordSink::new(tcp, &ctx);
+        let big = |i: usize| DocumentWrite {
+            id: i.to_string(),
+            routing: None,
+            version: 1,
+            op: WriteOp::Index(format!("{{\"blob\":\"{}\"}}", "x".repeat(512 * 1024)).into_bytes()),
+            operation: Operation::Insert,
+            position: None,
+        };
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            ctx.cancel.cancel();
+        };
+        let target = Target::index("c");
+        let writing = sink.write("db.c", &target, (0..64).map(big).collect());
+        let (written, ()) = tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(writing, stop) }).await.expect("the stop ends it");
+        assert!(matches!(written, Ok(Flow::Stopped)));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), sink.close()).await.map(|r| r.is_ok()), Ok(true));
     }
 }
