@@ -39,6 +39,7 @@ Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
       --es URL            Elasticsearch URL (env ES_URL)
       --collections LIST  comma-separated db.collection list (env SYNC_COLLECTIONS)
       --name NAME         checkpoint name (env SYNC_NAME; default "mongo-elastic-sync")
+      --http HOST:PORT    serve /healthz, /readyz, /stats, /metrics and a status page (env SYNC_HTTP)
   -q, --quiet             only state changes, dead letters and errors
   -h, --help              this text
 
@@ -59,6 +60,7 @@ function loadOptions() {
         es: { type: 'string' },
         collections: { type: 'string' },
         name: { type: 'string' },
+        http: { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -87,8 +89,18 @@ function loadOptions() {
   if (es) options.elasticsearch = { ...options.elasticsearch, node: es }
   if (collections) options.collections = collections.split(',').map((c) => c.trim()).filter(Boolean)
   if (name) options.name = name
+  const http = args.http ?? env.SYNC_HTTP
+  if (http) options.http = { ...options.http, ...httpAddress(http) }
   options.name ??= 'mongo-elastic-sync'
   return { options, quiet: Boolean(args.quiet) }
+}
+
+/** `--http HOST:PORT` (`[::1]:PORT` for IPv6, or a port alone): where the monitoring server listens. */
+function httpAddress(text) {
+  const match = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(text)
+  const port = match && Number(match[2])
+  if (!match || port > 65535) fail('ERR_USAGE', `--http ${text}: expected HOST:PORT, e.g. 127.0.0.1:9810`, 2)
+  return match[1] ? { host: match[1].replace(/^\[|\]$/g, ''), port } : { port }
 }
 
 function describe(event) {
@@ -116,6 +128,8 @@ function describe(event) {
       return JSON.stringify(event)
   }
 }
+
+const formatHost = (host) => (host.includes(':') ? `[${host}]` : host)
 
 async function main() {
   const { options, quiet } = loadOptions()
@@ -154,6 +168,7 @@ async function main() {
   process.on('SIGTERM', onSignal)
   try {
     await sync.start()
+    if (options.http && options.http.port !== 0) say(`monitoring: http://${formatHost(options.http.host ?? '127.0.0.1')}:${options.http.port ?? 9810}/`)
     await sync.wait()
   } catch (e) {
     fail(e.code ?? 'ERR_INTERNAL', e.message)

@@ -2,6 +2,7 @@
 
 mod error;
 mod event;
+mod http;
 mod logging;
 mod options;
 mod outputs;

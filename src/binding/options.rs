@@ -65,6 +65,9 @@ pub struct SyncOptions {
     pub copy_range_min_docs: Option<u32>,
     /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
     pub start_at: Option<String>,
+    /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
+    #[napi(ts_type = "HttpOptions")]
+    pub http: Option<serde_json::Value>,
 }
 
 #[napi(object)]
@@ -506,6 +509,7 @@ impl SyncOptions {
             copy_readers: self.copy_readers.map_or(4, |v| v as usize),
             copy_range_min_docs: self.copy_range_min_docs.map_or(100_000, u64::from),
             dead_letter_index: self.dead_letter_index,
+            http: self.http.map(super::http::http_config).transpose()?,
         };
         config.validate()?;
         Ok(config)
