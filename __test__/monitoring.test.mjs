@@ -161,12 +161,18 @@ describe('monitoring', () => {
       retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 200 },
       http: { port, token: TOKEN, readyMaxLagMs: 60000 },
     })
-    // The copy passes its first 300 documents slowly enough for a progress report (the engine
-    // reports at most twice a second), then waits until the test has seen it running.
+    // The copy passes its first 300 documents (the last 50 of them no sooner than 700 ms after it
+    // began, so that a progress report is made: the engine reports at most twice a second), then
+    // waits until the test has seen it running.
     let releaseCopy
     const copyReleased = new Promise((resolve) => (releaseCopy = resolve))
+    let copyBegan
     sync.setTransform(async (doc, c) => {
-      if (c.phase === 'copy') await (Number(c.id) < 300 ? new Promise((r) => setTimeout(r, 40)) : copyReleased)
+      if (c.phase !== 'copy') return doc
+      copyBegan ??= Date.now()
+      const id = Number(c.id)
+      if (id >= 300) await copyReleased
+      else if (id >= 250) await new Promise((r) => setTimeout(r, Math.max(0, copyBegan + 700 - Date.now())))
       return doc
     })
     const events = []

@@ -202,10 +202,6 @@ impl StatusBoard {
         s.checkpoints += 1;
         s.last_checkpoint_at = Some(now);
     }
-
-    pub fn state(&self) -> SyncState {
-        self.lock().state
-    }
 }
 
 impl Board {
@@ -262,6 +258,7 @@ impl StatusSource for StatusBoard {
     fn snapshot(&self) -> StatusSnapshot {
         let now = now_ms();
         let totals = Totals::from(&self.stats.snapshot());
+        let process = super::process::usage();
         let board = self.lock();
         StatusSnapshot {
             name: self.name.clone(),
@@ -280,7 +277,7 @@ impl StatusSource for StatusBoard {
                 dead_letters: board.dead_letters.to_vec(),
                 dead_letters_seen: board.dead_letters.seen(),
             },
-            process: super::process::usage(),
+            process,
         }
     }
 }

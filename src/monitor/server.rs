@@ -191,7 +191,8 @@ async fn common_headers(request: Request, next: Next) -> Response {
 /// With a token configured: `Authorization: Bearer <token>`, or 401.
 async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
     if let Some(expected) = &app.token {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let credentials = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '));
+        let given = credentials.filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, token)| token.trim());
         let matches = given.is_some_and(|token| bool::from(Sha256::digest(token.as_bytes()).as_slice().ct_eq(expected)));
         if !matches {
             let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "a valid 'Authorization: Bearer <token>' header is required" }));

@@ -486,6 +486,8 @@ async fn the_token_guards_everything_but_the_page() {
         assert!(reply.headers()["content-security-policy"].to_str().expect("ascii").contains("default-src 'none'"));
     }
     assert_eq!(h.get("/stats").await.status, 200);
+    let lowercase = h.client.get(format!("{}/stats", h.base)).header("authorization", format!("bearer {TOKEN}")).send().await.expect("request");
+    assert_eq!(lowercase.status(), 200, "the scheme is case-insensitive");
     h.monitor.shutdown().await;
 }
 
