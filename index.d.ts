@@ -9,12 +9,20 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** Syncs MongoDB collections into Elasticsearch indices: copy, then change streams. */
+/**
+ * Syncs MongoDB collections into Elasticsearch indices: copy, then change streams. This is
+ * the native class of the generated loader; the package's entry wraps it with Node idioms.
+ */
 export declare class MongoElasticSync {
   /** Validates the options; throws an `Error` with `code: 'ERR_CONFIG'` naming the bad field. */
   constructor(options: SyncOptions)
   /** Registers a listener for every event. Listening does not keep the process alive. */
   onEvent(callback: (event: SyncEvent) => void): void
+  /**
+   * Forwards the engine's log records at `level` and above to `callback`, which must not
+   * throw (the package's `logger` option wraps the user's logger in one that does not).
+   */
+  setLogger(callback: (arg: LogRecord) => void, level: LogLevel): void
   /**
    * Sets a transform every document goes through before it is written, in the copy and the
    * stream: return the (changed) document, or `null` to keep it out of the index (it is then
@@ -31,8 +39,8 @@ export declare class MongoElasticSync {
   stop(): Promise<void>
   /** Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed. */
   wait(): Promise<void>
-  /** Running totals and the current state. */
-  stats(): SyncStats
+  /** Running totals, per-collection figures and the current state. */
+  stats(): NativeSyncStats
 }
 
 export interface BatchOptions {
@@ -85,14 +93,26 @@ export interface CollectionOptions {
   filter?: Record<string, unknown>
 }
 
+/**
+ * What one collection is doing: `starting` (preparing), `copying`, `streaming`, `done`
+ * (`mode: 'copy'` finished), `stopped`, or `failed` (its error failed the sync).
+ */
+export type CollectionPhase = 'starting' | 'copying' | 'streaming' | 'done' | 'stopped' | 'failed'
+
 export interface ElasticsearchOptions {
   /** e.g. `http://127.0.0.1:9200`; credentials in the URL are used as basic auth. */
   node: string
   username?: string
   password?: string
+  /** A file holding the password (e.g. a mounted secret). */
+  passwordFile?: string
   /** Base64 `id:key` API key. */
   apiKey?: string
+  /** A file holding the API key. */
+  apiKeyFile?: string
   bearerToken?: string
+  /** A file holding the bearer token. */
+  bearerTokenFile?: string
   /** Per-request timeout (default 30000). */
   requestTimeoutMs?: number
   /** gzip request bodies (default false). */
@@ -114,6 +134,9 @@ export interface ElasticsearchTlsOptions {
   /** `false` skips certificate verification (logged as a warning). Never in production. */
   rejectUnauthorized?: boolean
 }
+
+/** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -171,9 +194,26 @@ export interface HttpOptions {
   readyMaxLagMs?: number
 }
 
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
+
+/** One engine log record, as the `logger` option's function receives it. */
+export interface LogRecord {
+  level: LogLevel
+  /** The Rust module that logged it, e.g. `mongo_elastic_sync::event`. */
+  target: string
+  message: string
+  /**
+   * The record's structured fields (`namespace`, `attempt`, …), secrets redacted, and `sync`:
+   * the `name` of the sync it comes from (absent for records of no sync).
+   */
+  fields: Record<string, unknown>
+}
+
 export interface MongoOptions {
-  /** A replica set or sharded cluster URI (change streams need one). */
-  uri: string
+  /** A replica set or sharded cluster URI (change streams need one). Required unless `uriFile` is given. */
+  uri?: string
+  /** A file holding the URI (e.g. a mounted secret, as it has the credentials); its trailing line break is dropped. */
+  uriFile?: string
   /** TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI. */
   tls?: MongoTlsOptions
 }
@@ -202,6 +242,49 @@ export interface NamespaceOptions {
   defaults?: Omit<CollectionOptions, 'namespace'>
 }
 
+/**
+ * One collection's figures as the addon gives them (times in ms since the Unix epoch; the
+ * package's `stats()` turns them into `Date`s).
+ */
+export interface NativeCollectionStats {
+  phase: CollectionPhase
+  /** Documents copied, over every run of the copy. */
+  copied: number
+  /** MongoDB's estimate of the collection size when its copy started (at least `copied` once the copy is over). */
+  totalEstimate: number
+  /** Change events applied. */
+  streamed: number
+  /** Milliseconds between the cluster time of the newest change applied and now. */
+  lagMs?: number
+  lastChangeAt?: number
+  lastCheckpointAt?: number
+  /** Milliseconds since the last checkpoint was saved. */
+  checkpointAgeMs?: number
+  /** Bytes of batches handed to the outputs and not acknowledged yet. */
+  inFlightBytes: number
+  retries: number
+  deadLetters: number
+}
+
+export interface NativeSyncStats {
+  /** Documents read by the initial copy and acknowledged. */
+  copied: number
+  /** Change events read from the stream and acknowledged. */
+  streamed: number
+  indexed: number
+  deleted: number
+  /** Stale writes Elasticsearch refused because it held a newer version (expected after replays). */
+  conflicts: number
+  deadLetters: number
+  retries: number
+  batches: number
+  /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
+  valuesAltered: number
+  state: SyncState
+  /** Per collection, by `"db.collection"`. */
+  collections: Record<string, NativeCollectionStats>
+}
+
 /** Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`. */
 export interface NatsOutput {
   type: 'nats'
@@ -214,16 +297,25 @@ export interface NatsOutput {
   /** Create the stream over the template's subjects if absent (default true). */
   createStream?: boolean
   token?: string
+  /** A file holding the token (e.g. a mounted secret). */
+  tokenFile?: string
   username?: string
   password?: string
+  /** A file holding the password. */
+  passwordFile?: string
   /** A `.creds` file (JWT and NKey seed). */
   credentialsFile?: string
 }
 
+/** Where a write comes from: the initial copy or the change stream. */
+export type Phase = 'copy' | 'stream'
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
+  /** First delay between attempts (default 200), doubling up to `maxDelayMs`. */
   initialDelayMs?: number
+  /** Longest delay between attempts (default 30000). */
   maxDelayMs?: number
 }
 
@@ -234,19 +326,21 @@ export interface StdoutOutput {
 
 export interface SyncErrorInfo {
   /** Stable code such as `ERR_HISTORY_LOST` (the `code` of thrown errors too). */
-  code: 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL'
+  code: ErrorCode
   message: string
+  /** The collection whose sync failed, when the error is one collection's. */
+  namespace?: string
 }
 
 /** Everything `onEvent` callbacks receive; switch on `type`. */
 export type SyncEvent =
-  | { type: 'state'; state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'; error?: SyncErrorInfo }
+  | { type: 'state'; state: SyncState; error?: SyncErrorInfo }
   | { type: 'connected'; distribution: 'elasticsearch' | 'opensearch' | (string & {}); version: string }
   | { type: 'progress'; namespace: string; index: string; copied: number; /** MongoDB's estimate of the collection size at the start of the copy. */
     totalEstimate: number; /** Documents per second over this run of the copy. */
     rate: number; /** Seconds left at that rate. */
   etaSeconds?: number; done: boolean }
-  | { type: 'batch'; namespace: string; index: string; phase: 'copy' | 'stream'; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
+  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
   | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'; /**
@@ -320,22 +414,8 @@ export interface SyncOptions {
   http?: HttpOptions
 }
 
-export interface SyncStats {
-  /** Documents read by the initial copy and acknowledged. */
-  copied: number
-  /** Change events read from the stream and acknowledged. */
-  streamed: number
-  indexed: number
-  deleted: number
-  /** Stale writes Elasticsearch refused because it held a newer version (expected after replays). */
-  conflicts: number
-  deadLetters: number
-  retries: number
-  batches: number
-  /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
-  valuesAltered: number
-  state: 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
-}
+/** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */
+export type SyncState = 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
 
 /** NDJSON change records over TCP (Logstash `tcp` input with the `json_lines` codec). */
 export interface TcpOutput {

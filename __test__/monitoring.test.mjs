@@ -72,7 +72,7 @@ describe('monitoring', () => {
   test('the http option is checked like the other options', () => {
     const base = { name: 'x', mongo: { uri: 'mongodb://127.0.0.1:1/?replicaSet=rs' }, elasticsearch: { node: 'http://127.0.0.1:9' }, collections: ['a.b'] }
     const cases = [
-      [{ tokne: 'x' }, /^http\.tokne: unknown field `tokne`/],
+      [{ tokne: 'x' }, /^http\.tokne: unknown option, did you mean `token`\?/],
       [{ port: 70000 }, /^http\.port: 70000 is not a port/],
       [{ token: 'short' }, /^http\.token: must be at least 16 characters/],
       [{ host: 'example.org' }, /^http\.host: "example\.org" is not an IP address/],

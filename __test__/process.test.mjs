@@ -2,7 +2,7 @@
 // and after SIGKILL at random moments a restart ends with Elasticsearch equal to MongoDB.
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { once } from 'node:events'
 import fs from 'node:fs'
@@ -31,6 +31,18 @@ function runChild(options, mode = 'run') {
   })
   const exited = once(child, 'exit')
   return { child, events, exited }
+}
+
+/** Runs the CLI until it exits by itself (a one-shot copy); its exit code and output. */
+async function runCliToExit(t, args, env = process.env) {
+  const cli = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  t.after(() => cli.kill('SIGKILL'))
+  let out = ''
+  let err = ''
+  cli.stdout.on('data', (d) => (out += d))
+  cli.stderr.on('data', (d) => (err += d))
+  const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+  return { code, out, err }
 }
 
 const inState = (run, state) => run.events.some((e) => e.type === 'state' && e.state === state)
@@ -68,23 +80,66 @@ test('process lifecycle and crash recovery', async (t) => {
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
     const config = path.join(dir, 'sync.json')
     fs.writeFileSync(config, JSON.stringify({ mode: 'copy', outputs: [{ type: 'stdout' }], collections: [`${db.databaseName}.c`] }))
-    const cli = spawn(process.execPath, [CLI, '--config', config, '--mongo', ctx.mongoUrl, '--name', unique('clistdout')], { stdio: ['ignore', 'pipe', 'pipe'] })
-    t.after(() => cli.kill('SIGKILL'))
-    let out = ''
-    let err = ''
-    cli.stdout.on('data', (d) => (out += d))
-    cli.stderr.on('data', (d) => (err += d))
-    const [code] = await withTimeout(once(cli, 'exit'), 60000, 'the one-shot CLI copy did not exit')
+    const { code, out, err } = await runCliToExit(t, ['--config', config, '--mongo', ctx.mongoUrl, '--name', unique('clistdout')])
     assert.equal(code, 0, err)
     const records = out.trim().split('\n').map((line) => JSON.parse(line))
     assert.deepEqual(records.map((r) => [r.operation, r.id, r.action, r.document.v]).sort(), [['copy', 'a', 'index', 1], ['copy', 'b', 'index', 2], ['copy', 'c', 'index', 3]])
     assert.match(err, /state: stopped/, 'the CLI reports on stderr')
   })
 
+  await t.test('the CLI: a YAML config with ${ENV} references, MONGO_URL_FILE, --transform and JSON log lines', async () => {
+    const db = ctx.mongo.db(unique('cliyaml'))
+    await db.collection('c').insertMany([{ _id: 'a', v: 1 }, { _id: 'b', v: 2 }])
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mes-cli-'))
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const config = path.join(dir, 'sync.yaml')
+    fs.writeFileSync(
+      config,
+      ['# a deployment config', 'name: ${SYNC_TEST_NAME}', 'mode: copy', 'outputs:', '  - type: stdout', 'collections:', '  - namespace: ${SYNC_TEST_DB}.c', '    fields: { add: { via: "cost $${x}" } }', ''].join('\n'),
+    )
+    fs.writeFileSync(path.join(dir, 'mongo-url'), `${ctx.mongoUrl}\n`)
+    const transform = path.join(dir, 'double.mjs')
+    fs.writeFileSync(transform, 'export default (doc, ctx) => ({ ...doc, doubled: doc.v * 2, phase: ctx.phase })\n')
+    const env = { ...process.env, SYNC_TEST_NAME: unique('cliyaml'), SYNC_TEST_DB: db.databaseName, MONGO_URL_FILE: path.join(dir, 'mongo-url'), MONGO_ELASTIC_SYNC_LOG: 'mongo_elastic_sync=debug' }
+    delete env.MONGO_URL
+    const { code, out, err } = await runCliToExit(t, ['-c', config, '--transform', transform, '--log-format', 'json'], env)
+    assert.equal(code, 0, err)
+    const records = out.trim().split('\n').map((line) => JSON.parse(line))
+    assert.deepEqual(records.map((r) => [r.id, r.document.doubled, r.document.phase, r.document.via]).sort(), [['a', 2, 'copy', 'cost ${x}'], ['b', 4, 'copy', 'cost ${x}']])
+    const logs = err.trim().split('\n').map((line) => JSON.parse(line)) // every stderr line is a JSON object
+    assert.ok(logs.some((l) => l.target === 'mongo_elastic_sync::cli' && l.message === 'state: stopped' && l.event.state === 'stopped'), err)
+    assert.ok(logs.some((l) => l.target.startsWith('mongo_elastic_sync::') && l.target !== 'mongo_elastic_sync::cli' && l.level === 'DEBUG'), 'engine logs in JSON too')
+  })
+
+  await t.test('the CLI refuses bad config files and arguments with exit code 2, naming what is wrong', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mes-cli-'))
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const write = (name, text) => (fs.writeFileSync(path.join(dir, name), text), path.join(dir, name))
+    const cases = [
+      [['-c', write('typo.yml', 'name: x\nmongo: { uri: "mongodb://h/?replicaSet=rs" }\ncollections: [a.b]\nbatch: { maxDoc: 5 }\n')], /ERR_CONFIG: batch\.maxDoc: unknown option, did you mean `maxDocs`\?/],
+      [['-c', write('env.json', '{"name":"x","mongo":{"uri":"${SYNC_TEST_UNSET}"}}')], /ERR_CONFIG: mongo\.uri: environment variable SYNC_TEST_UNSET is not set/],
+      [['-c', write('bad.yaml', 'name: [\n')], /ERR_CONFIG: .*bad\.yaml is not valid YAML/],
+      [['--transform', write('none.js', 'module.exports = 42\n'), '--mongo', 'mongodb://h/?replicaSet=rs', '--collections', 'a.b'], /ERR_CONFIG: --transform .*none\.js: exports no function/],
+      [['--log-format', 'xml'], /ERR_USAGE: --log-format: "xml" is not one of text, json/],
+      [['--colections', 'a.b'], /ERR_USAGE: Unknown option '--colections'/],
+    ]
+    for (const [args, expected] of cases) {
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, MONGO_URL: '', ES_URL: '' } })
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, expected)
+    }
+    const version = spawnSync(process.execPath, [CLI, '--version'], { encoding: 'utf8' })
+    assert.equal(version.stdout.trim(), JSON.parse(fs.readFileSync(path.join(HERE, '..', 'package.json'), 'utf8')).version)
+  })
+
   await t.test('the CLI syncs from flags and stops cleanly on SIGINT', async () => {
     const db = ctx.mongo.db(unique('cli'))
     await db.collection('c').insertMany([{ _id: 'a', v: 1 }, { _id: 'b', v: 2 }])
-    const cli = spawn(process.execPath, [CLI, '--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', `${db.databaseName}.c`, '--name', unique('cli')], {
+    const healthFile = path.join(os.tmpdir(), `${unique('health')}.json`)
+    t.after(() => fs.rmSync(healthFile, { force: true }))
+    const healthcheck = () => spawnSync(process.execPath, [CLI, '--healthcheck', '--health-file', healthFile], { encoding: 'utf8' })
+    assert.equal(healthcheck().status, 1, 'no health file yet: unhealthy')
+    const cli = spawn(process.execPath, [CLI, '--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', `${db.databaseName}.c`, '--name', unique('cli'), '--health-file', healthFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     t.after(() => cli.kill('SIGKILL'))
@@ -93,10 +148,16 @@ test('process lifecycle and crash recovery', async (t) => {
     const exited = once(cli, 'exit')
     await waitFor('CLI to stream', () => out.includes('state: streaming'))
     assert.match(out, /copy .*\.c → c: 2\/2 \(100%\) done at \d+ docs\/s/)
+    const healthy = healthcheck()
+    assert.equal(healthy.status, 0, healthy.stderr)
+    assert.match(healthy.stdout, /healthy: streaming/)
     cli.kill('SIGINT')
     const [code] = await exited
     assert.equal(code, 0)
     assert.match(out, /stopped: 2 copied/)
+    const stopped = healthcheck()
+    assert.equal(stopped.status, 1, 'a stopped sync is not healthy')
+    assert.match(stopped.stderr, /ERR_UNHEALTHY: state stopped/)
 
     const bad = spawn(process.execPath, [CLI, '--mongo', 'nope', '--es', ctx.esUrl, '--collections', 'a.b'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let err = ''

@@ -56,6 +56,59 @@ test('transform hook', async (t) => {
       assert.ok(seen.some((i) => i.phase === 'copy') && seen.some((i) => i.phase === 'stream'))
     })
   }
+  await t.test('whatever a transform throws or returns, the document is dead-lettered and the process stays up', async () => {
+    // Through the package's entry, as users call it.
+    const { MongoElasticSync: Sync } = await import(require('../package.json').name)
+    const db = ctx.mongo.db(unique('trbad'))
+    await db.collection('c').insertMany([1, 2, 3, 4, 5, 6, 7, 8].map((k) => ({ _id: k, k })))
+    const index = unique('trbad')
+    const sync = new Sync({
+      name: unique('trbad'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.c`, index }],
+      mode: 'copy',
+    })
+    t.after(() => sync.stop().catch(() => {}))
+    sync.setTransform((doc) => {
+      switch (doc.k) {
+        case 1:
+          throw undefined
+        case 2:
+          return Promise.reject(null)
+        case 3:
+          throw 'a string'
+        case 4:
+          return { f: () => 1 }
+        case 5: {
+          const cyclic = { a: 1 }
+          cyclic.self = cyclic
+          return cyclic
+        }
+        case 6:
+          return { s: Symbol('x') }
+        case 7:
+          return 'not an object'
+        default:
+          return doc
+      }
+    })
+    const dead = new Map()
+    sync.on('deadLetter', (e) => dead.set(e.id, e.reason))
+    await sync.start()
+    await sync.wait()
+    assert.deepEqual([...dead.keys()].sort(), ['1', '2', '3', '4', '5', '6', '7'])
+    assert.match(dead.get('1'), /^transform failed: the transform threw undefined$/)
+    assert.match(dead.get('2'), /^transform failed: the transform threw null$/)
+    assert.match(dead.get('3'), /^transform failed: the transform threw a string$/)
+    assert.match(dead.get('4'), /function/i)
+    assert.match(dead.get('5'), /nesting/i)
+    assert.match(dead.get('6'), /symbol/i)
+    assert.match(dead.get('7'), /returned a string/)
+    assert.deepEqual([...(await esDocs(ctx.esUrl, index)).keys()], ['8'])
+    const stats = sync.stats()
+    assert.deepEqual([stats.state, stats.deadLetters, stats.collections[`${db.databaseName}.c`].deadLetters], ['stopped', 7, 7])
+  })
   await t.test('numbers keep their type and every digit through a transform', async () => {
     const { Long } = require('mongodb')
     const db = ctx.mongo.db(unique('trnum'))

@@ -3,8 +3,11 @@
 'use strict'
 
 const fs = require('node:fs')
+const path = require('node:path')
 const { parseArgs } = require('node:util')
-const { MongoElasticSync } = require('..')
+const { pathToFileURL } = require('node:url')
+
+const PACKAGE = require('../package.json')
 
 /** On a terminal, one progress bar per collection during the copy (cli-progress); elsewhere, plain lines. */
 function progressBars(enabled) {
@@ -29,60 +32,122 @@ function progressBars(enabled) {
   }
 }
 
-const HELP = `Usage: mongo-elastic-sync [--config sync.json] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
+const HELP = `Usage: mongo-elastic-sync [--config sync.yaml] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
 
 Syncs MongoDB collections into Elasticsearch: copies them, then follows their change streams.
 Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
 
-  -c, --config FILE       JSON file with the options of new MongoElasticSync(options) (see README)
-      --mongo URI         MongoDB URI (env MONGO_URL)
-      --es URL            Elasticsearch URL (env ES_URL)
+  -c, --config FILE       JSON or YAML (.yaml/.yml) file with the options of new MongoElasticSync(options)
+                          (see README); "\${NAME}" in its strings is the environment variable NAME
+                          ("\${NAME:-fallback}" when unset or empty, "$\${" for a literal "\${")
+      --mongo URI         MongoDB URI (env MONGO_URL, or MONGO_URL_FILE: a file holding it)
+      --es URL            Elasticsearch URL (env ES_URL, or ES_URL_FILE)
       --collections LIST  comma-separated db.collection list (env SYNC_COLLECTIONS)
       --name NAME         checkpoint name (env SYNC_NAME; default "mongo-elastic-sync")
+      --transform FILE    a JS module (CommonJS or ESM) whose default export (or "transform" export)
+                          is the transform of every document: (doc, ctx) => doc | null (see README)
+      --log-format FMT    "text" (default) or "json": one JSON object per line, for log collectors
+                          (engine logs too, when MONGO_ELASTIC_SYNC_LOG enables them)
+      --health-file FILE  keep FILE up to date with the state, for --healthcheck (env SYNC_HEALTH_FILE)
+      --healthcheck       exit 0 if the sync writing --health-file is running, else 1 (for containers)
       --http HOST:PORT    serve /healthz, /readyz, /stats, /metrics and a status page (env SYNC_HTTP)
   -q, --quiet             only state changes, dead letters and errors
+  -v, --version           the version
   -h, --help              this text
 
 Flags override the config file. Exit code: 0 after a clean stop, 1 on failure, 2 on bad usage.`
 
+const HEALTH_EVERY_MS = 10_000
+const HEALTHY = ['starting', 'copying', 'streaming']
+
+let logFormat = 'text'
+
 function fail(code, message, exitCode = 1) {
-  console.error(`mongo-elastic-sync: ${code}: ${message}`)
+  if (logFormat === 'json') {
+    const line = { timestamp: new Date().toISOString(), level: 'ERROR', target: 'mongo_elastic_sync::cli', message: `${code}: ${message}`, code }
+    console.error(JSON.stringify(line))
+  } else {
+    console.error(`mongo-elastic-sync: ${code}: ${message}`)
+  }
   process.exit(exitCode)
 }
 
-function loadOptions() {
-  let args
+function parseCommandLine() {
   try {
-    args = parseArgs({
+    return parseArgs({
       options: {
         config: { type: 'string', short: 'c' },
         mongo: { type: 'string' },
         es: { type: 'string' },
         collections: { type: 'string' },
         name: { type: 'string' },
+        transform: { type: 'string' },
+        'log-format': { type: 'string' },
+        'health-file': { type: 'string' },
+        healthcheck: { type: 'boolean' },
         http: { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
+        version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values
   } catch (e) {
     fail('ERR_USAGE', `${e.message}\n\n${HELP}`, 2)
   }
-  if (args.help) {
-    console.log(HELP)
-    process.exit(0)
+}
+
+/** `${NAME}` (and `${NAME:-fallback}`) in every string of the config, from the environment. */
+function expandEnv(value, at) {
+  if (typeof value === 'string') {
+    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (match, name, fallback) => {
+      if (match === '$${') return '${'
+      const found = process.env[name]
+      if (found !== undefined && (found !== '' || fallback === undefined)) return found
+      if (fallback !== undefined) return fallback
+      fail('ERR_CONFIG', `${at || 'config'}: environment variable ${name} is not set`, 2)
+    })
   }
-  let options = {}
-  if (args.config) {
-    try {
-      options = JSON.parse(fs.readFileSync(args.config, 'utf8'))
-    } catch (e) {
-      fail('ERR_CONFIG', `cannot read ${args.config}: ${e.message}`, 2)
-    }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`))
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, at ? `${at}.${k}` : k)]))
   }
+  return value
+}
+
+function readConfigFile(file) {
+  let text
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    fail('ERR_CONFIG', `cannot read ${file}: ${e.message}`, 2)
+  }
+  let options
+  try {
+    options = /\.ya?ml$/i.test(file) ? require('yaml').parse(text, { prettyErrors: true }) : JSON.parse(text)
+  } catch (e) {
+    fail('ERR_CONFIG', `${file} is not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${e.message}`, 2)
+  }
+  if (!options || typeof options !== 'object' || Array.isArray(options)) fail('ERR_CONFIG', `${file}: must hold an object of options`, 2)
+  return expandEnv(options, '')
+}
+
+/** `NAME`, or the content of the file `NAME_FILE` names (a mounted secret), trailing line break dropped. */
+function envOrFile(name) {
+  const file = process.env[`${name}_FILE`]
+  if (file === undefined || file === '') return process.env[name]
+  if (process.env[name]) fail('ERR_CONFIG', `give only one of ${name} and ${name}_FILE`, 2)
+  try {
+    return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+  } catch (e) {
+    fail('ERR_CONFIG', `${name}_FILE: cannot read ${file}: ${e.message}`, 2)
+  }
+}
+
+function loadOptions(args) {
+  const options = args.config ? readConfigFile(args.config) : {}
   const env = process.env
-  const mongo = args.mongo ?? env.MONGO_URL
-  const es = args.es ?? env.ES_URL
+  const mongo = args.mongo ?? envOrFile('MONGO_URL')
+  const es = args.es ?? envOrFile('ES_URL')
   const collections = args.collections ?? env.SYNC_COLLECTIONS
   const name = args.name ?? env.SYNC_NAME
   if (mongo) options.mongo = { ...options.mongo, uri: mongo }
@@ -92,7 +157,55 @@ function loadOptions() {
   const http = args.http ?? env.SYNC_HTTP
   if (http) options.http = { ...options.http, ...httpAddress(http) }
   options.name ??= 'mongo-elastic-sync'
-  return { options, quiet: Boolean(args.quiet) }
+  return options
+}
+
+async function loadTransform(file) {
+  let mod
+  try {
+    mod = await import(pathToFileURL(path.resolve(file)).href)
+  } catch (e) {
+    fail('ERR_CONFIG', `--transform ${file}: cannot load it: ${e.message}`, 2)
+  }
+  const transform = [mod.default, mod.transform, mod.default?.transform].find((f) => typeof f === 'function')
+  if (!transform) fail('ERR_CONFIG', `--transform ${file}: exports no function (export default or module.exports = (doc, ctx) => doc)`, 2)
+  return transform
+}
+
+/** Exit status of `--healthcheck`: the health file is fresh and tells a running state. */
+function healthcheck(file) {
+  if (!file) fail('ERR_USAGE', '--healthcheck needs --health-file FILE (or SYNC_HEALTH_FILE)', 2)
+  let health
+  try {
+    health = JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch (e) {
+    fail('ERR_UNHEALTHY', `no health file ${file}: ${e.message}`)
+  }
+  const age = Date.now() - Date.parse(health.at)
+  if (!(age < 3 * HEALTH_EVERY_MS)) fail('ERR_UNHEALTHY', `${file} is ${Math.round(age / 1000)} s old (state ${health.state})`)
+  if (!HEALTHY.includes(health.state)) fail('ERR_UNHEALTHY', `state ${health.state}${health.error ? ` (${health.error.code})` : ''}`)
+  console.log(`healthy: ${health.state}`)
+  process.exit(0)
+}
+
+/** Writes the state to `file` at each change and every few seconds (atomically: write, then rename). */
+function healthReporter(file) {
+  if (!file) return { update() {}, stop() {} }
+  let current = { state: 'starting' }
+  const write = () => {
+    const tmp = `${file}.${process.pid}.tmp`
+    fs.writeFileSync(tmp, JSON.stringify({ ...current, at: new Date().toISOString(), pid: process.pid }))
+    fs.renameSync(tmp, file)
+  }
+  write()
+  const timer = setInterval(write, HEALTH_EVERY_MS).unref()
+  return {
+    update(event) {
+      current = { state: event.state, ...(event.error && { error: event.error }) }
+      write()
+    },
+    stop: () => clearInterval(timer),
+  }
 }
 
 /** `--http HOST:PORT` (`[::1]:PORT` for IPv6, or a port alone): where the monitoring server listens. */
@@ -129,35 +242,72 @@ function describe(event) {
   }
 }
 
+/** The CLI's own lines: `say` for news, `warn` for problems; text, or JSON objects like the engine's. */
+function printer(format, recordsOnStdout) {
+  const out = recordsOnStdout ? process.stderr : process.stdout
+  const line = (stream, level, message, event) => {
+    const timestamp = new Date().toISOString()
+    const text = format === 'json' ? JSON.stringify({ timestamp, level, target: 'mongo_elastic_sync::cli', message, ...(event && { event }) }) : `${timestamp} ${message}`
+    stream.write(text + '\n')
+  }
+  return {
+    say: (message, event) => line(out, 'INFO', message, event),
+    warn: (message, event) => line(process.stderr, event?.error || event?.type === 'deadLetter' ? 'ERROR' : 'WARN', message, event),
+  }
+}
+
 const formatHost = (host) => (host.includes(':') ? `[${host}]` : host)
 
 async function main() {
-  const { options, quiet } = loadOptions()
+  const args = parseCommandLine()
+  if (args.help) {
+    console.log(HELP)
+    process.exit(0)
+  }
+  if (args.version) {
+    console.log(PACKAGE.version)
+    process.exit(0)
+  }
+  const healthFile = args['health-file'] ?? process.env.SYNC_HEALTH_FILE
+  if (args.healthcheck) healthcheck(healthFile)
+  const format = args['log-format'] ?? 'text'
+  if (!['text', 'json'].includes(format)) fail('ERR_USAGE', `--log-format: "${format}" is not one of text, json`, 2)
+  logFormat = format
+  // Read by the addon when it loads: the engine's own log lines in the same format.
+  process.env.MONGO_ELASTIC_SYNC_LOG_FORMAT = format
+  const options = loadOptions(args)
+  const transform = args.transform && (await loadTransform(args.transform))
+  const { MongoElasticSync } = require('..')
   let sync
   try {
     sync = new MongoElasticSync(options)
+    if (transform) sync.setTransform(transform)
   } catch (e) {
     fail(e.code ?? 'ERR_CONFIG', e.message, 2)
   }
+  await run(sync, options, { quiet: Boolean(args.quiet), format, health: healthReporter(healthFile) })
+}
+
+async function run(sync, options, { quiet, format, health }) {
   // With a stdout output, stdout carries only the records: everything the CLI says goes to stderr.
   const recordsOnStdout = (options.outputs || []).some((o) => o && o.type === 'stdout')
-  const say = recordsOnStdout ? console.error : console.log
-  const bars = progressBars(process.stdout.isTTY && !quiet && !recordsOnStdout)
+  const { say, warn } = printer(format, recordsOnStdout)
+  const bars = progressBars(format === 'text' && process.stdout.isTTY && !quiet && !recordsOnStdout)
   sync.onEvent((event) => {
+    if (event.type === 'state') health.update(event)
     if (bars && event.type === 'progress') {
       bars.update(event)
       if (!event.done) return
     }
     if (bars && event.type === 'state' && event.state !== 'copying') bars.stop()
     if (quiet && !['state', 'deadLetter'].includes(event.type)) return
-    const line = `${new Date().toISOString()} ${describe(event)}`
-    if (event.type === 'deadLetter' || event.type === 'warning' || event.error) console.error(line)
-    else say(line)
+    if (event.type === 'deadLetter' || event.type === 'warning' || event.error) warn(describe(event), event)
+    else say(describe(event), event)
   })
   let stopping = false
   const onSignal = (signal) => {
     if (stopping) {
-      console.error(`${signal} again: exiting without waiting`)
+      warn(`${signal} again: exiting without waiting`)
       process.exit(1)
     }
     stopping = true
@@ -172,9 +322,11 @@ async function main() {
     await sync.wait()
   } catch (e) {
     fail(e.code ?? 'ERR_INTERNAL', e.message)
+  } finally {
+    health.stop()
   }
   const s = sync.stats()
-  say(`stopped: ${s.copied} copied, ${s.streamed} changes streamed, ${s.indexed} indexed, ${s.deleted} deleted, ${s.deadLetters} dead letters`)
+  say(`stopped: ${s.copied} copied, ${s.streamed} changes streamed, ${s.indexed} indexed, ${s.deleted} deleted, ${s.deadLetters} dead letters`, { type: 'stats', ...s })
 }
 
 main()

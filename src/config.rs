@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{ConvertOptions, FieldRules};
 
@@ -39,6 +41,32 @@ pub struct SyncConfig {
     pub http: Option<HttpConfig>,
 }
 
+impl Default for SyncConfig {
+    /// The defaults of every option; `name`, `mongo.uri` and the collections must still be given.
+    fn default() -> Self {
+        SyncConfig {
+            name: String::new(),
+            mongo: MongoConfig::default(),
+            elasticsearch: None,
+            outputs: vec![OutputConfig::Elasticsearch],
+            collections: Vec::new(),
+            index_template: DEFAULT_INDEX_TEMPLATE.to_string(),
+            discovery: None,
+            checkpoint: CheckpointConfig::default(),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            on_drop: DropPolicy::default(),
+            on_rename: RenamePolicy::default(),
+            on_history_lost: HistoryLostPolicy::default(),
+            mode: SyncMode::default(),
+            copy_readers: 4,
+            copy_range_min_docs: 100_000,
+            dead_letter_index: None,
+            http: None,
+        }
+    }
+}
+
 /// Collections matched by regular expressions over `db.collection` (each anchored at both ends),
 /// found at start and then every `interval`; a collection listed in `collections` keeps its own
 /// settings, the others get `defaults`.
@@ -50,6 +78,18 @@ pub struct Discovery {
     /// `{coll}`), made concrete by [`CollectionConfig::for_namespace`].
     pub defaults: CollectionConfig,
     pub interval: Duration,
+}
+
+impl Default for Discovery {
+    /// No patterns yet; found collections get default settings, indexed by the default template.
+    fn default() -> Self {
+        Discovery {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            defaults: CollectionConfig::template(DEFAULT_INDEX_TEMPLATE.to_string()),
+            interval: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Discovery {
@@ -92,7 +132,8 @@ pub enum SyncMode {
 }
 
 /// What happens when a saved stream position is no longer in the oplog (or is invalid).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum HistoryLostPolicy {
     /// Stop with `ERR_HISTORY_LOST`; nothing is written.
     #[default]
@@ -103,7 +144,8 @@ pub enum HistoryLostPolicy {
 }
 
 /// What a `drop` (or `dropDatabase`) of a synced collection does to its index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum DropPolicy {
     /// Keep the index (mappings, settings) and delete its documents: the index mirrors the empty collection.
     #[default]
@@ -114,7 +156,8 @@ pub enum DropPolicy {
 }
 
 /// What a `rename` of a synced collection does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RenamePolicy {
     /// Move the documents, versions kept, to the new name's index (`_reindex`, then delete them from the old one).
     #[default]
@@ -125,7 +168,7 @@ pub enum RenamePolicy {
     Ignore,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MongoConfig {
     pub uri: Secret,
     /// TLS settings beyond (and overriding) those in the URI.
@@ -148,6 +191,13 @@ pub struct EsConfig {
     /// gzip request bodies.
     pub compression: bool,
     pub tls: EsTls,
+}
+
+impl Default for EsConfig {
+    /// The defaults of the connection options; `node` must still be given.
+    fn default() -> Self {
+        EsConfig { node: String::new(), auth: EsAuth::None, request_timeout: Duration::from_secs(30), compression: false, tls: EsTls::default() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -390,7 +440,7 @@ impl Default for HttpConfig {
 }
 
 /// A string that never shows in logs, events or errors.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
 impl Secret {

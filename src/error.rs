@@ -71,11 +71,19 @@ impl ErrorCode {
 pub struct SyncError {
     pub code: ErrorCode,
     pub message: String,
+    /// The collection (`"db.collection"`) whose sync failed, when the error is one collection's.
+    pub namespace: Option<String>,
 }
 
 impl SyncError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        SyncError { code, message: message.into() }
+        SyncError { code, message: message.into(), namespace: None }
+    }
+
+    /// The error as one of `namespace`'s (unless it already names a collection).
+    pub fn in_collection(mut self, namespace: &impl fmt::Display) -> Self {
+        self.namespace.get_or_insert_with(|| namespace.to_string());
+        self
     }
 
     /// Wraps a lower-level error, keeping its whole `source()` chain in the message.

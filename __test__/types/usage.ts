@@ -1,6 +1,21 @@
-// What a TypeScript user writes against index.d.ts: it must compile, and the marked mistakes
-// must not (`@ts-expect-error` fails the check when the line has no error).
-import { MongoElasticSync, type SyncErrorInfo, type SyncEvent, type SyncOptions, type SyncStats } from '../../index.js'
+// What a TypeScript user writes against the package's declarations (the built entry, dist/,
+// over the generated index.d.ts): it must compile, and the marked mistakes must not
+// (`@ts-expect-error` fails the check when the line has no error).
+import {
+  MongoElasticSync,
+  SyncError,
+  isSyncError,
+  type CollectionPhase,
+  type CollectionStats,
+  type ErrorCode,
+  type Logger,
+  type Phase,
+  type SyncErrorInfo,
+  type SyncEvent,
+  type SyncOptions,
+  type SyncState,
+  type SyncStats,
+} from '../../dist/index.js'
 
 const options: SyncOptions = {
   name: 'typed',
@@ -27,48 +42,58 @@ const options: SyncOptions = {
   mode: 'copyAndStream',
   onHistoryLost: 'resync',
   onDrop: 'deleteIndex',
+  // Any object with level methods: pino, winston, bunyan, console.
+  logger: console,
 }
 
-function explain(error: SyncErrorInfo): string {
+function explain(error: SyncErrorInfo | SyncError): string {
   switch (error.code) {
     case 'ERR_HISTORY_LOST':
     case 'ERR_EVENT_TOO_LARGE':
-      return `re-copy needed: ${error.message}`
+      return `re-copy ${error.namespace ?? 'the collection'}: ${error.message}`
     case 'ERR_OUTPUT':
       return `an output failed: ${error.message}`
+    case 'ERR_LISTENER':
+      return `a listener threw: ${error.message}`
     default:
       return error.message
   }
 }
 
 const sync = new MongoElasticSync(options)
-sync.onEvent((event: SyncEvent) => {
+
+// One listener per event type, typed by the type…
+sync.on('deadLetter', (e) => console.error(e.namespace, e.id, e.reason))
+sync.once('state', (e) => {
+  const state: SyncState = e.state
+  if (state === 'failed' && e.error) console.error(explain(e.error))
+})
+const onProgress = (e: Extract<SyncEvent, { type: 'progress' }>): void => console.log(e.copied, e.totalEstimate, e.etaSeconds)
+sync.on('progress', onProgress).off('progress', onProgress)
+sync.prependListener('batch', (e) => {
+  const phase: Phase = e.phase
+  console.log(phase, e.indexed, e.deleted, e.conflicts, e.deadLetters, e.tookMs)
+})
+sync.on('retry', async (e) => console.log(e.attempt, e.delayMs, e.cause)) // async listeners too
+sync.on('change', (e) => (e.operation === 'discovered' || e.operation === 'rename' ? console.log(e.namespace, '→', e.to) : undefined))
+sync.on('warning', (e) => console.warn(e.namespace, e.message))
+sync.on('connected', (e) => console.log(e.distribution, e.version))
+// …'error' for failures and listeners that threw…
+sync.on('error', (err) => {
+  const code: ErrorCode = err.code
+  console.error(code, explain(err), err.cause)
+})
+// …and every event, as a discriminated union.
+sync.on('event', (event) => {
   switch (event.type) {
     case 'state':
-      if (event.state === 'failed' && event.error) console.error(explain(event.error))
-      break
     case 'connected':
-      console.log(event.distribution, event.version)
-      break
-    case 'progress': {
-      const eta: number | undefined = event.etaSeconds
-      console.log(event.namespace, event.copied, event.totalEstimate, event.rate, eta, event.done)
-      break
-    }
+    case 'progress':
     case 'batch':
-      console.log(event.phase, event.indexed, event.deleted, event.conflicts, event.deadLetters, event.tookMs)
-      break
     case 'retry':
-      console.log(event.attempt, event.delayMs, event.cause)
-      break
     case 'deadLetter':
-      console.log(event.id, event.reason)
-      break
     case 'change':
-      if (event.operation === 'discovered' || event.operation === 'rename') console.log(event.namespace, '→', event.to)
-      break
     case 'warning':
-      console.warn(event.namespace, event.message)
       break
     default: {
       const unhandled: never = event
@@ -76,15 +101,47 @@ sync.onEvent((event: SyncEvent) => {
     }
   }
 })
+sync.onEvent((event: SyncEvent) => console.log(event.type))
 sync.setTransform(async (doc, ctx) => (ctx.phase === 'copy' && ctx.namespace === 'shop.orders' ? { ...doc, copied: true } : doc.hidden ? null : doc))
 
-async function run(): Promise<SyncStats> {
-  await sync.start()
+function perCollection(stats: SyncStats): string[] {
+  return Object.entries(stats.collections).map(([namespace, c]: [string, CollectionStats]) => {
+    const phase: CollectionPhase = c.phase
+    const lag = c.lagMs === undefined ? 'no change yet' : `${c.lagMs} ms behind`
+    const checkpoint = c.lastCheckpointAt?.toISOString() ?? 'never'
+    return `${namespace} ${phase} ${c.copied}/${c.totalEstimate} streamed ${c.streamed} ${lag}, checkpoint ${checkpoint} (${c.checkpointAgeMs} ms), ${c.inFlightBytes} B in flight, ${c.retries} retries, ${c.deadLetters} dead letters, changed ${c.lastChangeAt?.getTime()}`
+  })
+}
+
+async function run(signal: AbortSignal): Promise<SyncStats> {
+  try {
+    await sync.start({ signal })
+  } catch (e) {
+    if (isSyncError(e)) console.error(e.code, e.namespace, e.message)
+    else if (e instanceof Error && e.name === 'AbortError') return sync.stats()
+    throw e
+  }
+  for await (const event of sync.events({ signal, maxEvents: 1000, maxBytes: 1 << 20 })) {
+    if (event.type === 'progress' && event.done) break
+  }
   const stats = sync.stats()
+  console.log(stats.state, stats.copied, stats.streamed, stats.valuesAltered, perCollection(stats))
   await sync.stop()
+  await sync.wait()
   return stats
 }
 void run
+
+async function scoped(): Promise<void> {
+  // Stopped at the end of the scope, however it is left.
+  await using scopedSync = new MongoElasticSync({ ...options, logger: undefined })
+  await scopedSync.start()
+}
+void scoped
+
+const pinoLike: Logger = { level: 'debug', info: (fields: object, msg: string) => console.log(fields, msg), error: () => {} }
+new MongoElasticSync({ ...options, logger: pinoLike })
+new SyncError('custom', { code: 'ERR_STATE', namespace: 'a.b', cause: new Error('why') })
 
 // Mistakes the types catch:
 // @ts-expect-error `mode` is one of three values
@@ -97,3 +154,22 @@ new MongoElasticSync({ ...options, namespaces: { include: ['a\\..*'], defaults: 
 new MongoElasticSync({ ...options, collections: [{ namespace: 'a.b', operations: ['upsert'] }] })
 // @ts-expect-error a transform returns a document, null, or a promise of one
 sync.setTransform(() => 42)
+// @ts-expect-error no such event
+sync.on('deadletter', () => {})
+// @ts-expect-error a dead letter has no `copied`
+sync.on('deadLetter', (e) => e.copied)
+// @ts-expect-error 'error' listeners get a SyncError, not an event
+sync.on('error', (e: SyncEvent) => e.type)
+// @ts-expect-error states are a closed set
+const running: SyncState = 'running'
+void running
+// @ts-expect-error error codes are a closed set
+new SyncError('x', { code: 'ERR_NOPE' })
+// @ts-expect-error `lastChangeAt` is unknown before the first change
+perCollection(sync.stats()).concat(sync.stats().collections['a.b']!.lastChangeAt.toISOString())
+// @ts-expect-error `maxEvents` is a number
+sync.events({ maxEvents: '100' })
+// @ts-expect-error `start` takes an AbortSignal, not a timeout
+void sync.start({ signal: 5000 })
+// @ts-expect-error a logger is an object with level methods
+new MongoElasticSync({ ...options, logger: 'debug' })

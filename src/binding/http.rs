@@ -1,5 +1,6 @@
 //! The `http` option: the HTTP server for health, readiness, stats, metrics and the status page.
-//! (Kept apart from `options.rs`: one field there, `http`, and one line in its conversion use it.)
+//! (Kept apart from `options.rs`: one field there, `http: Option<HttpOptions>`, and one line in its
+//! conversion use it.)
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crate::error::{SyncError, SyncResult};
 
 /// The HTTP server (off unless given): `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events`
 /// and a status page at `/`.
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpOptions {
@@ -25,11 +26,6 @@ pub struct HttpOptions {
     /// `/readyz` fails when a streaming collection lags more than this, or a copying one made no
     /// progress for this long (default 60000).
     pub ready_max_lag_ms: Option<u32>,
-}
-
-/// The `http` option, read strictly (an unknown key is an error naming it).
-pub fn http_config(value: serde_json::Value) -> SyncResult<HttpConfig> {
-    super::outputs::parse::<HttpOptions>("http", value)?.into_config()
 }
 
 impl HttpOptions {

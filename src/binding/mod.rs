@@ -3,9 +3,11 @@
 mod error;
 mod event;
 mod http;
+mod log_forward;
 mod logging;
 mod options;
 mod outputs;
+mod parse;
 mod stats;
 mod sync;
 mod transform;

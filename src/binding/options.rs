@@ -1,21 +1,34 @@
-//! The options object of `new MongoElasticSync(options)` and its conversion into the engine's config.
+//! The options of `new MongoElasticSync(options)` (and of the CLI's config file): one strict
+//! serde deserialization of the whole tree (an unknown key is an error naming its path, with the
+//! closest known key), then the conversion into the engine's config, whose types hold every
+//! default. The structs also generate the TypeScript types of `index.d.ts`.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use napi::bindgen_prelude::Either;
 use napi_derive::napi;
+use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::outputs::{outputs_config, parse};
+use super::outputs::OutputOptions;
+use super::parse::parse;
 use crate::config::{
     index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, MongoConfig,
-    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode, DEFAULT_INDEX_TEMPLATE,
+    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
-use crate::transform::{AddedValue, ConvertOptions, FieldRules};
+use crate::transform::{AddedValue, FieldRules};
 
-#[napi(object)]
+/// The engine's config from the options object, checked whole; errors name the field.
+pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+    parse::<SyncOptions>(options)?.into_config()
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyncOptions {
     /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
     pub name: String,
@@ -25,10 +38,11 @@ pub struct SyncOptions {
     /// Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
     /// everything and a position is saved only once all acknowledged it.
     #[napi(ts_type = "Array<ElasticsearchOutput | FileOutput | StdoutOutput | TcpOutput | NatsOutput>")]
-    pub outputs: Option<Vec<serde_json::Value>>,
+    pub outputs: Option<Vec<OutputOptions>>,
     /// `"db.collection"` (index named by `indexTemplate`) or `{ namespace, index, … }`.
     /// Optional when `namespaces` chooses collections by pattern.
-    pub collections: Option<Vec<Either<String, CollectionOptions>>>,
+    #[napi(ts_type = "Array<string | CollectionOptions>")]
+    pub collections: Option<Vec<CollectionEntry>>,
     /// Collections chosen by regular expressions over `"db.collection"`, including ones created
     /// while the sync runs; a collection also listed in `collections` keeps its settings there.
     pub namespaces: Option<NamespaceOptions>,
@@ -40,24 +54,24 @@ pub struct SyncOptions {
     pub retry: Option<RetryOptions>,
     /// On `drop`/`dropDatabase` of a synced collection (default `'deleteDocuments'`).
     #[napi(ts_type = "'deleteDocuments' | 'deleteIndex' | 'ignore'")]
-    pub on_drop: Option<String>,
+    pub on_drop: Option<DropPolicy>,
     /// On `rename` of a synced collection (default `'move'`): move its documents (versions kept)
     /// to the new name's index, copy the renamed collection afresh, or do nothing.
     #[napi(ts_type = "'move' | 'recopy' | 'ignore'")]
-    pub on_rename: Option<String>,
+    pub on_rename: Option<RenamePolicy>,
     /// When the saved position is gone from the oplog (default `'fail'`: stop with
     /// `ERR_HISTORY_LOST`), or a change event over 16 MB blocks the stream (`ERR_EVENT_TOO_LARGE`).
     /// `'resync'` copies again into `<index>-<n>` while the old index stays readable, then points
     /// the alias `<index>` at the new index and drops the old one.
     #[napi(ts_type = "'fail' | 'resync'")]
-    pub on_history_lost: Option<String>,
+    pub on_history_lost: Option<HistoryLostPolicy>,
     /// Also write dead letters (id, reason, document) into this index.
     pub dead_letter_index: Option<String>,
     /// `'copyAndStream'` (default); `'copy'`: copy, then stop (a one-shot reindex; `wait()`
     /// resolves when done); `'stream'`: no copy, follow changes from the saved position, else
     /// from `startAt`, else from now.
     #[napi(ts_type = "'copyAndStream' | 'copy' | 'stream'")]
-    pub mode: Option<String>,
+    pub mode: Option<ModeOption>,
     /// Cursors reading one collection's copy in parallel over `_id` ranges (default 4).
     pub copy_readers: Option<u32>,
     /// Fewest documents per `_id` range (default 100000): a collection gets one cursor per this
@@ -66,11 +80,21 @@ pub struct SyncOptions {
     /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
-    #[napi(ts_type = "HttpOptions")]
-    pub http: Option<serde_json::Value>,
+    pub http: Option<super::http::HttpOptions>,
 }
 
-#[napi(object)]
+/// The `mode` option (`startAt` completes `'stream'`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum ModeOption {
+    CopyAndStream,
+    Copy,
+    Stream,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceOptions {
     /// Patterns (Rust regex syntax, matched against the whole `"db.collection"`), e.g. `'shop\\..*'`.
     pub include: Vec<String>,
@@ -82,18 +106,24 @@ pub struct NamespaceOptions {
     /// own): the options of `collections` entries but `namespace`, with `{db}` and `{coll}`
     /// filled in `index` (default `indexTemplate`) and `alias`.
     #[napi(ts_type = "Omit<CollectionOptions, 'namespace'>")]
-    pub defaults: Option<serde_json::Value>,
+    pub defaults: Option<CollectionOptions>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MongoOptions {
-    /// A replica set or sharded cluster URI (change streams need one).
-    pub uri: String,
+    /// A replica set or sharded cluster URI (change streams need one). Required unless `uriFile` is given.
+    pub uri: Option<String>,
+    /// A file holding the URI (e.g. a mounted secret, as it has the credentials); its trailing line break is dropped.
+    pub uri_file: Option<String>,
     /// TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI.
     pub tls: Option<MongoTlsOptions>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MongoTlsOptions {
     /// PEM file of the CA(s) to trust.
     pub ca_file: Option<String>,
@@ -103,15 +133,23 @@ pub struct MongoTlsOptions {
     pub allow_invalid_certificates: Option<bool>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ElasticsearchOptions {
     /// e.g. `http://127.0.0.1:9200`; credentials in the URL are used as basic auth.
     pub node: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A file holding the password (e.g. a mounted secret).
+    pub password_file: Option<String>,
     /// Base64 `id:key` API key.
     pub api_key: Option<String>,
+    /// A file holding the API key.
+    pub api_key_file: Option<String>,
     pub bearer_token: Option<String>,
+    /// A file holding the bearer token.
+    pub bearer_token_file: Option<String>,
     /// Per-request timeout (default 30000).
     pub request_timeout_ms: Option<u32>,
     /// gzip request bodies (default false).
@@ -119,7 +157,9 @@ pub struct ElasticsearchOptions {
     pub tls: Option<ElasticsearchTlsOptions>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ElasticsearchTlsOptions {
     /// PEM file of the CA(s) to trust; when given, only these are trusted.
     pub ca_file: Option<String>,
@@ -130,7 +170,33 @@ pub struct ElasticsearchTlsOptions {
     pub reject_unauthorized: Option<bool>,
 }
 
-#[napi(object)]
+/// A `collections` entry: `"db.collection"` or its options.
+pub enum CollectionEntry {
+    Name(String),
+    Options(Box<CollectionOptions>),
+}
+
+impl<'de> Deserialize<'de> for CollectionEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = CollectionEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a \"database.collection\" string or an object of collection options")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CollectionEntry, E> {
+                Ok(CollectionEntry::Name(v.to_string()))
+            }
+            // Read through the caller's map, so errors inside keep their path.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CollectionEntry, A::Error> {
+                CollectionOptions::deserialize(MapAccessDeserializer::new(map)).map(|o| CollectionEntry::Options(Box::new(o)))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CollectionOptions {
@@ -141,10 +207,10 @@ pub struct CollectionOptions {
     pub index: Option<String>,
     /// Index settings used when the index is created.
     #[napi(ts_type = "Record<string, unknown>")]
-    pub settings: Option<serde_json::Value>,
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
     /// Index mappings used when the index is created; an existing index must agree with them.
     #[napi(ts_type = "Record<string, unknown>")]
-    pub mappings: Option<serde_json::Value>,
+    pub mappings: Option<serde_json::Map<String, serde_json::Value>>,
     /// Ingest pipeline every write goes through.
     pub pipeline: Option<String>,
     /// Dotted path of the field whose value is the shard routing key.
@@ -159,15 +225,25 @@ pub struct CollectionOptions {
     /// Change types applied while streaming (default all); e.g. `['insert', 'update', 'replace']`
     /// keeps deleted documents in an archive index. The copy writes every document.
     #[napi(ts_type = "Array<'insert' | 'update' | 'replace' | 'delete'>")]
-    pub operations: Option<Vec<String>>,
+    pub operations: Option<Vec<Operation>>,
     /// A MongoDB query (extended JSON for special types, e.g. `{ "$date": "…" }`): only matching
     /// documents are synced; a document updated out of it is deleted from the index.
     #[napi(ts_type = "Record<string, unknown>")]
-    pub filter: Option<serde_json::Value>,
+    pub filter: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A change type of `operations`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum Operation {
+    Insert,
+    Update,
+    Replace,
+    Delete,
 }
 
 /// Which fields reach the index; dotted paths, reaching into arrays of documents.
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FieldOptions {
@@ -176,33 +252,46 @@ pub struct FieldOptions {
     /// Drop these paths.
     pub exclude: Option<Vec<String>>,
     /// `{ from: to }` renames, applied after include and exclude.
-    pub rename: Option<std::collections::HashMap<String, String>>,
+    pub rename: Option<HashMap<String, String>>,
     /// Fields set on every document, after the renames: `{ path: value }`. A value is a
     /// constant, or one of the strings `'$namespace'`, `'$db'`, `'$collection'` and
     /// `'$syncedAt'` (the time of the conversion, ISO-8601); `'$$…'` stands for a literal `'$…'`.
     #[napi(ts_type = "Record<string, unknown>")]
-    pub add: Option<serde_json::Value>,
+    pub add: Option<serde_json::Map<String, serde_json::Value>>,
     /// Nested objects become top-level keys joined by `'.'` (`true`) or the given separator,
     /// applied last. Arrays stay as they are.
-    #[serde(default, deserialize_with = "bool_or_string")]
-    pub flatten: Option<Either<bool, String>>,
+    #[napi(ts_type = "boolean | string")]
+    pub flatten: Option<Flatten>,
 }
 
-/// `flatten` as serde reads it (napi's `Either` has no serde support).
-fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Either<bool, String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a boolean or a separator string")]
-    enum BoolOrString {
-        Bool(bool),
-        String(String),
+/// `fields.flatten`: on/off, or the separator.
+pub enum Flatten {
+    On(bool),
+    Separator(String),
+}
+
+impl<'de> Deserialize<'de> for Flatten {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FlattenVisitor;
+        impl Visitor<'_> for FlattenVisitor {
+            type Value = Flatten;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a boolean or a separator string")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flatten, E> {
+                Ok(Flatten::On(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Flatten, E> {
+                Ok(Flatten::Separator(v.to_string()))
+            }
+        }
+        d.deserialize_any(FlattenVisitor)
     }
-    Ok(Option::<BoolOrString>::deserialize(d)?.map(|v| match v {
-        BoolOrString::Bool(b) => Either::A(b),
-        BoolOrString::String(s) => Either::B(s),
-    }))
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointOptions {
     /// Database holding checkpoints (default `mongo_elastic_sync`).
     pub database: Option<String>,
@@ -210,7 +299,9 @@ pub struct CheckpointOptions {
     pub collection: Option<String>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchOptions {
     /// Most documents per `_bulk` request (default 1000).
     pub max_docs: Option<u32>,
@@ -222,23 +313,49 @@ pub struct BatchOptions {
     pub concurrency: Option<u32>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryOptions {
     /// Attempts before a transient Elasticsearch failure fails the sync (default: retry forever).
     pub max_attempts: Option<u32>,
+    /// First delay between attempts (default 200), doubling up to `maxDelayMs`.
     pub initial_delay_ms: Option<u32>,
+    /// Longest delay between attempts (default 30000).
     pub max_delay_ms: Option<u32>,
 }
 
-fn ms(v: u32) -> Duration {
+pub(super) fn ms(v: u32) -> Duration {
     Duration::from_millis(v as u64)
+}
+
+/// A credential given inline (`key`) or as a file holding it (`keyFile`, as container platforms
+/// mount secrets); the file's trailing line break is dropped. `at` is the options' path.
+pub(super) fn credential(at: &str, key: &str, value: Option<String>, file: Option<String>) -> SyncResult<Option<Secret>> {
+    let field = format!("{at}.{key}File");
+    match (value, file) {
+        (Some(_), Some(_)) => Err(SyncError::config(format!("{field}: give only one of {key} and {key}File"))),
+        (Some(value), None) => Ok(Some(Secret::new(value))),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| SyncError::config(format!("{field}: cannot read \"{path}\": {e}")))?;
+            let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            if value.is_empty() {
+                return Err(SyncError::config(format!("{field}: \"{path}\" is empty")));
+            }
+            Ok(Some(Secret::new(value)))
+        }
+    }
 }
 
 impl CollectionOptions {
     /// A `collections` entry.
     fn into_config(self, i: usize, template: &str) -> SyncResult<CollectionConfig> {
         let at = format!("collections[{i}]");
-        let namespace = Namespace::parse(&self.namespace).map_err(|m| SyncError::config(format!("{at}: {m}")))?;
+        if self.namespace.is_empty() {
+            return Err(SyncError::config(format!("{at}.namespace: required")));
+        }
+        let namespace = Namespace::parse(&self.namespace).map_err(|m| SyncError::config(format!("{at}.namespace: {m}")))?;
         let index = self.index.clone().unwrap_or_else(|| index_from_template(template, &namespace));
         let settings = self.into_settings(&at, CollectionConfig::new(index, namespace.clone()))?;
         Ok(CollectionConfig { fields: settings.fields.for_namespace(&namespace), ..settings })
@@ -258,35 +375,28 @@ impl CollectionOptions {
     fn into_settings(self, at: &str, base: CollectionConfig) -> SyncResult<CollectionConfig> {
         let mut body = serde_json::Map::new();
         for (key, value) in [("settings", self.settings), ("mappings", self.mappings)] {
-            match value {
-                Some(v @ serde_json::Value::Object(_)) => {
-                    body.insert(key.to_string(), v);
-                }
-                Some(_) => return Err(SyncError::config(format!("{at}.{key}: must be an object"))),
-                None => {}
+            if let Some(value) = value {
+                body.insert(key.to_string(), serde_json::Value::Object(value));
             }
         }
-        let fields = self.fields.map(|f| field_rules(at, f)).transpose()?.unwrap_or_default();
+        let filter = match self.filter.map(|f| mongodb::bson::Bson::try_from(serde_json::Value::Object(f))) {
+            None => None,
+            Some(Ok(mongodb::bson::Bson::Document(d))) => Some(d),
+            Some(Ok(_)) => return Err(SyncError::config(format!("{at}.filter: must be an object"))),
+            Some(Err(e)) => return Err(SyncError::config(format!("{at}.filter: {e}"))),
+        };
+        let mut convert = base.convert.clone();
+        convert.decimal_as_number = self.decimal_as_number.unwrap_or(convert.decimal_as_number);
+        convert.keep_id_as = self.keep_id_as.or(convert.keep_id_as);
         Ok(CollectionConfig {
             index_body: (!body.is_empty()).then_some(serde_json::Value::Object(body)),
             pipeline: self.pipeline,
             routing: self.routing,
             alias: self.alias,
-            convert: ConvertOptions { decimal_as_number: self.decimal_as_number.unwrap_or(false), keep_id_as: self.keep_id_as },
-            fields,
-            operations: match self.operations {
-                None => OperationFilter::default(),
-                Some(list) => operation_filter(at, &list)?,
-            },
-            filter: match self.filter {
-                None => None,
-                Some(json @ serde_json::Value::Object(_)) => match mongodb::bson::Bson::try_from(json) {
-                    Ok(mongodb::bson::Bson::Document(d)) => Some(d),
-                    Ok(_) => return Err(SyncError::config(format!("{at}.filter: must be an object"))),
-                    Err(e) => return Err(SyncError::config(format!("{at}.filter: {e}"))),
-                },
-                Some(_) => return Err(SyncError::config(format!("{at}.filter: must be an object"))),
-            },
+            convert,
+            fields: self.fields.map(|f| field_rules(at, f)).transpose()?.unwrap_or_default(),
+            operations: self.operations.map_or(base.operations, |list| operation_filter(&list)),
+            filter,
             ..base
         })
     }
@@ -317,201 +427,330 @@ fn field_rules(at: &str, f: FieldOptions) -> SyncResult<FieldRules> {
         check("rename", to)?;
     }
     let mut add = Vec::new();
-    match f.add {
-        None => {}
-        Some(serde_json::Value::Object(map)) => {
-            for (path, value) in map {
-                check("add", &path)?;
-                let value = match value {
-                    serde_json::Value::String(text) if text.starts_with('$') => match text.as_str() {
-                        "$namespace" => AddedValue::Namespace,
-                        "$db" => AddedValue::Database,
-                        "$collection" => AddedValue::Collection,
-                        "$syncedAt" => AddedValue::SyncedAt,
-                        literal if literal.starts_with("$$") => AddedValue::Constant(literal[1..].into()),
-                        other => {
-                            return Err(SyncError::config(format!(
-                            "{at}.fields.add.{path}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
-                        )))
-                        }
-                    },
-                    constant => AddedValue::Constant(constant),
-                };
-                add.push((path, value));
-            }
-        }
-        Some(_) => return Err(SyncError::config(format!("{at}.fields.add: must be an object of {{ path: value }}"))),
+    for (path, value) in f.add.unwrap_or_default() {
+        check("add", &path)?;
+        add.push((path.clone(), added_value(&format!("{at}.fields.add.{path}"), value)?));
     }
     let flatten = match f.flatten {
-        None | Some(Either::A(false)) => None,
-        Some(Either::A(true)) => Some(".".to_string()),
-        Some(Either::B(separator)) if !separator.is_empty() => Some(separator),
-        Some(Either::B(_)) => return Err(SyncError::config(format!("{at}.fields.flatten: the separator must not be empty"))),
+        None | Some(Flatten::On(false)) => None,
+        Some(Flatten::On(true)) => Some(".".to_string()),
+        Some(Flatten::Separator(separator)) if !separator.is_empty() => Some(separator),
+        Some(Flatten::Separator(_)) => return Err(SyncError::config(format!("{at}.fields.flatten: the separator must not be empty"))),
     };
     Ok(FieldRules { include, exclude, rename, add, flatten })
 }
 
-fn operation_filter(at: &str, list: &[String]) -> SyncResult<OperationFilter> {
-    let mut filter = OperationFilter { insert: false, update: false, replace: false, delete: false };
-    for op in list {
-        match op.as_str() {
-            "insert" => filter.insert = true,
-            "update" => filter.update = true,
-            "replace" => filter.replace = true,
-            "delete" => filter.delete = true,
-            other => return Err(SyncError::config(format!("{at}.operations: \"{other}\" is not one of 'insert', 'update', 'replace', 'delete'"))),
+/// A `fields.add` value: a constant, or one of the derived values (`'$namespace'`…).
+fn added_value(at: &str, value: serde_json::Value) -> SyncResult<AddedValue> {
+    let serde_json::Value::String(text) = &value else { return Ok(AddedValue::Constant(value)) };
+    Ok(match text.as_str() {
+        "$namespace" => AddedValue::Namespace,
+        "$db" => AddedValue::Database,
+        "$collection" => AddedValue::Collection,
+        "$syncedAt" => AddedValue::SyncedAt,
+        literal if literal.starts_with("$$") => AddedValue::Constant(literal[1..].into()),
+        other if other.starts_with('$') => {
+            return Err(SyncError::config(format!(
+                "{at}: \"{other}\" is not one of '$namespace', '$db', '$collection', '$syncedAt' (write '$$' for a literal '$')"
+            )))
         }
-    }
-    Ok(filter)
+        _ => AddedValue::Constant(value),
+    })
 }
 
-impl ElasticsearchOptions {
-    fn into_config(self) -> SyncResult<EsConfig> {
-        let es = self;
-        let auth = match (es.username, es.password, es.api_key, es.bearer_token) {
-            (None, None, None, None) => EsAuth::None,
-            (Some(username), password, None, None) => EsAuth::Basic { username, password: Secret::new(password.unwrap_or_default()) },
-            (None, None, Some(key), None) => EsAuth::ApiKey(Secret::new(key)),
-            (None, None, None, Some(token)) => EsAuth::Bearer(Secret::new(token)),
-            (None, Some(_), None, None) => return Err(SyncError::config("elasticsearch.password: given without elasticsearch.username")),
-            _ => return Err(SyncError::config("elasticsearch: give only one of username/password, apiKey or bearerToken")),
-        };
-        Ok(EsConfig {
-            node: es.node,
-            auth,
-            request_timeout: ms(es.request_timeout_ms.unwrap_or(30_000)),
-            compression: es.compression.unwrap_or(false),
-            tls: es.tls.map_or_else(EsTls::default, |t| EsTls {
-                ca_file: path(t.ca_file),
-                cert_file: path(t.cert_file),
-                key_file: path(t.key_file),
-                reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+fn operation_filter(list: &[Operation]) -> OperationFilter {
+    let mut filter = OperationFilter { insert: false, update: false, replace: false, delete: false };
+    for op in list {
+        match op {
+            Operation::Insert => filter.insert = true,
+            Operation::Update => filter.update = true,
+            Operation::Replace => filter.replace = true,
+            Operation::Delete => filter.delete = true,
+        }
+    }
+    filter
+}
+
+impl MongoOptions {
+    fn into_config(self) -> SyncResult<MongoConfig> {
+        let uri = credential("mongo", "uri", self.uri, self.uri_file)?.ok_or_else(|| SyncError::config("mongo.uri: required (or mongo.uriFile)"))?;
+        Ok(MongoConfig {
+            uri,
+            tls: self.tls.map(|t| {
+                let defaults = MongoTls::default();
+                MongoTls {
+                    ca_file: path(t.ca_file),
+                    cert_key_file: path(t.cert_key_file),
+                    allow_invalid_certificates: t.allow_invalid_certificates.unwrap_or(defaults.allow_invalid_certificates),
+                }
             }),
         })
     }
 }
 
-fn discovery(options: NamespaceOptions, template: &str) -> SyncResult<Discovery> {
-    let compile = |what: &str, patterns: Vec<String>| {
-        patterns
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                regex::Regex::new(&format!("^(?:{p})$"))
-                    .map_err(|e| SyncError::config(format!("namespaces.{what}[{i}]: \"{p}\" is not a regular expression: {e}")))
-            })
-            .collect::<SyncResult<Vec<_>>>()
-    };
-    Ok(Discovery {
-        include: compile("include", options.include)?,
-        exclude: compile("exclude", options.exclude.unwrap_or_default())?,
-        defaults: match options.defaults {
-            None => CollectionConfig::template(template.to_string()),
-            Some(value) => parse::<CollectionOptions>("namespaces.defaults", value)?.into_defaults(template)?,
-        },
-        interval: ms(options.discovery_interval_ms.unwrap_or(10_000)),
-    })
+impl ElasticsearchOptions {
+    fn into_config(self) -> SyncResult<EsConfig> {
+        const AT: &str = "elasticsearch";
+        let password = credential(AT, "password", self.password, self.password_file)?;
+        let api_key = credential(AT, "apiKey", self.api_key, self.api_key_file)?;
+        let bearer = credential(AT, "bearerToken", self.bearer_token, self.bearer_token_file)?;
+        let auth = match (self.username, password, api_key, bearer) {
+            (None, None, None, None) => EsAuth::None,
+            (Some(username), password, None, None) => EsAuth::Basic { username, password: password.unwrap_or_default() },
+            (None, None, Some(key), None) => EsAuth::ApiKey(key),
+            (None, None, None, Some(token)) => EsAuth::Bearer(token),
+            (None, Some(_), None, None) => return Err(SyncError::config("elasticsearch.password: given without elasticsearch.username")),
+            _ => return Err(SyncError::config("elasticsearch: give only one of username/password, apiKey or bearerToken")),
+        };
+        let defaults = EsConfig::default();
+        let tls = self.tls.map_or(defaults.tls.clone(), |t| EsTls {
+            ca_file: path(t.ca_file),
+            cert_file: path(t.cert_file),
+            key_file: path(t.key_file),
+            reject_unauthorized: t.reject_unauthorized.unwrap_or(defaults.tls.reject_unauthorized),
+        });
+        Ok(EsConfig {
+            node: self.node,
+            auth,
+            request_timeout: self.request_timeout_ms.map_or(defaults.request_timeout, ms),
+            compression: self.compression.unwrap_or(defaults.compression),
+            tls,
+        })
+    }
+}
+
+impl NamespaceOptions {
+    fn into_config(self, template: &str) -> SyncResult<Discovery> {
+        let compile = |what: &str, patterns: Vec<String>| {
+            patterns
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    regex::Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| SyncError::config(format!("namespaces.{what}[{i}]: \"{p}\" is not a regular expression: {e}")))
+                })
+                .collect::<SyncResult<Vec<_>>>()
+        };
+        let defaults = Discovery::default();
+        Ok(Discovery {
+            include: compile("include", self.include)?,
+            exclude: compile("exclude", self.exclude.unwrap_or_default())?,
+            defaults: match self.defaults {
+                None => CollectionConfig::template(template.to_string()),
+                Some(options) => options.into_defaults(template)?,
+            },
+            interval: self.discovery_interval_ms.map_or(defaults.interval, ms),
+        })
+    }
 }
 
 fn path(value: Option<String>) -> Option<PathBuf> {
     value.map(PathBuf::from)
 }
 
+/// `startAt` as a cluster time.
+fn start_at(text: &str) -> SyncResult<mongodb::bson::Timestamp> {
+    let at = mongodb::bson::DateTime::parse_rfc3339_str(text)
+        .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is not an ISO-8601 time such as 2026-01-31T12:00:00Z")))?;
+    let secs = u32::try_from(at.timestamp_millis().div_euclid(1000)).map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
+    Ok(mongodb::bson::Timestamp { time: secs, increment: 0 })
+}
+
+fn sync_mode(mode: Option<ModeOption>, start: Option<&str>) -> SyncResult<SyncMode> {
+    let start_at = start.map(start_at).transpose()?;
+    Ok(match (mode, start_at) {
+        (None, None) => SyncMode::default(),
+        (Some(ModeOption::CopyAndStream), None) => SyncMode::CopyAndStream,
+        (Some(ModeOption::Copy), None) => SyncMode::Copy,
+        (Some(ModeOption::Stream), start_at) => SyncMode::Stream { start_at },
+        (_, Some(_)) => return Err(SyncError::config("startAt: only goes with mode: 'stream'")),
+    })
+}
+
 impl SyncOptions {
     pub fn into_config(self) -> SyncResult<SyncConfig> {
-        let template = self.index_template.as_deref().unwrap_or(DEFAULT_INDEX_TEMPLATE);
+        let d = SyncConfig::default();
+        let template = self.index_template.unwrap_or(d.index_template.clone());
         let collections = self
             .collections
             .unwrap_or_default()
             .into_iter()
             .enumerate()
             .map(|(i, c)| match c {
-                Either::A(namespace) => Namespace::parse(&namespace)
-                    .map(|ns| CollectionConfig::new(index_from_template(template, &ns), ns))
+                CollectionEntry::Name(namespace) => Namespace::parse(&namespace)
+                    .map(|ns| CollectionConfig::new(index_from_template(&template, &ns), ns))
                     .map_err(|m| SyncError::config(format!("collections[{i}]: {m}"))),
-                Either::B(o) => o.into_config(i, template),
+                CollectionEntry::Options(o) => o.into_config(i, &template),
             })
             .collect::<SyncResult<Vec<_>>>()?;
-        let checkpoint_defaults = CheckpointConfig::default();
-        let checkpoint = self.checkpoint.map_or(checkpoint_defaults.clone(), |c| CheckpointConfig {
-            database: c.database.unwrap_or(checkpoint_defaults.database),
-            collection: c.collection.unwrap_or(checkpoint_defaults.collection),
-        });
-        let batch_defaults = BatchConfig::default();
-        let batch = self.batch.map_or(batch_defaults.clone(), |b| BatchConfig {
-            max_docs: b.max_docs.map_or(batch_defaults.max_docs, |v| v as usize),
-            max_bytes: b.max_bytes.map_or(batch_defaults.max_bytes, |v| v as usize),
-            flush_interval: b.flush_interval_ms.map_or(batch_defaults.flush_interval, ms),
-            concurrency: b.concurrency.map_or(batch_defaults.concurrency, |v| v as usize),
-        });
-        let retry_defaults = RetryConfig::default();
-        let retry = self.retry.map_or(retry_defaults.clone(), |r| RetryConfig {
-            max_attempts: r.max_attempts.or(retry_defaults.max_attempts),
-            initial_delay: r.initial_delay_ms.map_or(retry_defaults.initial_delay, ms),
-            max_delay: r.max_delay_ms.map_or(retry_defaults.max_delay, ms),
-        });
-        let on_drop = match self.on_drop.as_deref() {
-            None | Some("deleteDocuments") => DropPolicy::DeleteDocuments,
-            Some("deleteIndex") => DropPolicy::DeleteIndex,
-            Some("ignore") => DropPolicy::Ignore,
-            Some(other) => return Err(SyncError::config(format!("onDrop: \"{other}\" is not one of 'deleteDocuments', 'deleteIndex', 'ignore'"))),
-        };
-        let on_rename = match self.on_rename.as_deref() {
-            None | Some("move") => RenamePolicy::Move,
-            Some("recopy") => RenamePolicy::Recopy,
-            Some("ignore") => RenamePolicy::Ignore,
-            Some(other) => return Err(SyncError::config(format!("onRename: \"{other}\" is not one of 'move', 'recopy', 'ignore'"))),
-        };
-        let on_history_lost = match self.on_history_lost.as_deref() {
-            None | Some("fail") => HistoryLostPolicy::Fail,
-            Some("resync") => HistoryLostPolicy::Resync,
-            Some(other) => return Err(SyncError::config(format!("onHistoryLost: \"{other}\" is not one of 'fail', 'resync'"))),
-        };
-        let start_at = match self.start_at.as_deref() {
-            None => None,
-            Some(text) => {
-                let at = mongodb::bson::DateTime::parse_rfc3339_str(text)
-                    .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is not an ISO-8601 time such as 2026-01-31T12:00:00Z")))?;
-                let secs =
-                    u32::try_from(at.timestamp_millis().div_euclid(1000)).map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
-                Some(mongodb::bson::Timestamp { time: secs, increment: 0 })
-            }
-        };
-        let mode = match (self.mode.as_deref(), start_at) {
-            (None | Some("copyAndStream"), None) => SyncMode::CopyAndStream,
-            (Some("copy"), None) => SyncMode::Copy,
-            (Some("stream"), start_at) => SyncMode::Stream { start_at },
-            (None | Some("copyAndStream" | "copy"), Some(_)) => return Err(SyncError::config("startAt: only goes with mode: 'stream'")),
-            (Some(other), _) => return Err(SyncError::config(format!("mode: \"{other}\" is not one of 'copyAndStream', 'copy', 'stream'"))),
+        let outputs = match self.outputs {
+            None => d.outputs.clone(),
+            Some(list) => list.into_iter().enumerate().map(|(i, o)| o.into_config(&format!("outputs[{i}]"))).collect::<SyncResult<_>>()?,
         };
         let config = SyncConfig {
             name: self.name,
-            mongo: MongoConfig {
-                uri: Secret::new(self.mongo.uri),
-                tls: self.mongo.tls.map(|t| MongoTls {
-                    ca_file: path(t.ca_file),
-                    cert_key_file: path(t.cert_key_file),
-                    allow_invalid_certificates: t.allow_invalid_certificates.unwrap_or(false),
-                }),
-            },
+            mongo: self.mongo.into_config()?,
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
-            outputs: outputs_config(self.outputs)?,
+            outputs,
             collections,
-            index_template: template.to_string(),
-            discovery: self.namespaces.map(|n| discovery(n, template)).transpose()?,
-            checkpoint,
-            batch,
-            retry,
-            on_drop,
-            on_rename,
-            on_history_lost,
-            mode,
-            copy_readers: self.copy_readers.map_or(4, |v| v as usize),
-            copy_range_min_docs: self.copy_range_min_docs.map_or(100_000, u64::from),
+            discovery: self.namespaces.map(|n| n.into_config(&template)).transpose()?,
+            index_template: template,
+            checkpoint: self.checkpoint.map_or(d.checkpoint.clone(), |c| c.into_config(&d.checkpoint)),
+            batch: self.batch.map_or(d.batch.clone(), |b| b.into_config(&d.batch)),
+            retry: self.retry.map_or(d.retry.clone(), |r| r.into_config(&d.retry)),
+            on_drop: self.on_drop.unwrap_or(d.on_drop),
+            on_rename: self.on_rename.unwrap_or(d.on_rename),
+            on_history_lost: self.on_history_lost.unwrap_or(d.on_history_lost),
+            mode: sync_mode(self.mode, self.start_at.as_deref())?,
+            copy_readers: self.copy_readers.map_or(d.copy_readers, |v| v as usize),
+            copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
-            http: self.http.map(super::http::http_config).transpose()?,
+            http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl CheckpointOptions {
+    fn into_config(self, d: &CheckpointConfig) -> CheckpointConfig {
+        CheckpointConfig { database: self.database.unwrap_or(d.database.clone()), collection: self.collection.unwrap_or(d.collection.clone()) }
+    }
+}
+
+impl BatchOptions {
+    fn into_config(self, d: &BatchConfig) -> BatchConfig {
+        BatchConfig {
+            max_docs: self.max_docs.map_or(d.max_docs, |v| v as usize),
+            max_bytes: self.max_bytes.map_or(d.max_bytes, |v| v as usize),
+            flush_interval: self.flush_interval_ms.map_or(d.flush_interval, ms),
+            concurrency: self.concurrency.map_or(d.concurrency, |v| v as usize),
+        }
+    }
+}
+
+impl RetryOptions {
+    fn into_config(self, d: &RetryConfig) -> RetryConfig {
+        RetryConfig {
+            max_attempts: self.max_attempts.or(d.max_attempts),
+            initial_delay: self.initial_delay_ms.map_or(d.initial_delay, ms),
+            max_delay: self.max_delay_ms.map_or(d.max_delay, ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        json!({ "name": "n", "mongo": { "uri": "mongodb://h/?replicaSet=rs" }, "elasticsearch": { "node": "http://h:9200" }, "collections": ["shop.orders"] })
+    }
+
+    /// The error of `base()` with `patch` merged in at the top level.
+    fn error(patch: serde_json::Value) -> String {
+        let mut options = base();
+        for (k, v) in patch.as_object().unwrap() {
+            options[k] = v.clone();
+        }
+        sync_config(options).expect_err("invalid options").message
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path_and_a_close_match_at_every_level() {
+        let cases = [
+            (json!({ "indexTemplte": "x" }), "indexTemplte: unknown option, did you mean `indexTemplate`?"),
+            (json!({ "elasticsearch": { "node": "http://h", "apikey": "k" } }), "elasticsearch.apikey: unknown option, did you mean `apiKey`?"),
+            (json!({ "mongo": { "uri": "mongodb://h", "tls": { "caFiel": "x" } } }), "mongo.tls.caFiel: unknown option, did you mean `caFile`?"),
+            (json!({ "collections": ["a.b", { "namespace": "a.c", "indx": "c" }] }), "collections[1].indx: unknown option, did you mean `index`?"),
+            (
+                json!({ "collections": [{ "namespace": "a.c", "fields": { "includ": ["x"] } }] }),
+                "collections[0].fields.includ: unknown option, did you mean `include`?",
+            ),
+            (
+                json!({ "namespaces": { "include": ["a\\..*"], "defaults": { "pipline": "p" } } }),
+                "namespaces.defaults.pipline: unknown option, did you mean `pipeline`?",
+            ),
+            (json!({ "namespaces": { "includes": ["a\\..*"] } }), "namespaces.includes: unknown option, did you mean `include`?"),
+            (json!({ "batch": { "maxDoc": 5 } }), "batch.maxDoc: unknown option, did you mean `maxDocs`?"),
+            (json!({ "retry": { "max_attempts": 5 } }), "retry.max_attempts: unknown option, did you mean `maxAttempts`?"),
+            (json!({ "checkpoint": { "databse": "x" } }), "checkpoint.databse: unknown option, did you mean `database`?"),
+            (
+                json!({ "outputs": [{ "type": "file", "path": "/tmp/x", "rotateByte": 5 }] }),
+                "outputs[0].rotateByte: unknown option, did you mean `rotateBytes`?",
+            ),
+            (
+                json!({ "outputs": [{ "type": "stdout" }, { "type": "tcp", "host": "h", "port": 1, "tls": { "caFil": "x" } }] }),
+                "outputs[1].tls.caFil: unknown option, did you mean `caFile`?",
+            ),
+            (json!({ "outputs": [{ "type": "stdout", "colour": true }] }), "outputs[0].colour: unknown option (known: `type`)"),
+        ];
+        for (patch, expected) in cases {
+            assert_eq!(error(patch), expected);
+        }
+    }
+
+    #[test]
+    fn wrong_values_and_types_name_the_field() {
+        assert_eq!(
+            error(json!({ "onDrop": "deleteIndx" })),
+            "onDrop: \"deleteIndx\" is not one of 'deleteDocuments', 'deleteIndex', 'ignore', did you mean 'deleteIndex'?"
+        );
+        assert!(error(json!({ "collections": [{ "namespace": "a.b", "operations": ["insert", "delet"] }] }))
+            .starts_with("collections[0].operations[1]: \"delet\" is not one of"));
+        assert_eq!(error(json!({ "outputs": [{ "type": "kafka" }] })), "outputs[0]: \"kafka\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'");
+        assert_eq!(error(json!({ "outputs": [{ "path": "x" }] })), "outputs[0].type: required");
+        assert_eq!(error(json!({ "outputs": [{ "type": "file" }] })), "outputs[0].path: required");
+        assert!(error(json!({ "batch": { "maxDocs": "many" } })).starts_with("batch.maxDocs: invalid type: string \"many\""));
+        assert!(error(json!({ "batch": { "maxDocs": 1.5 } })).starts_with("batch.maxDocs: invalid type: floating point"));
+        assert_eq!(error(json!({ "mongo": {} })), "mongo.uri: required (or mongo.uriFile)");
+        assert_eq!(error(json!({ "collections": [{ "index": "x" }] })), "collections[0].namespace: required");
+        assert!(error(json!({ "collections": [42] })).starts_with("collections[0]: invalid type: integer `42`, expected a \"database.collection\" string"));
+        assert!(
+            error(json!({ "collections": [{ "namespace": "a.b", "fields": { "flatten": 1 } }] })).starts_with("collections[0].fields.flatten: invalid type")
+        );
+        let mut no_name = base();
+        no_name.as_object_mut().unwrap().remove("name");
+        assert_eq!(sync_config(no_name).unwrap_err().message, "name: required");
+    }
+
+    #[test]
+    fn valid_options_get_the_config_types_defaults() {
+        let config = sync_config(base()).unwrap();
+        let d = SyncConfig::default();
+        assert_eq!((config.copy_readers, config.copy_range_min_docs, config.index_template.as_str()), (d.copy_readers, d.copy_range_min_docs, "{coll}"));
+        assert_eq!(config.elasticsearch.unwrap().request_timeout, EsConfig::default().request_timeout);
+        assert_eq!(config.batch.max_docs, d.batch.max_docs);
+        assert!(matches!(config.outputs.as_slice(), [crate::config::OutputConfig::Elasticsearch]));
+    }
+
+    #[test]
+    fn credentials_come_from_files_without_showing_in_errors() {
+        let dir = std::env::temp_dir().join(format!("mes-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let uri = file("uri", "mongodb://app:s3cret@h/?replicaSet=rs\n");
+        let password = file("password", "hunter2\r\n");
+        let mut options = base();
+        options["mongo"] = json!({ "uriFile": uri });
+        options["elasticsearch"] = json!({ "node": "http://h:9200", "username": "u", "passwordFile": password });
+        let config = sync_config(options).unwrap();
+        assert_eq!(config.mongo.uri.expose(), "mongodb://app:s3cret@h/?replicaSet=rs");
+        let EsAuth::Basic { password, .. } = config.elasticsearch.unwrap().auth else { panic!("basic auth") };
+        assert_eq!(password.expose(), "hunter2");
+
+        let both = error(json!({ "elasticsearch": { "node": "http://h", "apiKey": "k", "apiKeyFile": uri } }));
+        assert_eq!(both, "elasticsearch.apiKeyFile: give only one of apiKey and apiKeyFile");
+        let missing = error(json!({ "outputs": [{ "type": "nats", "url": "nats://h", "tokenFile": dir.join("none").to_string_lossy() }] }));
+        assert!(missing.starts_with("outputs[0].tokenFile: cannot read \""), "{missing}");
+        let empty = file("empty", "\n");
+        assert_eq!(error(json!({ "mongo": { "uriFile": empty } })), format!("mongo.uriFile: \"{empty}\" is empty"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,11 +1,14 @@
-//! The `outputs` option: one typed object per output kind, checked field by field.
+//! The `outputs` option: one typed object per output kind, chosen by its `type`, checked field by
+//! field (unknown keys are errors) like the rest of the options.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use napi_derive::napi;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use super::options::{credential, ms};
+use super::parse::parse_nested;
 use crate::config::{OutputConfig, Secret};
 use crate::error::{SyncError, SyncResult};
 use crate::sink::file::{FileConfig, FsyncPolicy};
@@ -13,22 +16,24 @@ use crate::sink::nats::{NatsAuth, NatsConfig};
 use crate::sink::tcp::{TcpConfig, TcpTls};
 
 /// Applies the changes to Elasticsearch/OpenSearch, using the top-level `elasticsearch` options.
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ElasticsearchOutput {
     #[napi(js_name = "type", ts_type = "'elasticsearch'")]
     #[serde(rename = "type")]
+    #[allow(dead_code)] // the TS union's discriminant, already read to choose this type
     pub kind: String,
 }
 
 /// NDJSON change records appended to a file, rotated to `<path>.<n>` (for Filebeat and other shippers).
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileOutput {
     #[napi(js_name = "type", ts_type = "'file'")]
     #[serde(rename = "type")]
+    #[allow(dead_code)] // the TS union's discriminant, already read to choose this type
     pub kind: String,
     pub path: String,
     /// Rotate when the file reaches this size (default 100 MiB).
@@ -39,26 +44,45 @@ pub struct FileOutput {
     pub keep_files: Option<u32>,
     /// `'batch'` (default): fsync before a batch counts as written; `'never'`: leave it to the OS.
     #[napi(ts_type = "'batch' | 'never'")]
-    pub fsync: Option<String>,
+    pub fsync: Option<FsyncOption>,
+}
+
+/// `fsync` of a file output.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum FsyncOption {
+    Batch,
+    Never,
+}
+
+impl From<FsyncOption> for FsyncPolicy {
+    fn from(option: FsyncOption) -> Self {
+        match option {
+            FsyncOption::Batch => FsyncPolicy::Batch,
+            FsyncOption::Never => FsyncPolicy::Never,
+        }
+    }
 }
 
 /// NDJSON change records on standard output.
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StdoutOutput {
     #[napi(js_name = "type", ts_type = "'stdout'")]
     #[serde(rename = "type")]
+    #[allow(dead_code)] // the TS union's discriminant, already read to choose this type
     pub kind: String,
 }
 
 /// NDJSON change records over TCP (Logstash `tcp` input with the `json_lines` codec).
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpOutput {
     #[napi(js_name = "type", ts_type = "'tcp'")]
     #[serde(rename = "type")]
+    #[allow(dead_code)] // the TS union's discriminant, already read to choose this type
     pub kind: String,
     pub host: String,
     pub port: f64,
@@ -69,7 +93,7 @@ pub struct TcpOutput {
     pub replay_bytes: Option<u32>,
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpTlsOptions {
@@ -82,12 +106,13 @@ pub struct TcpTlsOptions {
 }
 
 /// Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`.
-#[napi(object)]
+#[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NatsOutput {
     #[napi(js_name = "type", ts_type = "'nats'")]
     #[serde(rename = "type")]
+    #[allow(dead_code)] // the TS union's discriminant, already read to choose this type
     pub kind: String,
     /// e.g. `nats://127.0.0.1:4222`.
     pub url: String,
@@ -98,93 +123,116 @@ pub struct NatsOutput {
     /// Create the stream over the template's subjects if absent (default true).
     pub create_stream: Option<bool>,
     pub token: Option<String>,
+    /// A file holding the token (e.g. a mounted secret).
+    pub token_file: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A file holding the password.
+    pub password_file: Option<String>,
     /// A `.creds` file (JWT and NKey seed).
     pub credentials_file: Option<String>,
 }
 
-/// Converts the JS `outputs` array (default: Elasticsearch only).
-pub fn outputs_config(outputs: Option<Vec<serde_json::Value>>) -> SyncResult<Vec<OutputConfig>> {
-    let Some(outputs) = outputs else { return Ok(vec![OutputConfig::Elasticsearch]) };
-    outputs.into_iter().enumerate().map(|(i, value)| output_config(&format!("outputs[{i}]"), value)).collect()
+/// One entry of `outputs`.
+pub enum OutputOptions {
+    Elasticsearch,
+    Stdout,
+    File(FileOutput),
+    Tcp(TcpOutput),
+    Nats(NatsOutput),
 }
 
-pub(super) fn parse<T: for<'de> Deserialize<'de>>(field: &str, value: serde_json::Value) -> SyncResult<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." { field.to_string() } else { format!("{field}.{path}") };
-        SyncError::config(format!("{at}: {}", e.inner()))
-    })
+const TYPES: &str = "'elasticsearch', 'file', 'stdout', 'tcp', 'nats'";
+
+impl<'de> Deserialize<'de> for OutputOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(d)?;
+        let kind = match value.get("type") {
+            Some(serde_json::Value::String(kind)) => kind.clone(),
+            Some(_) => return Err(D::Error::custom(format!("type: must be one of {TYPES}"))),
+            None if value.is_object() => return Err(D::Error::missing_field("type")),
+            None => return Err(D::Error::custom(format!("must be an object with a `type` (one of {TYPES})"))),
+        };
+        Ok(match kind.as_str() {
+            "elasticsearch" => parse_nested::<ElasticsearchOutput, _>(value).map(|_| OutputOptions::Elasticsearch)?,
+            "stdout" => parse_nested::<StdoutOutput, _>(value).map(|_| OutputOptions::Stdout)?,
+            "file" => OutputOptions::File(parse_nested(value)?),
+            "tcp" => OutputOptions::Tcp(parse_nested(value)?),
+            "nats" => OutputOptions::Nats(parse_nested(value)?),
+            other => return Err(D::Error::unknown_variant(other, &["elasticsearch", "file", "stdout", "tcp", "nats"])),
+        })
+    }
 }
 
-fn output_config(field: &str, value: serde_json::Value) -> SyncResult<OutputConfig> {
-    let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_string);
-    let whole = |v: Option<f64>, what: &str, min: f64, max: f64| -> SyncResult<Option<f64>> {
-        match v {
-            Some(n) if n.fract() != 0.0 || n < min || n > max => {
-                Err(SyncError::config(format!("{field}.{what}: {n} is not a whole number from {min} to {max}")))
-            }
-            other => Ok(other),
-        }
-    };
-    Ok(match kind.as_deref() {
-        Some("elasticsearch") => {
-            parse::<ElasticsearchOutput>(field, value)?;
-            OutputConfig::Elasticsearch
-        }
-        Some("stdout") => {
-            parse::<StdoutOutput>(field, value)?;
-            OutputConfig::Stdout
-        }
-        Some("file") => {
-            let o: FileOutput = parse(field, value)?;
-            OutputConfig::File(FileConfig {
-                path: PathBuf::from(o.path),
-                rotate_bytes: whole(o.rotate_bytes, "rotateBytes", 1.0, 2f64.powi(53))?.map_or(FileConfig::DEFAULT_ROTATE_BYTES, |n| n as u64),
-                rotate_every: whole(o.rotate_seconds, "rotateSeconds", 0.0, 1e9)?.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
-                keep_files: o.keep_files.map_or(FileConfig::DEFAULT_KEEP_FILES, |n| n as usize),
-                fsync: match o.fsync.as_deref() {
-                    None | Some("batch") => FsyncPolicy::Batch,
-                    Some("never") => FsyncPolicy::Never,
-                    Some(other) => return Err(SyncError::config(format!("{field}.fsync: \"{other}\" is not one of 'batch', 'never'"))),
-                },
-            })
-        }
-        Some("tcp") => {
-            let o: TcpOutput = parse(field, value)?;
-            let port = whole(Some(o.port), "port", 1.0, 65535.0)?.expect("given") as u16;
-            OutputConfig::Tcp(TcpConfig {
-                host: o.host,
-                port,
-                tls: o.tls.map(|t| TcpTls {
-                    ca_file: t.ca_file.map(PathBuf::from),
-                    reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
-                    server_name: t.server_name,
-                }),
-                connect_timeout: Duration::from_millis(o.connect_timeout_ms.unwrap_or(10_000).max(1) as u64),
-                replay_bytes: o.replay_bytes.map_or(TcpConfig::DEFAULT_REPLAY_BYTES, |n| n as usize),
-            })
-        }
-        Some("nats") => {
-            let o: NatsOutput = parse(field, value)?;
-            let auth = match (o.token, o.username, o.password, o.credentials_file) {
-                (None, None, None, None) => NatsAuth::None,
-                (Some(token), None, None, None) => NatsAuth::Token(Secret::new(token)),
-                (None, Some(username), password, None) => NatsAuth::UserPassword { username, password: Secret::new(password.unwrap_or_default()) },
-                (None, None, None, Some(file)) => NatsAuth::CredentialsFile(PathBuf::from(file)),
-                (None, None, Some(_), None) => return Err(SyncError::config(format!("{field}.password: given without username"))),
-                _ => return Err(SyncError::config(format!("{field}: give only one of token, username/password or credentialsFile"))),
-            };
-            OutputConfig::Nats(NatsConfig {
-                url: Secret::new(o.url),
-                subject: o.subject.unwrap_or_else(|| NatsConfig::DEFAULT_SUBJECT.into()),
-                stream: o.stream.unwrap_or_else(|| NatsConfig::DEFAULT_STREAM.into()),
-                create_stream: o.create_stream.unwrap_or(true),
-                auth,
-            })
-        }
-        Some(other) => return Err(SyncError::config(format!("{field}.type: \"{other}\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'"))),
-        None => return Err(SyncError::config(format!("{field}.type: missing (one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats')"))),
-    })
+/// A number given where a whole number from `min` to `max` is expected.
+fn whole(at: &str, value: Option<f64>, min: f64, max: f64) -> SyncResult<Option<f64>> {
+    match value {
+        Some(n) if n.fract() != 0.0 || n < min || n > max => Err(SyncError::config(format!("{at}: {n} is not a whole number from {min} to {max}"))),
+        other => Ok(other),
+    }
+}
+
+impl OutputOptions {
+    /// The output's config; `at` (`outputs[i]`) names it in errors.
+    pub fn into_config(self, at: &str) -> SyncResult<OutputConfig> {
+        Ok(match self {
+            OutputOptions::Elasticsearch => OutputConfig::Elasticsearch,
+            OutputOptions::Stdout => OutputConfig::Stdout,
+            OutputOptions::File(o) => OutputConfig::File(o.into_config(at)?),
+            OutputOptions::Tcp(o) => OutputConfig::Tcp(o.into_config(at)?),
+            OutputOptions::Nats(o) => OutputConfig::Nats(o.into_config(at)?),
+        })
+    }
+}
+
+impl FileOutput {
+    fn into_config(self, at: &str) -> SyncResult<FileConfig> {
+        Ok(FileConfig {
+            path: PathBuf::from(self.path),
+            rotate_bytes: whole(&format!("{at}.rotateBytes"), self.rotate_bytes, 1.0, 2f64.powi(53))?.map_or(FileConfig::DEFAULT_ROTATE_BYTES, |n| n as u64),
+            rotate_every: whole(&format!("{at}.rotateSeconds"), self.rotate_seconds, 0.0, 1e9)?.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+            keep_files: self.keep_files.map_or(FileConfig::DEFAULT_KEEP_FILES, |n| n as usize),
+            fsync: self.fsync.map_or(FsyncPolicy::default(), FsyncPolicy::from),
+        })
+    }
+}
+
+impl TcpOutput {
+    fn into_config(self, at: &str) -> SyncResult<TcpConfig> {
+        let port = whole(&format!("{at}.port"), Some(self.port), 1.0, 65535.0)?.unwrap_or_default() as u16;
+        Ok(TcpConfig {
+            host: self.host,
+            port,
+            tls: self.tls.map(|t| TcpTls {
+                ca_file: t.ca_file.map(PathBuf::from),
+                reject_unauthorized: t.reject_unauthorized.unwrap_or(TcpTls::default().reject_unauthorized),
+                server_name: t.server_name,
+            }),
+            connect_timeout: self.connect_timeout_ms.map_or(TcpConfig::DEFAULT_CONNECT_TIMEOUT, |v| ms(v.max(1))),
+            replay_bytes: self.replay_bytes.map_or(TcpConfig::DEFAULT_REPLAY_BYTES, |n| n as usize),
+        })
+    }
+}
+
+impl NatsOutput {
+    fn into_config(self, at: &str) -> SyncResult<NatsConfig> {
+        let token = credential(at, "token", self.token, self.token_file)?;
+        let password = credential(at, "password", self.password, self.password_file)?;
+        let auth = match (token, self.username, password, self.credentials_file) {
+            (None, None, None, None) => NatsAuth::None,
+            (Some(token), None, None, None) => NatsAuth::Token(token),
+            (None, Some(username), password, None) => NatsAuth::UserPassword { username, password: password.unwrap_or_default() },
+            (None, None, None, Some(file)) => NatsAuth::CredentialsFile(PathBuf::from(file)),
+            (None, None, Some(_), None) => return Err(SyncError::config(format!("{at}.password: given without username"))),
+            _ => return Err(SyncError::config(format!("{at}: give only one of token, username/password or credentialsFile"))),
+        };
+        Ok(NatsConfig {
+            url: Secret::new(self.url),
+            subject: self.subject.unwrap_or_else(|| NatsConfig::DEFAULT_SUBJECT.into()),
+            stream: self.stream.unwrap_or_else(|| NatsConfig::DEFAULT_STREAM.into()),
+            create_stream: self.create_stream.unwrap_or(NatsConfig::DEFAULT_CREATE_STREAM),
+            auth,
+        })
+    }
 }

@@ -1,10 +1,13 @@
-//! `sync.stats()` as a plain JS object.
+//! `sync.stats()` as a plain JS object: the totals, and one entry per collection.
+
+use std::collections::BTreeMap;
 
 use napi_derive::napi;
 
-use crate::stats::StatsSnapshot;
+use super::event::SyncState;
+use crate::stats::{self as core, CollectionSnapshot, StatsSnapshot};
 
-#[napi(object)]
+#[napi(object, js_name = "NativeSyncStats")]
 pub struct SyncStats {
     /// Documents read by the initial copy and acknowledged.
     pub copied: i64,
@@ -19,13 +22,83 @@ pub struct SyncStats {
     pub batches: i64,
     /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events.
     pub values_altered: i64,
-    #[napi(ts_type = "'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'")]
-    pub state: String,
+    pub state: SyncState,
+    /// Per collection, by `"db.collection"`.
+    pub collections: BTreeMap<String, NativeCollectionStats>,
+}
+
+/// What one collection is doing: `starting` (preparing), `copying`, `streaming`, `done`
+/// (`mode: 'copy'` finished), `stopped`, or `failed` (its error failed the sync).
+#[napi(string_enum = "lowercase")]
+pub enum CollectionPhase {
+    Starting,
+    Copying,
+    Streaming,
+    Done,
+    Stopped,
+    Failed,
+}
+
+impl From<core::CollectionPhase> for CollectionPhase {
+    fn from(phase: core::CollectionPhase) -> Self {
+        match phase {
+            core::CollectionPhase::Starting => CollectionPhase::Starting,
+            core::CollectionPhase::Copying => CollectionPhase::Copying,
+            core::CollectionPhase::Streaming => CollectionPhase::Streaming,
+            core::CollectionPhase::Done => CollectionPhase::Done,
+            core::CollectionPhase::Stopped => CollectionPhase::Stopped,
+            core::CollectionPhase::Failed => CollectionPhase::Failed,
+        }
+    }
+}
+
+/// One collection's figures as the addon gives them (times in ms since the Unix epoch; the
+/// package's `stats()` turns them into `Date`s).
+#[napi(object)]
+pub struct NativeCollectionStats {
+    pub phase: CollectionPhase,
+    /// Documents copied, over every run of the copy.
+    pub copied: i64,
+    /// MongoDB's estimate of the collection size when its copy started (at least `copied` once the copy is over).
+    pub total_estimate: i64,
+    /// Change events applied.
+    pub streamed: i64,
+    /// Milliseconds between the cluster time of the newest change applied and now.
+    pub lag_ms: Option<i64>,
+    pub last_change_at: Option<f64>,
+    pub last_checkpoint_at: Option<f64>,
+    /// Milliseconds since the last checkpoint was saved.
+    pub checkpoint_age_ms: Option<i64>,
+    /// Bytes of batches handed to the outputs and not acknowledged yet.
+    pub in_flight_bytes: i64,
+    pub retries: i64,
+    pub dead_letters: i64,
+}
+
+fn n(v: u64) -> i64 {
+    v as i64
+}
+
+impl From<CollectionSnapshot> for NativeCollectionStats {
+    fn from(c: CollectionSnapshot) -> Self {
+        NativeCollectionStats {
+            phase: c.phase.into(),
+            copied: n(c.copied),
+            total_estimate: n(c.total_estimate),
+            streamed: n(c.streamed),
+            lag_ms: c.lag_ms.map(n),
+            last_change_at: c.last_change_at_ms.map(|ms| ms as f64),
+            last_checkpoint_at: c.last_checkpoint_at_ms.map(|ms| ms as f64),
+            checkpoint_age_ms: c.checkpoint_age_ms.map(n),
+            in_flight_bytes: n(c.in_flight_bytes),
+            retries: n(c.retries),
+            dead_letters: n(c.dead_letters),
+        }
+    }
 }
 
 impl From<StatsSnapshot> for SyncStats {
     fn from(s: StatsSnapshot) -> Self {
-        let n = |v: u64| v as i64;
         SyncStats {
             copied: n(s.copied),
             streamed: n(s.streamed),
@@ -36,7 +109,8 @@ impl From<StatsSnapshot> for SyncStats {
             retries: n(s.retries),
             batches: n(s.batches),
             values_altered: n(s.values_altered),
-            state: s.state.as_str().to_string(),
+            state: s.state.into(),
+            collections: s.collections.into_iter().map(|(ns, c)| (ns, c.into())).collect(),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! The `MongoElasticSync` JS class.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use tracing::Instrument;
 
 use super::error::{js_error, promise};
 use super::event::SyncEventJs;
-use super::options::SyncOptions;
+use super::log_forward::{self, LogLevel, LogRecord};
+use super::options::sync_config;
 use super::stats::SyncStats;
 use super::transform::{JsTransform, TransformArgs, TransformReturn};
 use crate::error::SyncError;
@@ -19,10 +22,28 @@ const EVENT_QUEUE: usize = 10_000;
 
 type EventCallback = ThreadsafeFunction<SyncEventJs, (), SyncEventJs, Status, false, true, EVENT_QUEUE>;
 
-/// Syncs MongoDB collections into Elasticsearch indices: copy, then change streams.
+/// Numbers the syncs of this process, so that each one's logs reach its own logger.
+static INSTANCES: AtomicU64 = AtomicU64::new(1);
+
+/// Syncs MongoDB collections into Elasticsearch indices: copy, then change streams. This is
+/// the native class of the generated loader; the package's entry wraps it with Node idioms.
 #[napi]
 pub struct MongoElasticSync {
     engine: Arc<SyncEngine>,
+    instance: u64,
+}
+
+impl MongoElasticSync {
+    /// The span the engine's work for this sync runs in (its records go to this sync's logger).
+    fn span(&self) -> tracing::Span {
+        log_forward::sync_span(self.instance, &self.engine.config().name)
+    }
+}
+
+impl Drop for MongoElasticSync {
+    fn drop(&mut self) {
+        log_forward::unregister(self.instance);
+    }
 }
 
 #[napi]
@@ -31,12 +52,12 @@ impl MongoElasticSync {
     #[napi(constructor)]
     pub fn new(env: Env, #[napi(ts_arg_type = "SyncOptions")] options: Unknown) -> Result<Self> {
         super::logging::init();
-        let config = unsafe { SyncOptions::from_napi_value(env.raw(), options.raw()) }
+        let config = unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) }
             .map_err(|e| SyncError::config(format!("invalid options: {}", e.reason)))
-            .and_then(SyncOptions::into_config)
+            .and_then(sync_config)
             .map_err(|e| js_error(&env, &e))?;
         let engine = SyncEngine::new(config).map_err(|e| js_error(&env, &e))?;
-        Ok(MongoElasticSync { engine: Arc::new(engine) })
+        Ok(MongoElasticSync { engine: Arc::new(engine), instance: INSTANCES.fetch_add(1, Ordering::Relaxed) })
     }
 
     /// Registers a listener for every event. Listening does not keep the process alive.
@@ -47,6 +68,13 @@ impl MongoElasticSync {
             tsfn.call(SyncEventJs::from(event), ThreadsafeFunctionCallMode::Blocking);
         });
         Ok(())
+    }
+
+    /// Forwards the engine's log records at `level` and above to `callback`, which must not
+    /// throw (the package's `logger` option wraps the user's logger in one that does not).
+    #[napi]
+    pub fn set_logger(&self, callback: Function<LogRecord, ()>, level: LogLevel) -> Result<()> {
+        log_forward::register(self.instance, callback, level)
     }
 
     /// Sets a transform every document goes through before it is written, in the copy and the
@@ -67,7 +95,8 @@ impl MongoElasticSync {
     pub fn start<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let engine = self.engine.clone();
         let waiter = self.engine.clone();
-        env.spawn_future_with_callback(async move { Ok(engine.start().await) }, move |env, started| {
+        let span = self.span();
+        env.spawn_future_with_callback(async move { Ok(engine.start().instrument(span).await) }, move |env, started| {
             started.map_err(|e| js_error(env, &e))?;
             // A pending promise holds the event loop open until the sync stops or fails.
             env.spawn_future(async move {
@@ -82,7 +111,8 @@ impl MongoElasticSync {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let engine = self.engine.clone();
-        promise(env, async move { engine.stop().await })
+        let span = self.span();
+        promise(env, async move { engine.stop().instrument(span).await })
     }
 
     /// Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed.
@@ -92,7 +122,7 @@ impl MongoElasticSync {
         promise(env, async move { engine.wait().await })
     }
 
-    /// Running totals and the current state.
+    /// Running totals, per-collection figures and the current state.
     #[napi]
     pub fn stats(&self) -> SyncStats {
         self.engine.stats().into()

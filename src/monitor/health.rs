@@ -26,7 +26,8 @@ pub fn readiness(s: &StatusSnapshot, max_lag: Duration) -> Result<(), Vec<String
                 }
             }
             CollectionPhase::Copying => {
-                let progress_at = c.last_batch_at.unwrap_or(0).max(c.phase_since);
+                // Since its last batch, or since the sync began copying.
+                let progress_at = c.last_batch_at.unwrap_or(0).max(s.state_since);
                 let still = s.now.saturating_sub(progress_at);
                 if still > max_ms {
                     reasons.push(format!("{ns}: no copy progress for {} s (readyMaxLagMs: {max_ms})", still / 1000));

@@ -39,11 +39,11 @@ impl Role {
     }
 }
 
-/// What one collection is doing.
+/// What one collection is doing (the engine's `stats::CollectionPhase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CollectionPhase {
-    /// Preparing, or not seen copying or streaming yet.
+    /// Preparing, or not copying or streaming yet.
     Starting,
     Copying,
     Streaming,
@@ -51,6 +51,20 @@ pub enum CollectionPhase {
     Done,
     Stopped,
     Failed,
+}
+
+impl From<crate::stats::CollectionPhase> for CollectionPhase {
+    fn from(phase: crate::stats::CollectionPhase) -> Self {
+        use crate::stats::CollectionPhase as P;
+        match phase {
+            P::Starting => CollectionPhase::Starting,
+            P::Copying => CollectionPhase::Copying,
+            P::Streaming => CollectionPhase::Streaming,
+            P::Done => CollectionPhase::Done,
+            P::Stopped => CollectionPhase::Stopped,
+            P::Failed => CollectionPhase::Failed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,6 +75,8 @@ pub struct StatusSnapshot {
     pub version: &'static str,
     #[serde(serialize_with = "state_name")]
     pub state: SyncState,
+    /// Since when it is in this state (ms since the Unix epoch).
+    pub state_since: u64,
     pub role: Role,
     /// Why the sync failed (secrets redacted), while it is `failed`.
     pub error: Option<ErrorInfo>,
@@ -123,8 +139,6 @@ impl From<&StatsSnapshot> for Totals {
 pub struct CollectionStatus {
     pub index: String,
     pub phase: CollectionPhase,
-    /// Since when it is in this phase.
-    pub phase_since: u64,
     /// Documents copied (over every run of the copy) of about `total_estimate`.
     pub copied: u64,
     pub total_estimate: u64,
@@ -137,7 +151,7 @@ pub struct CollectionStatus {
     pub deleted: u64,
     pub conflicts: u64,
     pub dead_letters: u64,
-    /// Retries while writing this collection's batches.
+    /// Retries in this collection's task.
     pub retries: u64,
     pub checkpoints: u64,
     /// How far behind MongoDB the index is: at the last acknowledged batch, the time since its
@@ -152,34 +166,6 @@ pub struct CollectionStatus {
     /// Batches handed to the outputs and not acknowledged yet, and their bytes.
     pub in_flight_batches: u64,
     pub in_flight_bytes: u64,
-}
-
-impl CollectionStatus {
-    pub fn new(index: String, now: u64) -> Self {
-        CollectionStatus {
-            index,
-            phase: CollectionPhase::Starting,
-            phase_since: now,
-            copied: 0,
-            total_estimate: 0,
-            rate: None,
-            eta_seconds: None,
-            streamed: 0,
-            indexed: 0,
-            deleted: 0,
-            conflicts: 0,
-            dead_letters: 0,
-            retries: 0,
-            checkpoints: 0,
-            lag_ms: None,
-            last_change_at: None,
-            last_batch_at: None,
-            last_checkpoint_at: None,
-            checkpoint_age_ms: None,
-            in_flight_batches: 0,
-            in_flight_bytes: 0,
-        }
-    }
 }
 
 /// The latest warnings (retries included) and dead letters, newest last.

@@ -19,6 +19,7 @@ use crate::error::{ErrorCode, SyncError};
 use crate::event::{BatchOutcome, Phase, SyncState};
 use crate::retry::Flow;
 use crate::sink::{IndexChange, Target, WriteReport};
+use crate::stats::CollectionPhase as EnginePhase;
 use crate::transform::{version_of, DocumentWrite, Operation, Rejected, WriteOp};
 
 const TOKEN: &str = "http-token-0123456789";
@@ -63,9 +64,10 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
 }
 
 /// An output that acknowledges every write; one write can be held until released, and the
-/// first write announces a retry first (as a sink's retry loop does).
+/// first write can retry first (counted and announced, as `RetryPolicy` does).
 struct FakeOutput {
     events: EventBus,
+    stats: Arc<Stats>,
     hold: AtomicBool,
     release: Notify,
     held: Notify,
@@ -73,9 +75,10 @@ struct FakeOutput {
 }
 
 impl FakeOutput {
-    fn new(events: &EventBus) -> Arc<Self> {
+    fn new(h: &Harness) -> Arc<Self> {
         Arc::new(FakeOutput {
-            events: events.clone(),
+            events: h.events.clone(),
+            stats: h.stats.clone(),
             hold: AtomicBool::new(false),
             release: Notify::new(),
             held: Notify::new(),
@@ -98,6 +101,7 @@ impl Sink for FakeOutput {
     async fn write(&self, _: &str, _: &Target, writes: Vec<DocumentWrite>) -> SyncResult<Flow<WriteReport>> {
         if self.retry_once.swap(false, Ordering::SeqCst) {
             let cause = "bulk write to orders: HTTP 429: es-pass-456 too many requests".to_string();
+            self.stats.record_retry();
             self.events.emit(SyncEvent::Retry { attempt: 1, delay_ms: 10, cause });
         }
         if self.hold.swap(false, Ordering::SeqCst) {
@@ -169,14 +173,20 @@ impl Harness {
         self.get_with(path, &[]).await
     }
 
-    /// Copies `n` documents of `ns` through metered outputs, as the engine's copy writes them.
+    /// Writes a batch of `ns` through metered outputs and reports it, as the engine does.
     async fn write(&self, sink: &Arc<dyn Sink>, ns: &str, writes: Vec<DocumentWrite>, phase: Phase) {
         let n = writes.len() as u64;
+        let newest = writes.iter().map(|w| w.version).max();
         let flow = sink.write(ns, &Target::index("orders"), writes).await.expect("written");
         assert!(matches!(flow, Flow::Done(_)));
         let outcome = BatchOutcome { indexed: n, ..Default::default() };
-        self.stats.record_batch(phase, n, &outcome);
+        self.stats.record_batch(ns, phase, n, newest, &outcome);
         self.events.emit(SyncEvent::Batch { namespace: ns.into(), index: "orders".into(), phase, outcome, took_ms: 3 });
+    }
+
+    /// The engine moves collection `ns` into `phase`.
+    fn phase(&self, ns: &str, phase: EnginePhase) {
+        self.stats.collection(ns).set_phase(phase);
     }
 
     fn metered(&self, outputs: Vec<(&'static str, Arc<dyn Sink>)>) -> Arc<dyn Sink> {
@@ -224,6 +234,9 @@ async fn endpoints_answer_for_each_state() {
 
     // Copying with progress: ready.
     h.state(SyncState::Copying, None);
+    h.phase("shop.orders", EnginePhase::Copying);
+    h.stats.collection("shop.orders").copy_started(0, 100);
+    h.stats.record_batch("shop.orders", Phase::Copy, 40, None, &BatchOutcome { indexed: 40, ..Default::default() });
     h.events.emit(progress("shop.orders", 40, 100, false));
     assert_eq!(h.get("/readyz").await.status, 200);
     let stats = h.get("/stats").await.json();
@@ -233,8 +246,10 @@ async fn endpoints_answer_for_each_state() {
 
     // Streaming: every collection follows its stream; ready while the lag is small.
     h.events.emit(progress("shop.orders", 100, 100, true));
+    h.phase("shop.orders", EnginePhase::Streaming);
+    h.phase("shop.users", EnginePhase::Streaming);
     h.state(SyncState::Streaming, None);
-    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(&h.events))]);
+    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(&h))]);
     h.write(&sink, "shop.orders", vec![doc("a", Operation::Insert, now_secs())], Phase::Stream).await;
     let stats = h.get("/stats").await.json();
     assert_eq!(stats["collections"]["shop.orders"]["phase"], "streaming");
@@ -251,6 +266,7 @@ async fn endpoints_answer_for_each_state() {
     assert!(reason.starts_with("shop.orders: 6") && reason.contains("behind its change stream"), "{reason}");
 
     // Failed: unhealthy, with the code and the message.
+    h.phase("shop.orders", EnginePhase::Failed);
     h.state(SyncState::Failed, Some(SyncError::new(ErrorCode::HistoryLost, "shop.orders: the resume token is no longer in the oplog")));
     let health = h.get("/healthz").await;
     assert_eq!(health.status, 503);
@@ -269,7 +285,7 @@ async fn endpoints_answer_for_each_state() {
 async fn a_copy_without_progress_is_not_ready() {
     let h = harness(None).await;
     h.state(SyncState::Copying, None);
-    h.events.emit(progress("shop.orders", 10, 100, false));
+    h.phase("shop.orders", EnginePhase::Copying);
     let mut s = h.monitor.snapshot();
     assert!(health::readiness(&s, Duration::from_secs(5)).is_ok());
     // As seen 6 s later, with no batch since.
@@ -283,7 +299,7 @@ async fn a_copy_without_progress_is_not_ready() {
 async fn lag_grows_while_a_batch_waits_in_the_outputs() {
     let h = harness(None).await;
     h.state(SyncState::Streaming, None);
-    let output = FakeOutput::new(&h.events);
+    let output = FakeOutput::new(&h);
     let sink = h.metered(vec![("elasticsearch", output.clone())]);
     // A copied document carries no change time: no lag from it.
     h.write(&sink, "shop.orders", vec![doc("c", Operation::Copy, 1)], Phase::Copy).await;
@@ -313,10 +329,15 @@ async fn lag_grows_while_a_batch_waits_in_the_outputs() {
 #[tokio::test]
 async fn retries_inside_a_write_count_to_its_collection_and_cause() {
     let h = harness(None).await;
-    let output = FakeOutput::new(&h.events);
+    let output = FakeOutput::new(&h);
     output.retry_once.store(true, Ordering::SeqCst);
     let sink = h.metered(vec![("elasticsearch", output)]);
-    h.write(&sink, "shop.users", vec![doc("u", Operation::Copy, 1)], Phase::Copy).await;
+    // In the collection's task, as the engine runs it.
+    let task = async {
+        h.write(&sink, "shop.users", vec![doc("u", Operation::Copy, 1)], Phase::Copy).await;
+        Ok::<_, SyncError>(())
+    };
+    h.stats.collection("shop.users").track(task).await.expect("task");
     // A retry outside any write (a MongoDB reconnection) counts only by cause.
     h.events.emit(SyncEvent::Retry { attempt: 1, delay_ms: 5, cause: "ERR_MONGO_UNREACHABLE: ping failed".into() });
     let s = h.monitor.snapshot();
@@ -332,10 +353,12 @@ async fn retries_inside_a_write_count_to_its_collection_and_cause() {
 /// Feeds a bit of everything: copy, stream through two outputs, a dead letter, a checkpoint.
 async fn busy(h: &Harness) {
     h.state(SyncState::Copying, None);
-    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(&h.events)), ("nats", FakeOutput::new(&h.events))]);
+    h.phase("shop.orders", EnginePhase::Copying);
+    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(h)), ("nats", FakeOutput::new(h))]);
     h.write(&sink, "shop.orders", (0..3).map(|i| doc(&i.to_string(), Operation::Copy, 1)).collect(), Phase::Copy).await;
     h.events.emit(progress("shop.orders", 3, 3, true));
     h.monitor.checkpoint_saved("shop.orders");
+    h.phase("shop.orders", EnginePhase::Streaming);
     h.state(SyncState::Streaming, None);
     h.write(&sink, "shop.orders", vec![doc("9", Operation::Insert, now_secs())], Phase::Stream).await;
     h.events.emit(SyncEvent::DeadLetter {

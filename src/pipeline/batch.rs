@@ -95,7 +95,9 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
         return Ok(());
     }
     let started = Instant::now();
+    let _in_flight = ctx.stats.collection(namespace).in_flight(batch.bytes);
     let index = target.index.as_str();
+    let newest_version = batch.writes.iter().map(|w| w.version).max();
     let mut writes = batch.writes;
     let mut rejected = batch.rejected;
     if let Some(hook) = &ctx.hook {
@@ -120,7 +122,7 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
             message: format!("{} value(s) altered while converting to JSON, e.g. at \"{}\": {}", batch.warnings.len(), first.path, first.reason),
         });
     }
-    ctx.stats.record_batch(phase, batch.read, &report.outcome);
+    ctx.stats.record_batch(namespace, phase, batch.read, newest_version, &report.outcome);
     ctx.events.emit(SyncEvent::Batch {
         namespace: namespace.to_string(),
         index: index.to_string(),

@@ -23,6 +23,7 @@ use crate::retry::wait_before_retry;
 use crate::sink::{IndexAction, IndexChange, Target};
 use crate::source::change_stream::{self, CollectionStream, ReadAhead, StreamItem, StreamStart};
 use crate::source::{copy, mongo_error};
+use crate::stats::CollectionPhase;
 use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, ConvertOptions, DocumentWrite, FieldRules, Operation, Rejected};
 
 /// What range readers send to the copy's writer.
@@ -166,6 +167,7 @@ impl<'a> CollectionSync<'a> {
 
     async fn save(&mut self) -> SyncResult<()> {
         self.ctx.store.save(&self.config.namespace, &self.checkpoint).await?;
+        self.ctx.stats.collection(&self.namespace()).checkpointed();
         self.ctx.checkpoint_saved(&self.config.namespace);
         self.position_unsaved = false;
         self.last_save = Instant::now();
@@ -237,6 +239,7 @@ impl<'a> CollectionSync<'a> {
             self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), operation: "resync".into(), to: Some(new_index) });
         }
         if self.ctx.config.mode == SyncMode::Copy {
+            self.ctx.stats.collection(&self.namespace()).set_phase(CollectionPhase::Done);
             return Ok(Flow::Done);
         }
         self.ctx.copy_finished(&self.config.namespace);
@@ -277,6 +280,7 @@ impl<'a> CollectionSync<'a> {
         let version = version_of(start_at);
         let collection = self.collection();
         let total = collection.estimated_document_count().await.unwrap_or(0);
+        ctx.stats.collection(&ns).copy_started(self.checkpoint.copied, total);
         if self.checkpoint.copy_ranges.is_empty() {
             self.checkpoint.copy_ranges = self.plan_ranges(&collection, total).await?;
             self.save().await?;

@@ -13,6 +13,7 @@ use mongodb::options::{ClientOptions, Tls, TlsOptions};
 use mongodb::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::checkpoint::{CollectionCheckpoint, MongoCheckpointStore};
 use crate::config::{redact_uri, CollectionConfig, Discovery, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
@@ -22,7 +23,7 @@ use crate::monitor::Monitor;
 use crate::sink::{Sink, SinkContext};
 use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
 use crate::transform::hook::DocumentHook;
 use collection::{begin_resync, stream_open_error, CollectionSync};
 
@@ -73,6 +74,7 @@ impl Context {
     /// Marks a collection's copy as finished; the last one moves the sync to `streaming`.
     fn copy_finished(&self, ns: &Namespace) {
         let mut copying = self.copying.lock().expect("copying lock");
+        self.stats.collection(&ns.to_string()).set_phase(CollectionPhase::Streaming);
         if copying.remove(ns) && copying.is_empty() && !self.cancel.is_cancelled() {
             set_state(&self.stats, &self.events, SyncState::Streaming, None);
         }
@@ -80,6 +82,7 @@ impl Context {
 
     /// Marks a collection as copying (again, after lost history); a streaming sync goes back to `copying`.
     fn copy_started(&self, ns: &Namespace) {
+        self.stats.collection(&ns.to_string()).set_phase(CollectionPhase::Copying);
         self.copying.lock().expect("copying lock").insert(ns.clone());
         if self.stats.state() == SyncState::Streaming {
             set_state(&self.stats, &self.events, SyncState::Copying, None);
@@ -178,14 +181,15 @@ impl SyncEngine {
         let (done_tx, done_rx) = watch::channel::<Finished>(None);
         let events = self.events.clone();
         let stats = self.stats.clone();
-        tokio::spawn(async move {
+        let running = async move {
             let result = run_all(prepared).await;
             match &result {
                 Ok(()) => set_state(&stats, &events, SyncState::Stopped, None),
                 Err(e) => set_state(&stats, &events, SyncState::Failed, Some(e.clone())),
             }
             let _ = done_tx.send(Some(result));
-        });
+        };
+        tokio::spawn(running.in_current_span());
         *run = Some(Run { cancel, finished: done_rx });
         Ok(())
     }
@@ -220,7 +224,7 @@ impl SyncEngine {
         };
         let mut collections = Vec::with_capacity(config.collections.len());
         for c in &config.collections {
-            let (checkpoint, opened_stream) = prepare_collection(&ctx, c, stream_from).await?;
+            let (checkpoint, opened_stream) = prepare_collection(&ctx, c, stream_from).await.map_err(|e| e.in_collection(&c.namespace))?;
             collections.push((c.clone(), checkpoint, opened_stream));
         }
         let mut seen_at = None;
@@ -330,8 +334,9 @@ async fn run_all(prepared: Prepared) -> SyncResult<()> {
     let Prepared { ctx, collections, mut seen_at, known: mut running } = prepared;
     let mut tasks = tokio::task::JoinSet::new();
     let spawn = |tasks: &mut tokio::task::JoinSet<SyncResult<()>>, config: CollectionConfig, checkpoint, opened_stream| {
-        let ctx = ctx.clone();
-        tasks.spawn(async move { CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await });
+        let (ctx, stats) = (ctx.clone(), ctx.stats.collection(&config.namespace.to_string()));
+        let task = async move { CollectionSync::new(&ctx, &config, checkpoint).run(opened_stream).await.map_err(|e| e.in_collection(&config.namespace)) };
+        tasks.spawn(stats.track(task).in_current_span());
     };
     for (config, checkpoint, opened_stream) in collections {
         running.insert(config.namespace.clone());

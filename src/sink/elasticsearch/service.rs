@@ -167,6 +167,10 @@ impl EsSink {
     /// retried in one loop: an attempt that got some items through counts as progress.
     pub async fn bulk(&self, target: &Target, writes: Vec<DocumentWrite>) -> EsResult<Flow<WriteReport>> {
         let mut report = WriteReport::default();
+        if writes.is_empty() {
+            // A batch of only skipped or rejected changes sends nothing (an empty `_bulk` is refused).
+            return Ok(Flow::Done(report));
+        }
         let mut pending = writes;
         let what = format!("bulk write to \"{}\"", target.index);
         let attempt = BulkAttempt { sink: self, target, pending: &mut pending, report: &mut report };

@@ -31,6 +31,7 @@ pub enum NatsAuth {
 impl NatsConfig {
     pub const DEFAULT_SUBJECT: &'static str = "mongo.{db}.{coll}";
     pub const DEFAULT_STREAM: &'static str = "MONGO_ELASTIC_SYNC";
+    pub const DEFAULT_CREATE_STREAM: bool = true;
 
     pub fn validate(&self, field: &str) -> SyncResult<()> {
         if self.url.expose().trim().is_empty() {

@@ -25,8 +25,15 @@ pub struct TcpTls {
     pub server_name: Option<String>,
 }
 
+impl Default for TcpTls {
+    fn default() -> Self {
+        TcpTls { ca_file: None, reject_unauthorized: true, server_name: None }
+    }
+}
+
 impl TcpConfig {
     pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
     pub fn validate(&self, field: &str) -> SyncResult<()> {
         if self.host.trim().is_empty() {

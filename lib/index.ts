@@ -1,0 +1,10 @@
+// The package's entry: the Node.js API over the generated native class (../index.js).
+export { MongoElasticSync } from './sync.js'
+export type { SyncOptions, StartOptions, SyncEventMap, SyncEventName, Transform } from './sync.js'
+export { SyncError, isSyncError } from './errors.js'
+export type { SyncErrorOptions } from './errors.js'
+export type { EventsOptions } from './event-queue.js'
+export type { Logger } from './logger.js'
+export type { SyncStats, CollectionStats } from './stats.js'
+// The generated types: SyncEvent, SyncState, ErrorCode, Phase, CollectionPhase, the options…
+export type * from '../index.js'
