@@ -1,12 +1,21 @@
-// Headless Chromium for end-to-end tests of pages: Debian's `chromium` package, installed here
-// when /usr/bin/chromium is missing (so a fresh machine of this kind gets it), driven by
-// playwright-core (which downloads no browser of its own).
+// Headless Chromium for end-to-end tests of pages, driven by playwright-core (which downloads no
+// browser of its own). Here that is Debian's `chromium` package, installed by the test setup when
+// /usr/bin/chromium is missing (so a fresh machine of this kind gets it); elsewhere (CI runners,
+// macOS, Alpine) an installed Chrome or Chromium, or CHROMIUM_PATH, or Alpine's package.
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 
-const CHROMIUM = '/usr/bin/chromium'
+const CANDIDATES = [
+  process.env.CHROMIUM_PATH,
+  '/usr/bin/chromium',
+  '/usr/bin/chromium-browser',
+  '/usr/bin/google-chrome',
+  '/usr/bin/google-chrome-stable',
+  '/Applications/Google Chrome.app/Contents/MacOS/Google Chrome',
+  '/Applications/Chromium.app/Contents/MacOS/Chromium',
+]
 const ARGS = [
   '--headless',
   '--no-sandbox',
@@ -18,21 +27,35 @@ const ARGS = [
   '--disable-sync',
 ]
 
-/** The path of Chromium, after installing Debian's package if it is missing (needs root). */
+const findChromium = () => CANDIDATES.find((p) => p && fs.existsSync(p))
+const has = (command) => ['/usr/bin', '/bin', '/sbin', '/usr/sbin'].some((dir) => fs.existsSync(path.join(dir, command)))
+
+/** Installs the distribution's Chromium: Debian's with apt-get, Alpine's with apk (root only). */
+function installChromium() {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false
+  const run = (command, ...args) =>
+    execFileSync(command, args, { stdio: 'pipe', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 15 * 60 * 1000 })
+  if (has('apt-get')) {
+    try {
+      run('apt-get', 'install', '-y', 'chromium')
+    } catch {
+      run('apt-get', 'update') // a fresh machine may have no package lists yet
+      run('apt-get', 'install', '-y', 'chromium')
+    }
+    return true
+  }
+  if (has('apk')) {
+    run('apk', 'add', '--no-cache', 'chromium')
+    return true
+  }
+  return false
+}
+
+/** The path of a Chromium, installing the distribution's package when there is none (root only). */
 function ensureChromium() {
-  if (fs.existsSync(CHROMIUM)) return CHROMIUM
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-    throw new Error(`${CHROMIUM} is missing and cannot be installed from here (not root on Linux): run 'apt-get install -y chromium' as root`)
-  }
-  const apt = (...args) => execFileSync('apt-get', args, { stdio: 'pipe', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 15 * 60 * 1000 })
-  try {
-    apt('install', '-y', 'chromium')
-  } catch {
-    apt('update') // a fresh machine may have no package lists yet
-    apt('install', '-y', 'chromium')
-  }
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is not there`)
-  return CHROMIUM
+  const found = findChromium() ?? (installChromium() ? findChromium() : undefined)
+  if (!found) throw new Error(`no Chromium found (${CANDIDATES.filter(Boolean).join(', ')}): install one as root ('apt-get install -y chromium'), or set CHROMIUM_PATH`)
+  return found
 }
 
 /** A browser with a fresh profile; `close()` ends it and removes the profile. */
