@@ -2,7 +2,7 @@
 //! page, served over HTTP when the `http` option is given.
 //!
 //! - `snapshot`: what is shown ([`StatusSnapshot`]), behind the [`StatusSource`] trait;
-//! - `board`: the source today, fed by the engine's events and its metered outputs (`meter`);
+//! - `board`: the source: the engine's stats and events, and its metered outputs (`meter`);
 //! - `health`, `metrics`: readiness verdicts and the Prometheus exposition over snapshots;
 //! - `server`: the routes, the token, the bounds; `assets/`: the page, embedded in the binary;
 //! - `redact`: secrets never leave (a second line behind the engine's own care).
