@@ -173,6 +173,27 @@ export interface FileOutput {
   fsync?: 'batch' | 'never'
 }
 
+/**
+ * The HTTP server (off unless given): `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events`
+ * and a status page at `/`.
+ */
+export interface HttpOptions {
+  /** IP address to listen on (default `'127.0.0.1'`: this machine only), or `'localhost'`. */
+  host?: string
+  /** TCP port (default 9810; 0: a free port chosen by the system). */
+  port?: number
+  /**
+   * When given, every endpoint but the page's static files requires
+   * `Authorization: Bearer <token>` (at least 16 characters).
+   */
+  token?: string
+  /**
+   * `/readyz` fails when a streaming collection lags more than this, or a copying one made no
+   * progress for this long (default 60000).
+   */
+  readyMaxLagMs?: number
+}
+
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
 
 /** One engine log record, as the `logger` option's function receives it. */
@@ -389,6 +410,8 @@ export interface SyncOptions {
   copyRangeMinDocs?: number
   /** With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from. */
   startAt?: string
+  /** The HTTP server for health, readiness, stats, metrics and the status page (off unless given). */
+  http?: HttpOptions
 }
 
 /** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */

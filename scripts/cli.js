@@ -50,6 +50,7 @@ Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
                           (engine logs too, when MONGO_ELASTIC_SYNC_LOG enables them)
       --health-file FILE  keep FILE up to date with the state, for --healthcheck (env SYNC_HEALTH_FILE)
       --healthcheck       exit 0 if the sync writing --health-file is running, else 1 (for containers)
+      --http HOST:PORT    serve /healthz, /readyz, /stats, /metrics and a status page (env SYNC_HTTP)
   -q, --quiet             only state changes, dead letters and errors
   -v, --version           the version
   -h, --help              this text
@@ -84,6 +85,7 @@ function parseCommandLine() {
         'log-format': { type: 'string' },
         'health-file': { type: 'string' },
         healthcheck: { type: 'boolean' },
+        http: { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
@@ -152,6 +154,8 @@ function loadOptions(args) {
   if (es) options.elasticsearch = { ...options.elasticsearch, node: es }
   if (collections) options.collections = collections.split(',').map((c) => c.trim()).filter(Boolean)
   if (name) options.name = name
+  const http = args.http ?? env.SYNC_HTTP
+  if (http) options.http = { ...options.http, ...httpAddress(http) }
   options.name ??= 'mongo-elastic-sync'
   return options
 }
@@ -204,6 +208,14 @@ function healthReporter(file) {
   }
 }
 
+/** `--http HOST:PORT` (`[::1]:PORT` for IPv6, or a port alone): where the monitoring server listens. */
+function httpAddress(text) {
+  const match = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(text)
+  const port = match && Number(match[2])
+  if (!match || port > 65535) fail('ERR_USAGE', `--http ${text}: expected HOST:PORT, e.g. 127.0.0.1:9810`, 2)
+  return match[1] ? { host: match[1].replace(/^\[|\]$/g, ''), port } : { port }
+}
+
 function describe(event) {
   switch (event.type) {
     case 'state':
@@ -243,6 +255,8 @@ function printer(format, recordsOnStdout) {
     warn: (message, event) => line(process.stderr, event?.error || event?.type === 'deadLetter' ? 'ERROR' : 'WARN', message, event),
   }
 }
+
+const formatHost = (host) => (host.includes(':') ? `[${host}]` : host)
 
 async function main() {
   const args = parseCommandLine()
@@ -304,6 +318,7 @@ async function run(sync, options, { quiet, format, health }) {
   process.on('SIGTERM', onSignal)
   try {
     await sync.start()
+    if (options.http && options.http.port !== 0) say(`monitoring: http://${formatHost(options.http.host ?? '127.0.0.1')}:${options.http.port ?? 9810}/`)
     await sync.wait()
   } catch (e) {
     fail(e.code ?? 'ERR_INTERNAL', e.message)

@@ -37,6 +37,8 @@ pub struct SyncConfig {
     pub copy_range_min_docs: u64,
     /// Where dead letters are also written, as documents (none: events only).
     pub dead_letter_index: Option<String>,
+    /// The HTTP server for health, readiness, stats, metrics and the status page (none: off).
+    pub http: Option<HttpConfig>,
 }
 
 impl Default for SyncConfig {
@@ -60,6 +62,7 @@ impl Default for SyncConfig {
             copy_readers: 4,
             copy_range_min_docs: 100_000,
             dead_letter_index: None,
+            http: None,
         }
     }
 }
@@ -393,6 +396,57 @@ impl Default for RetryConfig {
     }
 }
 
+/// The optional HTTP server: `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events` and the
+/// status page at `/` (see `crate::monitor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// An IP address to listen on (`127.0.0.1`: this machine only), or `localhost`.
+    pub host: String,
+    /// The TCP port; 0 lets the system choose a free one.
+    pub port: u16,
+    /// When set, every endpoint but the page's static files requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// `/readyz` answers 503 when a streaming collection lags more than this, or a copying one
+    /// has made no progress for this long.
+    pub ready_max_lag: Duration,
+}
+
+impl HttpConfig {
+    pub const DEFAULT_HOST: &'static str = "127.0.0.1";
+    pub const DEFAULT_PORT: u16 = 9810;
+    pub const DEFAULT_READY_MAX_LAG: Duration = Duration::from_secs(60);
+    /// Shorter tokens are refused: they can be guessed.
+    pub const MIN_TOKEN_LEN: usize = 16;
+
+    /// Whether the address is reachable only from this machine.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    pub fn validate(&self) -> SyncResult<()> {
+        let field = |path: &str, msg: String| SyncError::config(format!("http.{path}: {msg}"));
+        if self.host != "localhost" && self.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(field("host", format!("\"{}\" is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1) or localhost", self.host)));
+        }
+        if let Some(token) = &self.token {
+            let token = token.expose();
+            if token.chars().count() < Self::MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(field("token", format!("must be at least {} characters, without spaces", Self::MIN_TOKEN_LEN)));
+            }
+        }
+        if self.ready_max_lag < Duration::from_secs(1) {
+            return Err(field("readyMaxLagMs", "must be at least 1000".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { host: Self::DEFAULT_HOST.into(), port: Self::DEFAULT_PORT, token: None, ready_max_lag: Self::DEFAULT_READY_MAX_LAG }
+    }
+}
+
 /// A string that never shows in logs, events or errors.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
@@ -621,6 +675,9 @@ impl SyncConfig {
         if self.retry.initial_delay > self.retry.max_delay {
             return Err(field("retry.initialDelayMs", "must not exceed retry.maxDelayMs".into()));
         }
+        if let Some(http) = &self.http {
+            http.validate()?;
+        }
         Ok(())
     }
 }
@@ -735,6 +792,27 @@ mod tests {
             assert_eq!(&redacted, printed, "{uri}");
             assert!(secret.is_empty() || !redacted.contains(secret), "{uri}: {secret} survived in {redacted}");
         }
+    }
+
+    #[test]
+    fn http_options_are_checked() {
+        assert!(HttpConfig::default().validate().is_ok());
+        assert!(HttpConfig::default().is_loopback());
+        let with = |f: fn(&mut HttpConfig)| {
+            let mut c = HttpConfig::default();
+            f(&mut c);
+            c
+        };
+        assert!(with(|c| c.host = "0.0.0.0".into()).validate().is_ok());
+        assert!(!with(|c| c.host = "0.0.0.0".into()).is_loopback());
+        assert!(with(|c| c.host = "::1".into()).is_loopback());
+        let err = with(|c| c.host = "example.org".into()).validate().unwrap_err();
+        assert!(err.message.starts_with("http.host: \"example.org\""), "{err}");
+        let err = with(|c| c.token = Some(Secret::new("short"))).validate().unwrap_err();
+        assert!(err.message.starts_with("http.token:") && !err.message.contains("short"), "{err}");
+        assert!(with(|c| c.token = Some(Secret::new("0123456789abcdef"))).validate().is_ok());
+        let err = with(|c| c.ready_max_lag = Duration::from_millis(10)).validate().unwrap_err();
+        assert!(err.message.starts_with("http.readyMaxLagMs:"), "{err}");
     }
 
     #[test]

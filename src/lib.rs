@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod monitor;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;

@@ -2,6 +2,7 @@
 
 mod error;
 mod event;
+mod http;
 mod log_forward;
 mod logging;
 mod options;

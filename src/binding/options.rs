@@ -79,6 +79,8 @@ pub struct SyncOptions {
     pub copy_range_min_docs: Option<u32>,
     /// With `mode: 'stream'` and no saved position: an ISO-8601 time (within the oplog window) to start from.
     pub start_at: Option<String>,
+    /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
+    pub http: Option<super::http::HttpOptions>,
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -603,6 +605,7 @@ impl SyncOptions {
             copy_readers: self.copy_readers.map_or(d.copy_readers, |v| v as usize),
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
+            http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)

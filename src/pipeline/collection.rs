@@ -168,6 +168,7 @@ impl<'a> CollectionSync<'a> {
     async fn save(&mut self) -> SyncResult<()> {
         self.ctx.store.save(&self.config.namespace, &self.checkpoint).await?;
         self.ctx.stats.collection(&self.namespace()).checkpointed();
+        self.ctx.checkpoint_saved(&self.config.namespace);
         self.position_unsaved = false;
         self.last_save = Instant::now();
         Ok(())
@@ -736,6 +737,7 @@ pub(super) async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
     ctx.sink.prepare_index(&new_index, Some(config)).await.until_stopped()?;
     ctx.store.save(&config.namespace, cp).await?;
+    ctx.checkpoint_saved(&config.namespace);
     ctx.copy_started(&config.namespace);
     ctx.events.emit(SyncEvent::Warning {
         namespace: config.namespace.to_string(),

@@ -19,7 +19,8 @@ use crate::checkpoint::{CollectionCheckpoint, MongoCheckpointStore};
 use crate::config::{redact_uri, CollectionConfig, Discovery, HistoryLostPolicy, Namespace, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
-use crate::sink::{self, Sink, SinkContext};
+use crate::monitor::Monitor;
+use crate::sink::{Sink, SinkContext};
 use crate::source::change_stream::{self, StreamStart};
 use crate::source::mongo_error;
 use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
@@ -59,9 +60,17 @@ pub(crate) struct Context {
     cancel: CancellationToken,
     copying: Mutex<HashSet<Namespace>>,
     hook: Option<Arc<dyn DocumentHook>>,
+    monitor: Option<Arc<Monitor>>,
 }
 
 impl Context {
+    /// Tells the monitor (if any) that a checkpoint of `ns` was saved.
+    fn checkpoint_saved(&self, ns: &Namespace) {
+        if let Some(monitor) = &self.monitor {
+            monitor.checkpoint_saved(&ns.to_string());
+        }
+    }
+
     /// Marks a collection's copy as finished; the last one moves the sync to `streaming`.
     fn copy_finished(&self, ns: &Namespace) {
         let mut copying = self.copying.lock().expect("copying lock");
@@ -107,19 +116,17 @@ pub struct SyncEngine {
     stats: Arc<Stats>,
     run: tokio::sync::Mutex<Option<Run>>,
     hook: Mutex<Option<Arc<dyn DocumentHook>>>,
+    /// The HTTP server's state and metrics, with the `http` option.
+    monitor: Option<Arc<Monitor>>,
 }
 
 impl SyncEngine {
     /// Validates the configuration; nothing connects until `start`.
     pub fn new(config: SyncConfig) -> SyncResult<Self> {
         config.validate()?;
-        Ok(SyncEngine {
-            config: Arc::new(config),
-            events: EventBus::default(),
-            stats: Arc::new(Stats::default()),
-            run: Default::default(),
-            hook: Mutex::new(None),
-        })
+        let (config, events, stats) = (Arc::new(config), EventBus::default(), Arc::new(Stats::default()));
+        let monitor = config.http.clone().map(|http| Monitor::new(config.clone(), http, &events, stats.clone()));
+        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), monitor })
     }
 
     /// Sets the transform every document goes through; takes effect at the next `start`.
@@ -144,12 +151,20 @@ impl SyncEngine {
         &self.config
     }
 
+    /// The monitor serving the `http` option, if given.
+    pub fn monitor(&self) -> Option<&Arc<Monitor>> {
+        self.monitor.as_ref()
+    }
+
     /// Connects, checks the saved positions and starts syncing; resolves once it runs.
     pub async fn start(&self) -> SyncResult<()> {
         let mut run = self.run.lock().await;
         let state = self.stats.state();
         if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
             return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
+        }
+        if let Some(monitor) = &self.monitor {
+            monitor.serve().await?;
         }
         set_state(&self.stats, &self.events, SyncState::Starting, None);
         let cancel = CancellationToken::new();
@@ -183,7 +198,7 @@ impl SyncEngine {
         let config = self.config.clone();
         let client = connect_mongo(&config, &self.events).await?;
         let sink_context = SinkContext { retry: config.retry.clone(), events: self.events.clone(), stats: self.stats.clone(), cancel: cancel.clone() };
-        let sink = sink::build(&config, &sink_context)?;
+        let sink = crate::monitor::build_sink(self.monitor.as_deref(), &config, &sink_context)?;
         sink.connect().await?;
         let store = MongoCheckpointStore::new(&client, &config.checkpoint, &config.name);
         let ctx = Arc::new(Context {
@@ -196,6 +211,7 @@ impl SyncEngine {
             cancel,
             copying: Mutex::new(HashSet::new()),
             hook: self.hook.lock().expect("hook lock").clone(),
+            monitor: self.monitor.clone(),
         });
         if let Some(dlq) = &config.dead_letter_index {
             ctx.sink.prepare_dead_letters(dlq).await.until_stopped()?;
@@ -221,8 +237,17 @@ impl SyncEngine {
         Ok(Prepared { ctx, collections, seen_at, known })
     }
 
-    /// Stops reading, writes what was read, saves the checkpoint. Idempotent once started.
+    /// Stops reading, writes what was read, saves the checkpoint; then closes the HTTP server.
+    /// Idempotent once started.
     pub async fn stop(&self) -> SyncResult<()> {
+        let stopped = self.stop_run().await;
+        if let Some(monitor) = &self.monitor {
+            monitor.shutdown().await;
+        }
+        stopped
+    }
+
+    async fn stop_run(&self) -> SyncResult<()> {
         let mut finished = {
             let run = self.run.lock().await;
             let Some(run) = run.as_ref() else {
@@ -269,6 +294,7 @@ async fn prepare_collection(
         checkpoint.start_at = Some(at);
         checkpoint.copy_done = true;
         ctx.store.save(&c.namespace, &checkpoint).await?;
+        ctx.checkpoint_saved(&c.namespace);
     }
     let opened_stream = match (&checkpoint.resume_token, checkpoint.copy_done) {
         (Some(token), true) if config.mode != SyncMode::Copy => {
