@@ -99,7 +99,7 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
     let mut writes = batch.writes;
     let mut rejected = batch.rejected;
     if let Some(hook) = &ctx.hook {
-        let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase.as_str(), writes).await;
+        let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase, writes).await;
         writes = kept;
         rejected.extend(refused);
     }

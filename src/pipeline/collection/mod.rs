@@ -1,0 +1,129 @@
+//! One collection's sync: its phases run in turn (copy if not done, then stream), and the
+//! policies between them: transient source failures are retried from the checkpoint, lost
+//! history re-copies or fails (`onHistoryLost`).
+//!
+//! - `copy`: the initial copy, ranges read in parallel, commits acknowledged in order;
+//! - `stream`: the change stream, batched, one commit at a time;
+//! - `collection_change`: drop, rename, replacement, re-copy and alias swap.
+
+mod collection_change;
+mod copy;
+mod stream;
+
+use std::time::Instant;
+
+use mongodb::bson::Timestamp;
+
+use super::{Context, Flow};
+use crate::checkpoint::CollectionCheckpoint;
+use crate::config::{CollectionConfig, HistoryLostPolicy, SyncMode};
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::retry::wait_before_retry;
+use crate::sink::Target;
+use crate::source::ChangeFeed;
+
+pub(super) use collection_change::begin_resync;
+pub(super) use stream::{feed_limits, stream_start};
+
+pub(super) struct CollectionSync<'a> {
+    ctx: &'a Context,
+    config: CollectionConfig,
+    checkpoint: CollectionCheckpoint,
+    /// The in-memory checkpoint holds an acknowledged stream position not saved yet.
+    position_unsaved: bool,
+    last_save: Instant,
+}
+
+impl<'a> CollectionSync<'a> {
+    pub fn new(ctx: &'a Context, config: CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
+        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now() }
+    }
+
+    fn namespace(&self) -> String {
+        self.config.namespace.to_string()
+    }
+
+    /// The concrete index written to: the configured name, or `<name>-<n>` after a re-copy.
+    fn index(&self) -> String {
+        self.checkpoint.physical_index.clone().unwrap_or_else(|| self.config.index.clone())
+    }
+
+    fn target(&self) -> Target {
+        Target { index: self.index(), pipeline: self.config.pipeline.clone() }
+    }
+
+    async fn save(&mut self) -> SyncResult<()> {
+        self.ctx.store.save(&self.config.namespace, &self.checkpoint).await?;
+        self.position_unsaved = false;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// Copy then stream; returns when stopped. Transient source failures are retried from
+    /// the last checkpoint, which is also the in-memory position. `feed`, opened (and so
+    /// validated) at start, serves the first stream phase.
+    pub async fn run(mut self, mut feed: Option<ChangeFeed>) -> SyncResult<()> {
+        let mut attempt = 0;
+        loop {
+            let error = match self.run_phases(feed.take()).await {
+                Ok(Flow::Done | Flow::Stopped) => return Ok(()),
+                Err(e) => e,
+            };
+            let ctx = self.ctx;
+            match error.code {
+                ErrorCode::MongoUnreachable if !ctx.cancel.is_cancelled() => {
+                    attempt += 1;
+                    if !wait_before_retry(&ctx.config.retry, attempt, error.to_string(), &ctx.stats, &ctx.events, &ctx.cancel).await {
+                        return Ok(());
+                    }
+                }
+                ErrorCode::State | ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => return Ok(()),
+                // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
+                ErrorCode::HistoryLost | ErrorCode::EventTooLarge => on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await?,
+                _ => return Err(error),
+            }
+        }
+    }
+
+    async fn run_phases(&mut self, feed: Option<ChangeFeed>) -> SyncResult<Flow> {
+        self.ensure_start_point().await?;
+        if !self.checkpoint.copy_done && self.copy().await? == Flow::Stopped {
+            return Ok(Flow::Stopped);
+        }
+        self.finish_resync().await?;
+        if self.ctx.config.mode == SyncMode::Copy {
+            return Ok(Flow::Done);
+        }
+        self.ctx.copy_finished(&self.config.namespace);
+        self.stream(feed).await
+    }
+
+    /// Captures where the stream starts before anything is copied, so that nothing changed
+    /// during the copy is missed (stream only: `startAt` or now, and no copy).
+    async fn ensure_start_point(&mut self) -> SyncResult<()> {
+        if let (SyncMode::Stream { start_at }, false) = (self.ctx.config.mode, self.checkpoint.copy_done) {
+            // Stream only, after a resync (start() set the others' start points).
+            self.checkpoint.start_at = Some(super::prepare::stream_only_start(self.ctx, start_at).await?);
+            self.checkpoint.copy_done = true;
+            self.save().await?;
+        }
+        if !self.checkpoint.copy_done && self.checkpoint.start_at.is_none() {
+            self.checkpoint.start_at = Some(self.ctx.source.now().await?);
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    fn start_at(&self) -> Timestamp {
+        self.checkpoint.start_at.expect("start point captured before the copy")
+    }
+}
+
+/// Lost history (or an event too large to read) of a collection: re-copied with
+/// `onHistoryLost: 'resync'`, else the sync fails with the error.
+pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, checkpoint: &mut CollectionCheckpoint, error: SyncError) -> SyncResult<()> {
+    if ctx.config.on_history_lost != HistoryLostPolicy::Resync {
+        return Err(error);
+    }
+    begin_resync(ctx, config, checkpoint, &error.to_string()).await
+}

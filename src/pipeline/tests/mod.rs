@@ -1,0 +1,1 @@
+//! Tests of the pipeline with a scripted source, an in-memory sink and an in-memory store.
