@@ -162,24 +162,22 @@ impl SyncEngine {
 
     /// `start`, with the source, outputs and checkpoint store that `connector` gives.
     pub async fn start_with(&self, connector: &dyn Connector) -> SyncResult<()> {
-        let mut run = self.run.lock().await;
-        let state = self.stats.state();
-        if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
-            return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
-        }
-        set_state(&self.stats, &self.events, SyncState::Starting, None);
-        let cancel = CancellationToken::new();
-        let prepared = match self.prepare(connector, cancel.clone()).await {
-            Ok(p) => p,
-            Err(e) => {
-                set_state(&self.stats, &self.events, SyncState::Failed, Some(e.clone()));
-                return Err(e);
-            }
+        let (cancel, done) = self.begin_run().await?;
+        // No lock is held from here on: `stop()` during the preparation (which may wait on an
+        // output retrying for as long as it fails) cancels it.
+        let stopped = || SyncError::new(ErrorCode::State, "stop() was called before start() finished");
+        let prepared = tokio::select! {
+            prepared = self.prepare(connector, cancel.clone()) => prepared,
+            _ = cancel.cancelled() => Err(stopped()),
+        };
+        let prepared = match prepared {
+            Ok(p) if !cancel.is_cancelled() => p,
+            Ok(_) => return Err(self.end_run(&done, stopped())),
+            Err(e) => return Err(self.end_run(&done, if cancel.is_cancelled() { stopped() } else { e })),
         };
         // The state is set before `start()` resolves, so that `stats()` right after it is accurate.
         let state = if prepared.ctx.is_copying() { SyncState::Copying } else { SyncState::Streaming };
         set_state(&self.stats, &self.events, state, None);
-        let (done, finished) = watch::channel::<Finished>(None);
         let (events, stats) = (self.events.clone(), self.stats.clone());
         tokio::spawn(async move {
             let result = supervisor::run_all(prepared).await;
@@ -189,8 +187,33 @@ impl SyncEngine {
             }
             let _ = done.send(Some(result));
         });
-        *run = Some(Run { cancel, finished });
         Ok(())
+    }
+
+    /// Registers a new run, so that `stop()` can end it from now on; fails if one is under way.
+    async fn begin_run(&self) -> SyncResult<(CancellationToken, watch::Sender<Finished>)> {
+        let mut run = self.run.lock().await;
+        let state = self.stats.state();
+        if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
+            return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
+        }
+        set_state(&self.stats, &self.events, SyncState::Starting, None);
+        let cancel = CancellationToken::new();
+        let (done, finished) = watch::channel::<Finished>(None);
+        *run = Some(Run { cancel: cancel.clone(), finished });
+        Ok((cancel, done))
+    }
+
+    /// Ends a run that never got going: stopped during `start()` (then it is `stopped`), or
+    /// failed to start.
+    fn end_run(&self, done: &watch::Sender<Finished>, error: SyncError) -> SyncError {
+        let (state, result) = match self.stats.state() {
+            SyncState::Stopping => (SyncState::Stopped, Ok(())),
+            _ => (SyncState::Failed, Err(error.clone())),
+        };
+        set_state(&self.stats, &self.events, state, result.clone().err());
+        let _ = done.send(Some(result));
+        error
     }
 
     async fn prepare(&self, connector: &dyn Connector, cancel: CancellationToken) -> SyncResult<supervisor::Prepared> {

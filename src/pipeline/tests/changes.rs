@@ -1,0 +1,123 @@
+//! Collection-level changes: drop, rename, invalidate, lost history and the re-copy.
+
+use mongodb::bson::doc;
+
+use super::*;
+use crate::config::{DropPolicy, HistoryLostPolicy, RenamePolicy};
+use crate::error::ErrorCode;
+use crate::source::StreamStart;
+use crate::testkit::{config, ns};
+
+#[tokio::test]
+async fn a_drop_empties_the_index_and_the_stream_goes_on_after_the_invalidate() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    assert!(parts.sink.docs("c").is_empty());
+    assert!(events.changes().contains(&("db.c".into(), "drop".into())));
+    let actions: Vec<_> = parts.sink.actions().into_iter().map(|a| a.action).collect();
+    assert_eq!(actions, vec![crate::sink::IndexAction::DeleteDocuments { index: "c".into() }]);
+    assert!(matches!(parts.source.opened().last(), Some((_, StreamStart::StartAfter(_)))));
+    parts.source.insert(&c, [doc! {"_id": 9_i64, "v": 1}]);
+    mirrored(&parts, &c, "c").await;
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_policies_delete_the_index_or_leave_it() {
+    for (policy, index_left, docs_left) in [(DropPolicy::DeleteIndex, false, 0), (DropPolicy::Ignore, true, 3)] {
+        let parts = Parts::default();
+        let c = ns("db.c");
+        parts.source.insert(&c, docs(3));
+        let mut cfg = config(&["db.c"]);
+        cfg.on_drop = policy;
+        let (engine, events) = streaming(cfg, &parts).await;
+        mirrored(&parts, &c, "c").await;
+        parts.source.drop_collection(&c);
+        eventually("the drop", || async { events.changes().contains(&("db.c".into(), "drop".into())).then_some(()) }).await;
+        assert_eq!(parts.sink.index("c").is_some(), index_left, "{policy:?}");
+        assert_eq!(parts.sink.docs("c").len(), docs_left, "{policy:?}");
+        engine.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rename_moves_or_recopies_the_documents_to_the_new_name_s_index() {
+    for policy in [RenamePolicy::Move, RenamePolicy::Recopy] {
+        let parts = Parts::default();
+        let (c, renamed) = (ns("db.c"), ns("db.renamed"));
+        parts.source.insert(&c, docs(4));
+        let mut cfg = config(&["db.c"]);
+        cfg.on_rename = policy;
+        let (engine, events) = streaming(cfg, &parts).await;
+        mirrored(&parts, &c, "c").await;
+        parts.source.rename(&c, &renamed);
+        eventually("the rename", || async { events.changes().contains(&("db.c".into(), "rename".into())).then_some(()) }).await;
+        mirrored(&parts, &renamed, "renamed").await;
+        assert!(parts.sink.docs("c").is_empty(), "{policy:?}: the old index is emptied");
+        engine.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lost_history_fails_start_and_writes_nothing() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    let (engine, _) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    eventually("a saved position", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    engine.stop().await.unwrap();
+    parts.source.insert(&c, [doc! {"_id": 5_i64, "v": 0}]);
+    parts.source.truncate_history();
+    let (again, _) = super::engine(config(&["db.c"]));
+    let err = again.start_with(&parts).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::HistoryLost);
+    assert_eq!(again.stats().state, SyncState::Failed);
+    assert!(!parts.sink.docs("c").contains_key("5"));
+}
+
+#[tokio::test]
+async fn lost_history_with_resync_recopies_into_a_new_index_and_swaps_the_alias() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    let (engine, _) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    engine.stop().await.unwrap();
+    parts.source.insert(&c, [doc! {"_id": 5_i64, "v": 0}]);
+    parts.source.truncate_history();
+    let mut cfg = config(&["db.c"]);
+    cfg.on_history_lost = HistoryLostPolicy::Resync;
+    let (again, events) = streaming(cfg, &parts).await;
+    eventually("the swap", || async { events.changes().contains(&("db.c".into(), "resync".into())).then_some(()) }).await;
+    assert_eq!(parts.sink.aliases().get("c").map(|s| s.iter().cloned().collect::<Vec<_>>()), Some(vec!["c-1".to_string()]));
+    mirrored(&parts, &c, "c").await;
+    parts.source.update(&c, 1, doc! {"v": 7});
+    mirrored(&parts, &c, "c").await;
+    assert_eq!(parts.store.get(&c).unwrap().physical_index.as_deref(), Some("c-1"));
+    again.stop().await.unwrap();
+}
+
+/// Issue 13, item 9: after a drop the driver reports the `startAfter` (invalidate) token until
+/// a batch is empty; saved as a plain position, a restart then resumed after an invalidate
+/// token, which the server refuses (ERR_HISTORY_LOST).
+#[tokio::test]
+async fn a_restart_right_after_an_invalidate_resumes_with_start_after() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    parts.source.drop_collection(&c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    engine.stop().await.unwrap();
+    parts.source.insert(&c, [doc! {"_id": 7_i64, "v": 1}]);
+    let (again, _) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    assert!(matches!(parts.source.opened().last(), Some((_, StreamStart::StartAfter(_)))));
+    again.stop().await.unwrap();
+}

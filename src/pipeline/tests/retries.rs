@@ -1,0 +1,73 @@
+//! Transient source failures: retried from the checkpoint, nothing lost.
+
+use mongodb::bson::doc;
+
+use super::*;
+use crate::error::{ErrorCode, SyncError};
+use crate::source::StreamStart;
+use crate::testkit::{config, ns};
+
+fn unreachable() -> SyncError {
+    SyncError::new(ErrorCode::MongoUnreachable, "connection reset (scripted)")
+}
+
+#[tokio::test]
+async fn a_failed_stream_resumes_from_its_checkpoint() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    // The first stream fails after one change, and reopening fails once more.
+    parts.source.fail_next_stream_after(1, unreachable());
+    parts.source.fail_next_open(unreachable());
+    let (engine, events) = super::engine(config(&["db.c"]));
+    engine.start_with(&parts).await.unwrap();
+    eventually("the failed opening to be retried", || async { (retries(&events) == 1).then_some(()) }).await;
+    for i in 10..20 {
+        parts.source.insert(&c, [doc! {"_id": i as i64, "v": i}]);
+    }
+    mirrored(&parts, &c, "c").await;
+    assert_eq!(retries(&events), 2, "the failed stream is retried too");
+    let opened: Vec<_> = parts.source.opened().into_iter().map(|(_, start)| start).collect();
+    assert!(matches!(opened[..], [StreamStart::AtOperationTime(a), StreamStart::AtOperationTime(b), StreamStart::ResumeAfter(_)] if a == b), "{opened:?}");
+    assert_eq!(engine.stats().state, SyncState::Streaming);
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_copy_resumes_after_its_last_acknowledged_id() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(10));
+    parts.source.fail_next_scan(unreachable());
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    assert!(retries(&events) >= 1);
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_read_of_the_start_point_is_retried() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    parts.source.fail_next_now(unreachable());
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    assert_eq!(retries(&events), 1);
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_output_failure_fails_the_sync_and_keeps_the_position() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let (engine, _) = streaming(config(&["db.c"]), &parts).await;
+    let before = eventually("a first position", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    parts.sink.fail_next_write(SyncError::new(ErrorCode::Elasticsearch, "mapping refused (scripted)"));
+    parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
+    let err = engine.wait().await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Elasticsearch);
+    assert_eq!(engine.stats().state, SyncState::Failed);
+    assert_eq!(parts.store.get(&c).unwrap().resume_token, Some(before), "nothing past the failed batch is saved");
+}
