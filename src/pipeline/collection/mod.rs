@@ -18,12 +18,18 @@ use super::{Context, Flow};
 use crate::checkpoint::CollectionCheckpoint;
 use crate::config::{CollectionConfig, HistoryLostPolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::retry::wait_before_retry;
+use crate::retry::{may_retry, wait_before_retry};
 use crate::sink::Target;
 use crate::source::ChangeFeed;
 
 pub(super) use collection_change::begin_resync;
 pub(super) use stream::{feed_limits, stream_start};
+
+/// Consecutive failures of a collection's run, and its checkpoint at the last one.
+struct Retry {
+    attempt: u32,
+    mark: CollectionCheckpoint,
+}
 
 pub(super) struct CollectionSync<'a> {
     ctx: &'a Context,
@@ -63,25 +69,39 @@ impl<'a> CollectionSync<'a> {
     /// the last checkpoint, which is also the in-memory position. `feed`, opened (and so
     /// validated) at start, serves the first stream phase.
     pub async fn run(mut self, mut feed: Option<ChangeFeed>) -> SyncResult<()> {
-        let mut attempt = 0;
+        let mut retry = Retry { attempt: 0, mark: self.checkpoint.clone() };
         loop {
             let error = match self.run_phases(feed.take()).await {
                 Ok(Flow::Done | Flow::Stopped) => return Ok(()),
                 Err(e) => e,
             };
-            let ctx = self.ctx;
-            match error.code {
-                ErrorCode::MongoUnreachable if !ctx.cancel.is_cancelled() => {
-                    attempt += 1;
-                    if !wait_before_retry(&ctx.config.retry, attempt, error.to_string(), &ctx.stats, &ctx.events, &ctx.cancel).await {
-                        return Ok(());
-                    }
-                }
-                ErrorCode::State | ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => return Ok(()),
-                // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
-                ErrorCode::HistoryLost | ErrorCode::EventTooLarge => on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await?,
-                _ => return Err(error),
+            if !self.recover(error, &mut retry).await? {
+                return Ok(());
             }
+        }
+    }
+
+    /// What a failed run of the phases leads to: another run (`true`), a stop (`false`), or
+    /// the sync's failure.
+    async fn recover(&mut self, error: SyncError, retry: &mut Retry) -> SyncResult<bool> {
+        let ctx = self.ctx;
+        match error.code {
+            ErrorCode::MongoUnreachable if !ctx.cancel.is_cancelled() => {
+                // The count starts again once the durable position moved since the last failure.
+                if self.checkpoint != retry.mark {
+                    retry.attempt = 0;
+                    retry.mark = self.checkpoint.clone();
+                }
+                retry.attempt += 1;
+                if !may_retry(&ctx.config.retry, retry.attempt) {
+                    return Err(SyncError::new(error.code, format!("{} (failed {} attempts in a row; see retry.maxAttempts)", error.message, retry.attempt)));
+                }
+                Ok(wait_before_retry(&ctx.config.retry, retry.attempt, error.to_string(), &ctx.stats, &ctx.events, &ctx.cancel).await)
+            }
+            ErrorCode::State | ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => Ok(false),
+            // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
+            ErrorCode::HistoryLost | ErrorCode::EventTooLarge => on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await.map(|()| true),
+            _ => Err(error),
         }
     }
 

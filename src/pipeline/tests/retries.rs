@@ -71,3 +71,57 @@ async fn a_permanent_output_failure_fails_the_sync_and_keeps_the_position() {
     assert_eq!(engine.stats().state, SyncState::Failed);
     assert_eq!(parts.store.get(&c).unwrap().resume_token, Some(before), "nothing past the failed batch is saved");
 }
+
+fn attempts(events: &Events) -> Vec<u32> {
+    events
+        .all()
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::Retry { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 13, item 20: the attempt counter of the collection loop never went back to 1, so
+/// failures hours apart, each after progress, backed off ever longer.
+#[tokio::test]
+async fn the_attempt_count_starts_again_after_progress() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    for _ in 0..3 {
+        parts.source.fail_next_stream_after(1, unreachable());
+    }
+    let mut cfg = config(&["db.c"]);
+    cfg.retry.max_attempts = Some(2);
+    let (engine, events) = streaming(cfg, &parts).await;
+    for i in 10..16 {
+        parts.source.insert(&c, [doc! {"_id": i as i64, "v": i}]);
+        mirrored(&parts, &c, "c").await;
+    }
+    eventually("three retries", || async { (attempts(&events).len() == 3).then_some(()) }).await;
+    assert_eq!(attempts(&events), vec![1, 1, 1], "each failure came after progress");
+    assert_eq!(engine.stats().state, SyncState::Streaming);
+    engine.stop().await.unwrap();
+}
+
+/// Issue 13, item 20: `retry.maxAttempts` did not apply to MongoDB: a source failing for good
+/// was retried forever.
+#[tokio::test]
+async fn max_attempts_applies_to_the_source() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    for _ in 0..5 {
+        parts.source.fail_next_open(unreachable());
+    }
+    let mut cfg = config(&["db.c"]);
+    cfg.retry.max_attempts = Some(3);
+    let (engine, events) = super::engine(cfg);
+    engine.start_with(&parts).await.unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), engine.wait()).await.expect("the sync gives up").unwrap_err();
+    assert_eq!(err.code, ErrorCode::MongoUnreachable);
+    assert!(err.message.contains("3 attempts"), "{}", err.message);
+    assert_eq!(attempts(&events), vec![1, 2], "two retries after the first attempt: three attempts");
+}
