@@ -186,6 +186,25 @@ test('change types and ordering', async (t) => {
     await waitForMirror(ctx, coll, index)
   })
 
+  await t.test("mode: 'stream' with onHistoryLost: 'resync' keeps its index and fails with ERR_HISTORY_LOST", async () => {
+    // Stream mode copies nothing: a re-copy would swap in an empty index.
+    const { coll, index, options, sync, checkpointId } = await running('streamlost', { docs: 0, mode: 'stream' })
+    await coll.insertMany([{ _id: 1, v: 1 }, { _id: 2, v: 2 }])
+    await waitForMirror(ctx, coll, index)
+    await waitFor('a saved position', async () => (await checkpoints.findOne({ _id: checkpointId }))?.resumeToken)
+    await sync.stop()
+    await checkpoints.updateOne({ _id: checkpointId }, { $set: { resumeToken: { _data: '00' } } })
+    const again = new MongoElasticSync({ ...options, onHistoryLost: 'resync' })
+    t.after(() => again.stop().catch(() => {}))
+    await assert.rejects(again.start(), (e) => {
+      assert.equal(e.code, 'ERR_HISTORY_LOST')
+      assert.match(e.message, /mode 'stream'/)
+      return true
+    })
+    assert.equal((await esDocs(ctx.esUrl, index)).size, 2, 'the index keeps what it had')
+    assert.equal((await es(ctx.esUrl, 'HEAD', `/${index}-1`)).status, 404, 'no empty index is built')
+  })
+
   await t.test('oversized and rejected documents become dead letters, also recorded in deadLetterIndex', async () => {
     const dlq = unique('dead-letters')
     const { coll, index, sync, events } = await running('dlq', { deadLetterIndex: dlq, batch: { maxBytes: 4096, flushIntervalMs: 100 } })

@@ -67,12 +67,12 @@ pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stre
     Ok(Ready { config: c.clone(), checkpoint, feed })
 }
 
-/// Opens the stream of a collection that resumes streaming from a saved position.
+/// Opens the stream of a collection that streams first (from a saved position, its start
+/// point or `startAt`), so that a position outside the history fails `start()`.
 async fn open_first_stream(ctx: &Context, c: &CollectionConfig, checkpoint: &mut CollectionCheckpoint) -> SyncResult<Option<ChangeFeed>> {
-    if ctx.config.mode == SyncMode::Copy || !checkpoint.copy_done || checkpoint.resume_token.is_none() {
+    let Some(start) = stream_start(checkpoint).filter(|_| ctx.config.mode != SyncMode::Copy && checkpoint.copy_done) else {
         return Ok(None);
-    }
-    let start = stream_start(checkpoint).expect("a saved position");
+    };
     match ctx.source.open_stream(&c.namespace, &start, feed_limits(ctx), ctx.cancel.clone()).await {
         Ok(feed) => Ok(Some(feed)),
         Err(e) if e.code == ErrorCode::HistoryLost => on_history_lost(ctx, c, checkpoint, e).await.map(|()| None),

@@ -140,8 +140,17 @@ impl<'a> CollectionSync<'a> {
 }
 
 /// Lost history (or an event too large to read) of a collection: re-copied with
-/// `onHistoryLost: 'resync'`, else the sync fails with the error.
+/// `onHistoryLost: 'resync'`, else the sync fails with the error. A stream-only sync never
+/// re-copies (it copies nothing: the new index would be empty); it fails and says what to do.
 pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, checkpoint: &mut CollectionCheckpoint, error: SyncError) -> SyncResult<()> {
+    if let SyncMode::Stream { .. } = ctx.config.mode {
+        let message = format!(
+            "{}. With mode 'stream' nothing is copied, so the index is kept as it is (onHistoryLost: 'resync' re-copies only with \
+             mode 'copyAndStream'): to follow {} from now (or startAt) on, delete its checkpoint; to copy it again, run with mode 'copyAndStream'",
+            error.message, config.namespace
+        );
+        return Err(SyncError::new(error.code, message));
+    }
     if ctx.config.on_history_lost != HistoryLostPolicy::Resync {
         return Err(error);
     }

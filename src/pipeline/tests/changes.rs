@@ -121,3 +121,43 @@ async fn a_restart_right_after_an_invalidate_resumes_with_start_after() {
     assert!(matches!(parts.source.opened().last(), Some((_, StreamStart::StartAfter(_)))));
     again.stop().await.unwrap();
 }
+
+/// Issue 13, item 2: in stream mode nothing is copied, so a "re-copy" after lost history
+/// swapped an empty index in; and a `startAt` outside the history re-copied forever.
+#[tokio::test]
+async fn stream_mode_never_recopies_lost_history() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    let mut cfg = config(&["db.c"]);
+    cfg.mode = crate::config::SyncMode::Stream { start_at: None };
+    cfg.on_history_lost = HistoryLostPolicy::Resync;
+    let (engine, _) = streaming(cfg.clone(), &parts).await;
+    parts.source.insert(&c, docs(2));
+    mirrored(&parts, &c, "c").await;
+    eventually("a saved position", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    engine.stop().await.unwrap();
+    parts.source.insert(&c, [doc! {"_id": 5_i64, "v": 0}]);
+    parts.source.truncate_history();
+    let (again, _) = super::engine(cfg);
+    let err = again.start_with(&parts).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::HistoryLost);
+    assert!(err.message.contains("mode 'stream'"), "{}", err.message);
+    assert_eq!(parts.sink.docs("c").len(), 2, "the index keeps what it had");
+    assert!(parts.sink.aliases().is_empty());
+}
+
+#[tokio::test]
+async fn a_start_at_outside_the_history_fails_start() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    parts.source.truncate_history();
+    let mut cfg = config(&["db.c"]);
+    cfg.mode = crate::config::SyncMode::Stream { start_at: Some(mongodb::bson::Timestamp { time: 1, increment: 0 }) };
+    cfg.on_history_lost = HistoryLostPolicy::Resync;
+    let (engine, _) = super::engine(cfg);
+    let started = tokio::time::timeout(std::time::Duration::from_secs(5), engine.start_with(&parts)).await.expect("start() ends");
+    assert_eq!(started.unwrap_err().code, ErrorCode::HistoryLost);
+    assert_eq!(engine.stats().state, SyncState::Failed);
+    assert!(parts.sink.docs("c").is_empty() && parts.sink.aliases().is_empty());
+}
