@@ -82,6 +82,36 @@ test('change types and ordering', async (t) => {
     assert.ok(events.some((e) => e.type === 'change' && e.operation === 'invalidate'), 'the invalidated stream was reopened')
   })
 
+  await t.test('a rename into a followed collection (dropTarget) or $out onto it replaces its contents; readers never see it empty', async () => {
+    const { db, coll, index } = await running('replaced', { docs: 20 })
+    // A reader of the index during both replacements.
+    let reading = true
+    const counts = []
+    const reader = (async () => {
+      while (reading) {
+        counts.push((await es(ctx.esUrl, 'GET', `/${index}/_count`)).body?.count ?? -1)
+        await sleep(5)
+      }
+    })()
+    try {
+      const incoming = db.collection('incoming')
+      await incoming.insertMany(Array.from({ length: 5 }, (_, i) => ({ _id: `n${i}`, v: i })))
+      await incoming.rename('c', { dropTarget: true })
+      await waitForMirror(ctx, coll, index)
+      const staging = db.collection('staging')
+      await staging.insertMany([{ _id: 'o1', v: 'out' }, { _id: 'o2', v: 'out' }])
+      await staging.aggregate([{ $out: 'c' }]).toArray()
+      await waitForMirror(ctx, coll, index)
+    } finally {
+      reading = false
+      await reader
+    }
+    assert.ok(counts.length > 5, `the index was read during the replacements (${counts.length} reads)`)
+    assert.ok(Math.min(...counts) >= 2, `every read saw a full index (smallest count ${Math.min(...counts)})`)
+    await coll.insertOne({ _id: 'after', v: 1 })
+    await waitForMirror(ctx, coll, index)
+  })
+
   await t.test("onDrop: 'deleteIndex' deletes the index; dropDatabase is handled too", async () => {
     const { db, index, events } = await running('dropdb', { onDrop: 'deleteIndex' })
     await db.dropDatabase()

@@ -39,6 +39,8 @@ pub use connect::{Connections, Connector, MongoConnector};
 enum Flow {
     Done,
     Stopped,
+    /// The collection must be copied again (into a fresh index behind its alias), for this reason.
+    Recopy(String),
 }
 
 /// How often the engine does its periodic chores; tests shorten them.

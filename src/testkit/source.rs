@@ -276,6 +276,19 @@ impl FakeSource {
         })
     }
 
+    /// `renameCollection` onto an existing collection with `dropTarget`, as a MongoDB server may
+    /// report it on the target's stream: a rename event whose `to` is the target.
+    pub fn rename_reported_as_rename(&self, from: &Namespace, to: &Namespace) {
+        self.write(|w| {
+            let docs = w.collections.remove(from).unwrap_or_default();
+            w.collections.insert(to.clone(), docs);
+            w.append(to, Entry::Collection(CollectionChange::Rename { to: to.clone() }));
+            w.append(to, Entry::Collection(CollectionChange::Invalidate));
+            w.append(from, Entry::Collection(CollectionChange::Rename { to: to.clone() }));
+            w.append(from, Entry::Collection(CollectionChange::Invalidate));
+        })
+    }
+
     /// Everything logged so far falls out of the history window.
     pub fn truncate_history(&self) {
         self.write(|w| w.history_from = w.last_seq() + 1)

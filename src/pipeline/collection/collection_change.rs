@@ -18,15 +18,31 @@ use crate::transform::version_of;
 
 impl CollectionSync<'_> {
     /// Applies a drop, dropDatabase or rename of the collection to its index, per `onDrop` /
-    /// `onRename`. A flow when the stream cannot simply go on.
+    /// `onRename`; or, when the change replaced the collection's contents, asks for a re-copy.
     pub(super) async fn apply_collection_change(&mut self, change: &CollectionChange, cluster_time: Option<Timestamp>) -> SyncResult<Option<Flow>> {
         let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
-        match change {
-            CollectionChange::Rename { to } => self.apply_rename(to, version).await?,
-            _ => self.apply_drop(version).await?,
+        let replaced = self.replacement(change).await?;
+        match (change, &replaced) {
+            (_, Some(_)) => {}
+            (CollectionChange::Rename { to }, None) => self.apply_rename(to, version).await?,
+            (_, None) => self.apply_drop(version).await?,
         }
         self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: change.clone() });
-        Ok(None)
+        Ok(replaced.map(Flow::Recopy))
+    }
+
+    /// Why the collection must be copied again, if this drop or rename replaced its contents
+    /// (a rename into it with `dropTarget`, `$out` onto it): its stream will never carry the new
+    /// documents. Such a drop is told from a plain one by the collection holding documents
+    /// again (then a re-copy is right even if they were inserted after a plain drop).
+    async fn replacement(&self, change: &CollectionChange) -> SyncResult<Option<String>> {
+        let ns = &self.config.namespace;
+        let replaced = match change {
+            CollectionChange::Rename { to } => to == ns,
+            CollectionChange::Drop | CollectionChange::DropDatabase => self.ctx.source.has_documents(ns).await?,
+            _ => false,
+        };
+        Ok(replaced.then(|| format!("{ns} was replaced by other contents (a rename into it, or $out onto it)")))
     }
 
     async fn apply_index_action(&self, version: i64, action: IndexAction) -> SyncResult<()> {

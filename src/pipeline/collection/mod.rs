@@ -73,6 +73,10 @@ impl<'a> CollectionSync<'a> {
         loop {
             let error = match self.run_phases(feed.take()).await {
                 Ok(Flow::Done | Flow::Stopped) => return Ok(()),
+                Ok(Flow::Recopy(reason)) => {
+                    begin_resync(self.ctx, &self.config, &mut self.checkpoint, &reason).await?;
+                    continue;
+                }
                 Err(e) => e,
             };
             if !self.recover(error, &mut retry).await? {
