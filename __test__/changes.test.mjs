@@ -140,6 +140,40 @@ test('change types and ordering', async (t) => {
     })
   }
 
+  for (const filtered of [false, true]) {
+    await t.test(`updates read after a rename (their documents no longer found) still reach the new name's index${filtered ? ', with a filter' : ''}`, async () => {
+      const label = filtered ? 'late_upd_f' : 'late_upd'
+      const extra = { docs: 0, indexTemplate: 'renamed-{coll}', ...(filtered ? { filter: { kind: 'keep' } } : {}) }
+      const { db, coll, index, options, sync, checkpointId } = await running(label, extra)
+      if (filtered) {
+        // running() lists the collection without the filter: start it again with it.
+        await sync.stop()
+      }
+      const opts = filtered ? { ...options, collections: [{ namespace: `${db.databaseName}.c`, index, filter: { kind: 'keep' } }] } : options
+      const first = filtered ? new MongoElasticSync(opts) : sync
+      if (filtered) {
+        t.after(() => first.stop().catch(() => {}))
+        await first.start()
+      }
+      await coll.insertMany(Array.from({ length: 10 }, (_, i) => ({ _id: i, kind: 'keep', v: 0 })))
+      await waitForMirror(ctx, coll, index)
+      await waitFor('a saved position', async () => (await checkpoints.findOne({ _id: checkpointId }))?.resumeToken)
+      await first.stop()
+      // While the sync is down: updates, then the rename. The restarted stream reads the
+      // updates after the rename, when their documents are no longer found under the old name.
+      for (let i = 0; i < 5; i++) await coll.updateOne({ _id: i }, { $set: { v: 1 } })
+      const target = unique(`${label}_to`)
+      await coll.rename(target)
+      const again = new MongoElasticSync(opts)
+      const events = []
+      again.onEvent((e) => events.push(e))
+      t.after(() => again.stop().catch(() => {}))
+      await again.start()
+      await waitFor('rename event', () => events.find((e) => e.type === 'change' && e.operation === 'rename'))
+      await waitForMirror(ctx, db.collection(target), `renamed-${target}`)
+    })
+  }
+
   await t.test("rename with onRename: 'recopy' shapes the documents by the new name's own settings", async () => {
     const label = 'ren_shape'
     const target = unique('shaped')

@@ -6,27 +6,36 @@ use mongodb::bson::Timestamp;
 use tokio::sync::mpsc;
 
 use super::copy::{CopyItem, RangeReader};
+use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{CollectionConfig, DropPolicy, Namespace, RenamePolicy};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{CollectionChange, Phase, SyncEvent};
-use crate::pipeline::batch::commit;
+use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::{Context, Flow};
 use crate::sink::{IndexAction, IndexChange, Target};
-use crate::transform::version_of;
+use crate::transform::{delete_write, version_of};
 
 impl CollectionSync<'_> {
     /// Applies a drop, dropDatabase or rename of the collection to its index, per `onDrop` /
     /// `onRename`; or, when the change replaced the collection's contents, asks for a re-copy.
-    pub(super) async fn apply_collection_change(&mut self, change: &CollectionChange, cluster_time: Option<Timestamp>) -> SyncResult<Option<Flow>> {
+    /// `missed`: documents the stream could not find (see [`MissedLookups`]), read again from a
+    /// rename's target.
+    pub(super) async fn apply_collection_change(
+        &mut self,
+        change: &CollectionChange,
+        cluster_time: Option<Timestamp>,
+        missed: &mut MissedLookups,
+    ) -> SyncResult<Option<Flow>> {
         let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
         let replaced = self.replacement(change).await?;
         match (change, &replaced) {
             (_, Some(_)) => {}
-            (CollectionChange::Rename { to }, None) => self.apply_rename(to, version).await?,
+            (CollectionChange::Rename { to }, None) => self.apply_rename(to, version, missed).await?,
             (_, None) => self.apply_drop(version).await?,
         }
+        missed.clear();
         self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: change.clone() });
         Ok(replaced.map(Flow::Recopy))
     }
@@ -59,18 +68,51 @@ impl CollectionSync<'_> {
     }
 
     /// Moves or copies the documents to the index of the new name, then empties this one.
-    async fn apply_rename(&mut self, to: &Namespace, version: i64) -> SyncResult<()> {
+    async fn apply_rename(&mut self, to: &Namespace, version: i64, missed: &MissedLookups) -> SyncResult<()> {
         let config = &self.ctx.config;
         let (index, to_index) = (self.index(), config.index_for(to));
-        if to_index == index || config.on_rename == RenamePolicy::Ignore {
+        if to_index == index || to_index == self.config.index || config.on_rename == RenamePolicy::Ignore {
             return Ok(());
         }
         self.ctx.sink.prepare_index(&to_index, None).await?;
+        let target = Target::index(to_index.clone());
         match config.on_rename {
-            RenamePolicy::Move => self.apply_index_action(version, IndexAction::Reindex { from: index.clone(), to: to_index }).await?,
-            _ => self.copy_once(to, config.collection_for(to).as_ref(), &Target::index(to_index), version).await?,
+            RenamePolicy::Move => {
+                self.apply_index_action(version, IndexAction::Reindex { from: index.clone(), to: to_index }).await?;
+                self.reread_missed(to, &target, version, missed).await?;
+            }
+            _ => self.copy_once(to, config.collection_for(to).as_ref(), &target, version).await?,
         }
         self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await
+    }
+
+    /// After a move: documents whose last changes were read after the rename (and so were not
+    /// found under the old name) are read again under the new one, and written with the
+    /// rename's version (later changes there carry later ones). Too many to list: the whole
+    /// renamed collection is copied.
+    async fn reread_missed(&self, to: &Namespace, target: &Target, version: i64, missed: &MissedLookups) -> SyncResult<()> {
+        let renamed = CollectionConfig { namespace: to.clone(), ..self.config.clone() };
+        if missed.overflowed() {
+            return self.copy_once(to, Some(&renamed), target, version).await;
+        }
+        let (ctx, ns, limits) = (self.ctx, self.namespace(), &self.ctx.config.batch);
+        let mut batch = Batch::default();
+        for id in missed.ids() {
+            let write = match ctx.source.lookup(to, id, self.config.filter.as_ref(), None).await? {
+                Some(doc) => self.index_write(&doc, version, &mut batch),
+                None => delete_write(id, version),
+            };
+            match write {
+                Ok(write) => {
+                    if batch.room_for(target, &write, limits) == Room::FlushFirst {
+                        commit(ctx, &ns, target, Phase::Stream, std::mem::take(&mut batch)).await?;
+                    }
+                    batch.push(target, write, limits);
+                }
+                Err(rejected) => batch.push_rejected(rejected),
+            }
+        }
+        commit(ctx, &ns, target, Phase::Stream, batch).await
     }
 
     /// A one-off copy of another collection (a rename's target), without checkpoints: if it is

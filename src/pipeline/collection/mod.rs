@@ -8,6 +8,7 @@
 
 mod collection_change;
 mod copy;
+mod missed;
 mod stream;
 
 use std::time::Instant;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
+use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::CollectionCheckpoint;
 use crate::config::OperationFilter;
@@ -56,6 +57,7 @@ pub(super) struct StreamBatch<'a> {
     acks: InOrder<'a, Option<Document>>,
     /// When the position was last saved or found unchanged.
     last_saved: Instant,
+    missed: MissedLookups,
 }
 
 impl StreamBatch<'_> {
@@ -83,7 +85,14 @@ impl<'a> CollectionSync<'a> {
             None => self.open_feed(&stream_start(&self.checkpoint).expect("a collection reaches its stream with a start point")).await?,
         };
         let ctx = self.ctx;
-        let mut state = StreamBatch { target: self.target(), batch: Batch::default(), token: None, acks: InOrder::new(1), last_saved: Instant::now() };
+        let mut state = StreamBatch {
+            target: self.target(),
+            batch: Batch::default(),
+            token: None,
+            acks: InOrder::new(1),
+            last_saved: Instant::now(),
+            missed: MissedLookups::default(),
+        };
         loop {
             if state.due(&feed, ctx) {
                 self.dispatch(&mut state).await?;
@@ -144,7 +153,7 @@ impl<'a> CollectionSync<'a> {
             }
             ChangeKind::Collection(change) => {
                 self.flush(state).await?;
-                let flow = self.apply_collection_change(&change, cluster_time).await?;
+                let flow = self.apply_collection_change(&change, cluster_time, &mut state.missed).await?;
                 if let (None, Some(token)) = (&flow, token) {
                     self.set_position(token);
                     self.save().await?;
@@ -205,33 +214,67 @@ impl<'a> CollectionSync<'a> {
         // Record outputs tell the change apart by its stream position.
         let position = token.as_ref().map(position_of);
         let operation = dc.operation;
-        let write = self.write_for(&dc, cluster_time, &mut state.batch).await?;
+        let write = self.write_for(&dc, cluster_time, &mut state.batch, &mut state.missed).await?;
         let write = write.map(|w| w.map(|w| DocumentWrite { operation, position, ..w }));
         self.add_write(write, token, state).await
     }
 
     /// The write a document change comes to: none for an update whose document is already
-    /// gone (its delete follows).
-    async fn write_for(&self, dc: &DocumentChange, at: Timestamp, batch: &mut Batch) -> SyncResult<Option<Result<DocumentWrite, Rejected>>> {
+    /// gone (a delete follows, or a rename: the miss is noted in `missed`).
+    async fn write_for(
+        &self,
+        dc: &DocumentChange,
+        at: Timestamp,
+        batch: &mut Batch,
+        missed: &mut MissedLookups,
+    ) -> SyncResult<Option<Result<DocumentWrite, Rejected>>> {
         let version = version_of(at);
         let id = dc.key.as_ref().and_then(|k| k.get("_id"));
         if let (Some(filter), Operation::Insert | Operation::Update | Operation::Replace) = (&self.config.filter, dc.operation) {
             let Some(id) = id else { return Ok(Some(Err(Rejected::new(describe_id(&Bson::Null), "change event without documentKey._id")))) };
-            let current = self.ctx.source.lookup(&self.config.namespace, id, Some(filter), Some(at)).await?;
-            return Ok(Some(match current {
-                Some(doc) => self.index_write(&doc, version, batch),
-                None => delete_write(id, version),
-            }));
+            return self.filtered_write(id, filter, at, batch, missed).await.map(Some);
         }
         Ok(match (dc.operation, id) {
-            (Operation::Delete, Some(id)) => Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(dc.key.as_ref()), ..w })),
+            (Operation::Delete, Some(id)) => {
+                missed.remove(id);
+                Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(dc.key.as_ref()), ..w }))
+            }
             (Operation::Delete, None) => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
-            _ => dc.document.as_ref().map(|doc| self.index_write(doc, version, batch)),
+            _ => match (&dc.document, id) {
+                (Some(doc), _) => Some(self.index_write(doc, version, batch)),
+                (None, Some(id)) => {
+                    missed.add(id);
+                    None
+                }
+                (None, None) => None,
+            },
         })
     }
 
+    /// For a filtered collection: whether the changed document matches now decides between
+    /// indexing it and deleting it (an update may move it out of the filter, or into it). The
+    /// source answers, so the filter means exactly what it means to MongoDB.
+    async fn filtered_write(
+        &self,
+        id: &Bson,
+        filter: &Document,
+        at: Timestamp,
+        batch: &mut Batch,
+        missed: &mut MissedLookups,
+    ) -> SyncResult<Result<DocumentWrite, Rejected>> {
+        let (ns, version) = (&self.config.namespace, version_of(at));
+        if let Some(doc) = self.ctx.source.lookup(ns, id, Some(filter), Some(at)).await? {
+            return Ok(self.index_write(&doc, version, batch));
+        }
+        // Out of the filter, or gone (deleted, or renamed: then it is read again after the rename).
+        if self.ctx.source.lookup(ns, id, None, Some(at)).await?.is_none() {
+            missed.add(id);
+        }
+        Ok(delete_write(id, version))
+    }
+
     /// An index write of a whole document, routed when configured.
-    fn index_write(&self, doc: &Document, version: i64, batch: &mut Batch) -> Result<DocumentWrite, Rejected> {
+    pub(super) fn index_write(&self, doc: &Document, version: i64, batch: &mut Batch) -> Result<DocumentWrite, Rejected> {
         index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings())
             .map(|w| DocumentWrite { routing: self.routing_of(Some(doc)), ..w })
     }
