@@ -269,6 +269,26 @@ test('change types and ordering', async (t) => {
     assert.equal((await es(ctx.esUrl, 'HEAD', `/${index}-1`)).status, 404, 'no empty index is built')
   })
 
+  await t.test("a filter with operations that exclude delete never deletes: a document updated out of the filter stays", async () => {
+    const db = ctx.mongo.db(unique('archive'))
+    const index = unique('archive')
+    const { coll } = await running('archive', {
+      docs: 0,
+      db,
+      index,
+      collections: [{ namespace: `${db.databaseName}.c`, index, filter: { kind: 'keep' }, operations: ['insert', 'update', 'replace'] }],
+    })
+    await coll.insertMany([{ _id: 1, kind: 'keep', v: 1 }, { _id: 2, kind: 'keep', v: 2 }, { _id: 3, kind: 'keep', v: 3 }])
+    await waitFor('three documents', async () => (await esDocs(ctx.esUrl, index)).size === 3)
+    await coll.updateOne({ _id: 1 }, { $set: { kind: 'gone' } })
+    await coll.deleteOne({ _id: 2 })
+    await coll.insertOne({ _id: 4, kind: 'keep', v: 4 })
+    await waitFor('the marker document', async () => (await esDocs(ctx.esUrl, index)).has('4'))
+    const docs = await esDocs(ctx.esUrl, index)
+    assert.deepEqual([...docs.keys()].sort(), ['1', '2', '3', '4'], 'nothing was deleted from the archive')
+    assert.deepEqual(docs.get('1'), { kind: 'keep', v: 1 }, 'the document as it was while it matched')
+  })
+
   await t.test('oversized and rejected documents become dead letters, also recorded in deadLetterIndex', async () => {
     const dlq = unique('dead-letters')
     const { coll, index, sync, events } = await running('dlq', { deadLetterIndex: dlq, batch: { maxBytes: 4096, flushIntervalMs: 100 } })

@@ -232,7 +232,7 @@ impl<'a> CollectionSync<'a> {
         let id = dc.key.as_ref().and_then(|k| k.get("_id"));
         if let (Some(filter), Operation::Insert | Operation::Update | Operation::Replace) = (&self.config.filter, dc.operation) {
             let Some(id) = id else { return Ok(Some(Err(Rejected::new(describe_id(&Bson::Null), "change event without documentKey._id")))) };
-            return self.filtered_write(id, filter, at, batch, missed).await.map(Some);
+            return self.filtered_write(id, filter, at, batch, missed).await;
         }
         Ok(match (dc.operation, id) {
             (Operation::Delete, Some(id)) => {
@@ -261,16 +261,17 @@ impl<'a> CollectionSync<'a> {
         at: Timestamp,
         batch: &mut Batch,
         missed: &mut MissedLookups,
-    ) -> SyncResult<Result<DocumentWrite, Rejected>> {
+    ) -> SyncResult<Option<Result<DocumentWrite, Rejected>>> {
         let (ns, version) = (&self.config.namespace, version_of(at));
         if let Some(doc) = self.ctx.source.lookup(ns, id, Some(filter), Some(at)).await? {
-            return Ok(self.index_write(&doc, version, batch));
+            return Ok(Some(self.index_write(&doc, version, batch)));
         }
         // Out of the filter, or gone (deleted, or renamed: then it is read again after the rename).
         if self.ctx.source.lookup(ns, id, None, Some(at)).await?.is_none() {
             missed.add(id);
         }
-        Ok(delete_write(id, version))
+        // Without deletes in `operations` (an archive), a document that left the filter stays.
+        Ok(self.config.operations.delete.then(|| delete_write(id, version)))
     }
 
     /// An index write of a whole document, routed when configured.

@@ -94,3 +94,24 @@ async fn the_copy_checkpoints_each_range_only_after_its_batches_are_acknowledged
     mirrored(&parts, &c, "c").await;
     engine.stop().await.unwrap();
 }
+
+/// Issue 13, item 19: with a filter, an update out of it was turned into a delete even when
+/// `operations` excludes deletes (an archive index lost documents).
+#[tokio::test]
+async fn a_filtered_archive_never_deletes() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    let mut cfg = config(&["db.c"]);
+    cfg.collections[0].filter = Some(doc! {"kind": "keep"});
+    cfg.collections[0].operations.delete = false;
+    let (engine, _) = streaming(cfg, &parts).await;
+    parts.source.insert(&c, (1..=3).map(|i| doc! {"_id": i as i64, "kind": "keep"}));
+    eventually("three documents", || async { (parts.sink.docs("c").len() == 3).then_some(()) }).await;
+    parts.source.update(&c, 1, doc! {"kind": "gone"});
+    parts.source.delete(&c, 2);
+    parts.source.insert(&c, [doc! {"_id": 4_i64, "kind": "keep"}]);
+    eventually("the marker", || async { parts.sink.docs("c").contains_key("4").then_some(()) }).await;
+    assert_eq!(parts.sink.docs("c").keys().cloned().collect::<Vec<_>>(), vec!["1", "2", "3", "4"]);
+    assert_eq!(parts.sink.docs("c")["1"], serde_json::json!({"kind": "keep"}));
+    engine.stop().await.unwrap();
+}
