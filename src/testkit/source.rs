@@ -60,6 +60,8 @@ struct World {
     opened: Vec<(Namespace, StreamStart)>,
     lookups: Vec<(Namespace, Bson, Option<Timestamp>)>,
     scans: Vec<(Namespace, ScanOptions)>,
+    /// Streams report no idle turns while set.
+    idle_held: bool,
 }
 
 struct Shared {
@@ -178,8 +180,16 @@ impl Reader {
     async fn run(mut self, tx: FeedSender, cancel: CancellationToken) {
         let mut appended = self.shared.appended.subscribe();
         loop {
+            let idle_held = self.shared.world.lock().expect("world").idle_held;
             let item = match self.next() {
                 Some(item) => item,
+                None if idle_held => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    }
+                    continue;
+                }
                 None => {
                     if !tx.send(StreamItem::Idle(Some(self.idle_position()))).await {
                         return;
@@ -287,6 +297,29 @@ impl FakeSource {
             w.append(from, Entry::Collection(CollectionChange::Rename { to: to.clone() }));
             w.append(from, Entry::Collection(CollectionChange::Invalidate));
         })
+    }
+
+    /// Puts documents in a collection without a change in its stream (as SecantusDB shows a
+    /// rename into a collection that does not exist: nothing).
+    pub fn put_silently(&self, ns: &Namespace, docs: impl IntoIterator<Item = Document>) {
+        self.write(|w| w.collections.entry(ns.clone()).or_default().extend(docs.into_iter().map(|d| (id_of(&d), d))))
+    }
+
+    /// A rename into a collection that does not exist, as MongoDB reports it on the target's
+    /// stream: an `invalidate` alone.
+    pub fn rename_into_absent(&self, from: &Namespace, to: &Namespace) {
+        self.write(|w| {
+            let docs = w.collections.remove(from).unwrap_or_default();
+            w.collections.insert(to.clone(), docs);
+            w.append(to, Entry::Collection(CollectionChange::Invalidate));
+            w.append(from, Entry::Collection(CollectionChange::Rename { to: to.clone() }));
+            w.append(from, Entry::Collection(CollectionChange::Invalidate));
+        })
+    }
+
+    /// While set, streams report no idle turns (the server's empty batches are late).
+    pub fn hold_idle(&self, held: bool) {
+        self.write(|w| w.idle_held = held)
     }
 
     /// Everything logged so far falls out of the history window.

@@ -2,11 +2,12 @@
 //! and the re-copy into a fresh index that ends with an atomic alias swap (`onHistoryLost:
 //! 'resync'`).
 
-use mongodb::bson::Timestamp;
+use mongodb::bson::{Document, Timestamp};
 use tokio::sync::mpsc;
 
 use super::copy::{CopyItem, RangeReader};
 use super::missed::MissedLookups;
+use super::stream::StreamBatch;
 use super::CollectionSync;
 use crate::checkpoint::{CollectionCheckpoint, CopyRange};
 use crate::config::{CollectionConfig, DropPolicy, Namespace, RenamePolicy};
@@ -15,43 +16,102 @@ use crate::event::{CollectionChange, Phase, SyncEvent};
 use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::{Context, Flow};
 use crate::sink::{IndexAction, IndexChange, Target};
+use crate::source::{ChangeFeed, StreamStart};
 use crate::transform::{delete_write, version_of};
 
+/// A drop (or an `invalidate` with no drop or rename before it) waiting to be told from a
+/// replacement until the stream reopened after it shows what followed: a change through it
+/// means a plain drop, none while the collection holds documents means its contents were
+/// replaced (a rename into it with `dropTarget`, `$out`), which its stream never carries.
+pub(super) struct PendingDrop {
+    /// The drop to apply per `onDrop` if it was a plain one (none for a bare `invalidate`).
+    change: Option<CollectionChange>,
+    version: i64,
+    /// The stream after the `invalidate` is open: its first change or idle turn settles it.
+    pub reopened: bool,
+}
+
 impl CollectionSync<'_> {
-    /// Applies a drop, dropDatabase or rename of the collection to its index, per `onDrop` /
-    /// `onRename`; or, when the change replaced the collection's contents, asks for a re-copy.
-    /// `missed`: documents the stream could not find (see [`MissedLookups`]), read again from a
-    /// rename's target.
-    pub(super) async fn apply_collection_change(
-        &mut self,
-        change: &CollectionChange,
-        cluster_time: Option<Timestamp>,
-        missed: &mut MissedLookups,
-    ) -> SyncResult<Option<Flow>> {
-        let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
-        let replaced = self.replacement(change).await?;
-        match (change, &replaced) {
-            (_, Some(_)) => {}
-            (CollectionChange::Rename { to }, None) => self.apply_rename(to, version, missed).await?,
-            (_, None) => self.apply_drop(version).await?,
-        }
-        missed.clear();
-        self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: change.clone() });
-        Ok(replaced.map(Flow::Recopy))
+    fn emit(&self, change: CollectionChange) {
+        self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change });
     }
 
-    /// Why the collection must be copied again, if this drop or rename replaced its contents
-    /// (a rename into it with `dropTarget`, `$out` onto it): its stream will never carry the new
-    /// documents. Such a drop is told from a plain one by the collection holding documents
-    /// again (then a re-copy is right even if they were inserted after a plain drop).
-    async fn replacement(&self, change: &CollectionChange) -> SyncResult<Option<String>> {
-        let ns = &self.config.namespace;
-        let replaced = match change {
-            CollectionChange::Rename { to } => to == ns,
-            CollectionChange::Drop | CollectionChange::DropDatabase => self.ctx.source.has_documents(ns).await?,
-            _ => false,
+    /// The collection's contents were replaced: it is copied again.
+    fn replaced(&self, change: Option<CollectionChange>) -> Flow {
+        if let Some(change) = change {
+            self.emit(change);
+        }
+        Flow::Recopy(format!("{} was replaced by other contents (a rename into it, or $out onto it)", self.config.namespace))
+    }
+
+    /// A drop, dropDatabase or rename read from the stream, once everything before it is
+    /// acknowledged. A flow when the collection must be copied again.
+    pub(super) async fn on_collection_change(
+        &mut self,
+        change: CollectionChange,
+        cluster_time: Option<Timestamp>,
+        token: Option<Document>,
+        state: &mut StreamBatch<'_>,
+    ) -> SyncResult<Option<Flow>> {
+        let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
+        let missed = std::mem::take(&mut state.missed);
+        match &change {
+            CollectionChange::Rename { to } if *to == self.config.namespace => Ok(Some(self.replaced(Some(change)))),
+            CollectionChange::Rename { to } => {
+                self.apply_rename(to, version, &missed).await?;
+                self.emit(change);
+                state.renamed = true;
+                if let Some(token) = token {
+                    self.set_position(token);
+                    self.save().await?;
+                }
+                Ok(None)
+            }
+            _ if self.ctx.source.has_documents(&self.config.namespace).await? => Ok(Some(self.replaced(Some(change)))),
+            _ => {
+                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: false });
+                Ok(None)
+            }
+        }
+    }
+
+    /// The stream ended with `invalidate` (after a drop or rename); it goes on after it. Its
+    /// token is saved as such (the server resumes from it only with `startAfter`), unless a
+    /// drop before it is not settled yet: then the position stays before the drop.
+    pub(super) async fn on_invalidate(&mut self, token: Option<Document>, state: &mut StreamBatch<'_>) -> SyncResult<ChangeFeed> {
+        self.emit(CollectionChange::Invalidate);
+        let Some(token) = token else {
+            return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {} has no usable token", self.namespace())));
         };
-        Ok(replaced.then(|| format!("{ns} was replaced by other contents (a rename into it, or $out onto it)")))
+        self.invalidated = Some(token.clone());
+        match &mut state.pending_drop {
+            Some(pending) => pending.reopened = true,
+            None if std::mem::take(&mut state.renamed) => {
+                self.set_position(token.clone());
+                self.save().await?;
+            }
+            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: true }),
+        }
+        self.open_feed(&StreamStart::StartAfter(token)).await
+    }
+
+    /// Settles a drop waiting since the last `invalidate`, once the reopened stream read a
+    /// change (`changed`) or found nothing new. A flow when the collection was replaced.
+    pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> SyncResult<Option<Flow>> {
+        let Some(pending) = state.pending_drop.take_if(|p| p.reopened) else { return Ok(None) };
+        if !changed && self.ctx.source.has_documents(&self.config.namespace).await? {
+            return Ok(Some(self.replaced(pending.change)));
+        }
+        if let Some(change) = pending.change {
+            self.apply_drop(pending.version).await?;
+            state.target = self.target();
+            self.emit(change);
+        }
+        // Everything up to the invalidate is applied.
+        let token = self.invalidated.clone().expect("reopened after an invalidate");
+        self.set_position(token);
+        self.save().await?;
+        Ok(None)
     }
 
     async fn apply_index_action(&self, version: i64, action: IndexAction) -> SyncResult<()> {
@@ -62,7 +122,15 @@ impl CollectionSync<'_> {
         let index = self.index();
         match self.ctx.config.on_drop {
             DropPolicy::DeleteDocuments => self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await,
-            DropPolicy::DeleteIndex => self.apply_index_action(version, IndexAction::DeleteIndex { index }).await,
+            DropPolicy::DeleteIndex => {
+                self.apply_index_action(version, IndexAction::DeleteIndex { index }).await?;
+                // Its next index is prepared as at start, under the configured name (an alias
+                // of a re-copied index went with it).
+                self.checkpoint.physical_index = None;
+                self.checkpoint.replaces = None;
+                self.index_deleted = true;
+                Ok(())
+            }
             DropPolicy::Ignore => Ok(()),
         }
     }

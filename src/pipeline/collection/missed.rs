@@ -50,10 +50,6 @@ impl MissedLookups {
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }
-
-    pub fn clear(&mut self) {
-        *self = MissedLookups::default();
-    }
 }
 
 #[cfg(test)]
@@ -71,7 +67,6 @@ mod tests {
             missed.add(&Bson::Int64(i));
         }
         assert!(missed.overflowed() && missed.ids().next().is_none());
-        missed.clear();
-        assert!(!missed.overflowed());
+        assert!(std::mem::take(&mut missed).overflowed() && !missed.overflowed(), "taken, the list starts empty");
     }
 }

@@ -13,7 +13,7 @@ mod stream;
 
 use std::time::Instant;
 
-use mongodb::bson::Timestamp;
+use mongodb::bson::{Document, Timestamp};
 
 use super::{Context, Flow};
 use crate::checkpoint::CollectionCheckpoint;
@@ -39,11 +39,16 @@ pub(super) struct CollectionSync<'a> {
     /// The in-memory checkpoint holds an acknowledged stream position not saved yet.
     position_unsaved: bool,
     last_save: Instant,
+    /// The token of the last `invalidate` read (or saved): a position only `startAfter` accepts.
+    invalidated: Option<Document>,
+    /// The index was deleted with its collection: prepared again before the next write.
+    index_deleted: bool,
 }
 
 impl<'a> CollectionSync<'a> {
     pub fn new(ctx: &'a Context, config: CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
-        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now() }
+        let invalidated = checkpoint.resume_token.clone().filter(|_| checkpoint.token_is_invalidate);
+        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now(), invalidated, index_deleted: false }
     }
 
     fn namespace(&self) -> String {

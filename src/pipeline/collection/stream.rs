@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
+use super::collection_change::PendingDrop;
 use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::CollectionCheckpoint;
 use crate::config::OperationFilter;
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::event::{CollectionChange, Phase, SyncEvent};
+use crate::event::{CollectionChange, Phase};
 use crate::pipeline::ack::InOrder;
 use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::{Context, Flow};
@@ -50,14 +51,18 @@ fn applies(operations: OperationFilter, operation: Operation) -> bool {
 /// The stream's batch state: the batch being filled, the position after its last change, and
 /// the one batch being committed.
 pub(super) struct StreamBatch<'a> {
-    target: Target,
+    pub target: Target,
     batch: Batch,
     /// The position to save once `batch` is acknowledged.
     token: Option<Document>,
     acks: InOrder<'a, Option<Document>>,
     /// When the position was last saved or found unchanged.
     last_saved: Instant,
-    missed: MissedLookups,
+    pub missed: MissedLookups,
+    /// A drop read, not settled yet.
+    pub pending_drop: Option<PendingDrop>,
+    /// A rename was applied: the `invalidate` that follows is expected.
+    pub renamed: bool,
 }
 
 impl StreamBatch<'_> {
@@ -92,6 +97,8 @@ impl<'a> CollectionSync<'a> {
             acks: InOrder::new(1),
             last_saved: Instant::now(),
             missed: MissedLookups::default(),
+            pending_drop: None,
+            renamed: false,
         };
         loop {
             if state.due(&feed, ctx) {
@@ -129,13 +136,17 @@ impl<'a> CollectionSync<'a> {
                 self.save_position(true).await?;
                 Err(e)
             }
-            StreamItem::Idle(position) => self.on_idle(position, state).await.map(|()| None),
+            StreamItem::Idle(position) => self.on_idle(position, state).await,
             StreamItem::Change(change) => self.on_change(*change, state, feed).await,
         }
     }
 
     async fn on_change(&mut self, change: Change, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> SyncResult<Option<Flow>> {
         let Change { token, cluster_time, kind, .. } = change;
+        if !matches!(kind, ChangeKind::Collection(_)) {
+            // A change after a drop: the drop was a plain one.
+            self.settle_drop(state, true).await?;
+        }
         match kind {
             ChangeKind::Document(dc) => {
                 self.add_change(dc, token, cluster_time, state).await?;
@@ -148,40 +159,26 @@ impl<'a> CollectionSync<'a> {
             }
             ChangeKind::Collection(CollectionChange::Invalidate) => {
                 self.flush(state).await?;
-                *feed = self.reopen_after_invalidate(token).await?;
+                *feed = self.on_invalidate(token, state).await?;
                 Ok(None)
             }
             ChangeKind::Collection(change) => {
                 self.flush(state).await?;
-                let flow = self.apply_collection_change(&change, cluster_time, &mut state.missed).await?;
-                if let (None, Some(token)) = (&flow, token) {
-                    self.set_position(token);
-                    self.save().await?;
-                }
-                Ok(flow)
+                self.on_collection_change(change, cluster_time, token, state).await
             }
         }
-    }
-
-    /// After a drop or rename the stream ends with `invalidate`; it goes on after it. Its token
-    /// is saved as such: the server resumes from it only with `startAfter`.
-    async fn reopen_after_invalidate(&mut self, token: Option<Document>) -> SyncResult<ChangeFeed> {
-        self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: CollectionChange::Invalidate });
-        let Some(token) = token else {
-            return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {} has no usable token", self.namespace())));
-        };
-        self.checkpoint.resume_token = Some(token.clone());
-        self.checkpoint.token_is_invalidate = true;
-        self.save().await?;
-        self.open_feed(&StreamStart::StartAfter(token)).await
     }
 
     /// The source has nothing new. A batch waiting is dispatched by the loop; an acknowledged
     /// position not saved yet is saved now; a quiet collection refreshes its saved position
     /// now and then so that it stays inside the history window.
-    async fn on_idle(&mut self, position: Option<Document>, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    async fn on_idle(&mut self, position: Option<Document>, state: &mut StreamBatch<'a>) -> SyncResult<Option<Flow>> {
+        if state.pending_drop.as_ref().is_some_and(|p| p.reopened) {
+            // Nothing followed a drop (yet): it was a plain one, or the collection was replaced.
+            return self.settle_drop(state, false).await;
+        }
         if !state.acks.is_empty() || !state.batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         if self.position_unsaved {
             self.save_position(true).await?;
@@ -191,10 +188,10 @@ impl<'a> CollectionSync<'a> {
                 self.save().await?;
             }
         } else {
-            return Ok(());
+            return Ok(None);
         }
         state.last_saved = Instant::now();
-        Ok(())
+        Ok(None)
     }
 
     async fn add_change(
@@ -314,6 +311,11 @@ impl<'a> CollectionSync<'a> {
             return Ok(());
         }
         let (ctx, ns, target) = (self.ctx, self.namespace(), state.target.clone());
+        if std::mem::take(&mut self.index_deleted) {
+            // The index was deleted with its collection (onDrop: 'deleteIndex'): it is prepared
+            // again before anything is written to it, as at start.
+            self.ctx.sink.prepare_index(&state.target.index, Some(&self.config)).await?;
+        }
         let (batch, token) = (std::mem::take(&mut state.batch), state.token.take());
         state.acks.push(async move { commit(ctx, &ns, &target, Phase::Stream, batch).await.map(|()| token) });
         Ok(())
@@ -347,12 +349,11 @@ impl<'a> CollectionSync<'a> {
         Ok(())
     }
 
-    /// Moves the durable stream position (in memory) to `token`.
-    fn set_position(&mut self, token: Document) {
-        if self.checkpoint.resume_token.as_ref() != Some(&token) {
-            self.checkpoint.resume_token = Some(token);
-            self.checkpoint.token_is_invalidate = false;
-        }
+    /// Moves the durable stream position (in memory) to `token`, noting whether it is an
+    /// `invalidate` token (reported by a stream opened after one until its first empty batch).
+    pub(super) fn set_position(&mut self, token: Document) {
+        self.checkpoint.token_is_invalidate = self.invalidated.as_ref() == Some(&token);
+        self.checkpoint.resume_token = Some(token);
     }
 
     /// Saves the acknowledged stream position: while changes flow, at most once per

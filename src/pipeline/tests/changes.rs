@@ -231,3 +231,57 @@ async fn updates_read_after_a_rename_reach_the_new_name_s_index() {
         again.stop().await.unwrap();
     }
 }
+
+/// A drop read before the new contents arrived (SecantusDB drops, then renames, and shows
+/// nothing of a rename into a collection that does not exist), and MongoDB's bare
+/// `invalidate` for a rename into an absent collection: the first idle turn after the
+/// `invalidate` finds the collection full, with nothing in its stream, and copies it again.
+#[tokio::test]
+async fn contents_that_arrive_without_changes_after_a_drop_are_copied_again() {
+    let parts = Parts::default();
+    let (c, incoming) = (ns("db.c"), ns("db.incoming"));
+    parts.source.insert(&c, docs(3));
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.hold_idle(true);
+    parts.source.drop_collection(&c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    assert_eq!(parts.sink.docs("c").len(), 3, "the drop waits to be told from a replacement");
+    parts.source.put_silently(&c, [doc! {"_id": 50_i64, "v": 5}]);
+    parts.source.hold_idle(false);
+    aliased(&parts, "c", "c-1").await;
+    mirrored(&parts, &c, "c").await;
+    // A bare invalidate (a rename into the collection after it was dropped).
+    parts.source.drop_collection(&c);
+    eventually("the drop applied", || async { parts.sink.docs("c").is_empty().then_some(()) }).await;
+    parts.source.insert(&incoming, [doc! {"_id": 60_i64, "v": 6}]);
+    parts.source.rename_into_absent(&incoming, &c);
+    aliased(&parts, "c", "c-2").await;
+    mirrored(&parts, &c, "c").await;
+    engine.stop().await.unwrap();
+}
+
+/// Issue 13, item 5: after `onDrop: 'deleteIndex'`, the collection's next write auto-created
+/// its index, with dynamic mappings, no settings and no alias.
+#[tokio::test]
+async fn a_deleted_index_is_prepared_again_when_its_collection_comes_back() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    let mut cfg = config(&["db.c"]);
+    cfg.on_drop = DropPolicy::DeleteIndex;
+    cfg.collections[0].alias = Some("c-read".into());
+    cfg.collections[0].index_body = Some(serde_json::json!({"mappings": {"properties": {"v": {"type": "keyword"}}}}));
+    let (engine, events) = streaming(cfg, &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("the drop", || async { events.changes().contains(&("db.c".into(), "drop".into())).then_some(()) }).await;
+    assert!(parts.sink.index("c").is_none());
+    parts.source.insert(&c, [doc! {"_id": 9_i64, "v": 9}]);
+    mirrored(&parts, &c, "c").await;
+    let index = parts.sink.index("c").unwrap();
+    assert!(!index.auto_created, "prepared, not auto-created");
+    assert_eq!(index.body, Some(serde_json::json!({"mappings": {"properties": {"v": {"type": "keyword"}}}})));
+    assert_eq!(parts.sink.aliases().get("c-read").map(|s| s.iter().cloned().collect::<Vec<_>>()), Some(vec!["c".to_string()]));
+    engine.stop().await.unwrap();
+}
