@@ -195,6 +195,35 @@ test('change types and ordering', async (t) => {
     })
   }
 
+  await t.test("a rename into a namespaces pattern prepares the target index with namespaces.defaults (mappings), and the found collection syncs on", async () => {
+    const db = ctx.mongo.db(unique('ren_pattern'))
+    const coll = db.collection('c')
+    await coll.insertMany(Array.from({ length: 5 }, (_, i) => ({ _id: i, v: i })))
+    const prefix = unique('pat')
+    const { sync, events } = await startStreaming(t, {
+      name: unique('ren_pattern'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      namespaces: {
+        include: [`${db.databaseName}\\..*`],
+        discoveryIntervalMs: 200,
+        defaults: { index: `${prefix}-{coll}`, mappings: { properties: { v: { type: 'keyword' } } } },
+      },
+      batch: { flushIntervalMs: 100 },
+    })
+    await waitForMirror(ctx, coll, `${prefix}-c`, (d) => ({ ...d, v: d.v }))
+    await coll.rename('moved')
+    const moved = db.collection('moved')
+    await waitFor('the rename', () => events.find((e) => e.type === 'change' && e.operation === 'rename'))
+    await waitFor('the renamed collection found', () => events.find((e) => e.type === 'change' && e.operation === 'discovered' && e.namespace.endsWith('.moved')))
+    await moved.insertOne({ _id: 'later', v: 9 })
+    await waitForMirror(ctx, moved, `${prefix}-moved`)
+    const mapping = await es(ctx.esUrl, 'GET', `/${prefix}-moved/_mapping`)
+    assert.equal(mapping.body[`${prefix}-moved`].mappings.properties.v.type, 'keyword')
+    assert.ok(!events.some((e) => e.type === 'state' && e.state === 'failed'), JSON.stringify(events.filter((e) => e.type === 'state')))
+    assert.equal(sync.stats().state, 'streaming')
+  })
+
   await t.test("rename with onRename: 'recopy' shapes the documents by the new name's own settings", async () => {
     const label = 'ren_shape'
     const target = unique('shaped')

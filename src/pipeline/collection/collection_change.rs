@@ -142,14 +142,17 @@ impl CollectionSync<'_> {
         if to_index == index || to_index == self.config.index || config.on_rename == RenamePolicy::Ignore {
             return Ok(());
         }
-        self.ctx.sink.prepare_index(&to_index, None).await?;
+        // The target is prepared with the settings it will be synced (and checked) with, when
+        // it has some: listed, or matched by `namespaces` (and then found later).
+        let to_settings = config.collection_for(to);
+        self.ctx.sink.prepare_index(&to_index, to_settings.as_ref()).await?;
         let target = Target::index(to_index.clone());
         match config.on_rename {
             RenamePolicy::Move => {
                 self.apply_index_action(version, IndexAction::Reindex { from: index.clone(), to: to_index }).await?;
                 self.reread_missed(to, &target, version, missed).await?;
             }
-            _ => self.copy_once(to, config.collection_for(to).as_ref(), &target, version).await?,
+            _ => self.copy_once(to, to_settings.as_ref(), &target, version).await?,
         }
         self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await
     }

@@ -285,3 +285,28 @@ async fn a_deleted_index_is_prepared_again_when_its_collection_comes_back() {
     assert_eq!(parts.sink.aliases().get("c-read").map(|s| s.iter().cloned().collect::<Vec<_>>()), Some(vec!["c".to_string()]));
     engine.stop().await.unwrap();
 }
+
+/// Issue 13, item 8: a rename's target index was created without the settings it is later
+/// checked against (`namespaces.defaults` when the patterns match the new name).
+#[tokio::test]
+async fn a_rename_s_target_index_is_prepared_with_its_own_settings() {
+    let parts = Parts::default();
+    let (c, moved) = (ns("db.c"), ns("db.moved"));
+    parts.source.insert(&c, docs(2));
+    let mut cfg = config(&["db.c"]);
+    let mut defaults = crate::config::CollectionConfig::template("{coll}".into());
+    defaults.index_body = Some(serde_json::json!({"mappings": {"properties": {"v": {"type": "keyword"}}}}));
+    cfg.discovery = Some(crate::config::Discovery {
+        include: vec![regex::Regex::new("^db\\.moved$").unwrap()],
+        exclude: vec![],
+        defaults,
+        interval: std::time::Duration::from_secs(3600),
+    });
+    let (engine, events) = streaming(cfg, &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.rename(&c, &moved);
+    eventually("the rename", || async { events.changes().contains(&("db.c".into(), "rename".into())).then_some(()) }).await;
+    mirrored(&parts, &moved, "moved").await;
+    assert_eq!(parts.sink.index("moved").unwrap().body, Some(serde_json::json!({"mappings": {"properties": {"v": {"type": "keyword"}}}})));
+    engine.stop().await.unwrap();
+}
