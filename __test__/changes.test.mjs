@@ -300,6 +300,41 @@ test('change types and ordering', async (t) => {
     await waitForMirror(ctx, coll, index)
   })
 
+  await t.test("during a re-copy the collection's alias stays on the complete index; it moves at the swap", async () => {
+    const db = ctx.mongo.db(unique('resync_alias'))
+    const index = unique('resync_alias')
+    const alias = unique('resync-alias-read')
+    const { coll, options, sync, checkpointId } = await running('resync_alias', {
+      db,
+      index,
+      docs: 1000,
+      batch: { maxDocs: 50, flushIntervalMs: 100 },
+      collections: [{ namespace: `${db.databaseName}.c`, index, alias }],
+    })
+    await sync.stop()
+    await checkpoints.updateOne({ _id: checkpointId }, { $set: { resumeToken: { _data: '00' } } })
+    const again = new MongoElasticSync({ ...options, onHistoryLost: 'resync' })
+    const events = []
+    again.onEvent((e) => events.push(e))
+    let reading = true
+    const counts = []
+    const reader = (async () => {
+      while (reading) {
+        counts.push((await es(ctx.esUrl, 'GET', `/${alias}/_count`)).body?.count ?? -1)
+        await sleep(5)
+      }
+    })()
+    t.after(() => again.stop().catch(() => {}))
+    await again.start()
+    await waitFor('the alias swap', () => events.find((e) => e.type === 'change' && e.operation === 'resync'))
+    reading = false
+    await reader
+    assert.ok(counts.length > 5, `the alias was read during the re-copy (${counts.length} reads)`)
+    assert.deepEqual([Math.min(...counts), Math.max(...counts)], [1000, 1000], 'every read through the alias saw the collection once, complete')
+    assert.deepEqual(Object.keys((await es(ctx.esUrl, 'GET', `/_alias/${alias}`)).body), [`${index}-1`])
+    await waitForMirror(ctx, coll, alias)
+  })
+
   await t.test("mode: 'stream' with onHistoryLost: 'resync' keeps its index and fails with ERR_HISTORY_LOST", async () => {
     // Stream mode copies nothing: a re-copy would swap in an empty index.
     const { coll, index, options, sync, checkpointId } = await running('streamlost', { docs: 0, mode: 'stream' })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mongodb::bson::Timestamp;
 
-use super::collection::{feed_limits, on_history_lost, stream_start};
+use super::collection::{feed_limits, index_settings, on_history_lost, stream_start};
 use super::supervisor::Prepared;
 use super::Context;
 use crate::checkpoint::CollectionCheckpoint;
@@ -63,7 +63,7 @@ pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stre
     if !checkpoint.copy_done && !matches!(ctx.config.mode, SyncMode::Stream { .. }) {
         ctx.copy_started(&c.namespace);
     }
-    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(c)).await?;
+    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(&index_settings(c, &checkpoint))).await?;
     Ok(Ready { config: c.clone(), checkpoint, feed })
 }
 

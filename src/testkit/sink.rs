@@ -106,11 +106,13 @@ impl State {
                     }
                 }
             }
-            IndexAction::SwapAlias { alias, index, replaces } => {
+            IndexAction::SwapAlias { alias, index, replaces, extra_aliases } => {
                 if replaces != index {
                     self.delete_index(replaces);
                 }
-                self.aliases.entry(alias.clone()).or_default().insert(index.clone());
+                for alias in std::iter::once(alias).chain(extra_aliases) {
+                    self.aliases.entry(alias.clone()).or_default().insert(index.clone());
+                }
             }
         }
     }

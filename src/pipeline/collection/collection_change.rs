@@ -227,12 +227,22 @@ impl CollectionSync<'_> {
         let Some(old) = self.checkpoint.replaces.clone() else { return Ok(()) };
         let new_index = self.index();
         let version = version_of(self.start_at());
-        let action = IndexAction::SwapAlias { alias: self.config.index.clone(), index: new_index.clone(), replaces: old };
+        let extra_aliases = self.config.alias.iter().cloned().collect();
+        let action = IndexAction::SwapAlias { alias: self.config.index.clone(), index: new_index.clone(), replaces: old, extra_aliases };
         self.apply_index_action(version, action).await?;
         self.checkpoint.replaces = None;
         self.save().await?;
         self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: CollectionChange::Resync { index: new_index } });
         Ok(())
+    }
+}
+
+/// The settings an index is prepared with: during a re-copy, without the collection's alias
+/// (it moves to the new index at the swap; added now, readers would see both indices).
+pub fn index_settings(config: &CollectionConfig, cp: &CollectionCheckpoint) -> CollectionConfig {
+    match cp.replaces {
+        Some(_) => CollectionConfig { alias: None, ..config.clone() },
+        None => config.clone(),
     }
 }
 
@@ -254,7 +264,7 @@ pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut Col
     let generation = cp.generation + 1;
     let new_index = format!("{}-{generation}", config.index);
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
-    ctx.sink.prepare_index(&new_index, Some(config)).await?;
+    ctx.sink.prepare_index(&new_index, Some(&index_settings(config, cp))).await?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);
     ctx.warn(&config.namespace, format!("{reason}; copying again into \"{new_index}\" (\"{serving}\" stays readable until then)"));

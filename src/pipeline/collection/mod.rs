@@ -23,7 +23,7 @@ use crate::retry::{may_retry, wait_before_retry};
 use crate::sink::Target;
 use crate::source::ChangeFeed;
 
-pub(super) use collection_change::begin_resync;
+pub(super) use collection_change::{begin_resync, index_settings};
 pub(super) use stream::{feed_limits, stream_start};
 
 /// Consecutive failures of a collection's run, and its checkpoint at the last one.

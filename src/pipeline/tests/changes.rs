@@ -310,3 +310,34 @@ async fn a_rename_s_target_index_is_prepared_with_its_own_settings() {
     assert_eq!(parts.sink.index("moved").unwrap().body, Some(serde_json::json!({"mappings": {"properties": {"v": {"type": "keyword"}}}})));
     engine.stop().await.unwrap();
 }
+
+/// Issue 13, item 15: a re-copy added the collection's alias to its half-filled new index at
+/// once, so readers of the alias saw documents twice.
+#[tokio::test]
+async fn the_collection_s_alias_moves_to_a_recopied_index_only_at_the_swap() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    let mut cfg = config(&["db.c"]);
+    cfg.collections[0].alias = Some("read".into());
+    let (engine, _) = streaming(cfg.clone(), &parts).await;
+    eventually("a saved position", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    engine.stop().await.unwrap();
+    parts.source.insert(&c, [doc! {"_id": 4_i64, "v": 0}]);
+    parts.source.truncate_history();
+    cfg.on_history_lost = HistoryLostPolicy::Resync;
+    parts.sink.hold();
+    let (again, _) = super::engine(cfg.clone());
+    again.start_with(&parts).await.unwrap();
+    eventually("the re-copy to write", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
+    let read = || parts.sink.aliases().get("read").map(|s| s.iter().cloned().collect::<Vec<_>>());
+    assert_eq!(read(), Some(vec!["c".to_string()]), "the alias stays on the complete index");
+    // A restart during the re-copy keeps it there too.
+    parts.sink.open();
+    again.stop().await.unwrap();
+    assert_eq!(read(), Some(vec!["c".to_string()]));
+    let (third, events) = streaming(cfg, &parts).await;
+    eventually("the swap", || async { events.changes().contains(&("db.c".into(), "resync".into())).then_some(()) }).await;
+    assert_eq!(read(), Some(vec!["c-1".to_string()]));
+    third.stop().await.unwrap();
+}
