@@ -47,6 +47,8 @@ struct Faults {
     /// The next stream opened fails after this many changes.
     stream: VecDeque<(usize, SyncError)>,
     scan: VecDeque<SyncError>,
+    /// The next scan fails after this many documents.
+    scan_after: VecDeque<(usize, SyncError)>,
     now: VecDeque<SyncError>,
 }
 
@@ -59,7 +61,7 @@ struct World {
     faults: Faults,
     opened: Vec<(Namespace, StreamStart)>,
     lookups: Vec<(Namespace, Bson, Option<Timestamp>)>,
-    scans: Vec<(Namespace, ScanOptions)>,
+    scans: Vec<(Namespace, CopyRange, ScanOptions)>,
     /// Streams report no idle turns while set.
     idle_held: bool,
 }
@@ -343,6 +345,15 @@ impl FakeSource {
         self.write(|w| w.faults.scan.push_back(e))
     }
 
+    pub fn fail_next_scan_after(&self, documents: usize, e: SyncError) {
+        self.write(|w| w.faults.scan_after.push_back((documents, e)))
+    }
+
+    /// Every scan so far: the collection, the range and the options.
+    pub fn scans(&self) -> Vec<(Namespace, CopyRange, ScanOptions)> {
+        self.shared.world.lock().expect("world").scans.clone()
+    }
+
     pub fn fail_next_now(&self, e: SyncError) {
         self.write(|w| w.faults.now.push_back(e))
     }
@@ -396,16 +407,21 @@ impl ChangeSource for FakeSource {
 
     async fn scan(&self, ns: &Namespace, range: &CopyRange, options: &ScanOptions) -> SyncResult<DocumentStream> {
         let mut w = self.shared.world.lock().expect("world");
-        w.scans.push((ns.clone(), options.clone()));
+        w.scans.push((ns.clone(), range.clone(), options.clone()));
         if let Some(e) = w.faults.scan.pop_front() {
             return Err(e);
         }
+        let fail_after = w.faults.scan_after.pop_front();
         let after = range.last_id.as_ref().and_then(Bson::as_i64).or(range.last_id.as_ref().and_then(|b| b.as_i32().map(i64::from)));
         let docs: Vec<SyncResult<Document>> = w
             .collections
             .get(ns)
             .map(|c| c.range(after.map_or(i64::MIN, |a| a + 1)..).map(|(_, d)| d.clone()).filter(|d| matches(d, options.filter.as_ref())).map(Ok).collect())
             .unwrap_or_default();
+        let docs = match fail_after {
+            Some((n, e)) => docs.into_iter().take(n).chain([Err(e)]).collect(),
+            None => docs,
+        };
         Ok(futures::stream::iter(docs).boxed())
     }
 

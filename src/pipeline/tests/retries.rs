@@ -39,9 +39,18 @@ async fn a_failed_copy_resumes_after_its_last_acknowledged_id() {
     let c = ns("db.c");
     parts.source.insert(&c, docs(10));
     parts.source.fail_next_scan(unreachable());
-    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    // Then a server restart interrupts the copy midway (issue 13, item 12).
+    parts.source.fail_next_scan_after(7, SyncError::new(ErrorCode::MongoUnreachable, "InterruptedAtShutdown (scripted)"));
+    let mut cfg = config(&["db.c"]);
+    cfg.batch.max_docs = 3;
+    cfg.batch.concurrency = 1;
+    let (engine, events) = streaming(cfg, &parts).await;
     mirrored(&parts, &c, "c").await;
-    assert!(retries(&events) >= 1);
+    assert_eq!(retries(&events), 2);
+    let scans = parts.source.scans();
+    assert_eq!(scans.len(), 3);
+    let resumed_after = scans[2].1.last_id.clone();
+    assert!(matches!(resumed_after, Some(mongodb::bson::Bson::Int64(3 | 6))), "the third scan resumes after an acknowledged _id: {resumed_after:?}");
     engine.stop().await.unwrap();
 }
 

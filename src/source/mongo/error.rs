@@ -7,6 +7,25 @@ use crate::error::{cause_chain, ErrorCode, SyncError};
 /// MongoDB's BSONObjectTooLarge: what a change stream reports for an event over 16 MB.
 const BSON_OBJECT_TOO_LARGE: i32 = 10334;
 
+/// Server errors that pass once the server (or a new primary) is back: shutdown and
+/// step-down interruptions (often without a retry label), network failures seen by the server,
+/// and a cursor the restarted server no longer knows (the copy resumes from its checkpoint).
+const TRANSIENT_CODES: [i32; 13] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    43,    // CursorNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
 /// Maps a driver error to an engine error. Network and server-selection failures get
 /// `MongoUnreachable`, which the pipeline treats as transient once it runs.
 pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
@@ -23,6 +42,7 @@ pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
             );
         }
         ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => ErrorCode::MongoUnreachable,
+        ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => ErrorCode::MongoUnreachable,
         _ if err.contains_label("ResumableChangeStreamError") || err.contains_label("RetryableWriteError") => ErrorCode::MongoUnreachable,
         _ if is_history_lost(err) => ErrorCode::HistoryLost,
         _ => ErrorCode::Mongo,
@@ -60,5 +80,28 @@ mod tests {
         assert!(too_large.message.contains("BSONObjectTooLarge"), "{}", too_large.message);
         assert_eq!(mongo_error("x", &command_error(286, "ChangeStreamHistoryLost")).code, ErrorCode::HistoryLost);
         assert_eq!(mongo_error("x", &command_error(2, "BadValue")).code, ErrorCode::Mongo);
+    }
+
+    /// Issue 13, item 12: a server shutting down or stepping down interrupts operations with
+    /// these codes, without a retry label when no retryable write is involved; the copy (and
+    /// any read) resumes from its checkpoint once the server is back.
+    #[test]
+    fn shutdown_and_failover_interruptions_are_transient() {
+        for (code, name) in [
+            (11600, "InterruptedAtShutdown"),
+            (91, "ShutdownInProgress"),
+            (11602, "InterruptedDueToReplStateChange"),
+            (189, "PrimarySteppedDown"),
+            (10107, "NotWritablePrimary"),
+            (13435, "NotPrimaryNoSecondaryOk"),
+            (13436, "NotPrimaryOrSecondary"),
+            (6, "HostUnreachable"),
+            (7, "HostNotFound"),
+            (89, "NetworkTimeout"),
+            (9001, "SocketException"),
+            (43, "CursorNotFound"),
+        ] {
+            assert_eq!(mongo_error("copy of shop.orders failed", &command_error(code, name)).code, ErrorCode::MongoUnreachable, "{name}");
+        }
     }
 }
