@@ -50,11 +50,13 @@ pub(crate) struct Timing {
     pub stream_checkpoint_every: Duration,
     /// A saved idle position is refreshed at most this often.
     pub idle_checkpoint_every: Duration,
+    /// During a copy, how often the change history is checked to still reach its start point.
+    pub history_check_every: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { stream_checkpoint_every: Duration::from_secs(1), idle_checkpoint_every: Duration::from_secs(5) }
+        Timing { stream_checkpoint_every: Duration::from_secs(1), idle_checkpoint_every: Duration::from_secs(5), history_check_every: Duration::from_secs(10) }
     }
 }
 

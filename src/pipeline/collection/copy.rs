@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::CollectionSync;
 use crate::checkpoint::CopyRange;
 use crate::config::{BatchConfig, CollectionConfig, Namespace};
-use crate::error::SyncResult;
+use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::pipeline::ack::InOrder;
 use crate::pipeline::batch::{commit, Batch, Room};
@@ -190,10 +190,12 @@ impl CollectionSync<'_> {
         let ns = self.namespace();
         let mut acks = InOrder::new(ctx.config.batch.concurrency);
         let (mut reader_done, mut stopping) = (false, false);
+        let mut history_check = tokio::time::interval_at(tokio::time::Instant::now() + ctx.timing.history_check_every, ctx.timing.history_check_every);
         while !((reader_done || stopping) && acks.is_empty()) {
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled(), if !stopping => stopping = true,
+                _ = history_check.tick() => self.check_history().await?,
                 acked = acks.next(), if !acks.is_empty() => {
                     self.acknowledge_copy(acked.expect("not empty")?).await?;
                     if let Some(event) = progress.event(&ns, &target.index, self.checkpoint.copied, false) {
@@ -207,6 +209,22 @@ impl CollectionSync<'_> {
             }
         }
         Ok(if stopping { Flow::Stopped } else { Flow::Done })
+    }
+
+    /// The stream starts where the copy began: a copy that outlasts the change history can
+    /// never reach its stream, which is better known now than at its end.
+    async fn check_history(&self) -> SyncResult<()> {
+        let (ns, start_at) = (&self.config.namespace, self.start_at());
+        if self.ctx.source.history_reaches(ns, start_at).await? {
+            return Ok(());
+        }
+        let message = format!(
+            "the copy of {ns} has taken longer than the change history (the oplog window) reaches back: the changes made since it \
+             began are no longer in the history, so it cannot go on to stream them. Enlarge the oplog (replSetResizeOplog, or \
+             oplogMinRetentionHours) or make the copy faster (copyReaders, batch.concurrency, a faster search server)"
+        );
+        self.ctx.warn(ns, message.clone());
+        Err(SyncError::new(ErrorCode::HistoryLost, message))
     }
 
     async fn acknowledge_copy(&mut self, ack: CopyAck) -> SyncResult<()> {

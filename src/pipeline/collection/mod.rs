@@ -164,5 +164,21 @@ pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, ch
     if ctx.config.on_history_lost != HistoryLostPolicy::Resync {
         return Err(error);
     }
-    begin_resync(ctx, config, checkpoint, &error.to_string()).await
+    // Re-copies whose stream could not start (the copy outlasted the history) are counted:
+    // each would go the same way.
+    let streak = if checkpoint.resume_token.is_none() { checkpoint.history_lost_resyncs + 1 } else { 1 };
+    if streak > MAX_RESYNCS_IN_A_ROW {
+        let message = format!(
+            "{}. The copy of {} outlasted the change history {MAX_RESYNCS_IN_A_ROW} times in a row, so copying it again is given up: \
+             enlarge the oplog or make the copy faster",
+            error.message, config.namespace
+        );
+        return Err(SyncError::new(ErrorCode::HistoryLost, message));
+    }
+    begin_resync(ctx, config, checkpoint, &error.to_string()).await?;
+    checkpoint.history_lost_resyncs = streak;
+    ctx.store.save(&config.namespace, checkpoint).await
 }
+
+/// Re-copies begun in a row because the previous copy could not reach its stream.
+const MAX_RESYNCS_IN_A_ROW: u32 = 2;

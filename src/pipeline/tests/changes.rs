@@ -341,3 +341,55 @@ async fn the_collection_s_alias_moves_to_a_recopied_index_only_at_the_swap() {
     assert_eq!(read(), Some(vec!["c-1".to_string()]));
     third.stop().await.unwrap();
 }
+
+/// Truncates the history every few milliseconds until dropped, as a small oplog under load does.
+fn shrinking_history(parts: &Parts) -> tokio::task::JoinHandle<()> {
+    let source = parts.source.clone();
+    tokio::spawn(async move {
+        loop {
+            source.truncate_history();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// Issue 13, item 13: a copy longer than the history window was only found out once it was
+/// done (with 'fail': every restart ended the same way), and with 'resync' it began again
+/// forever. It is detected during the copy, reported, and the re-copies are bounded.
+#[tokio::test]
+async fn a_copy_longer_than_the_history_window_is_detected_during_the_copy() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(10));
+    parts.sink.hold();
+    let (engine, events) = super::engine(config(&["db.c"]));
+    engine.start_with(&parts).await.unwrap();
+    eventually("the copy to write", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
+    let shrinking = shrinking_history(&parts);
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), engine.wait()).await.expect("found during the copy").unwrap_err();
+    shrinking.abort();
+    assert_eq!(err.code, ErrorCode::HistoryLost);
+    assert!(err.message.contains("copy"), "{}", err.message);
+    assert!(!parts.store.get(&c).unwrap().copy_done, "the copy had not finished");
+    assert!(events.find(|e| matches!(e, SyncEvent::Warning { message, .. } if message.contains("oplog")).then_some(())).is_some(), "{:?}", events.all());
+    parts.sink.open();
+}
+
+#[tokio::test]
+async fn re_copies_that_each_outlast_the_history_window_end_in_err_history_lost() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(10));
+    parts.sink.hold();
+    let mut cfg = config(&["db.c"]);
+    cfg.on_history_lost = HistoryLostPolicy::Resync;
+    let (engine, events) = super::engine(cfg);
+    engine.start_with(&parts).await.unwrap();
+    let shrinking = shrinking_history(&parts);
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), engine.wait()).await.expect("the re-copies are bounded").unwrap_err();
+    shrinking.abort();
+    assert_eq!(err.code, ErrorCode::HistoryLost);
+    let recopies = events.all().iter().filter(|e| matches!(e, SyncEvent::Warning { message, .. } if message.contains("copying again"))).count();
+    assert_eq!(recopies, 2, "two re-copies, then it gives up: {}", err.message);
+    parts.sink.open();
+}

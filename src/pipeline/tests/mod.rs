@@ -19,7 +19,11 @@ use crate::testkit::{eventually, Events, Parts};
 /// An engine over `parts`, with quick periodic chores, and what it emits.
 fn engine(config: SyncConfig) -> (Arc<SyncEngine>, Events) {
     let mut engine = SyncEngine::new(config).expect("a valid configuration");
-    engine.timing = Timing { stream_checkpoint_every: Duration::from_millis(10), idle_checkpoint_every: Duration::from_millis(50) };
+    engine.timing = Timing {
+        stream_checkpoint_every: Duration::from_millis(10),
+        idle_checkpoint_every: Duration::from_millis(50),
+        history_check_every: Duration::from_millis(20),
+    };
     let events = Events::default();
     let sink = events.clone();
     engine.events().subscribe(move |e| sink.0.lock().expect("events").push(e.clone()));

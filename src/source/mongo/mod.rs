@@ -55,7 +55,15 @@ impl ChangeSource for MongoSource {
     }
 
     async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool> {
-        // A stream opened there, asked once: the server refuses it if the history is gone.
+        // The oplog's oldest entry bounds where any change stream can start.
+        let oplog = self.client.database("local").collection::<Document>("oplog.rs");
+        if let Ok(Some(oldest)) = oplog.find_one(doc! {}).sort(doc! {"$natural": 1}).projection(doc! {"ts": 1}).await {
+            if let Ok(ts) = oldest.get_timestamp("ts") {
+                return Ok(ts <= at);
+            }
+        }
+        // Not readable here (through mongos, or without the rights): a stream opened there,
+        // asked once, is refused if the history is gone.
         let probe = async {
             let mut stream = change_stream::open(&self.collection(ns), &StreamStart::AtOperationTime(at), Duration::from_millis(1)).await?;
             stream.next_if_any().await.map_err(|e| mongo_error(format!("change stream of {ns} failed"), &e))
