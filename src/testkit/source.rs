@@ -319,6 +319,11 @@ impl FakeSource {
         })
     }
 
+    /// Puts a document under `key` whatever its `_id` (e.g. one the sync cannot use), silently.
+    pub fn put_raw(&self, ns: &Namespace, key: i64, doc: Document) {
+        self.write(|w| w.collections.entry(ns.clone()).or_default().insert(key, doc));
+    }
+
     /// While set, streams report no idle turns (the server's empty batches are late).
     pub fn hold_idle(&self, held: bool) {
         self.write(|w| w.idle_held = held)

@@ -102,6 +102,9 @@ impl RangeReader {
                 Err(rejected) => batch.push_rejected(rejected),
             }
             last_id = id;
+            if batch.is_full(&self.limits) && send(std::mem::take(&mut batch), last_id.clone()).await.is_err() {
+                return Ok(());
+            }
         }
         if !batch.is_empty() && send(batch, last_id).await.is_err() {
             return Ok(());

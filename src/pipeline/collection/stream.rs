@@ -294,6 +294,9 @@ impl<'a> CollectionSync<'a> {
             None => state.batch.push_skipped(),
         }
         state.token = token;
+        if state.batch.is_full(&self.ctx.config.batch) {
+            self.dispatch(state).await?;
+        }
         Ok(())
     }
 

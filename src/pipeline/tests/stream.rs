@@ -115,3 +115,31 @@ async fn a_filtered_archive_never_deletes() {
     assert_eq!(parts.sink.docs("c")["1"], serde_json::json!({"kind": "keep"}));
     engine.stop().await.unwrap();
 }
+
+/// Issue 13, item 14: documents the copy cannot convert are kept (as extended JSON, for the
+/// dead letter) in their batch, which only counted convertible writes against its bounds: a
+/// range of large unconvertible documents gathered in one batch without limit.
+#[tokio::test]
+async fn rejected_copy_documents_count_toward_the_batch_bounds() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    let filler = "x".repeat(200_000);
+    for key in 0..20 {
+        // A string `_id` over 512 bytes cannot be an Elasticsearch id: dead-lettered with the document.
+        parts.source.put_raw(&c, key, doc! {"_id": format!("{key:0>600}"), "filler": filler.clone()});
+    }
+    let mut cfg = config(&["db.c"]);
+    cfg.batch.max_bytes = 1_000_000;
+    let (engine, events) = streaming(cfg, &parts).await;
+    let per_batch: Vec<u64> = events
+        .all()
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::Batch { outcome, phase: crate::event::Phase::Copy, .. } => Some(outcome.dead_letters),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(per_batch.iter().sum::<u64>(), 20, "{per_batch:?}");
+    assert!(per_batch.iter().all(|&n| n <= 5), "no batch holds much more than batch.maxBytes of rejected documents: {per_batch:?}");
+    engine.stop().await.unwrap();
+}
