@@ -359,6 +359,11 @@ impl FakeSource {
         self.shared.world.lock().expect("world").scans.clone()
     }
 
+    /// Every lookup so far: the collection, the `_id` and the time it had to read no older than.
+    pub fn lookups(&self) -> Vec<(Namespace, Bson, Option<Timestamp>)> {
+        self.shared.world.lock().expect("world").lookups.clone()
+    }
+
     pub fn fail_next_now(&self, e: SyncError) {
         self.write(|w| w.faults.now.push_back(e))
     }

@@ -143,3 +143,24 @@ async fn rejected_copy_documents_count_toward_the_batch_bounds() {
     assert!(per_batch.iter().all(|&n| n <= 5), "no batch holds much more than batch.maxBytes of rejected documents: {per_batch:?}");
     engine.stop().await.unwrap();
 }
+
+/// Issue 13, item 7: the copy and the filter's lookups followed the URI's read preference with
+/// no causal bound, so a lagging secondary could answer from before the stream's start point.
+/// Every such read now names the time it must read no older than.
+#[tokio::test]
+async fn the_copy_and_the_lookups_read_no_older_than_the_stream() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, (1..=3).map(|i| doc! {"_id": i as i64, "kind": "keep"}));
+    let mut cfg = config(&["db.c"]);
+    cfg.collections[0].filter = Some(doc! {"kind": "keep"});
+    let (engine, _) = streaming(cfg, &parts).await;
+    parts.source.update(&c, 2, doc! {"v": 1});
+    mirrored(&parts, &c, "c").await;
+    let start_at = parts.store.get(&c).unwrap().start_at;
+    let scans = parts.source.scans();
+    assert!(!scans.is_empty() && scans.iter().all(|(_, _, options)| options.not_before == start_at), "{scans:?}");
+    let lookups = parts.source.lookups();
+    assert!(!lookups.is_empty() && lookups.iter().all(|(_, _, at)| at.is_some() && *at > start_at), "{lookups:?}");
+    engine.stop().await.unwrap();
+}

@@ -46,6 +46,18 @@ impl MongoSource {
     fn collection(&self, ns: &Namespace) -> Collection<Document> {
         self.client.database(&ns.db).collection(&ns.coll)
     }
+
+    /// A causally consistent session whose reads see at least the state at `at`, whichever
+    /// member the URI's read preference picks: a lagging secondary waits until it has caught
+    /// up (`readConcern.afterClusterTime`), so the copy and the filter's lookups never read
+    /// from before the stream's start point or the change being applied.
+    async fn session_after(&self, at: Option<Timestamp>) -> mongodb::error::Result<mongodb::ClientSession> {
+        let mut session = self.client.start_session().causal_consistency(true).await?;
+        if let Some(at) = at {
+            session.advance_operation_time(at);
+        }
+        Ok(session)
+    }
 }
 
 #[async_trait]
@@ -99,19 +111,25 @@ impl ChangeSource for MongoSource {
     }
 
     async fn scan(&self, ns: &Namespace, range: &CopyRange, options: &ScanOptions) -> SyncResult<DocumentStream> {
-        let cursor = copy::open(&self.collection(ns), range, options.filter.as_ref(), options.batch_size)
-            .await
-            .map_err(|e| mongo_error(format!("cannot start copying {ns}"), &e))?;
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot start copying {ns}"), &e);
+        let mut session = self.session_after(options.not_before).await.map_err(failed)?;
+        let cursor = copy::open(&self.collection(ns), range, options.filter.as_ref(), options.batch_size, &mut session).await.map_err(failed)?;
         let ns = ns.clone();
-        Ok(cursor.map_err(move |e| mongo_error(format!("copy of {ns} failed"), &e)).boxed())
+        let documents = futures::stream::unfold((cursor, session), |(mut cursor, mut session)| async move {
+            let next = cursor.next(&mut session).await?;
+            Some((next, (cursor, session)))
+        });
+        Ok(documents.map_err(move |e| mongo_error(format!("copy of {ns} failed"), &e)).boxed())
     }
 
-    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, _not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {id} in {ns}"), &e);
         let query = match filter {
             Some(filter) => doc! {"$and": [{"_id": id.clone()}, filter.clone()]},
             None => doc! {"_id": id.clone()},
         };
-        self.collection(ns).find_one(query).await.map_err(|e| mongo_error(format!("cannot check the filter of {ns}"), &e))
+        let mut session = self.session_after(not_before).await.map_err(failed)?;
+        self.collection(ns).find_one(query).session(&mut session).await.map_err(failed)
     }
 
     async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool> {
