@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::config::Namespace;
 use crate::error::SyncError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,48 @@ impl Phase {
         match self {
             Phase::Copy => "copy",
             Phase::Stream => "stream",
+        }
+    }
+}
+
+/// A collection-level change: a change of the collection as a whole (read from its change
+/// stream), or a step the engine took for a whole collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectionChange {
+    /// The collection was dropped (handled per `onDrop`).
+    Drop,
+    /// Its database was dropped (handled per `onDrop`).
+    DropDatabase,
+    /// The collection was renamed to `to` (handled per `onRename`).
+    Rename { to: Namespace },
+    /// Its change stream ended after a drop or rename and was opened again.
+    Invalidate,
+    /// A re-copy finished: `index` now serves the collection (the configured name is its alias).
+    Resync { index: String },
+    /// The `namespaces` patterns found the collection; it is synced into `index`.
+    Discovered { index: String },
+}
+
+impl CollectionChange {
+    /// The name of the change, as events give it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            CollectionChange::Drop => "drop",
+            CollectionChange::DropDatabase => "dropDatabase",
+            CollectionChange::Rename { .. } => "rename",
+            CollectionChange::Invalidate => "invalidate",
+            CollectionChange::Resync { .. } => "resync",
+            CollectionChange::Discovered { .. } => "discovered",
+        }
+    }
+
+    /// What the change points to: a rename's new namespace, or the index of a re-copy or of a
+    /// found collection.
+    pub fn to(&self) -> Option<String> {
+        match self {
+            CollectionChange::Rename { to } => Some(to.to_string()),
+            CollectionChange::Resync { index } | CollectionChange::Discovered { index } => Some(index.clone()),
+            CollectionChange::Drop | CollectionChange::DropDatabase | CollectionChange::Invalidate => None,
         }
     }
 }
@@ -96,11 +139,10 @@ pub enum SyncEvent {
         id: String,
         reason: String,
     },
-    /// A change that is not a document write: drop, rename (with its target), dropDatabase, invalidate.
+    /// A change that is not a document write, and what the engine did about it.
     Change {
         namespace: String,
-        operation: String,
-        to: Option<String>,
+        change: CollectionChange,
     },
     Warning {
         namespace: String,

@@ -15,4 +15,7 @@ pub mod source;
 pub mod stats;
 pub mod transform;
 
+#[cfg(test)]
+mod testkit;
+
 mod binding;

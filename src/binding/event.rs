@@ -128,7 +128,7 @@ impl From<&SyncEvent> for SyncEventJs {
             },
             SyncEvent::Retry { attempt, delay_ms, cause } => SyncEventJs::Retry { attempt, delay_ms: n(delay_ms), cause },
             SyncEvent::DeadLetter { namespace, index, id, reason } => SyncEventJs::DeadLetter { namespace, index, id, reason },
-            SyncEvent::Change { namespace, operation, to } => SyncEventJs::Change { namespace, operation, to },
+            SyncEvent::Change { namespace, change } => SyncEventJs::Change { namespace, operation: change.operation().to_string(), to: change.to() },
             SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
         }
     }

@@ -48,7 +48,7 @@ impl DocumentHook for JsTransform {
     fn call(&self, doc: Value, ctx: HookContext) -> BoxFuture<'static, HookOutcome> {
         let function = self.function.clone();
         Box::pin(async move {
-            let context = TransformContext { namespace: ctx.namespace, id: ctx.id, phase: ctx.phase.to_string() };
+            let context = TransformContext { namespace: ctx.namespace, id: ctx.id, phase: ctx.phase.as_str().to_string() };
             let (sender, receiver) = tokio::sync::oneshot::channel::<Result<Returned>>();
             function.call_with_return_value(
                 (doc, context).into(),

@@ -1,44 +1,206 @@
 //! Durable progress: where each collection's copy and stream stand, as acknowledged by the sink.
-//! Only positions whose writes Elasticsearch acknowledged (or dead-lettered) are ever saved here.
+//! Only positions whose writes the outputs acknowledged (or dead-lettered) are ever saved here.
+//!
+//! A checkpoint is one document per (sync name, namespace), (de)serialised with serde and
+//! stamped with [`SCHEMA`]; documents written before the stamp existed (schema 1) load as they are.
 
+mod memory;
 mod mongo_store;
 
+use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, Timestamp};
+use serde::{Deserialize, Serialize};
 
+use crate::config::Namespace;
+use crate::error::{ErrorCode, SyncError, SyncResult};
+
+pub use memory::MemoryCheckpointStore;
 pub use mongo_store::MongoCheckpointStore;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The checkpoint format written by this version. 1: the unversioned documents of earlier
+/// versions (read as they are); 2: adds `schema` and `tokenIsInvalidate`.
+pub const SCHEMA: u32 = 2;
+
+/// Where checkpoints are kept. Every method returns once the checkpoint is durable.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// The saved checkpoint of a collection, or an empty one.
+    async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint>;
+    async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()>;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CollectionCheckpoint {
     /// Cluster time read before the copy began: the stream starts here, and copied
     /// documents carry its version so that any change after it wins.
     pub start_at: Option<Timestamp>,
     /// The `_id` ranges the copy reads in parallel, each with its acknowledged progress.
     /// Empty until the copy starts.
+    #[serde(deserialize_with = "null_as_default")]
     pub copy_ranges: Vec<CopyRange>,
     pub copy_done: bool,
     pub copied: u64,
     /// The change stream position up to which everything is acknowledged.
     pub resume_token: Option<Document>,
+    /// `resume_token` is the token of an `invalidate` event (a drop or rename ended the
+    /// stream): the server accepts it only as `startAfter`, never as `resumeAfter`.
+    pub token_is_invalidate: bool,
     /// The concrete index written to, when it differs from the configured name (which is then
     /// an alias to it): `<index>-<generation>` after a re-copy.
     pub physical_index: Option<String>,
     pub generation: u32,
     /// The concrete index a re-copy replaces: dropped when the alias moves to the new one.
     pub replaces: Option<String>,
+    /// Re-copies begun in a row because the history ran out during the copy; reset once a
+    /// copy reaches its stream.
+    pub history_lost_resyncs: u32,
 }
 
-/// One `_id` range of a collection's copy, read by its own cursor.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One `_id` range of a collection's copy, read by its own cursor. Bounds are stored wrapped
+/// (`{v: bound}`) so that a `null` `_id` bound stays distinguishable from "no bound".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CopyRange {
     /// Inclusive lower bound (none: from the smallest `_id`).
+    #[serde(with = "wrapped_bound")]
     pub lower: Option<Bson>,
     /// Exclusive upper bound (none: to the largest `_id`).
+    #[serde(with = "wrapped_bound")]
     pub upper: Option<Bson>,
-    /// The last `_id` in this range that Elasticsearch acknowledged; reading resumes after it.
+    /// The last `_id` in this range that the outputs acknowledged; reading resumes after it.
+    #[serde(with = "wrapped_bound")]
     pub last_id: Option<Bson>,
     pub done: bool,
     /// Every `_id` present when the copy started has the bounds' BSON type (the smallest and
     /// the largest did, and types sort together), so plain range bounds suffice: later inserts
     /// of other types come through the change stream.
     pub single_type: bool,
+}
+
+impl CollectionCheckpoint {
+    /// The stored form: the fields, camelCased, and `schema`.
+    pub fn to_document(&self) -> SyncResult<Document> {
+        let mut doc = mongodb::bson::to_document(self).map_err(|e| SyncError::new(ErrorCode::Internal, format!("cannot serialise a checkpoint: {e}")))?;
+        doc.insert("schema", SCHEMA as i32);
+        Ok(doc)
+    }
+
+    /// Reads a stored checkpoint of `ns`, of this schema or an earlier one; other fields of the
+    /// document (its key, name, time of update) are ignored.
+    pub fn from_document(ns: &Namespace, doc: Document) -> SyncResult<Self> {
+        let schema = match doc.get("schema") {
+            None | Some(Bson::Null) => 1,
+            Some(Bson::Int32(v)) => *v as i64,
+            Some(Bson::Int64(v)) => *v,
+            Some(other) => return Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} has an invalid \"schema\": {other}"))),
+        };
+        if schema > SCHEMA as i64 {
+            return Err(SyncError::new(
+                ErrorCode::Checkpoint,
+                format!("checkpoint of {ns} has schema {schema}, written by a newer version of mongo-elastic-sync (this one reads up to {SCHEMA})"),
+            ));
+        }
+        mongodb::bson::from_document(doc).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is invalid: {e}")))
+    }
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+mod wrapped_bound {
+    use mongodb::bson::{doc, Bson, Document};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(bound: &Option<Bson>, s: S) -> Result<S::Ok, S::Error> {
+        bound.as_ref().map(|b| doc! {"v": b.clone()}).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bson>, D::Error> {
+        Ok(Option::<Document>::deserialize(d)?.and_then(|mut w| w.remove("v")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime};
+
+    use super::*;
+
+    fn ns() -> Namespace {
+        Namespace::parse("shop.orders").unwrap()
+    }
+
+    /// A checkpoint exactly as versions before the schema stamp wrote it.
+    fn schema_1_document() -> Document {
+        let oid = ObjectId::parse_str("65f0c0ffee00000000000001").unwrap();
+        doc! {
+            "_id": "sync:shop.orders",
+            "name": "sync",
+            "namespace": "shop.orders",
+            "startAt": Timestamp { time: 1_700_000_000, increment: 3 },
+            "copyRanges": [
+                { "lower": null, "upper": { "v": oid }, "lastId": { "v": null }, "done": true, "singleType": true },
+                { "lower": { "v": oid }, "upper": null, "lastId": null, "done": false, "singleType": true },
+            ],
+            "copyDone": false,
+            "copied": 1234_i64,
+            "resumeToken": { "_data": "8265F0C0FF000000012B" },
+            "physicalIndex": "orders-2",
+            "generation": 2_i32,
+            "replaces": null,
+            "updatedAt": DateTime::from_millis(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_in_the_format_before_schema_versions_loads() {
+        let cp = CollectionCheckpoint::from_document(&ns(), schema_1_document()).unwrap();
+        let oid = Bson::ObjectId(ObjectId::parse_str("65f0c0ffee00000000000001").unwrap());
+        assert_eq!(cp.start_at, Some(Timestamp { time: 1_700_000_000, increment: 3 }));
+        assert_eq!(cp.copy_ranges.len(), 2);
+        assert_eq!(cp.copy_ranges[0], CopyRange { lower: None, upper: Some(oid.clone()), last_id: Some(Bson::Null), done: true, single_type: true });
+        assert_eq!(cp.copy_ranges[1], CopyRange { lower: Some(oid), upper: None, last_id: None, done: false, single_type: true });
+        assert_eq!((cp.copy_done, cp.copied, cp.generation), (false, 1234, 2));
+        assert_eq!(cp.resume_token, Some(doc! {"_data": "8265F0C0FF000000012B"}));
+        assert_eq!(cp.physical_index.as_deref(), Some("orders-2"));
+        assert_eq!(cp.replaces, None);
+        assert!(!cp.token_is_invalidate);
+    }
+
+    #[test]
+    fn the_oldest_documents_with_nulls_and_missing_fields_load() {
+        let cp = CollectionCheckpoint::from_document(&ns(), doc! {"_id": "x", "startAt": null, "copyRanges": null, "resumeToken": null}).unwrap();
+        assert_eq!(cp, CollectionCheckpoint::default());
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_with_its_schema() {
+        let cp = CollectionCheckpoint {
+            start_at: Some(Timestamp { time: 5, increment: 1 }),
+            copy_ranges: vec![CopyRange { lower: Some(Bson::Null), upper: Some(Bson::Int32(7)), ..Default::default() }],
+            copied: 9,
+            resume_token: Some(doc! {"_data": "01"}),
+            token_is_invalidate: true,
+            generation: 1,
+            physical_index: Some("i-1".into()),
+            replaces: Some("i".into()),
+            ..Default::default()
+        };
+        let stored = cp.to_document().unwrap();
+        assert_eq!(stored.get_i32("schema").unwrap(), SCHEMA as i32);
+        assert_eq!(stored.get_array("copyRanges").unwrap()[0].as_document().unwrap().get_document("lower").unwrap(), &doc! {"v": null});
+        assert_eq!(CollectionCheckpoint::from_document(&ns(), stored).unwrap(), cp);
+    }
+
+    #[test]
+    fn bad_or_newer_checkpoints_fail_with_err_checkpoint() {
+        let newer = CollectionCheckpoint::from_document(&ns(), doc! {"schema": 99}).unwrap_err();
+        assert_eq!(newer.code, ErrorCode::Checkpoint);
+        assert!(newer.message.contains("newer version"), "{}", newer.message);
+        let bad = CollectionCheckpoint::from_document(&ns(), doc! {"copied": "lots"}).unwrap_err();
+        assert_eq!(bad.code, ErrorCode::Checkpoint);
+        assert!(bad.message.contains("shop.orders"), "{}", bad.message);
+    }
 }

@@ -19,6 +19,8 @@ pub struct Batch {
     /// MongoDB documents or change events this batch stands for (some make no write).
     read: u64,
     rejected: Vec<Rejected>,
+    /// Bytes of the rejected documents kept for their dead letters.
+    rejected_bytes: usize,
     warnings: Vec<ConvertWarning>,
     opened: Option<Instant>,
 }
@@ -53,15 +55,21 @@ impl Batch {
         self.opened.get_or_insert_with(Instant::now);
     }
 
-    /// Whether `write` fits next to what is already here.
+    /// Whether `write` fits next to what is already here (rejected documents, kept for their
+    /// dead letters, count too).
     pub fn room_for(&self, target: &Target, write: &DocumentWrite, limits: &BatchConfig) -> Room {
         let len = encoded_len(target, write);
-        let full = self.writes.len() >= limits.max_docs || self.bytes + len > limits.max_bytes;
-        if full && !self.writes.is_empty() {
+        let full = self.read as usize >= limits.max_docs || self.bytes + self.rejected_bytes + len > limits.max_bytes;
+        if full && !self.is_empty() {
             Room::FlushFirst
         } else {
             Room::Fits
         }
+    }
+
+    /// Holds `batch.maxDocs` reads or `batch.maxBytes`: it goes before anything else is added.
+    pub fn is_full(&self, limits: &BatchConfig) -> bool {
+        self.read as usize >= limits.max_docs || self.bytes + self.rejected_bytes >= limits.max_bytes
     }
 
     /// Adds a write; one that alone exceeds the byte cap is dead-lettered instead, since no
@@ -85,6 +93,7 @@ impl Batch {
 
     pub fn push_rejected(&mut self, rejected: Rejected) {
         self.touch();
+        self.rejected_bytes += rejected.document.as_ref().map_or(0, String::len) + rejected.reason.len();
         self.rejected.push(rejected);
     }
 }
@@ -101,7 +110,7 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
     let mut writes = batch.writes;
     let mut rejected = batch.rejected;
     if let Some(hook) = &ctx.hook {
-        let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase.as_str(), writes).await;
+        let (kept, refused) = apply_hook(hook.as_ref(), namespace, phase, writes).await;
         writes = kept;
         rejected.extend(refused);
     }

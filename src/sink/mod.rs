@@ -61,11 +61,13 @@ pub enum IndexAction {
         from: String,
         to: String,
     },
-    /// Points `alias` at `index`, dropping `replaces`, in one step.
+    /// Points `alias` (and `extra_aliases`) at `index`, dropping `replaces`, in one step.
     SwapAlias {
         alias: String,
         index: String,
         replaces: String,
+        /// The collection's own alias, moved in the same step (readers never see both indices).
+        extra_aliases: Vec<String>,
     },
 }
 

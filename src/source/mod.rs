@@ -1,57 +1,137 @@
-//! Reading from MongoDB: the initial copy of a collection, and its change stream.
+//! Reading from the source database: the copy's scans and each collection's change stream.
+//!
+//! [`ChangeSource`] is the one interface the pipeline reads through; [`mongo::MongoSource`] is
+//! MongoDB's. A source speaks in source-neutral terms: documents as BSON, positions as resume
+//! tokens (documents) and the source's clock as a [`Timestamp`] (whose version orders writes),
+//! changes as [`Change`]s. Another database (e.g. PostgreSQL: a row as a document, an LSN as the
+//! token and the clock) plugs in by implementing the trait.
 
-pub mod change_stream;
-pub mod copy;
+mod feed;
+pub mod mongo;
 
-use mongodb::error::{Error, ErrorKind};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use mongodb::bson::{Bson, Document, Timestamp};
+use tokio_util::sync::CancellationToken;
 
-use crate::error::{cause_chain, ErrorCode, SyncError};
+use crate::checkpoint::CopyRange;
+use crate::config::Namespace;
+use crate::error::SyncResult;
+use crate::event::CollectionChange;
+use crate::transform::Operation;
 
-/// MongoDB's BSONObjectTooLarge: what a change stream reports for an event over 16 MB.
-const BSON_OBJECT_TOO_LARGE: i32 = 10334;
+pub use feed::{ChangeFeed, FeedLimits, FeedSender};
+pub use mongo::mongo_error;
 
-/// Maps a driver error to an engine error. Network and server-selection failures get
-/// `MongoUnreachable`, which the pipeline treats as transient once it runs.
-pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
-    let code = match &*err.kind {
-        ErrorKind::Command(c) if c.code == BSON_OBJECT_TOO_LARGE => {
-            return SyncError::new(
-                ErrorCode::EventTooLarge,
-                format!(
-                    "{context}: a change event is over MongoDB's 16 MB limit (a large document with a large update), \
-                     so the server cannot return it and the stream cannot go past it; the position before it is kept. \
-                     Cause: {}",
-                    cause_chain(err)
-                ),
-            );
-        }
-        ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => ErrorCode::MongoUnreachable,
-        _ if err.contains_label("ResumableChangeStreamError") || err.contains_label("RetryableWriteError") => ErrorCode::MongoUnreachable,
-        _ if change_stream::is_history_lost(err) => ErrorCode::HistoryLost,
-        _ => ErrorCode::Mongo,
-    };
-    SyncError::new(code, format!("{context}: {}", cause_chain(err)))
+/// Where to open a change stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamStart {
+    /// Right after an acknowledged position.
+    ResumeAfter(Document),
+    /// After the position of an `invalidate` event (a drop or rename ended the stream).
+    StartAfter(Document),
+    /// At a time of the source's clock captured before the copy began.
+    AtOperationTime(Timestamp),
 }
 
-#[cfg(test)]
-mod tests {
-    use mongodb::bson::doc;
-    use mongodb::error::CommandError;
+/// One change read from a collection's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The position right after this change, to resume from once it is acknowledged.
+    pub token: Option<Document>,
+    /// When it happened on the source's clock: the version of the writes it causes.
+    pub cluster_time: Option<Timestamp>,
+    pub kind: ChangeKind,
+    /// Bytes it took to read (for the read-ahead's byte bound).
+    pub size: usize,
+}
 
-    use super::*;
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    Document(DocumentChange),
+    /// A change of the collection as a whole: drop, dropDatabase, rename or invalidate.
+    Collection(CollectionChange),
+    /// Changes no document (index builds, collection creation…).
+    Other,
+}
 
-    fn command_error(code: i32, name: &str) -> Error {
-        let c: CommandError = mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": "boom" }).unwrap();
-        Error::from(ErrorKind::Command(c))
-    }
+/// An insert, update, replace or delete of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentChange {
+    pub operation: Operation,
+    /// The document's key: its `_id`, and the shard key fields of a sharded collection.
+    pub key: Option<Document>,
+    /// The whole document after the change (looked up for updates: none if it was gone by
+    /// then); none for deletes.
+    pub document: Option<Document>,
+}
 
-    #[test]
-    fn server_errors_get_their_codes() {
-        let too_large = mongo_error("change stream of shop.orders failed", &command_error(10334, "BSONObjectTooLarge"));
-        assert_eq!(too_large.code, ErrorCode::EventTooLarge);
-        assert!(too_large.message.starts_with("change stream of shop.orders failed: a change event is over MongoDB's 16 MB limit"), "{}", too_large.message);
-        assert!(too_large.message.contains("BSONObjectTooLarge"), "{}", too_large.message);
-        assert_eq!(mongo_error("x", &command_error(286, "ChangeStreamHistoryLost")).code, ErrorCode::HistoryLost);
-        assert_eq!(mongo_error("x", &command_error(2, "BadValue")).code, ErrorCode::Mongo);
+/// What a change stream's reader passes on, in stream order.
+#[derive(Debug)]
+pub enum StreamItem {
+    Change(Box<Change>),
+    /// The source had nothing new; the stream's position now, if it reported one.
+    Idle(Option<Document>),
+    /// Reading failed; the stream ends.
+    Failed(crate::error::SyncError),
+}
+
+/// `_id` ranges for a collection's copy, and why fewer than asked if so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangePlan {
+    pub ranges: Vec<CopyRange>,
+    pub warning: Option<String>,
+}
+
+/// How the copy reads one range.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Only documents matching this query.
+    pub filter: Option<Document>,
+    pub batch_size: u32,
+    /// Read a state at least this recent (the copy's start point), whichever member serves it.
+    pub not_before: Option<Timestamp>,
+}
+
+pub type DocumentStream = BoxStream<'static, SyncResult<Document>>;
+
+/// A database the pipeline reads from. Errors carry engine codes: `MongoUnreachable` for what
+/// is worth retrying, `HistoryLost` for a position the stream cannot resume from.
+#[async_trait]
+pub trait ChangeSource: Send + Sync {
+    /// The source's clock now: a stream started here misses nothing written after.
+    async fn now(&self) -> SyncResult<Timestamp>;
+
+    /// Whether a collection's change history still reaches back to `at` (a stream could start there).
+    async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool>;
+
+    /// Opens a collection's change stream and reads it ahead into a bounded feed.
+    async fn open_stream(&self, ns: &Namespace, start: &StreamStart, limits: FeedLimits, cancel: CancellationToken) -> SyncResult<ChangeFeed>;
+
+    /// About how many documents a collection holds (0 when unknown).
+    async fn estimated_count(&self, ns: &Namespace) -> u64;
+
+    /// Splits a collection into about `readers` `_id` ranges of similar size.
+    async fn plan_ranges(&self, ns: &Namespace, readers: usize) -> SyncResult<RangePlan>;
+
+    /// The documents of one range still to copy, in `_id` order.
+    async fn scan(&self, ns: &Namespace, range: &CopyRange, options: &ScanOptions) -> SyncResult<DocumentStream>;
+
+    /// The document with this `_id` now, if it exists (and matches `filter`), as of `not_before`
+    /// or later.
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>>;
+
+    /// Whether the collection holds any document now.
+    async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool>;
+
+    /// Every collection holding user data (not views, not system collections).
+    async fn list_collections(&self) -> SyncResult<Vec<Namespace>>;
+}
+
+/// A saved token as one string (its `_data`), naming the change's position in the stream.
+pub fn position_of(token: &Document) -> String {
+    match token.get_str("_data") {
+        Ok(data) => data.to_string(),
+        Err(_) => Bson::Document(token.clone()).into_relaxed_extjson().to_string(),
     }
 }

@@ -7,6 +7,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::{DocumentWrite, Rejected, WriteOp};
+use crate::event::Phase;
 
 /// What a transform is told about the document it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +15,7 @@ pub struct HookContext {
     pub namespace: String,
     /// The Elasticsearch `_id`.
     pub id: String,
-    /// "copy" or "stream".
-    pub phase: &'static str,
+    pub phase: Phase,
 }
 
 /// `Ok(Some(doc))` replaces the document, `Ok(None)` drops it, `Err(reason)` dead-letters it.
@@ -30,7 +30,7 @@ const CONCURRENCY: usize = 16;
 
 /// Runs the hook over the index writes of a batch. Dropped documents become versioned deletes,
 /// so the index reads the same whether a document was dropped in the copy or in the stream.
-pub async fn apply_hook(hook: &dyn DocumentHook, namespace: &str, phase: &'static str, writes: Vec<DocumentWrite>) -> (Vec<DocumentWrite>, Vec<Rejected>) {
+pub async fn apply_hook(hook: &dyn DocumentHook, namespace: &str, phase: Phase, writes: Vec<DocumentWrite>) -> (Vec<DocumentWrite>, Vec<Rejected>) {
     let results: Vec<Result<DocumentWrite, Rejected>> = stream::iter(writes)
         .map(|write| async move {
             let WriteOp::Index(body) = &write.op else { return Ok(write) };
@@ -104,7 +104,7 @@ mod tests {
             position: None,
         };
         let del = DocumentWrite { op: WriteOp::Delete, ..w("gone") };
-        let (kept, rejected) = apply_hook(&Upper, "db.c", "stream", vec![w("a"), w("drop"), w("fail"), w("weird"), del.clone()]).await;
+        let (kept, rejected) = apply_hook(&Upper, "db.c", Phase::Stream, vec![w("a"), w("drop"), w("fail"), w("weird"), del.clone()]).await;
         assert_eq!(kept[0].op, WriteOp::Index(br#"{"name":"ANN"}"#.to_vec()));
         assert_eq!(kept[1].op, WriteOp::Delete, "a dropped document is deleted from the index");
         assert_eq!(kept[2], del, "deletes pass through");

@@ -237,9 +237,10 @@ impl EsSink {
 
     /// Points `alias` at `new_index` and drops `old_index` in one atomic step, so readers of the
     /// alias never see a half-filled index. Repeating it after a crash is harmless.
-    pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str) -> EsResult<Flow<()>> {
+    pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str, extra_aliases: &[String]) -> EsResult<Flow<()>> {
         let old_exists = proceed!(self.send("check index", Method::Head, &format!("/{old_index}"), None).await?).status == 200;
         let mut actions = vec![serde_json::json!({ "add": { "index": new_index, "alias": alias } })];
+        actions.extend(extra_aliases.iter().map(|extra| serde_json::json!({ "add": { "index": new_index, "alias": extra } })));
         if old_exists && old_index != new_index {
             actions.push(serde_json::json!({ "remove_index": { "index": old_index } }));
         }
@@ -395,7 +396,7 @@ impl Sink for EsSink {
             IndexAction::DeleteDocuments { index } => self.delete_documents(index).await?,
             IndexAction::DeleteIndex { index } => self.delete_index(index).await?,
             IndexAction::Reindex { from, to } => self.reindex(from, to).await?,
-            IndexAction::SwapAlias { alias, index, replaces } => self.swap_alias(alias, index, replaces).await?,
+            IndexAction::SwapAlias { alias, index, replaces, extra_aliases } => self.swap_alias(alias, index, replaces, extra_aliases).await?,
         })
     }
 }

@@ -93,7 +93,12 @@ pub fn index_change_record(change: &IndexChange) -> Record {
         IndexAction::DeleteDocuments { index } => ("deleteDocuments", index, serde_json::json!({})),
         IndexAction::DeleteIndex { index } => ("deleteIndex", index, serde_json::json!({})),
         IndexAction::Reindex { from, to } => ("reindex", from, serde_json::json!({ "to": to })),
-        IndexAction::SwapAlias { alias, index, replaces } => ("swapAlias", index, serde_json::json!({ "alias": alias, "replaces": replaces })),
+        IndexAction::SwapAlias { alias, index, replaces, extra_aliases } if extra_aliases.is_empty() => {
+            ("swapAlias", index, serde_json::json!({ "alias": alias, "replaces": replaces }))
+        }
+        IndexAction::SwapAlias { alias, index, replaces, extra_aliases } => {
+            ("swapAlias", index, serde_json::json!({ "alias": alias, "replaces": replaces, "extraAliases": extra_aliases }))
+        }
     };
     let mut line = Vec::new();
     head(&mut line, operation, &change.namespace, index);
@@ -171,7 +176,7 @@ mod tests {
         let change = IndexChange {
             namespace: "db.c".into(),
             version: 9,
-            action: IndexAction::SwapAlias { alias: "idx".into(), index: "idx-1".into(), replaces: "idx".into() },
+            action: IndexAction::SwapAlias { alias: "idx".into(), index: "idx-1".into(), replaces: "idx".into(), extra_aliases: vec![] },
         };
         assert_eq!(
             parse(&index_change_record(&change)),

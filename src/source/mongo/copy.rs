@@ -3,7 +3,7 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::{Collection, Cursor};
+use mongodb::{ClientSession, Collection, SessionCursor};
 
 use crate::checkpoint::CopyRange;
 
@@ -151,12 +151,13 @@ pub async fn open(
     range: &CopyRange,
     filter: Option<&Document>,
     batch_size: u32,
-) -> mongodb::error::Result<Cursor<Document>> {
+    session: &mut ClientSession,
+) -> mongodb::error::Result<SessionCursor<Document>> {
     let query = match filter {
         Some(f) if !f.is_empty() => doc! {"$and": [f.clone(), range_filter(range)]},
         _ => range_filter(range),
     };
-    collection.find(query).sort(doc! {"_id": 1}).batch_size(batch_size).await
+    collection.find(query).sort(doc! {"_id": 1}).batch_size(batch_size).session(session).await
 }
 
 #[cfg(test)]

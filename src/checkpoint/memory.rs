@@ -1,0 +1,51 @@
+//! Checkpoints kept in memory, in their stored form: for tests and for embedding the engine
+//! where a restart need not resume.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use mongodb::bson::Document;
+
+use super::{CheckpointStore, CollectionCheckpoint};
+use crate::config::Namespace;
+use crate::error::SyncResult;
+
+#[derive(Default)]
+pub struct MemoryCheckpointStore {
+    saved: Mutex<HashMap<Namespace, Document>>,
+    saves: Mutex<Vec<(Namespace, CollectionCheckpoint)>>,
+}
+
+impl MemoryCheckpointStore {
+    /// The saved checkpoint of `ns`, if any.
+    pub fn get(&self, ns: &Namespace) -> Option<CollectionCheckpoint> {
+        let doc = self.saved.lock().expect("store lock").get(ns).cloned()?;
+        CollectionCheckpoint::from_document(ns, doc).ok()
+    }
+
+    /// Stores a document as it is, e.g. one in an earlier format.
+    pub fn put_document(&self, ns: &Namespace, doc: Document) {
+        self.saved.lock().expect("store lock").insert(ns.clone(), doc);
+    }
+
+    /// Every save so far, in order.
+    pub fn history(&self) -> Vec<(Namespace, CollectionCheckpoint)> {
+        self.saves.lock().expect("store lock").clone()
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryCheckpointStore {
+    async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint> {
+        let doc = self.saved.lock().expect("store lock").get(ns).cloned();
+        doc.map_or_else(|| Ok(CollectionCheckpoint::default()), |d| CollectionCheckpoint::from_document(ns, d))
+    }
+
+    async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()> {
+        let doc = checkpoint.to_document()?;
+        self.saved.lock().expect("store lock").insert(ns.clone(), doc);
+        self.saves.lock().expect("store lock").push((ns.clone(), checkpoint.clone()));
+        Ok(())
+    }
+}

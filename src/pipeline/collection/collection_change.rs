@@ -1,0 +1,276 @@
+//! Changes of a collection as a whole: drop and dropDatabase (`onDrop`), rename (`onRename`),
+//! and the re-copy into a fresh index that ends with an atomic alias swap (`onHistoryLost:
+//! 'resync'`).
+
+use mongodb::bson::{Document, Timestamp};
+use tokio::sync::mpsc;
+
+use super::copy::{CopyItem, RangeReader};
+use super::missed::MissedLookups;
+use super::stream::StreamBatch;
+use super::CollectionSync;
+use crate::checkpoint::{CollectionCheckpoint, CopyRange};
+use crate::config::{CollectionConfig, DropPolicy, Namespace, RenamePolicy};
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::event::{CollectionChange, Phase, SyncEvent};
+use crate::pipeline::batch::{commit, Batch, Room};
+use crate::pipeline::UntilStopped;
+use crate::pipeline::{Context, Flow};
+use crate::sink::{IndexAction, IndexChange, Target};
+use crate::source::{ChangeFeed, StreamStart};
+use crate::transform::{delete_write, version_of};
+
+/// A drop (or an `invalidate` with no drop or rename before it) waiting to be told from a
+/// replacement until the stream reopened after it shows what followed: a change through it
+/// means a plain drop, none while the collection holds documents means its contents were
+/// replaced (a rename into it with `dropTarget`, `$out`), which its stream never carries.
+pub(super) struct PendingDrop {
+    /// The drop to apply per `onDrop` if it was a plain one (none for a bare `invalidate`).
+    change: Option<CollectionChange>,
+    version: i64,
+    /// The stream after the `invalidate` is open: its first change or idle turn settles it.
+    pub reopened: bool,
+}
+
+impl CollectionSync<'_> {
+    fn emit(&self, change: CollectionChange) {
+        self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change });
+    }
+
+    /// The collection's contents were replaced: it is copied again.
+    fn replaced(&self, change: Option<CollectionChange>) -> Flow {
+        if let Some(change) = change {
+            self.emit(change);
+        }
+        Flow::Recopy(format!("{} was replaced by other contents (a rename into it, or $out onto it)", self.config.namespace))
+    }
+
+    /// A drop, dropDatabase or rename read from the stream, once everything before it is
+    /// acknowledged. A flow when the collection must be copied again.
+    pub(super) async fn on_collection_change(
+        &mut self,
+        change: CollectionChange,
+        cluster_time: Option<Timestamp>,
+        token: Option<Document>,
+        state: &mut StreamBatch<'_>,
+    ) -> SyncResult<Option<Flow>> {
+        let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
+        let missed = std::mem::take(&mut state.missed);
+        match &change {
+            CollectionChange::Rename { to } if *to == self.config.namespace => Ok(Some(self.replaced(Some(change)))),
+            CollectionChange::Rename { to } => {
+                self.apply_rename(to, version, &missed).await?;
+                self.emit(change);
+                state.renamed = true;
+                if let Some(token) = token {
+                    self.set_position(token);
+                    self.save().await?;
+                }
+                Ok(None)
+            }
+            _ if self.ctx.source.has_documents(&self.config.namespace).await? => Ok(Some(self.replaced(Some(change)))),
+            _ => {
+                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: false });
+                Ok(None)
+            }
+        }
+    }
+
+    /// The stream ended with `invalidate` (after a drop or rename); it goes on after it. Its
+    /// token is saved as such (the server resumes from it only with `startAfter`), unless a
+    /// drop before it is not settled yet: then the position stays before the drop.
+    pub(super) async fn on_invalidate(&mut self, token: Option<Document>, state: &mut StreamBatch<'_>) -> SyncResult<ChangeFeed> {
+        self.emit(CollectionChange::Invalidate);
+        let Some(token) = token else {
+            return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {} has no usable token", self.namespace())));
+        };
+        self.invalidated = Some(token.clone());
+        match &mut state.pending_drop {
+            Some(pending) => pending.reopened = true,
+            None if std::mem::take(&mut state.renamed) => {
+                self.set_position(token.clone());
+                self.save().await?;
+            }
+            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: true }),
+        }
+        self.open_feed(&StreamStart::StartAfter(token)).await
+    }
+
+    /// Settles a drop waiting since the last `invalidate`, once the reopened stream read a
+    /// change (`changed`) or found nothing new. A flow when the collection was replaced.
+    pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> SyncResult<Option<Flow>> {
+        let Some(pending) = state.pending_drop.take_if(|p| p.reopened) else { return Ok(None) };
+        if !changed && self.ctx.source.has_documents(&self.config.namespace).await? {
+            return Ok(Some(self.replaced(pending.change)));
+        }
+        if let Some(change) = pending.change {
+            self.apply_drop(pending.version).await?;
+            state.target = self.target();
+            self.emit(change);
+        }
+        // Everything up to the invalidate is applied.
+        let token = self.invalidated.clone().expect("reopened after an invalidate");
+        self.set_position(token);
+        self.save().await?;
+        Ok(None)
+    }
+
+    async fn apply_index_action(&self, version: i64, action: IndexAction) -> SyncResult<()> {
+        self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await.until_stopped()
+    }
+
+    async fn apply_drop(&mut self, version: i64) -> SyncResult<()> {
+        let index = self.index();
+        match self.ctx.config.on_drop {
+            DropPolicy::DeleteDocuments => self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await,
+            DropPolicy::DeleteIndex => {
+                self.apply_index_action(version, IndexAction::DeleteIndex { index }).await?;
+                // Its next index is prepared as at start, under the configured name (an alias
+                // of a re-copied index went with it).
+                self.checkpoint.physical_index = None;
+                self.checkpoint.replaces = None;
+                self.index_deleted = true;
+                Ok(())
+            }
+            DropPolicy::Ignore => Ok(()),
+        }
+    }
+
+    /// Moves or copies the documents to the index of the new name, then empties this one.
+    async fn apply_rename(&mut self, to: &Namespace, version: i64, missed: &MissedLookups) -> SyncResult<()> {
+        let config = &self.ctx.config;
+        let (index, to_index) = (self.index(), config.index_for(to));
+        if to_index == index || to_index == self.config.index || config.on_rename == RenamePolicy::Ignore {
+            return Ok(());
+        }
+        // The target is prepared with the settings it will be synced (and checked) with, when
+        // it has some: listed, or matched by `namespaces` (and then found later).
+        let to_settings = config.collection_for(to);
+        self.ctx.sink.prepare_index(&to_index, to_settings.as_ref()).await.until_stopped()?;
+        let target = Target::index(to_index.clone());
+        match config.on_rename {
+            RenamePolicy::Move => {
+                self.apply_index_action(version, IndexAction::Reindex { from: index.clone(), to: to_index }).await?;
+                self.reread_missed(to, &target, version, missed).await?;
+            }
+            _ => self.copy_once(to, to_settings.as_ref(), &target, version).await?,
+        }
+        self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await
+    }
+
+    /// After a move: documents whose last changes were read after the rename (and so were not
+    /// found under the old name) are read again under the new one, and written with the
+    /// rename's version (later changes there carry later ones). Too many to list: the whole
+    /// renamed collection is copied.
+    async fn reread_missed(&self, to: &Namespace, target: &Target, version: i64, missed: &MissedLookups) -> SyncResult<()> {
+        let renamed = CollectionConfig { namespace: to.clone(), ..self.config.clone() };
+        if missed.overflowed() {
+            return self.copy_once(to, Some(&renamed), target, version).await;
+        }
+        let (ctx, ns, limits) = (self.ctx, self.namespace(), &self.ctx.config.batch);
+        let mut batch = Batch::default();
+        for id in missed.ids() {
+            let write = match ctx.source.lookup(to, id, self.config.filter.as_ref(), None).await? {
+                Some(doc) => self.index_write(&doc, version, &mut batch),
+                None => delete_write(id, version),
+            };
+            match write {
+                Ok(write) => {
+                    if batch.room_for(target, &write, limits) == Room::FlushFirst {
+                        commit(ctx, &ns, target, Phase::Stream, std::mem::take(&mut batch)).await?;
+                    }
+                    batch.push(target, write, limits);
+                }
+                Err(rejected) => batch.push_rejected(rejected),
+            }
+        }
+        commit(ctx, &ns, target, Phase::Stream, batch).await
+    }
+
+    /// A one-off copy of another collection (a rename's target), without checkpoints: if it is
+    /// interrupted, the rename event is not checkpointed and is applied again. Its documents are
+    /// shaped by its own `settings` when it has some (listed, or matched by `namespaces`), else
+    /// by this collection's field rules, without this collection's filter and routing.
+    async fn copy_once(&self, source: &Namespace, settings: Option<&CollectionConfig>, target: &Target, version: i64) -> SyncResult<()> {
+        let ctx = self.ctx;
+        let reader = match settings {
+            Some(settings) => RangeReader { version, ..RangeReader::new(self, settings, CopyRange::default(), 0, target) },
+            None => RangeReader {
+                namespace: source.clone(),
+                routing: None,
+                filter: None,
+                version,
+                ..RangeReader::new(self, &self.config, CopyRange::default(), 0, target)
+            },
+        };
+        let ns = source.to_string();
+        let (tx, mut rx) = mpsc::channel::<SyncResult<CopyItem>>(2);
+        let reading = async move {
+            let result = reader.read(&tx).await;
+            drop(tx);
+            result
+        };
+        let writing = async {
+            while let Some(item) = rx.recv().await {
+                match item? {
+                    CopyItem::Batch { batch, .. } => commit(ctx, &ns, target, Phase::Copy, *batch).await?,
+                    CopyItem::RangeDone(_) => return Ok(()),
+                }
+            }
+            Err(SyncError::new(ErrorCode::State, format!("stopped while copying {ns}")))
+        };
+        tokio::try_join!(reading, writing).map(drop)
+    }
+
+    /// After a re-copy: the configured name becomes an alias of the new index, and the index it
+    /// replaces is dropped, in one step.
+    pub(super) async fn finish_resync(&mut self) -> SyncResult<()> {
+        let Some(old) = self.checkpoint.replaces.clone() else { return Ok(()) };
+        let new_index = self.index();
+        let version = version_of(self.start_at());
+        let extra_aliases = self.config.alias.iter().cloned().collect();
+        let action = IndexAction::SwapAlias { alias: self.config.index.clone(), index: new_index.clone(), replaces: old, extra_aliases };
+        self.apply_index_action(version, action).await?;
+        self.checkpoint.replaces = None;
+        self.save().await?;
+        self.ctx.events.emit(SyncEvent::Change { namespace: self.namespace(), change: CollectionChange::Resync { index: new_index } });
+        Ok(())
+    }
+}
+
+/// The settings an index is prepared with: during a re-copy, without the collection's alias
+/// (it moves to the new index at the swap; added now, readers would see both indices).
+pub fn index_settings(config: &CollectionConfig, cp: &CollectionCheckpoint) -> CollectionConfig {
+    match cp.replaces {
+        Some(_) => CollectionConfig { alias: None, ..config.clone() },
+        None => config.clone(),
+    }
+}
+
+/// Starts copying a collection again: into a new concrete index `<index>-<n>`, while the index
+/// readers use stays as it is until the copy is done.
+pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut CollectionCheckpoint, reason: &str) -> SyncResult<()> {
+    let current = cp.physical_index.clone().unwrap_or_else(|| config.index.clone());
+    // An unfinished earlier re-copy: its half-filled index goes, the one readers use stays.
+    let serving = match cp.replaces.clone() {
+        Some(serving) => {
+            if serving != current {
+                let action = IndexAction::DeleteIndex { index: current.clone() };
+                ctx.sink
+                    .apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action })
+                    .await
+                    .until_stopped()?;
+            }
+            serving
+        }
+        None => current,
+    };
+    let generation = cp.generation + 1;
+    let new_index = format!("{}-{generation}", config.index);
+    *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
+    ctx.sink.prepare_index(&new_index, Some(&index_settings(config, cp))).await.until_stopped()?;
+    ctx.store.save(&config.namespace, cp).await?;
+    ctx.copy_started(&config.namespace);
+    ctx.warn(&config.namespace, format!("{reason}; copying again into \"{new_index}\" (\"{serving}\" stays readable until then)"));
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Before a collection runs: its checkpoint, its start point (stream mode), its index, and, for
+//! one that streams first, its stream opened at once so that lost history shows at `start()`.
+//! Also finds the collections `namespaces` patterns choose.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mongodb::bson::Timestamp;
+
+use super::collection::{feed_limits, index_settings, on_history_lost, stream_start};
+use super::supervisor::Prepared;
+use super::{Context, UntilStopped};
+use crate::checkpoint::CollectionCheckpoint;
+use crate::config::{CollectionConfig, Discovery, Namespace, SyncMode};
+use crate::error::{ErrorCode, SyncResult};
+use crate::source::ChangeFeed;
+
+/// A collection ready to run: its settings, its checkpoint, and its stream if already opened.
+pub(super) struct Ready {
+    pub config: CollectionConfig,
+    pub checkpoint: CollectionCheckpoint,
+    pub feed: Option<ChangeFeed>,
+}
+
+/// Prepares every listed collection, and those the patterns find.
+pub(super) async fn prepare_all(ctx: Arc<Context>) -> SyncResult<Prepared> {
+    if let Some(dlq) = &ctx.config.dead_letter_index {
+        ctx.sink.prepare_dead_letters(dlq).await.until_stopped()?;
+    }
+    // Stream only: "now" is read once, before start() resolves, so that a change made
+    // right after it is never before a collection's start point.
+    let stream_from = match ctx.config.mode {
+        SyncMode::Stream { start_at } => Some(stream_only_start(&ctx, start_at).await?),
+        _ => None,
+    };
+    let mut collections = Vec::with_capacity(ctx.config.collections.len());
+    for c in &ctx.config.collections {
+        collections.push(prepare_collection(&ctx, c, stream_from).await.map_err(|e| e.in_collection(&c.namespace))?);
+    }
+    let mut known: HashSet<Namespace> = ctx.config.collections.iter().map(|c| c.namespace.clone()).collect();
+    let mut seen_at = None;
+    if let Some(discovery) = &ctx.config.discovery {
+        let (found, now) = discover(&ctx, discovery, &mut known, stream_from).await?;
+        collections.extend(found);
+        seen_at = Some(now);
+    }
+    Ok(Prepared { ctx, collections, seen_at, known })
+}
+
+/// Loads a collection's checkpoint and prepares its index. A saved stream position is checked
+/// now, so that lost history fails `start()` (or, with `onHistoryLost: 'resync'`, starts the
+/// re-copy at once). `stream_from`, in stream mode, for a collection without a saved position:
+/// where it is followed from (`startAt` or the time of `start()`; for a collection found while
+/// the sync runs, the last moment it was known not to be there), so none of its changes is missed.
+pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stream_from: Option<Timestamp>) -> SyncResult<Ready> {
+    let mut checkpoint = ctx.store.load(&c.namespace).await?;
+    if let (Some(at), None, SyncMode::Stream { .. }) = (stream_from, &checkpoint.start_at, ctx.config.mode) {
+        checkpoint.start_at = Some(at);
+        checkpoint.copy_done = true;
+        ctx.store.save(&c.namespace, &checkpoint).await?;
+    }
+    let feed = open_first_stream(ctx, c, &mut checkpoint).await?;
+    if !checkpoint.copy_done && !matches!(ctx.config.mode, SyncMode::Stream { .. }) {
+        ctx.copy_started(&c.namespace);
+    }
+    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(&index_settings(c, &checkpoint))).await.until_stopped()?;
+    Ok(Ready { config: c.clone(), checkpoint, feed })
+}
+
+/// Opens the stream of a collection that streams first (from a saved position, its start
+/// point or `startAt`), so that a position outside the history fails `start()`.
+async fn open_first_stream(ctx: &Context, c: &CollectionConfig, checkpoint: &mut CollectionCheckpoint) -> SyncResult<Option<ChangeFeed>> {
+    let Some(start) = stream_start(checkpoint).filter(|_| ctx.config.mode != SyncMode::Copy && checkpoint.copy_done) else {
+        return Ok(None);
+    };
+    match ctx.source.open_stream(&c.namespace, &start, feed_limits(ctx), ctx.cancel.clone()).await {
+        Ok(feed) => Ok(Some(feed)),
+        Err(e) if e.code == ErrorCode::HistoryLost => on_history_lost(ctx, c, checkpoint, e).await.map(|()| None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Collections that match the patterns and are not `known` yet, prepared; and the source's time
+/// read before listing them (a collection found next time did not exist before that time).
+/// One whose settings from `namespaces.defaults` are unusable (its name makes an invalid index
+/// name) is passed over with a warning, once: it is added to `known`.
+pub(super) async fn discover(
+    ctx: &Context,
+    discovery: &Discovery,
+    known: &mut HashSet<Namespace>,
+    seen_at: Option<Timestamp>,
+) -> SyncResult<(Vec<Ready>, Timestamp)> {
+    let now = ctx.source.now().await?;
+    let checkpoints = Namespace { db: ctx.config.checkpoint.database.clone(), coll: ctx.config.checkpoint.collection.clone() };
+    let mut found = Vec::new();
+    for ns in ctx.source.list_collections().await? {
+        if known.contains(&ns) || ns == checkpoints || !discovery.matches(&ns) {
+            continue;
+        }
+        // Listed collections are known from the start: a found one takes the defaults.
+        let config = discovery.collection(ns.clone());
+        if let Err(e) = config.validate("namespaces.defaults") {
+            let message = format!("matches namespaces.include but is not synced: {}; list it in collections with an index of its own", e.message);
+            ctx.warn(&ns, message);
+            known.insert(ns);
+            continue;
+        }
+        found.push(prepare_collection(ctx, &config, seen_at).await?);
+    }
+    Ok((found, now))
+}
+
+/// Where a stream-only collection without a saved position starts: `startAt`, or now.
+pub(super) async fn stream_only_start(ctx: &Context, start_at: Option<Timestamp>) -> SyncResult<Timestamp> {
+    match start_at {
+        Some(at) => Ok(at),
+        None => ctx.source.now().await,
+    }
+}

@@ -1,0 +1,104 @@
+//! The collection tasks of a run: started, watched (one failing stops the others, cleanly), and
+//! joined by the collections `namespaces` patterns find while it runs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mongodb::bson::Timestamp;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::collection::CollectionSync;
+use super::prepare::{discover, Ready};
+use super::Context;
+use crate::config::{Namespace, SyncMode};
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::event::{CollectionChange, SyncEvent};
+
+pub(super) struct Prepared {
+    pub ctx: Arc<Context>,
+    pub collections: Vec<Ready>,
+    /// With discovery: the source's time read before the collections were listed.
+    pub seen_at: Option<Timestamp>,
+    /// The listed collections and those the patterns found but passed over: not to be found
+    /// again (every collection started is added).
+    pub known: HashSet<Namespace>,
+}
+
+struct Supervisor {
+    ctx: Arc<Context>,
+    tasks: JoinSet<SyncResult<()>>,
+    known: HashSet<Namespace>,
+    seen_at: Option<Timestamp>,
+    first_error: Option<SyncError>,
+}
+
+impl Supervisor {
+    fn spawn(&mut self, ready: Ready) {
+        self.known.insert(ready.config.namespace.clone());
+        let (ctx, stats) = (self.ctx.clone(), self.ctx.stats.collection(&ready.config.namespace.to_string()));
+        let namespace = ready.config.namespace.clone();
+        let task = async move { CollectionSync::new(&ctx, ready.config, ready.checkpoint).run(ready.feed).await.map_err(|e| e.in_collection(&namespace)) };
+        self.tasks.spawn(stats.track(task).in_current_span());
+    }
+
+    fn fail(&mut self, error: SyncError) {
+        // One collection failing stops the others (cleanly, with their checkpoints saved).
+        self.ctx.cancel.cancel();
+        self.first_error.get_or_insert(error);
+    }
+
+    /// Starts the collections the patterns find now.
+    async fn discover_more(&mut self) {
+        let discovery = self.ctx.config.discovery.as_ref().expect("polling only with discovery");
+        match discover(&self.ctx, discovery, &mut self.known, self.seen_at).await {
+            Ok((found, now)) => {
+                self.seen_at = Some(now);
+                for ready in found {
+                    let change = CollectionChange::Discovered { index: ready.config.index.clone() };
+                    self.ctx.events.emit(SyncEvent::Change { namespace: ready.config.namespace.to_string(), change });
+                    self.spawn(ready);
+                }
+            }
+            Err(e) if e.code == ErrorCode::MongoUnreachable || e.code == ErrorCode::Mongo => {
+                let message = format!("looking for new collections failed (will try again): {e}");
+                self.ctx.events.emit(SyncEvent::Warning { namespace: String::new(), message });
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+pub(super) async fn run_all(prepared: Prepared) -> SyncResult<()> {
+    let Prepared { ctx, collections, seen_at, known } = prepared;
+    let mut sup = Supervisor { ctx: ctx.clone(), tasks: JoinSet::new(), known, seen_at, first_error: None };
+    for ready in collections {
+        sup.spawn(ready);
+    }
+    // A one-shot copy copies what is there at start; otherwise new collections are picked up.
+    let discovery = ctx.config.discovery.as_ref().filter(|_| ctx.config.mode != SyncMode::Copy);
+    let mut poll = tokio::time::interval(discovery.map_or(std::time::Duration::from_secs(3600), |d| d.interval));
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            joined = sup.tasks.join_next(), if !sup.tasks.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let result = joined.unwrap_or_else(|e| Err(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))));
+                if let Err(e) = result {
+                    sup.fail(e);
+                }
+            }
+            _ = poll.tick(), if discovery.is_some() && !ctx.cancel.is_cancelled() => sup.discover_more().await,
+            _ = ctx.cancel.cancelled(), if sup.tasks.is_empty() => break,
+            else => break,
+        }
+        if sup.tasks.is_empty() && (discovery.is_none() || ctx.cancel.is_cancelled()) {
+            break;
+        }
+    }
+    // After the last write of every collection, whether the sync stops or failed.
+    if let Err(e) = ctx.sink.close().await {
+        sup.first_error.get_or_insert(e);
+    }
+    sup.first_error.map_or(Ok(()), Err)
+}

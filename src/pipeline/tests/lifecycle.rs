@@ -1,0 +1,92 @@
+//! Starting and stopping in every phase.
+
+use mongodb::bson::doc;
+
+use super::*;
+use crate::testkit::{config, ns};
+
+#[tokio::test]
+async fn stop_during_the_copy_keeps_what_was_acknowledged_and_the_next_start_resumes() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(12));
+    let mut cfg = config(&["db.c"]);
+    cfg.batch.max_docs = 4;
+    cfg.batch.concurrency = 1;
+    parts.sink.hold();
+    let (engine, _) = super::engine(cfg.clone());
+    engine.start_with(&parts).await.unwrap();
+    assert_eq!(engine.stats().state, SyncState::Copying);
+    parts.sink.release(1);
+    eventually("a second batch to wait", || async { (parts.sink.writes().len() == 1 && parts.sink.waiting() == 1).then_some(()) }).await;
+    let stopping = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.stop().await }
+    });
+    wait_state(&engine, SyncState::Stopping).await;
+    parts.sink.open();
+    stopping.await.unwrap().unwrap();
+    assert_eq!(engine.stats().state, SyncState::Stopped);
+    let cp = parts.store.get(&c).unwrap();
+    assert!(!cp.copy_done && cp.copied >= 4, "{cp:?}");
+    let (again, _) = streaming(cfg, &parts).await;
+    mirrored(&parts, &c, "c").await;
+    again.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_while_a_stream_batch_is_in_flight_writes_it_and_saves_its_position() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let (engine, _) = streaming(config(&["db.c"]), &parts).await;
+    parts.sink.hold();
+    parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
+    eventually("the write to wait", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
+    let stopping = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.stop().await }
+    });
+    wait_state(&engine, SyncState::Stopping).await;
+    parts.sink.open();
+    stopping.await.unwrap().unwrap();
+    mirrored(&parts, &c, "c").await;
+    let token = parts.store.get(&c).unwrap().resume_token.unwrap();
+    assert_eq!(token.get_str("_data").unwrap(), format!("{:016x}00", 2), "the position of the last change is saved");
+}
+
+#[tokio::test]
+async fn a_one_shot_copy_stops_by_itself() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    let mut cfg = config(&["db.c"]);
+    cfg.mode = crate::config::SyncMode::Copy;
+    let (engine, _) = super::engine(cfg);
+    engine.start_with(&parts).await.unwrap();
+    engine.wait().await.unwrap();
+    assert_eq!(engine.stats().state, SyncState::Stopped);
+    mirrored(&parts, &c, "c").await;
+    assert!(parts.source.opened().is_empty(), "no stream in copy mode");
+}
+
+/// Issue 13, item 20: `start()` held the engine's lock through index preparation, which an
+/// output retries for as long as it fails, so `stop()` during such a `start()` never returned.
+#[tokio::test]
+async fn stop_during_a_start_that_cannot_prepare_its_index_ends_it() {
+    let parts = Parts::default();
+    parts.source.insert(&ns("db.c"), docs(1));
+    parts.sink.block_prepare();
+    let (engine, _) = super::engine(config(&["db.c"]));
+    let starting = tokio::spawn({
+        let (engine, parts) = (engine.clone(), parts.clone());
+        async move { engine.start_with(&parts).await }
+    });
+    wait_state(&engine, SyncState::Starting).await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), engine.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "stop() returns during start()");
+    let started = starting.await.unwrap();
+    assert_eq!(started.unwrap_err().code, crate::error::ErrorCode::State, "start() rejects: it was stopped");
+    assert_eq!(engine.stats().state, SyncState::Stopped);
+    engine.wait().await.unwrap();
+}

@@ -1,0 +1,69 @@
+//! Tests of the pipeline with a scripted source, an in-memory sink and an in-memory store:
+//! each behaviour of a collection's life, without servers.
+
+mod changes;
+mod lifecycle;
+mod retries;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{doc, Document};
+
+use super::{SyncEngine, Timing};
+use crate::config::{Namespace, SyncConfig};
+use crate::event::{SyncEvent, SyncState};
+use crate::testkit::{eventually, Events, Parts};
+
+/// An engine over `parts`, with quick periodic chores, and what it emits.
+fn engine(config: SyncConfig) -> (Arc<SyncEngine>, Events) {
+    let mut engine = SyncEngine::new(config).expect("a valid configuration");
+    engine.timing = Timing {
+        stream_checkpoint_every: Duration::from_millis(10),
+        idle_checkpoint_every: Duration::from_millis(50),
+        history_check_every: Duration::from_millis(20),
+    };
+    let events = Events::default();
+    let sink = events.clone();
+    engine.events().subscribe(move |e| sink.0.lock().expect("events").push(e.clone()));
+    (Arc::new(engine), events)
+}
+
+/// Starts an engine and waits until every collection streams.
+async fn streaming(config: SyncConfig, parts: &Parts) -> (Arc<SyncEngine>, Events) {
+    let (engine, events) = engine(config);
+    engine.start_with(parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    (engine, events)
+}
+
+async fn wait_state(engine: &SyncEngine, state: SyncState) {
+    eventually(&format!("state {state:?}"), || async { (engine.stats().state == state).then_some(()) }).await;
+}
+
+/// Documents with `_id` 1..=n and `v: 0`.
+fn docs(n: i64) -> Vec<Document> {
+    (1..=n).map(|i| doc! {"_id": i, "v": 0}).collect()
+}
+
+/// Waits until `index` holds exactly the documents of `ns` (by `_id` and content).
+async fn mirrored(parts: &Parts, ns: &Namespace, index: &str) {
+    eventually(&format!("{index} to mirror {ns}"), || async {
+        let want: std::collections::BTreeMap<String, serde_json::Value> = parts
+            .source
+            .documents(ns)
+            .into_iter()
+            .map(|(id, mut d)| {
+                d.remove("_id");
+                (id.to_string(), serde_json::to_value(&d).expect("JSON"))
+            })
+            .collect();
+        (parts.sink.docs(index) == want).then_some(())
+    })
+    .await;
+}
+
+fn retries(events: &Events) -> usize {
+    events.all().iter().filter(|e| matches!(e, SyncEvent::Retry { .. })).count()
+}

@@ -1,0 +1,107 @@
+//! MongoDB driver errors as engine errors: what is worth retrying, what is lost history.
+
+use mongodb::error::{Error, ErrorKind};
+
+use crate::error::{cause_chain, ErrorCode, SyncError};
+
+/// MongoDB's BSONObjectTooLarge: what a change stream reports for an event over 16 MB.
+const BSON_OBJECT_TOO_LARGE: i32 = 10334;
+
+/// Server errors that pass once the server (or a new primary) is back: shutdown and
+/// step-down interruptions (often without a retry label), network failures seen by the server,
+/// and a cursor the restarted server no longer knows (the copy resumes from its checkpoint).
+const TRANSIENT_CODES: [i32; 13] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    43,    // CursorNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// Maps a driver error to an engine error. Network and server-selection failures get
+/// `MongoUnreachable`, which the pipeline treats as transient once it runs.
+pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
+    let code = match &*err.kind {
+        ErrorKind::Command(c) if c.code == BSON_OBJECT_TOO_LARGE => {
+            return SyncError::new(
+                ErrorCode::EventTooLarge,
+                format!(
+                    "{context}: a change event is over MongoDB's 16 MB limit (a large document with a large update), \
+                     so the server cannot return it and the stream cannot go past it; the position before it is kept. \
+                     Cause: {}",
+                    cause_chain(err)
+                ),
+            );
+        }
+        ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } => ErrorCode::MongoUnreachable,
+        ErrorKind::Command(c) if TRANSIENT_CODES.contains(&c.code) => ErrorCode::MongoUnreachable,
+        _ if err.contains_label("ResumableChangeStreamError") || err.contains_label("RetryableWriteError") => ErrorCode::MongoUnreachable,
+        _ if is_history_lost(err) => ErrorCode::HistoryLost,
+        _ => ErrorCode::Mongo,
+    };
+    SyncError::new(code, format!("{context}: {}", cause_chain(err)))
+}
+
+/// The saved position is gone from the oplog (ChangeStreamHistoryLost, 286), or the token
+/// is not one the server can resume from (e.g. FailedToParse for a corrupted token).
+pub fn is_history_lost(err: &Error) -> bool {
+    let code = match &*err.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    };
+    matches!(code, Some(286 | 280 | 9 | 260)) || err.to_string().contains("resume token")
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+    use mongodb::error::CommandError;
+
+    use super::*;
+
+    fn command_error(code: i32, name: &str) -> Error {
+        let c: CommandError = mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": "boom" }).unwrap();
+        Error::from(ErrorKind::Command(c))
+    }
+
+    #[test]
+    fn server_errors_get_their_codes() {
+        let too_large = mongo_error("change stream of shop.orders failed", &command_error(10334, "BSONObjectTooLarge"));
+        assert_eq!(too_large.code, ErrorCode::EventTooLarge);
+        assert!(too_large.message.starts_with("change stream of shop.orders failed: a change event is over MongoDB's 16 MB limit"), "{}", too_large.message);
+        assert!(too_large.message.contains("BSONObjectTooLarge"), "{}", too_large.message);
+        assert_eq!(mongo_error("x", &command_error(286, "ChangeStreamHistoryLost")).code, ErrorCode::HistoryLost);
+        assert_eq!(mongo_error("x", &command_error(2, "BadValue")).code, ErrorCode::Mongo);
+    }
+
+    /// Issue 13, item 12: a server shutting down or stepping down interrupts operations with
+    /// these codes, without a retry label when no retryable write is involved; the copy (and
+    /// any read) resumes from its checkpoint once the server is back.
+    #[test]
+    fn shutdown_and_failover_interruptions_are_transient() {
+        for (code, name) in [
+            (11600, "InterruptedAtShutdown"),
+            (91, "ShutdownInProgress"),
+            (11602, "InterruptedDueToReplStateChange"),
+            (189, "PrimarySteppedDown"),
+            (10107, "NotWritablePrimary"),
+            (13435, "NotPrimaryNoSecondaryOk"),
+            (13436, "NotPrimaryOrSecondary"),
+            (6, "HostUnreachable"),
+            (7, "HostNotFound"),
+            (89, "NetworkTimeout"),
+            (9001, "SocketException"),
+            (43, "CursorNotFound"),
+        ] {
+            assert_eq!(mongo_error("copy of shop.orders failed", &command_error(code, name)).code, ErrorCode::MongoUnreachable, "{name}");
+        }
+    }
+}

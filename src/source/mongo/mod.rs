@@ -1,0 +1,143 @@
+//! MongoDB as a [`ChangeSource`]: the client set-up, change streams read ahead, the copy's
+//! range scans, and the collections `namespaces` patterns choose from.
+
+pub mod change_stream;
+mod connect;
+pub mod copy;
+mod discovery;
+mod error;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::{Client, Collection};
+use tokio_util::sync::CancellationToken;
+
+use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, RangePlan, ScanOptions, StreamStart};
+use crate::checkpoint::CopyRange;
+use crate::config::{Namespace, SyncConfig};
+use crate::error::{cause_chain, SyncResult};
+use crate::event::EventBus;
+
+pub use error::{is_history_lost, mongo_error};
+
+/// How long one getMore waits when there are no changes. The server answers as soon as there
+/// are some, so this sets only how often an idle stream is asked again (and its position
+/// refreshed); shorter only loads the server with empty getMores.
+const MAX_AWAIT: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct MongoSource {
+    client: Client,
+}
+
+impl MongoSource {
+    /// Connects (and pings) with the configured URI and TLS options.
+    pub async fn connect(config: &SyncConfig, events: &EventBus) -> SyncResult<Self> {
+        Ok(MongoSource { client: connect::connect(config, events).await? })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn collection(&self, ns: &Namespace) -> Collection<Document> {
+        self.client.database(&ns.db).collection(&ns.coll)
+    }
+
+    /// A causally consistent session whose reads see at least the state at `at`, whichever
+    /// member the URI's read preference picks: a lagging secondary waits until it has caught
+    /// up (`readConcern.afterClusterTime`), so the copy and the filter's lookups never read
+    /// from before the stream's start point or the change being applied.
+    async fn session_after(&self, at: Option<Timestamp>) -> mongodb::error::Result<mongodb::ClientSession> {
+        let mut session = self.client.start_session().causal_consistency(true).await?;
+        if let Some(at) = at {
+            session.advance_operation_time(at);
+        }
+        Ok(session)
+    }
+}
+
+#[async_trait]
+impl ChangeSource for MongoSource {
+    async fn now(&self) -> SyncResult<Timestamp> {
+        change_stream::cluster_time(&self.client).await.map_err(|e| mongo_error("cannot read the cluster time", &e))
+    }
+
+    async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool> {
+        // The oplog's oldest entry bounds where any change stream can start.
+        let oplog = self.client.database("local").collection::<Document>("oplog.rs");
+        if let Ok(Some(oldest)) = oplog.find_one(doc! {}).sort(doc! {"$natural": 1}).projection(doc! {"ts": 1}).await {
+            if let Ok(ts) = oldest.get_timestamp("ts") {
+                return Ok(ts <= at);
+            }
+        }
+        // Not readable here (through mongos, or without the rights): a stream opened there,
+        // asked once, is refused if the history is gone.
+        let probe = async {
+            let mut stream = change_stream::open(&self.collection(ns), &StreamStart::AtOperationTime(at), Duration::from_millis(1)).await?;
+            stream.next_if_any().await.map_err(|e| mongo_error(format!("change stream of {ns} failed"), &e))
+        };
+        match probe.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == crate::error::ErrorCode::HistoryLost => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn open_stream(&self, ns: &Namespace, start: &StreamStart, limits: FeedLimits, cancel: CancellationToken) -> SyncResult<ChangeFeed> {
+        let stream = change_stream::open(&self.collection(ns), start, MAX_AWAIT).await?;
+        let ns = ns.clone();
+        Ok(ChangeFeed::spawn(limits, move |tx| change_stream::read_ahead(stream, ns, tx, cancel)))
+    }
+
+    async fn estimated_count(&self, ns: &Namespace) -> u64 {
+        self.collection(ns).estimated_document_count().await.unwrap_or(0)
+    }
+
+    async fn plan_ranges(&self, ns: &Namespace, readers: usize) -> SyncResult<RangePlan> {
+        let collection = self.collection(ns);
+        let extremes = copy::id_extremes(&collection).await.map_err(|e| mongo_error(format!("cannot read the _id range of {ns}"), &e))?;
+        let extremes = extremes.as_ref().map(|(min, max)| (min, max));
+        Ok(match copy::sample_ids(&collection, readers * 32).await {
+            Ok(sample) => RangePlan { ranges: copy::plan_ranges(&sample, readers, extremes), warning: None },
+            Err(e) => RangePlan {
+                ranges: copy::plan_ranges(&[], 1, extremes),
+                warning: Some(format!("cannot sample _ids to split the copy ({}); reading with one cursor", cause_chain(&e))),
+            },
+        })
+    }
+
+    async fn scan(&self, ns: &Namespace, range: &CopyRange, options: &ScanOptions) -> SyncResult<DocumentStream> {
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot start copying {ns}"), &e);
+        let mut session = self.session_after(options.not_before).await.map_err(failed)?;
+        let cursor = copy::open(&self.collection(ns), range, options.filter.as_ref(), options.batch_size, &mut session).await.map_err(failed)?;
+        let ns = ns.clone();
+        let documents = futures::stream::unfold((cursor, session), |(mut cursor, mut session)| async move {
+            let next = cursor.next(&mut session).await?;
+            Some((next, (cursor, session)))
+        });
+        Ok(documents.map_err(move |e| mongo_error(format!("copy of {ns} failed"), &e)).boxed())
+    }
+
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {id} in {ns}"), &e);
+        let query = match filter {
+            Some(filter) => doc! {"$and": [{"_id": id.clone()}, filter.clone()]},
+            None => doc! {"_id": id.clone()},
+        };
+        let mut session = self.session_after(not_before).await.map_err(failed)?;
+        self.collection(ns).find_one(query).session(&mut session).await.map_err(failed)
+    }
+
+    async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool> {
+        let found = self.collection(ns).find_one(doc! {}).projection(doc! {"_id": 1}).await;
+        Ok(found.map_err(|e| mongo_error(format!("cannot read {ns}"), &e))?.is_some())
+    }
+
+    async fn list_collections(&self) -> SyncResult<Vec<Namespace>> {
+        discovery::list(&self.client).await
+    }
+}
