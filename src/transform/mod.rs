@@ -3,11 +3,13 @@
 pub mod bson_to_json;
 mod fields;
 pub mod hook;
+mod raw;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
 pub use fields::{AddedValue, FieldRules};
+pub use raw::{index_write_raw, RawConverter};
 
 /// One document-level write, already serialised: what Elasticsearch is asked to do, and the
 /// MongoDB change it comes from (for outputs that record changes rather than apply them).
