@@ -9,7 +9,7 @@ use mongodb::bson::{Bson, Document, Timestamp};
 
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
 pub use fields::{AddedValue, FieldRules};
-pub use raw::{index_write_raw, RawConverter};
+pub use raw::{index_write_raw, routing_value_raw, RawConverter};
 
 /// One document-level write, already serialised: what Elasticsearch is asked to do, and the
 /// MongoDB change it comes from (for outputs that record changes rather than apply them).

@@ -21,6 +21,8 @@ mod tree;
 mod walk;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
@@ -141,6 +143,24 @@ pub fn index_write_raw(
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<DocumentWrite, Rejected> {
     RawConverter::new(options, fields).index_write(doc, version, warnings)
+}
+
+/// The routing value at a dotted `path` of a raw document, as [`super::routing_value`] finds it
+/// in the `Document` (of a repeated key, the last value).
+pub fn routing_value_raw(doc: &RawDocument, path: &str) -> Option<String> {
+    let mut current = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = current.iter().map_while(Result::ok).filter(|(key, _)| *key == part).last()?.1;
+        if parts.peek().is_none() {
+            return es_id_raw(value).ok();
+        }
+        current = match value {
+            RawBsonRef::Document(child) => child,
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// Without field rules: the top-level fields written as they are read, the `_id` apart (and

@@ -573,6 +573,19 @@ proptest! {
         }
     }
 
+    /// Routing values are read from raw documents as from `Document`s.
+    #[test]
+    fn routing_values_equal_the_reference((doc, _, _) in case(), extra in path_choice(vec![])) {
+        let bytes = encode(&doc);
+        let Some(reference) = RawDocument::from_bytes(&bytes).ok().and_then(|raw| Document::try_from(raw).ok()) else { return Ok(()) };
+        let raw = RawDocument::from_bytes(&bytes).expect("read above");
+        let mut paths = vec![extra];
+        paths_of(&doc, "", &mut paths);
+        for path in paths {
+            prop_assert_eq!(super::routing_value_raw(raw, &path), crate::transform::routing_value(&reference, &path), "{}", path);
+        }
+    }
+
     /// Corrupted bytes: never a panic, and both converters agree on what is BSON.
     #[test]
     fn corrupted_documents_are_rejected_not_panicked_on(
