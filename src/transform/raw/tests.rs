@@ -201,3 +201,18 @@ fn timestamps_are_objects_for_the_field_rules() {
     let flat = FieldRules { flatten: Some("_".into()), ..Default::default() };
     assert_eq!(body(&raw(&bytes, &ConvertOptions::default(), &flat).0), r#"{"a_ts_t":7,"a_ts_i":2}"#);
 }
+
+/// Found by the property tests: a non-canonical Decimal128 `_id` maps to the extended JSON of its
+/// value (as the reference does), which reads back as the canonical encoding of that value.
+#[test]
+fn a_non_canonical_decimal_id_maps_by_value() {
+    let mut bits = [0u8; 16];
+    bits[15] = 0x60;
+    let d = doc! { "_id": mongodb::bson::Decimal128::from_bytes(bits) };
+    let bytes = RawDocumentBuf::from_document(&d).unwrap();
+    let (got, warnings) = raw(&bytes, &ConvertOptions::default(), &FieldRules::default());
+    assert_eq!((got.clone(), warnings), reference(&d, &ConvertOptions::default(), &FieldRules::default()));
+    let id = got.unwrap().id;
+    let back = mongodb::bson::Bson::try_from(serde_json::from_str::<serde_json::Value>(&id).unwrap()).unwrap();
+    assert_eq!(back.to_string(), mongodb::bson::Bson::Decimal128(mongodb::bson::Decimal128::from_bytes(bits)).to_string(), "{id}");
+}
