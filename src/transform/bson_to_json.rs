@@ -56,8 +56,8 @@ const MAX_ES_ID_BYTES: usize = 512;
 /// Epoch-millisecond bounds of years 0000..=9999, the range RFC 3339 can render.
 /// Checked explicitly because bson clamps out-of-range dates before formatting,
 /// which would silently produce a wrong (clamped) date instead of an error.
-const MIN_RFC3339_MILLIS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
-const MAX_RFC3339_MILLIS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+pub(crate) const MIN_RFC3339_MILLIS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+pub(crate) const MAX_RFC3339_MILLIS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 
 /// Converts a MongoDB document into an Elasticsearch `_source`.
 ///
@@ -69,7 +69,7 @@ pub fn document_to_source(doc: &Document, opts: &ConvertOptions, warnings: &mut 
     if let (Some(field), Some(id)) = (&opts.keep_id_as, doc.get("_id")) {
         if let Some(value) = bson_to_json(id, opts, field, warnings) {
             if source.insert(field.clone(), value).is_some() {
-                warn(warnings, field, "document field overwritten by the converted _id (keep_id_as)");
+                warn(warnings, field, ID_OVERWRITTEN);
             }
         }
     }
@@ -91,7 +91,7 @@ pub fn bson_to_json(value: &Bson, opts: &ConvertOptions, path: &str, warnings: &
         Bson::Double(f) => match Number::from_f64(*f) {
             Some(n) => Value::Number(n),
             None => {
-                warn(warnings, path, format!("non-finite double {f} has no JSON form; dropped (null inside arrays)"));
+                warn(warnings, path, non_finite_double(*f));
                 return None;
             }
         },
@@ -100,8 +100,7 @@ pub fn bson_to_json(value: &Bson, opts: &ConvertOptions, path: &str, warnings: &
             match text.parse::<f64>().ok().and_then(Number::from_f64) {
                 Some(n) => Value::Number(n),
                 None => {
-                    let reason = format!("Decimal128 {text} has no finite f64 value; dropped (null inside arrays)");
-                    warn(warnings, path, reason);
+                    warn(warnings, path, non_finite_decimal(&text));
                     return None;
                 }
             }
@@ -112,7 +111,7 @@ pub fn bson_to_json(value: &Bson, opts: &ConvertOptions, path: &str, warnings: &
         Bson::RegularExpression(re) => Value::String(format!("/{}/{}", re.pattern, re.options)),
         Bson::JavaScriptCode(code) => Value::String(code.clone()),
         Bson::JavaScriptCodeWithScope(cws) => {
-            warn(warnings, path, "JavaScript code scope dropped; only the code is kept");
+            warn(warnings, path, CODE_SCOPE_DROPPED);
             Value::String(cws.code.clone())
         }
         Bson::Symbol(s) | Bson::String(s) => Value::String(s.clone()),
@@ -133,8 +132,7 @@ pub fn bson_to_json(value: &Bson, opts: &ConvertOptions, path: &str, warnings: &
 pub fn es_id(id: &Bson) -> Result<String, IdError> {
     let text = match id {
         Bson::ObjectId(oid) => oid.to_hex(),
-        Bson::String(s) if s.is_empty() => return Err(IdError::EmptyString),
-        Bson::String(s) => s.clone(),
+        Bson::String(s) => return es_id_of_str(s),
         Bson::Int32(n) => n.to_string(),
         Bson::Int64(n) => n.to_string(),
         // Exact integer digits inside i64 range (f64 Display would print the
@@ -153,6 +151,17 @@ pub fn es_id(id: &Bson) -> Result<String, IdError> {
         return Err(IdError::TooLong { len: text.len() });
     }
     Ok(text)
+}
+
+/// Elasticsearch `_id` for a string MongoDB `_id`: the string itself, within Elasticsearch's limits.
+pub(crate) fn es_id_of_str(s: &str) -> Result<String, IdError> {
+    if s.is_empty() {
+        return Err(IdError::EmptyString);
+    }
+    if s.len() > MAX_ES_ID_BYTES {
+        return Err(IdError::TooLong { len: s.len() });
+    }
+    Ok(s.to_owned())
 }
 
 /// Elasticsearch external version from a MongoDB cluster time.
@@ -175,11 +184,7 @@ fn convert_document(doc: &Document, path: &str, skip_id: bool, opts: &ConvertOpt
         let field_path = child_path(path, key);
         if let Some(json) = bson_to_json(value, opts, &field_path, warnings) {
             if is_rejected_key(key) {
-                let reason = format!(
-                    "field name {key:?} is rejected by Elasticsearch \
-                     (empty, or dots at the start, end or doubled)"
-                );
-                warn(warnings, &field_path, reason);
+                warn(warnings, &field_path, rejected_key(key));
             }
             out.insert(key.clone(), json);
         }
@@ -189,8 +194,28 @@ fn convert_document(doc: &Document, path: &str, skip_id: bool, opts: &ConvertOpt
 
 /// ES splits field names on dots into object paths, so these leave an empty
 /// path segment and the document is rejected.
-fn is_rejected_key(key: &str) -> bool {
+pub(crate) fn is_rejected_key(key: &str) -> bool {
     key.is_empty() || key.starts_with('.') || key.ends_with('.') || key.contains("..")
+}
+
+// The warning texts, shared with the raw converter (`super::raw`).
+pub(crate) const ID_OVERWRITTEN: &str = "document field overwritten by the converted _id (keep_id_as)";
+pub(crate) const CODE_SCOPE_DROPPED: &str = "JavaScript code scope dropped; only the code is kept";
+
+pub(crate) fn rejected_key(key: &str) -> String {
+    format!("field name {key:?} is rejected by Elasticsearch (empty, or dots at the start, end or doubled)")
+}
+
+pub(crate) fn non_finite_double(f: f64) -> String {
+    format!("non-finite double {f} has no JSON form; dropped (null inside arrays)")
+}
+
+pub(crate) fn non_finite_decimal(text: &str) -> String {
+    format!("Decimal128 {text} has no finite f64 value; dropped (null inside arrays)")
+}
+
+pub(crate) fn date_out_of_range(millis: i64) -> String {
+    format!("date {millis} ms since epoch is outside years 0000-9999; emitted as epoch milliseconds")
 }
 
 fn datetime_to_json(dt: DateTime, path: &str, warnings: &mut Vec<ConvertWarning>) -> Value {
@@ -204,8 +229,7 @@ fn datetime_to_json(dt: DateTime, path: &str, warnings: &mut Vec<ConvertWarning>
             return Value::String(text);
         }
     }
-    let reason = format!("date {millis} ms since epoch is outside years 0000-9999; emitted as epoch milliseconds");
-    warn(warnings, path, reason);
+    warn(warnings, path, date_out_of_range(millis));
     Value::from(millis)
 }
 

@@ -55,6 +55,11 @@ impl FieldRules {
     }
 
     pub fn apply(&self, source: &mut Map<String, Value>) {
+        self.apply_at(source, mongodb::bson::DateTime::now());
+    }
+
+    /// [`Self::apply`] with `now` as the conversion time (`$syncedAt`).
+    pub(crate) fn apply_at(&self, source: &mut Map<String, Value>, now: mongodb::bson::DateTime) {
         if !self.include.is_empty() {
             let paths: Vec<Vec<&str>> = self.include.iter().map(|p| p.split('.').collect()).collect();
             let kept = keep(&Value::Object(std::mem::take(source)), &paths.iter().map(|p| p.as_slice()).collect::<Vec<_>>());
@@ -71,7 +76,6 @@ impl FieldRules {
             }
         }
         if !self.add.is_empty() {
-            let now = mongodb::bson::DateTime::now();
             for (path, value) in &self.add {
                 let value = match value {
                     AddedValue::Constant(v) => v.clone(),
@@ -132,7 +136,8 @@ fn remove(map: &mut Map<String, Value>, path: &[&str]) {
     match path {
         [] => {}
         [last] => {
-            map.remove(*last);
+            // Not `remove`: with serde_json's preserve_order it swaps the last field into the gap.
+            map.shift_remove(*last);
         }
         [first, rest @ ..] => match map.get_mut(*first) {
             Some(Value::Object(child)) => remove(child, rest),
@@ -151,7 +156,7 @@ fn remove(map: &mut Map<String, Value>, path: &[&str]) {
 fn take(map: &mut Map<String, Value>, path: &[&str]) -> Option<Value> {
     match path {
         [] => None,
-        [last] => map.remove(*last),
+        [last] => map.shift_remove(*last),
         [first, rest @ ..] => match map.get_mut(*first) {
             Some(Value::Object(child)) => take(child, rest),
             _ => None,
@@ -201,6 +206,14 @@ mod tests {
         let rules = FieldRules { exclude: vec!["password".into(), "items.cost".into(), "a.b.c".into()], ..Default::default() };
         let out = apply(rules, json!({"password": "x", "items": [{"sku": "a", "cost": 1}], "a": {"b": {"c": 1, "d": 2}}}));
         assert_eq!(out, json!({"items": [{"sku": "a"}], "a": {"b": {"d": 2}}}));
+    }
+
+    #[test]
+    fn exclude_and_rename_keep_the_order_of_the_other_fields() {
+        let rules = FieldRules { exclude: vec!["a".into(), "x.p".into()], rename: vec![("b".into(), "z".into())], ..Default::default() };
+        let out = apply(rules, json!({"a": 1, "b": 2, "c": 3, "x": {"p": 1, "q": 2, "r": 3}, "d": 4}));
+        let text = serde_json::to_string(&out).unwrap();
+        assert_eq!(text, r#"{"c":3,"x":{"q":2,"r":3},"d":4,"z":2}"#);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 pub mod bson_to_json;
 mod fields;
 pub mod hook;
+mod raw;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
 pub use bson_to_json::{ConvertOptions, ConvertWarning};
 pub use fields::{AddedValue, FieldRules};
+pub use raw::{index_write_raw, routing_value_raw, RawConverter};
 
 /// One document-level write, already serialised: what Elasticsearch is asked to do, and the
 /// MongoDB change it comes from (for outputs that record changes rather than apply them).
@@ -112,11 +114,23 @@ pub fn index_write(
     fields: &FieldRules,
     warnings: &mut Vec<ConvertWarning>,
 ) -> Result<DocumentWrite, Rejected> {
+    index_write_at(doc, version, options, fields, warnings, mongodb::bson::DateTime::now())
+}
+
+/// [`index_write`] with `now` as the conversion time (`$syncedAt`).
+pub(crate) fn index_write_at(
+    doc: &Document,
+    version: i64,
+    options: &ConvertOptions,
+    fields: &FieldRules,
+    warnings: &mut Vec<ConvertWarning>,
+    now: mongodb::bson::DateTime,
+) -> Result<DocumentWrite, Rejected> {
     let rejected = |id: String, reason: String| Rejected::new(id, reason).with_document(extended_json(doc));
     let raw_id = doc.get("_id").ok_or_else(|| rejected(String::new(), "document has no _id".into()))?;
     let id = bson_to_json::es_id(raw_id).map_err(|e| rejected(describe_id(raw_id), e.to_string()))?;
     let mut source = bson_to_json::document_to_source(doc, options, warnings);
-    fields.apply(&mut source);
+    fields.apply_at(&mut source, now);
     let body = serde_json::to_vec(&source).map_err(|e| rejected(id.clone(), format!("cannot serialise document: {e}")))?;
     Ok(DocumentWrite { id, routing: None, version, op: WriteOp::Index(body), operation: Operation::Copy, position: None })
 }
