@@ -6,6 +6,7 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
+const { BSON } = require('mongodb')
 const { setup, unique, es, esDocs, waitFor, startStreaming, waitForMirror } = require('./helpers.js')
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
@@ -164,7 +165,7 @@ test('change types and ordering', async (t) => {
   for (const filtered of [false, true]) {
     await t.test(`updates read after a rename (their documents no longer found) still reach the new name's index${filtered ? ', with a filter' : ''}`, async () => {
       const label = filtered ? 'late_upd_f' : 'late_upd'
-      const extra = { docs: 0, indexTemplate: 'renamed-{coll}', ...(filtered ? { filter: { kind: 'keep' } } : {}) }
+      const extra = { docs: 0, indexTemplate: 'renamed-{coll}' }
       const { db, coll, index, options, sync, checkpointId } = await running(label, extra)
       if (filtered) {
         // running() lists the collection without the filter: start it again with it.
@@ -417,7 +418,19 @@ test('change types and ordering', async (t) => {
       20000,
       500,
     )
-    assert.ok(moved._data > first._data, 'the saved position only moves forward ' + first._data + ' ' + moved._data)
+    assert.ok(tokenOrder(moved) > tokenOrder(first), 'the saved position only moves forward ' + first._data + ' ' + moved._data)
   })
+
+  /** A resume token's place in the history, comparable with `>`: MongoDB's `_data` is KeyString
+   *  hex, ordered as a string; SecantusDB's is hex BSON `{ s: sequence, t: Timestamp, … }`,
+   *  whose little-endian bytes are not, so its sequence number is compared instead. */
+  function tokenOrder(token) {
+    const bytes = Buffer.from(token._data, 'hex')
+    if (bytes.length >= 5 && bytes.readInt32LE(0) === bytes.length) {
+      const { s } = BSON.deserialize(bytes)
+      if (Number.isInteger(s)) return s
+    }
+    return token._data
+  }
 
 })

@@ -155,6 +155,11 @@ export class MongoElasticSync extends EventEmitter {
       await this.#native.start()
     } catch (error) {
       detach()
+      // Stopped by the signal while starting: the engine ends start() with ERR_STATE.
+      if (stopping !== undefined && signal !== undefined) {
+        await stopping
+        throw abortError(signal)
+      }
       throw toSyncError(error)
     }
     if (stopping !== undefined && signal !== undefined) {
