@@ -194,9 +194,11 @@ describe('monitoring', () => {
     // A running copy: progress between 0 and all, with a rate and an ETA.
     await row.locator('.phase[data-phase="copying"]').waitFor({ timeout: 30000 })
     const bar = row.locator('[role=progressbar]')
-    await waitFor('copy progress on the page', async () => {
+    // (The rate and ETA need two progress reports; the page may show the first alone for a moment.)
+    await waitFor('copy progress on the page, with a rate and an ETA', async () => {
       const [now, max] = [Number(await bar.getAttribute('aria-valuenow')), Number(await bar.getAttribute('aria-valuemax'))]
-      return max === TOTAL && now > 0 && now <= 300
+      const known = (await row.locator('.rate').innerText()) !== '–' && (await row.locator('.eta').innerText()) !== '–'
+      return max === TOTAL && now > 0 && now <= 300 && known
     })
     assert.match((await row.locator('.progress').innerText()).trim(), /^\d+ \/ 1,000 \(\d+ %\)$/)
     assert.match(await row.locator('.rate').innerText(), /^[\d,]+\/s$/)
