@@ -6,6 +6,8 @@ mod http;
 mod log_forward;
 mod logging;
 mod options;
+#[cfg(test)]
+mod options_props;
 mod outputs;
 mod parse;
 mod stats;

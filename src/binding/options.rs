@@ -23,6 +23,9 @@ use crate::transform::{AddedValue, FieldRules};
 
 /// The engine's config from the options object, checked whole; errors name the field.
 pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+    if !options.is_object() {
+        return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
+    }
     parse::<SyncOptions>(options)?.into_config()
 }
 
@@ -81,6 +84,17 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
