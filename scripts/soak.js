@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Soak: the sync in a child process under a steady mixed load (inserts, updates, deletes, and
-// collections created and dropped in turn) for SOAK_MINUTES (default 60). Every 10 s it samples
+// collections created and dropped in turn, over a fixed set of names) for SOAK_MINUTES (default 60). Every 10 s it samples
 // the child's resident memory, open file descriptors, established TCP connections and threads
 // (from /proc; Linux). After the warm-up it fits a least-squares line to each series and fails
 // when a slope is over its bound; at the end every collection's index must equal it.
@@ -117,8 +117,8 @@ function startChild(options) {
 
 /**
  * The writer: every 200 ms a bulk write of `opsPerSec / 5` mixed changes to one of the live
- * collections; every `rotateEverySec` a new collection is created (with a few documents) and,
- * past `liveCollections`, the oldest one dropped.
+ * collections; every `rotateEverySec` a collection is created (with a few documents) and, past
+ * `liveCollections`, the oldest one dropped (names cycle over `liveCollections + 1`).
  */
 function startWriter(db, { opsPerSec, rotateEverySec, liveCollections, random }) {
   const live = []
@@ -127,7 +127,9 @@ function startWriter(db, { opsPerSec, rotateEverySec, liveCollections, random })
   const totals = { ops: 0, bulkWrites: 0, failures: 0, created: 0, dropped: 0 }
   let running = true
   const create = async () => {
-    const name = `c${created++}`
+    // A fixed set of names, each dropped and created again in turn: a dropped collection stays
+    // followed (to pick it up if it comes back), so new names would each add a change stream.
+    const name = `c${created++ % (liveCollections + 1)}`
     await db.collection(name).insertMany(Array.from({ length: 50 }, () => ({ _id: nextId++, v: 0, s: 'seed' })))
     live.push({ name, ids: nextId })
     totals.created++

@@ -6,6 +6,8 @@
 
 mod memory;
 mod mongo_store;
+#[cfg(test)]
+mod props;
 
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, Timestamp};

@@ -5,6 +5,8 @@ mod error;
 #[cfg(test)]
 mod fake;
 mod response;
+#[cfg(test)]
+mod response_props;
 pub mod retry;
 mod service;
 mod task;

@@ -100,7 +100,8 @@ fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> Ite
         200..=299 => ItemOutcome::Indexed,
         404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
         409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
-        429 | 500..=599 => ItemOutcome::Retryable(describe(status, error)),
+        // As for whole requests (`retry::is_retryable_status`): any status from 500 up.
+        429 | 500.. => ItemOutcome::Retryable(describe(status, error)),
         _ if is_transient_error(error_type) => ItemOutcome::Retryable(describe(status, error)),
         _ => ItemOutcome::Permanent(describe(status, error)),
     }
@@ -145,6 +146,15 @@ mod tests {
         assert_eq!(out[5], ItemOutcome::Deleted);
         assert!(matches!(&out[6], ItemOutcome::Retryable(r) if r.starts_with("403 cluster_block_exception")), "a write block passes");
         assert!(matches!(&out[7], ItemOutcome::Retryable(r) if r.starts_with("400 index_closed_exception")), "a closed index reopens");
+    }
+
+    /// Found by the properties: an item's status past 599 was dead-lettered while a whole
+    /// request's was retried.
+    #[test]
+    fn an_item_status_past_599_is_retried_like_a_request() {
+        let out = parse_bulk_response(br#"{"items":[{"index":{"status":600}}]}"#, 1).unwrap();
+        assert_eq!(out[0], ItemOutcome::Retryable("status 600".into()));
+        assert!(super::super::retry::is_retryable_status(600));
     }
 
     #[test]
