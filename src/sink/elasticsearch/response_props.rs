@@ -80,7 +80,8 @@ proptest! {
         let outcomes = parse_bulk_response(&body, items.len()).expect("a well-formed reply is read");
         prop_assert_eq!(outcomes.len(), items.len());
         for ((action, status, error), outcome) in items.iter().zip(&outcomes) {
-            let error_type = error.as_ref().and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("");
+            let error = error.as_ref().filter(|e| !e.is_null()); // `"error": null` is no error
+            let error_type = error.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("");
             match outcome {
                 ItemOutcome::Indexed => prop_assert!((200..300).contains(status) && action != "delete"),
                 ItemOutcome::Deleted => prop_assert!(action == "delete" && ((200..300).contains(status) || (*status == 404 && error.is_none()))),
