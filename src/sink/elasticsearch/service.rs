@@ -14,7 +14,7 @@ use elasticsearch::Elasticsearch;
 
 use super::encoder::encode_all;
 use super::error::EsError;
-use super::response::{parse_bulk_response, snippet, ItemOutcome, Reply};
+use super::response::{parse_bulk_response, ItemOutcome, Reply};
 use super::retry::answer;
 use super::task::TasksApi;
 use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
@@ -163,7 +163,7 @@ impl EsSink {
             return Ok(Flow::Done(true));
         }
         let reply = proceed!(self.send("create index", Method::Put, &path, Some(body)).await?);
-        if reply.status == 400 && snippet(&reply.body).contains("resource_already_exists") {
+        if already_exists(&reply) {
             return Ok(Flow::Done(true));
         }
         expect_success(&reply, &format!("cannot create index \"{index}\""), &[])?;
@@ -331,6 +331,13 @@ impl Retryable for BulkAttempt<'_> {
     }
 }
 
+/// A create refused because the index exists: made by an earlier attempt whose reply was lost
+/// (a timeout, a reset after the server applied it) or by another writer. Read from the error's
+/// `type`, wherever the server puts it in the body.
+fn already_exists(reply: &Reply) -> bool {
+    reply.status == 400 && reply.error_type().as_deref() == Some("resource_already_exists_exception")
+}
+
 /// How a bulk write's loop ended.
 #[derive(Debug, PartialEq, Eq)]
 enum BulkEnd {
@@ -465,4 +472,24 @@ fn merge(into: &mut WriteReport, part: WriteReport) {
     into.outcome.conflicts += part.outcome.conflicts;
     into.outcome.dead_letters += part.outcome.dead_letters;
     into.dead_letters.extend(part.dead_letters);
+}
+
+#[cfg(test)]
+mod already_exists_tests {
+    use super::{already_exists, Reply};
+
+    /// Found by the stress schedules: osmem-server writes `type` after a long `reason`, so the
+    /// 300-byte snippet that was searched missed it and a create retried after a timeout (the
+    /// first attempt applied) failed the sync with "index already exists".
+    #[test]
+    fn an_existing_index_is_recognised_wherever_the_type_is() {
+        let osmem = r#"{"error":{"index":"stress0_1231_mx33socc","index_uuid":"_na_","reason":"index [stress0_1231_mx33socc/osmem18eccaaf8ac893de0] already exists","root_cause":[{"index":"stress0_1231_mx33socc","index_uuid":"_na_","reason":"index [stress0_1231_mx33socc/osmem18eccaaf8ac893de0] already exists","type":"resource_already_exists_exception"}],"type":"resource_already_exists_exception"},"status":400}"#;
+        let searched = super::super::response::snippet(osmem.as_bytes());
+        assert!(!searched.contains("resource_already_exists"), "past the 300 bytes that were searched");
+        assert!(already_exists(&Reply { status: 400, body: osmem.as_bytes().to_vec() }));
+        let elasticsearch = r#"{"error":{"root_cause":[{"type":"resource_already_exists_exception","reason":"index [a/x] already exists"}],"type":"resource_already_exists_exception","reason":"index [a/x] already exists"},"status":400}"#;
+        assert!(already_exists(&Reply { status: 400, body: elasticsearch.as_bytes().to_vec() }));
+        let other = r#"{"error":{"type":"invalid_index_name_exception","reason":"resource_already_exists"},"status":400}"#;
+        assert!(!already_exists(&Reply { status: 400, body: other.as_bytes().to_vec() }));
+    }
 }
