@@ -28,12 +28,17 @@ pub enum ErrorCode {
     EventTooLarge,
     /// Reading or writing the checkpoint failed.
     Checkpoint,
+    /// A search request is invalid (unknown field, bad value, tampered or expired cursor…);
+    /// nothing was sent to the search server.
+    SearchInput,
+    /// The search server failed or refused a search.
+    Search,
     /// A bug or an unexpected server reply.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Config,
         ErrorCode::State,
         ErrorCode::MongoUnreachable,
@@ -45,6 +50,8 @@ impl ErrorCode {
         ErrorCode::HistoryLost,
         ErrorCode::EventTooLarge,
         ErrorCode::Checkpoint,
+        ErrorCode::SearchInput,
+        ErrorCode::Search,
         ErrorCode::Internal,
     ];
 
@@ -61,6 +68,8 @@ impl ErrorCode {
             ErrorCode::HistoryLost => "ERR_HISTORY_LOST",
             ErrorCode::EventTooLarge => "ERR_EVENT_TOO_LARGE",
             ErrorCode::Checkpoint => "ERR_CHECKPOINT",
+            ErrorCode::SearchInput => "ERR_SEARCH_INPUT",
+            ErrorCode::Search => "ERR_SEARCH",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

@@ -44,6 +44,12 @@ pub enum ErrorCode {
     /// The checkpoint could not be read or saved.
     #[napi(value = "ERR_CHECKPOINT")]
     Checkpoint,
+    /// A search request is invalid (unknown field, bad value, tampered or expired cursor…); nothing was sent to the search server.
+    #[napi(value = "ERR_SEARCH_INPUT")]
+    SearchInput,
+    /// The search server failed or refused a search.
+    #[napi(value = "ERR_SEARCH")]
+    Search,
     /// A bug or an unexpected server reply.
     #[napi(value = "ERR_INTERNAL")]
     Internal,
@@ -70,6 +76,8 @@ impl From<error::ErrorCode> for ErrorCode {
             C::HistoryLost => ErrorCode::HistoryLost,
             C::EventTooLarge => ErrorCode::EventTooLarge,
             C::Checkpoint => ErrorCode::Checkpoint,
+            C::SearchInput => ErrorCode::SearchInput,
+            C::Search => ErrorCode::Search,
             C::Internal => ErrorCode::Internal,
         }
     }

@@ -1,5 +1,6 @@
 //! Elasticsearch / OpenSearch sink: versioned `_bulk` writes with per-item classification.
 
+mod client;
 mod encoder;
 mod error;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 
+pub use client::build_client;
 pub use encoder::encoded_len;
 pub use error::EsError;
 pub use service::{EsSink, ServerInfo};

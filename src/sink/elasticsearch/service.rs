@@ -4,22 +4,19 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use elasticsearch::auth::ClientCertificate;
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
+use super::client::build_client;
 use super::encoder::encode_all;
 use super::error::EsError;
 use super::response::{parse_bulk_response, ItemOutcome, Reply};
 use super::retry::answer;
 use super::task::TasksApi;
-use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
-use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
-use crate::event::{EventBus, SyncEvent};
+use crate::config::{redact_uri, CollectionConfig, EsConfig};
+use crate::error::{cause_chain, SyncResult};
+use crate::event::SyncEvent;
 use crate::retry::{proceed, Attempt, Flow, RetryPolicy, Retryable};
 use crate::sink::{IndexAction, IndexChange, Sink, SinkContext, Target, WriteReport};
 use crate::transform::{coalesce, dead_letter_document, DocumentWrite, Operation, Rejected, WriteOp};
@@ -43,41 +40,8 @@ pub struct EsSink {
 
 impl EsSink {
     pub fn new(config: &EsConfig, ctx: SinkContext) -> SyncResult<Self> {
-        let mut url = url::Url::parse(&config.node).map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
-        // Credentials in the URL become basic auth, so the URL itself (which shows up in
-        // transport errors) never carries them.
-        let mut auth = config.auth.clone();
-        if !url.username().is_empty() && matches!(auth, EsAuth::None) {
-            auth = EsAuth::Basic { username: url.username().to_string(), password: Secret::new(url.password().unwrap_or("")) };
-        }
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
-            .disable_proxy()
-            .enable_meta_header(false)
-            .request_body_compression(config.compression)
-            .timeout(config.request_timeout);
-        // Auth goes in a header of its own, so that it combines with a client certificate
-        // (which takes the client's one credentials slot).
-        let authorization = match &auth {
-            EsAuth::None => None,
-            EsAuth::Basic { username, password } => {
-                use base64::Engine;
-                let pair = format!("{username}:{}", password.expose());
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
-            }
-            EsAuth::ApiKey(key) => Some(format!("ApiKey {}", key.expose())),
-            EsAuth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
-        };
-        if let Some(value) = authorization {
-            let mut value =
-                HeaderValue::from_str(&value).map_err(|_| SyncError::config("elasticsearch: credentials contain characters not allowed in an HTTP header"))?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        builder = apply_tls(builder, &config.tls, &ctx.events)?;
-        let transport = builder.build().map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
-        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx, tasks_api: Arc::default() })
+        let (client, node) = build_client(config, &ctx.events)?;
+        Ok(EsSink { client, node, ctx, tasks_api: Arc::default() })
     }
 
     pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, elasticsearch::Error> {
@@ -406,36 +370,6 @@ impl Sink for EsSink {
             IndexAction::SwapAlias { alias, index, replaces, extra_aliases } => self.swap_alias(alias, index, replaces, extra_aliases).await?,
         })
     }
-}
-
-/// Certificate verification and client certificates for HTTPS nodes.
-fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> SyncResult<TransportBuilder> {
-    let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| SyncError::config(format!("elasticsearch.tls.{field}: cannot read {}: {e}", path.display())))
-    };
-    if !tls.reject_unauthorized {
-        events.emit(SyncEvent::Warning {
-            namespace: String::new(),
-            message: "elasticsearch.tls.rejectUnauthorized is false: the server's certificate is NOT verified".into(),
-        });
-        builder = builder.cert_validation(CertificateValidation::None);
-    } else if let Some(ca) = &tls.ca_file {
-        let pem = read("caFile", ca)?;
-        let cert =
-            Certificate::from_pem(&pem).map_err(|e| SyncError::config(format!("elasticsearch.tls.caFile: {} is not a PEM certificate: {e}", ca.display())))?;
-        builder = builder.cert_validation(CertificateValidation::Full(cert));
-    }
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read("certFile", cert)?;
-            pem.push(b'\n');
-            pem.extend(read("keyFile", key)?);
-            builder = builder.auth(Credentials::Certificate(ClientCertificate::Pem(pem)));
-        }
-        (None, None) => {}
-        _ => return Err(SyncError::config("elasticsearch.tls: certFile and keyFile go together")),
-    }
-    Ok(builder)
 }
 
 /// How the configured mappings disagree with an existing index's, if they do: a field typed
