@@ -28,12 +28,15 @@ pub enum ErrorCode {
     EventTooLarge,
     /// Reading or writing the checkpoint failed.
     Checkpoint,
+    /// This instance no longer holds the lease of its sync `name` (another instance took over):
+    /// its writes and checkpoint saves are refused.
+    LeaseLost,
     /// A bug or an unexpected server reply.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Config,
         ErrorCode::State,
         ErrorCode::MongoUnreachable,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::HistoryLost,
         ErrorCode::EventTooLarge,
         ErrorCode::Checkpoint,
+        ErrorCode::LeaseLost,
         ErrorCode::Internal,
     ];
 
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::HistoryLost => "ERR_HISTORY_LOST",
             ErrorCode::EventTooLarge => "ERR_EVENT_TOO_LARGE",
             ErrorCode::Checkpoint => "ERR_CHECKPOINT",
+            ErrorCode::LeaseLost => "ERR_LEASE_LOST",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

@@ -44,6 +44,10 @@ pub enum ErrorCode {
     /// The checkpoint could not be read or saved.
     #[napi(value = "ERR_CHECKPOINT")]
     Checkpoint,
+    /// Another instance with the same `name` took the lease over: this one's writes and
+    /// checkpoint saves are refused.
+    #[napi(value = "ERR_LEASE_LOST")]
+    LeaseLost,
     /// A bug or an unexpected server reply.
     #[napi(value = "ERR_INTERNAL")]
     Internal,
@@ -70,6 +74,7 @@ impl From<error::ErrorCode> for ErrorCode {
             C::HistoryLost => ErrorCode::HistoryLost,
             C::EventTooLarge => ErrorCode::EventTooLarge,
             C::Checkpoint => ErrorCode::Checkpoint,
+            C::LeaseLost => ErrorCode::LeaseLost,
             C::Internal => ErrorCode::Internal,
         }
     }
