@@ -39,6 +39,8 @@ pub struct SyncConfig {
     pub dead_letter_index: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (none: off).
     pub http: Option<HttpConfig>,
+    /// The lease that lets one instance per `name` write (see `crate::coordination`).
+    pub lease: LeaseConfig,
 }
 
 impl Default for SyncConfig {
@@ -63,6 +65,7 @@ impl Default for SyncConfig {
             copy_range_min_docs: 100_000,
             dead_letter_index: None,
             http: None,
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -362,6 +365,42 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig { database: "mongo_elastic_sync".into(), collection: "checkpoints".into() }
+    }
+}
+
+/// The lease of a sync `name`: its holder syncs, other instances with the same name wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How long a holder that stopped renewing keeps the lease: a standby takes over this long
+    /// (as its own clock measures) after it last saw the lease renewed.
+    pub duration: Duration,
+}
+
+impl LeaseConfig {
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+    pub const MIN_DURATION: Duration = Duration::from_secs(1);
+    pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+    /// The holder renews this often (a quarter of the duration).
+    pub fn renew_every(&self) -> Duration {
+        self.duration / 4
+    }
+
+    /// The holder stops writing this long before the lease could have been taken over: room
+    /// for a write under way and for clocks that run at slightly different rates.
+    pub fn safety_margin(&self) -> Duration {
+        self.duration / 5
+    }
+
+    /// A standby looks at the lease this often.
+    pub fn poll_every(&self) -> Duration {
+        (self.duration / 10).min(Duration::from_secs(1))
+    }
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig { duration: Self::DEFAULT_DURATION }
     }
 }
 
@@ -677,6 +716,12 @@ impl SyncConfig {
         }
         if let Some(http) = &self.http {
             http.validate()?;
+        }
+        if !(LeaseConfig::MIN_DURATION..=LeaseConfig::MAX_DURATION).contains(&self.lease.duration) {
+            return Err(field(
+                "lease.durationMs",
+                format!("must be from {} to {}", LeaseConfig::MIN_DURATION.as_millis(), LeaseConfig::MAX_DURATION.as_millis()),
+            ));
         }
         Ok(())
     }

@@ -33,12 +33,15 @@ pub enum ErrorCode {
     SearchInput,
     /// The search server failed or refused a search.
     Search,
+    /// This instance no longer holds the lease of its sync `name` (another instance took over):
+    /// its writes and checkpoint saves are refused.
+    LeaseLost,
     /// A bug or an unexpected server reply.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Config,
         ErrorCode::State,
         ErrorCode::MongoUnreachable,
@@ -52,6 +55,7 @@ impl ErrorCode {
         ErrorCode::Checkpoint,
         ErrorCode::SearchInput,
         ErrorCode::Search,
+        ErrorCode::LeaseLost,
         ErrorCode::Internal,
     ];
 
@@ -70,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Checkpoint => "ERR_CHECKPOINT",
             ErrorCode::SearchInput => "ERR_SEARCH_INPUT",
             ErrorCode::Search => "ERR_SEARCH",
+            ErrorCode::LeaseLost => "ERR_LEASE_LOST",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod event;
 pub mod monitor;

@@ -50,6 +50,10 @@ pub enum ErrorCode {
     /// The search server failed or refused a search.
     #[napi(value = "ERR_SEARCH")]
     Search,
+    /// Another instance with the same `name` took the lease over: this one's writes and
+    /// checkpoint saves are refused.
+    #[napi(value = "ERR_LEASE_LOST")]
+    LeaseLost,
     /// A bug or an unexpected server reply.
     #[napi(value = "ERR_INTERNAL")]
     Internal,
@@ -78,6 +82,7 @@ impl From<error::ErrorCode> for ErrorCode {
             C::Checkpoint => ErrorCode::Checkpoint,
             C::SearchInput => ErrorCode::SearchInput,
             C::Search => ErrorCode::Search,
+            C::LeaseLost => ErrorCode::LeaseLost,
             C::Internal => ErrorCode::Internal,
         }
     }
