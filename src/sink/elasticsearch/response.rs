@@ -36,8 +36,10 @@ pub fn snippet(body: &[u8]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     Indexed,
-    /// Deleted, or already absent (a delete of a missing document is a success).
     Deleted,
+    /// A delete of a document the index does not hold (never written, already deleted, or
+    /// under another routing value): a success, counted apart from deletes.
+    NotFound,
     /// Elasticsearch holds a newer version: the write was stale. Expected after replays.
     Conflict,
     /// Worth sending again: overload (429), server-side failures (5xx).
@@ -98,7 +100,7 @@ fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> Ite
     match status {
         200..=299 if action == "delete" => ItemOutcome::Deleted,
         200..=299 => ItemOutcome::Indexed,
-        404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
+        404 if action == "delete" && error.is_none() => ItemOutcome::NotFound,
         409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
         // As for whole requests (`retry::is_retryable_status`): any status from 500 up.
         429 | 500.. => ItemOutcome::Retryable(describe(status, error)),
@@ -139,7 +141,7 @@ mod tests {
         ]}"#;
         let out = parse_bulk_response(body, 8).unwrap();
         assert_eq!(out[0], ItemOutcome::Indexed);
-        assert_eq!(out[1], ItemOutcome::Deleted);
+        assert_eq!(out[1], ItemOutcome::NotFound, "a delete that found nothing is not counted as deleted");
         assert_eq!(out[2], ItemOutcome::Conflict);
         assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
         assert_eq!(out[4], ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into()));

@@ -317,6 +317,7 @@ fn settle(report: &mut WriteReport, write: DocumentWrite, outcome: ItemOutcome, 
     match outcome {
         ItemOutcome::Indexed => report.outcome.indexed += 1,
         ItemOutcome::Deleted => report.outcome.deleted += 1,
+        ItemOutcome::NotFound => report.outcome.not_found += 1,
         ItemOutcome::Conflict => report.outcome.conflicts += 1,
         ItemOutcome::Retryable(cause) => {
             retry.push(write);
@@ -403,6 +404,7 @@ pub(super) fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> Es
 fn merge(into: &mut WriteReport, part: WriteReport) {
     into.outcome.indexed += part.outcome.indexed;
     into.outcome.deleted += part.outcome.deleted;
+    into.outcome.not_found += part.outcome.not_found;
     into.outcome.conflicts += part.outcome.conflicts;
     into.outcome.dead_letters += part.outcome.dead_letters;
     into.dead_letters.extend(part.dead_letters);
