@@ -15,6 +15,8 @@ pub struct SyncConfig {
     /// Key of the saved checkpoint: two syncs with the same name share their progress.
     pub name: String,
     pub mongo: MongoConfig,
+    /// PostgreSQL as the source instead of MongoDB (its tables are the `collections`).
+    pub postgres: Option<PostgresConfig>,
     /// The Elasticsearch connection: required when an `Elasticsearch` output is listed.
     pub elasticsearch: Option<EsConfig>,
     /// Where synced data goes; several outputs all get everything.
@@ -49,6 +51,7 @@ impl Default for SyncConfig {
         SyncConfig {
             name: String::new(),
             mongo: MongoConfig::default(),
+            postgres: None,
             elasticsearch: None,
             outputs: vec![OutputConfig::Elasticsearch],
             collections: Vec::new(),
@@ -176,6 +179,36 @@ pub struct MongoConfig {
     pub uri: Secret,
     /// TLS settings beyond (and overriding) those in the URI.
     pub tls: Option<MongoTls>,
+}
+
+/// A PostgreSQL source: tables copied, then followed through logical replication.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database?sslmode=…`.
+    pub uri: Secret,
+    /// The publication streamed from; none: one named `mes_<name>` is created (or extended)
+    /// with the synced tables. A given one must exist.
+    pub publication: Option<String>,
+    /// Replication slots are named `<slot_prefix><table key>`, one per table.
+    pub slot_prefix: String,
+    /// The table holding checkpoints (`schema.table`), created when missing.
+    pub checkpoint_table: String,
+}
+
+impl PostgresConfig {
+    pub fn new(uri: Secret) -> Self {
+        PostgresConfig { uri, publication: None, slot_prefix: "mes_".into(), checkpoint_table: "public.mongo_elastic_sync_checkpoints".into() }
+    }
+
+    /// The publication's name for the sync `name`.
+    pub fn publication_for(&self, name: &str) -> String {
+        self.publication.clone().unwrap_or_else(|| format!("mes_{}", sql_identifier_part(name)))
+    }
+}
+
+/// A name as lowercase letters, digits and `_` (others become `_`), for generated identifiers.
+pub fn sql_identifier_part(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -649,9 +682,14 @@ impl SyncConfig {
         if self.name.trim().is_empty() {
             return Err(config_field("name", "must be a non-empty string".into()));
         }
-        let uri = self.mongo.uri.expose();
-        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-            return Err(config_field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
+        match &self.postgres {
+            Some(pg) => pg.validate(self)?,
+            None => {
+                let uri = self.mongo.uri.expose();
+                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                    return Err(config_field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
+                }
+            }
         }
         self.validate_outputs()?;
         self.validate_collections()?;
@@ -772,6 +810,34 @@ pub const DEFAULT_INDEX_TEMPLATE: &str = "{coll}";
 /// Fills `{db}` and `{coll}` in an index name template, lowercased.
 pub fn index_from_template(template: &str, ns: &Namespace) -> String {
     template.replace("{db}", &ns.db).replace("{coll}", &ns.coll).to_lowercase()
+}
+
+impl PostgresConfig {
+    /// What a PostgreSQL source cannot do (yet): `namespaces` patterns and MongoDB filters.
+    fn validate(&self, config: &SyncConfig) -> SyncResult<()> {
+        let field = |path: &str, msg: String| SyncError::config(format!("{path}: {msg}"));
+        let uri = self.uri.expose();
+        if !(uri.starts_with("postgres://") || uri.starts_with("postgresql://")) {
+            return Err(field("postgres.uri", format!("\"{}\" must start with postgres:// or postgresql://", redact_uri(uri))));
+        }
+        if config.discovery.is_some() {
+            return Err(field("namespaces", "not supported with a postgres source: list the tables in tables".into()));
+        }
+        if let Some(c) = config.collections.iter().find(|c| c.filter.is_some()) {
+            return Err(field("tables", format!("{}: filter is not supported for PostgreSQL tables (use a transform returning null)", c.namespace)));
+        }
+        let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain(&self.slot_prefix) || self.slot_prefix.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(field("postgres.slotPrefix", "must be lowercase letters, digits and '_'".into()));
+        }
+        if self.publication.as_deref().is_some_and(|p| !plain(p)) {
+            return Err(field("postgres.publication", "must be letters, digits and '_'".into()));
+        }
+        if Namespace::parse(&self.checkpoint_table).is_err() {
+            return Err(field("postgres.checkpointTable", format!("\"{}\" is not \"schema.table\"", self.checkpoint_table)));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

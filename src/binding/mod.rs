@@ -10,6 +10,7 @@ mod options;
 mod options_props;
 mod outputs;
 mod parse;
+mod postgres_options;
 mod stats;
 mod sync;
 mod transform;

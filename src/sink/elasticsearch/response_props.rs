@@ -84,7 +84,8 @@ proptest! {
             let error_type = error.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("");
             match outcome {
                 ItemOutcome::Indexed => prop_assert!((200..300).contains(status) && action != "delete"),
-                ItemOutcome::Deleted => prop_assert!(action == "delete" && ((200..300).contains(status) || (*status == 404 && error.is_none()))),
+                ItemOutcome::Deleted => prop_assert!(action == "delete" && (200..300).contains(status)),
+                ItemOutcome::NotFound => prop_assert!(action == "delete" && *status == 404 && error.is_none()),
                 ItemOutcome::Conflict => prop_assert!(*status == 409 && error_type == "version_conflict_engine_exception"),
                 ItemOutcome::Retryable(why) | ItemOutcome::Permanent(why) => {
                     prop_assert!(!(200..300).contains(status), "a success is never retried nor dead-lettered");
