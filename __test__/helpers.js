@@ -1,5 +1,8 @@
 // Shared test plumbing: local servers (or MONGO_URL / ES_URL), clients, and polling helpers.
 const { before, after } = require('node:test')
+const { spawn } = require('node:child_process')
+const { once } = require('node:events')
+const path = require('node:path')
 const { MongoClient } = require('mongodb')
 const { startServers } = require('../scripts/local-servers')
 
@@ -177,6 +180,27 @@ function sortKeys(v) {
   return v
 }
 
+/**
+ * The sync in a child process (`fixtures/run-sync.js`, which it can be killed out of); `events`
+ * fills with its events as they arrive, `exited` resolves with its exit.
+ */
+function runChild(options, mode = 'run') {
+  const fixture = path.join(__dirname, 'fixtures', 'run-sync.js')
+  const child = spawn(process.execPath, [fixture, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const events = []
+  let buffer = ''
+  child.stdout.on('data', (chunk) => {
+    buffer += chunk
+    let nl
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl)
+      buffer = buffer.slice(nl + 1)
+      if (line.trim()) events.push(JSON.parse(line))
+    }
+  })
+  return { child, events, exited: once(child, 'exit') }
+}
+
 /** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
 function rng(seed) {
   return () => {
@@ -210,6 +234,7 @@ function serversFor(name) {
 
 module.exports = {
   rng,
+  runChild,
   setup,
   serversFor,
   unique,
