@@ -8,6 +8,7 @@ mod logging;
 mod options;
 mod outputs;
 mod parse;
+mod search;
 mod stats;
 mod sync;
 mod transform;

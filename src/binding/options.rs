@@ -81,6 +81,8 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// The search API's settings; with `http`, also its routes (`/search`, `/indices`, …).
+    pub search: Option<super::search::SearchOptions>,
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -489,7 +491,7 @@ impl MongoOptions {
 }
 
 impl ElasticsearchOptions {
-    fn into_config(self) -> SyncResult<EsConfig> {
+    pub(super) fn into_config(self) -> SyncResult<EsConfig> {
         const AT: &str = "elasticsearch";
         let password = credential(AT, "password", self.password, self.password_file)?;
         let api_key = credential(AT, "apiKey", self.api_key, self.api_key_file)?;
@@ -606,6 +608,7 @@ impl SyncOptions {
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
+            search: self.search.map(super::search::SearchOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)

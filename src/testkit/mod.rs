@@ -62,6 +62,7 @@ pub fn config(collections: &[&str]) -> SyncConfig {
         copy_range_min_docs: 100_000,
         dead_letter_index: None,
         http: None,
+        search: None,
     };
     config.batch.flush_interval = Duration::from_millis(20);
     config
