@@ -24,6 +24,16 @@ function unique(prefix) {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}`.toLowerCase()
 }
 
+/** A port nothing listens on right now. */
+async function freePort() {
+  const net = require('node:net')
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
 async function es(esUrl, method, path, body) {
   const res = await fetch(esUrl + path, {
     method,
@@ -210,6 +220,7 @@ function serversFor(name) {
 
 module.exports = {
   rng,
+  freePort,
   setup,
   serversFor,
   unique,

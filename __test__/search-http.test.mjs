@@ -2,25 +2,16 @@
 // limits, the token, the rate limit, the allow-list and the OpenAPI document.
 import { describe, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import net from 'node:net'
 import http from 'node:http'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { serversFor, unique, es, waitFor, startStreaming } = require('./helpers.js')
+const { serversFor, unique, es, waitFor, startStreaming, freePort } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 const { BIG, requestsSince, searchesSince } = require('./search-helpers.js')
 const { Long } = require('mongodb')
 
 const TOKEN = 'search-token-0123456789abcdef'
-
-async function freePort() {
-  const server = net.createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function call(base, method, route, body, { token = TOKEN, raw = false } = {}) {
   const headers = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }
