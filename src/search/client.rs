@@ -324,8 +324,11 @@ impl SearchClient {
                 info.max_result_window
             )));
         }
+        // Elasticsearch refuses to sort on `_id` (OpenSearch and the servers without points in
+        // time, where cursors fall back to it, allow it).
+        let tiebreaker = if self.pit_api().await? == PitApi::Elastic { Tiebreaker::Doc } else { Tiebreaker::Id };
         let mut sort = built.sort;
-        sort.push(Tiebreaker::Id.clause());
+        sort.push(tiebreaker.clause());
         let body = json!({
             "query": built.query, "sort": sort, "from": from, "size": size,
             "_source": source_filter(built.fields.as_deref(), &built.exclude), "track_total_hits": true

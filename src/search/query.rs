@@ -13,6 +13,8 @@ pub enum Tiebreaker {
     ShardDoc,
     /// Without one (offset pages, servers without point in time): the document id.
     Id,
+    /// Offset pages on Elasticsearch, which no longer sorts on `_id`: index order.
+    Doc,
 }
 
 impl Tiebreaker {
@@ -20,6 +22,7 @@ impl Tiebreaker {
         match self {
             Tiebreaker::ShardDoc => json!({ "_shard_doc": "asc" }),
             Tiebreaker::Id => json!({ "_id": "asc" }),
+            Tiebreaker::Doc => json!({ "_doc": "asc" }),
         }
     }
 }
