@@ -146,7 +146,8 @@ describe('search: query model', () => {
     // Checked against the mapping (read, not searched): unknown fields, wrong types, objects.
     const mapped = [
       [{ index, where: { nope: 1 } }, /where.nope: unknown field "nope"/],
-      [{ index, where: { n: 'twelve' } }, /"n" is long; expected an integer/],
+      [{ index, where: { n: 'twelve' } }, /"n" is long; expected a 64-bit integer/],
+      [{ index, where: { n: '99999999999999999999' } }, /expected a 64-bit integer/],
       [{ index, where: { active: 'yes' } }, /expected true or false/],
       [{ index, where: { address: 'oslo' } }, /is an object/],
       [{ index, sort: ['missing'] }, /sort\[0\]: unknown field/],
@@ -158,6 +159,8 @@ describe('search: query model', () => {
       assert.deepEqual(searchesSince(proxy, mark), [], `${JSON.stringify(request)} sent a search`)
     }
     await rejectsWith(client.search({ index: unique('absent') }), 'ERR_SEARCH_INPUT', /is not searchable here/)
+    // What only the server can judge (a date it cannot parse) is its refusal: ERR_SEARCH.
+    await rejectsWith(client.search({ index, where: { at: { gte: 'yesterday-ish' } } }), 'ERR_SEARCH', /refused the search: .*yesterday-ish/)
     await assert.rejects(client.search(5), (e) => e.code === 'ERR_SEARCH_INPUT')
   })
 

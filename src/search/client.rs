@@ -358,6 +358,7 @@ impl SearchClient {
         Err(match kind.as_str() {
             "index_not_found_exception" => SearchError::UnknownIndex(index.to_string()),
             _ if reason.contains("No search context found") || reason.contains("point in time") && reply.status == 404 => SearchError::ExpiredCursor(0),
+            _ if reply.status == 400 => SearchError::Refused(reason),
             _ => SearchError::Server(reason),
         })
     }
