@@ -86,4 +86,46 @@ async function rejectsWith(promise, code, pattern) {
   })
 }
 
-module.exports = { MAPPING, CITIES, BIG, fixtureDocs, bulk, bulkBody, createIndex, requestsSince, searchesSince, rejectsWith }
+/**
+ * A proxy in front of `esUrl` that answers opening a point in time as a server without them
+ * does (404 "no handler found"), and forwards everything else.
+ */
+async function startNoPitProxy(esUrl) {
+  const http = require('node:http')
+  const target = new URL(esUrl)
+  const refused = []
+  const server = http.createServer((req, res) => {
+    const chunks = []
+    req.on('data', (c) => chunks.push(c))
+    req.on('end', () => {
+      if (/_pit|point_in_time/.test(req.url)) {
+        refused.push(req.url)
+        res.writeHead(404, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: `no handler found for uri [${req.url}] and method [${req.method}]` }))
+        return
+      }
+      const body = Buffer.concat(chunks)
+      const headers = { ...req.headers, host: target.host, 'content-length': body.length }
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (reply) => {
+        res.writeHead(reply.statusCode, reply.headers)
+        reply.pipe(res)
+      })
+      forward.on('error', (e) => {
+        res.writeHead(502)
+        res.end(String(e))
+      })
+      forward.end(body)
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    refused,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections()
+      server.close(resolve)
+    }),
+  }
+}
+
+module.exports = { MAPPING, CITIES, BIG, fixtureDocs, bulk, bulkBody, createIndex, requestsSince, searchesSince, startNoPitProxy, rejectsWith }

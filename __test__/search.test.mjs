@@ -8,7 +8,7 @@ const require = createRequire(import.meta.url)
 const { SearchClient, MongoElasticSync } = require('../dist/index.js')
 const { serversFor, unique, es, waitFor } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
-const { BIG, CITIES, fixtureDocs, bulk, createIndex, requestsSince, searchesSince, rejectsWith } = require('./search-helpers.js')
+const { BIG, CITIES, fixtureDocs, bulk, createIndex, requestsSince, searchesSince, rejectsWith, startNoPitProxy } = require('./search-helpers.js')
 const { Long } = require('mongodb')
 
 const ids = (page) => page.data.map((d) => d._id)
@@ -111,6 +111,23 @@ describe('search: query model', () => {
     // Another key (cursorSecret) does not accept this process's cursors.
     const other = new SearchClient({ elasticsearch: { node: proxy.url }, search: { cursorSecret: 'x'.repeat(40) } })
     await rejectsWith(other.search({ cursor: (await client.search({ index, size: 5 })).meta.nextCursor }), 'ERR_SEARCH_INPUT', /cursor is invalid/)
+  })
+
+  test('without points in time on the server, cursors page the live index by search_after and _id', async (t) => {
+    const noPit = await startNoPitProxy(ctx.esUrl)
+    t.after(() => noPit.close())
+    const live = new SearchClient({ elasticsearch: { node: noPit.url } })
+    const seen = []
+    let page = await live.search({ index, where: { n: { lt: 60 } }, sort: ['group'], size: 9 })
+    for (;;) {
+      seen.push(...ids(page))
+      if (!page.meta.hasNext) break
+      page = await live.search({ cursor: page.meta.nextCursor })
+    }
+    await live.search({ index, size: 5 })
+    assert.equal(noPit.refused.length, 1, 'asked once, then remembered')
+    const byGroup = [...docs].sort((a, b) => a.group.localeCompare(b.group) || a._id.localeCompare(b._id))
+    assert.deepEqual(seen, byGroup.map((d) => d._id), 'each once, in sort order, ties by _id')
   })
 
   test('malformed input of every kind is refused with a clear message, and no search reaches the server', async () => {
