@@ -742,6 +742,9 @@ impl SyncConfig {
             http.validate()?;
         }
         if let Some(search) = &self.search {
+            if self.elasticsearch.is_none() {
+                return Err(field("search", "needs the elasticsearch option (the server it searches)".into()));
+            }
             search.validate()?;
         }
         Ok(())

@@ -703,6 +703,11 @@ mod tests {
         );
         assert!(error(json!({ "collections": [{ "namespace": "a.b", "operations": ["insert", "delet"] }] }))
             .starts_with("collections[0].operations[1]: \"delet\" is not one of"));
+        assert_eq!(
+            error(json!({ "elasticsearch": null, "outputs": [{ "type": "stdout" }], "search": {} })),
+            "search: needs the elasticsearch option (the server it searches)"
+        );
+        assert_eq!(error(json!({ "search": { "cursorTtlMs": 10 } })), "search.cursorTtlMs: must be at least 1000");
         assert_eq!(error(json!({ "outputs": [{ "type": "kafka" }] })), "outputs[0]: \"kafka\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'");
         assert_eq!(error(json!({ "outputs": [{ "path": "x" }] })), "outputs[0].type: required");
         assert_eq!(error(json!({ "outputs": [{ "type": "file" }] })), "outputs[0].path: required");
