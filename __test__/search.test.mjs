@@ -93,6 +93,12 @@ describe('search: query model', () => {
     }
     assert.equal(page.meta.nextCursor, undefined)
     assert.deepEqual(seen, ['big', ...[...docs].reverse().map((d) => d._id)])
+    // The last page closed the point in time: an earlier cursor cannot read it any more.
+    const early = await client.search({ index, sort: ['-n'], size: 30 })
+    const second = await client.search({ cursor: early.meta.nextCursor })
+    const third = await client.search({ cursor: second.meta.nextCursor })
+    assert.equal(third.meta.hasNext, false)
+    await rejectsWith(client.search({ cursor: early.meta.nextCursor }), 'ERR_SEARCH_INPUT', /point in time is gone .* start again without a cursor/)
 
     const first = await client.search({ index, sort: ['n'], size: 5 })
     const cursor = first.meta.nextCursor

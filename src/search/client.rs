@@ -349,6 +349,7 @@ impl SearchClient {
     }
 
     async fn search_request(&self, path: &str, body: &Value, index: &str) -> SearchResult<Value> {
+        let pit = body.get("pit");
         let reply = self.send(Method::Post, path, Some(body)).await?;
         if reply.ok() {
             return Ok(reply.body);
@@ -357,7 +358,7 @@ impl SearchClient {
         let reason = reply.reason();
         Err(match kind.as_str() {
             "index_not_found_exception" => SearchError::UnknownIndex(index.to_string()),
-            _ if reason.contains("No search context found") || reason.contains("point in time") && reply.status == 404 => SearchError::ExpiredCursor(0),
+            _ if pit.is_some() && (reply.status == 404 || kind == "search_context_missing_exception") => SearchError::PitGone,
             _ if reply.status == 400 => SearchError::Refused(reason),
             _ => SearchError::Server(reason),
         })

@@ -20,6 +20,9 @@ pub enum SearchError {
     /// The search server refused the search as invalid (e.g. a date it cannot parse); HTTP 400.
     #[error("the search server refused the search: {0}")]
     Refused(String),
+    /// The point in time the cursor reads is gone: closed after the last page, or expired.
+    #[error("the cursor's point in time is gone (closed after the last page, or expired on the server); start again without a cursor")]
+    PitGone,
     /// The search server could not be reached, failed, or answered strangely.
     #[error("search server: {0}")]
     Server(String),
