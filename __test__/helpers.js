@@ -27,6 +27,16 @@ function unique(prefix) {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}`.toLowerCase()
 }
 
+/** A port nothing listens on right now. */
+async function freePort() {
+  const net = require('node:net')
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
 async function es(esUrl, method, path, body) {
   const res = await fetch(esUrl + path, {
     method,
@@ -235,6 +245,7 @@ function serversFor(name) {
 module.exports = {
   rng,
   runChild,
+  freePort,
   setup,
   serversFor,
   unique,

@@ -62,6 +62,7 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
         dead_letter_index: None,
         http: Some(HttpConfig { host: "127.0.0.1".into(), port: 0, token: token.map(Secret::new), ready_max_lag: Duration::from_secs(5) }),
         lease: Default::default(),
+        search: None,
     })
 }
 

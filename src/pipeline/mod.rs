@@ -29,6 +29,7 @@ use crate::config::{Namespace, SyncConfig};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::monitor::Monitor;
+use crate::search::SearchClient;
 use crate::sink::Sink;
 use crate::source::ChangeSource;
 use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
@@ -142,6 +143,8 @@ pub struct SyncEngine {
     timing: Timing,
     /// The HTTP server's state and metrics, with the `http` option.
     monitor: Option<Arc<Monitor>>,
+    /// The search API over this sync's indices, built at first use.
+    search: Mutex<Option<Arc<SearchClient>>>,
 }
 
 impl SyncEngine {
@@ -150,7 +153,22 @@ impl SyncEngine {
         config.validate()?;
         let (config, events, stats) = (Arc::new(config), EventBus::default(), Arc::new(Stats::default()));
         let monitor = config.http.clone().map(|http| Monitor::new(config.clone(), http, &events, stats.clone()));
-        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), timing: Timing::default(), monitor })
+        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), timing: Timing::default(), monitor, search: Mutex::new(None) })
+    }
+
+    /// The search API over the indices this sync manages (or `search.indices`); `ERR_CONFIG`
+    /// without the `elasticsearch` option.
+    pub fn search_client(&self) -> SyncResult<Arc<SearchClient>> {
+        let mut slot = self.search.lock().expect("search lock");
+        if let Some(client) = &*slot {
+            return Ok(client.clone());
+        }
+        let es = self.config.elasticsearch.as_ref().ok_or_else(|| SyncError::config("search: the elasticsearch option is required to search"))?;
+        let settings = self.config.search.clone().unwrap_or_default();
+        let scope = crate::search::sync_scope(self.config.clone(), self.stats.clone());
+        let client = Arc::new(SearchClient::new(es, settings, scope, &self.events)?);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// The monitor serving the `http` option, if given.
@@ -228,6 +246,9 @@ impl SyncEngine {
             return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
         }
         if let Some(monitor) = &self.monitor {
+            if self.config.search.is_some() && self.config.elasticsearch.is_some() {
+                monitor.set_search(self.search_client()?);
+            }
             monitor.serve().await?;
         }
         set_state(&self.stats, &self.events, SyncState::Starting, None);
