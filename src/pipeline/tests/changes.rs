@@ -332,9 +332,15 @@ async fn the_collection_s_alias_moves_to_a_recopied_index_only_at_the_swap() {
     eventually("the re-copy to write", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
     let read = || parts.sink.aliases().get("read").map(|s| s.iter().cloned().collect::<Vec<_>>());
     assert_eq!(read(), Some(vec!["c".to_string()]), "the alias stays on the complete index");
-    // A restart during the re-copy keeps it there too.
+    // A restart during the re-copy keeps it there too (stopped before the held write returns:
+    // let through first, the copy could finish and swap before the stop).
+    let stopping = tokio::spawn({
+        let again = again.clone();
+        async move { again.stop().await }
+    });
+    wait_state(&again, SyncState::Stopping).await;
     parts.sink.open();
-    again.stop().await.unwrap();
+    stopping.await.unwrap().unwrap();
     assert_eq!(read(), Some(vec!["c".to_string()]));
     let (third, events) = streaming(cfg, &parts).await;
     eventually("the swap", || async { events.changes().contains(&("db.c".into(), "resync".into())).then_some(()) }).await;
