@@ -54,11 +54,20 @@ pub(crate) struct Timing {
     pub idle_checkpoint_every: Duration,
     /// During a copy, how often the change history is checked to still reach its start point.
     pub history_check_every: Duration,
+    /// A drop followed by nothing is taken for a plain one only once the reopened stream has
+    /// been quiet this long (a replacement's contents may arrive without a change: SecantusDB's
+    /// `$out` drops, then renames).
+    pub drop_settles_after: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { stream_checkpoint_every: Duration::from_secs(1), idle_checkpoint_every: Duration::from_secs(5), history_check_every: Duration::from_secs(10) }
+        Timing {
+            stream_checkpoint_every: Duration::from_secs(1),
+            idle_checkpoint_every: Duration::from_secs(5),
+            history_check_every: Duration::from_secs(10),
+            drop_settles_after: Duration::from_secs(1),
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! and the re-copy into a fresh index that ends with an atomic alias swap (`onHistoryLost:
 //! 'resync'`).
 
+use std::time::{Duration, Instant};
+
 use mongodb::bson::{Document, Timestamp};
 use tokio::sync::mpsc;
 
@@ -27,8 +29,30 @@ pub(super) struct PendingDrop {
     /// The drop to apply per `onDrop` if it was a plain one (none for a bare `invalidate`).
     change: Option<CollectionChange>,
     version: i64,
-    /// The stream after the `invalidate` is open: its first change or idle turn settles it.
-    pub reopened: bool,
+    /// When the stream after the `invalidate` was opened: its first change settles it, or an
+    /// idle turn once it has been quiet for `Timing::drop_settles_after`.
+    pub reopened: Option<Instant>,
+}
+
+impl PendingDrop {
+    /// Whether an idle turn now may settle it.
+    pub fn quiet_for(&self, at_least: Duration) -> bool {
+        self.reopened.is_some_and(|at| at.elapsed() >= at_least)
+    }
+}
+
+/// After a drop applied (or a bare `invalidate`) with the collection empty: contents that then
+/// appear without a change in its stream were put there by a rename, which its stream never
+/// shows (SecantusDB's `$out` drops, then renames into the absent collection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum EmptiedWatch {
+    #[default]
+    Off,
+    /// No documents seen yet.
+    Watching,
+    /// Documents seen at one idle turn with no change before it: one more quiet turn (which a
+    /// plain insert's change would have come before) and they were renamed in.
+    Found,
 }
 
 impl CollectionSync<'_> {
@@ -69,7 +93,7 @@ impl CollectionSync<'_> {
             }
             _ if self.ctx.source.has_documents(&self.config.namespace).await? => Ok(Some(self.replaced(Some(change)))),
             _ => {
-                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: false });
+                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: None });
                 Ok(None)
             }
         }
@@ -85,12 +109,12 @@ impl CollectionSync<'_> {
         };
         self.invalidated = Some(token.clone());
         match &mut state.pending_drop {
-            Some(pending) => pending.reopened = true,
+            Some(pending) => pending.reopened = Some(Instant::now()),
             None if std::mem::take(&mut state.renamed) => {
                 self.set_position(token.clone());
                 self.save().await?;
             }
-            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: true }),
+            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: Some(Instant::now()) }),
         }
         self.open_feed(&StreamStart::StartAfter(token)).await
     }
@@ -98,7 +122,7 @@ impl CollectionSync<'_> {
     /// Settles a drop waiting since the last `invalidate`, once the reopened stream read a
     /// change (`changed`) or found nothing new. A flow when the collection was replaced.
     pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> PhaseResult<Option<Flow>> {
-        let Some(pending) = state.pending_drop.take_if(|p| p.reopened) else { return Ok(None) };
+        let Some(pending) = state.pending_drop.take_if(|p| p.reopened.is_some()) else { return Ok(None) };
         if !changed && self.ctx.source.has_documents(&self.config.namespace).await? {
             return Ok(Some(self.replaced(pending.change)));
         }
@@ -107,11 +131,28 @@ impl CollectionSync<'_> {
             state.target = self.target();
             self.emit(change);
         }
+        if !changed {
+            state.emptied = EmptiedWatch::Watching;
+        }
         // Everything up to the invalidate is applied.
         let token = self.invalidated.clone().expect("reopened after an invalidate");
         self.set_position(token);
         self.save().await?;
         Ok(None)
+    }
+
+    /// On an idle turn after a drop was settled with the collection empty: documents there now,
+    /// with no change read since, on two turns in a row, were renamed in. A flow when so.
+    pub(super) async fn watch_emptied(&mut self, state: &mut StreamBatch<'_>) -> PhaseResult<Option<Flow>> {
+        if state.emptied == EmptiedWatch::Off || !self.ctx.source.has_documents(&self.config.namespace).await? {
+            return Ok(None);
+        }
+        if state.emptied == EmptiedWatch::Watching {
+            state.emptied = EmptiedWatch::Found;
+            return Ok(None);
+        }
+        state.emptied = EmptiedWatch::Off;
+        Ok(Some(self.replaced(None)))
     }
 
     async fn apply_index_action(&self, version: i64, action: IndexAction) -> PhaseResult<()> {

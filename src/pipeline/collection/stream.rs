@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
-use super::collection_change::PendingDrop;
+use super::collection_change::{EmptiedWatch, PendingDrop};
 use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::CollectionCheckpoint;
@@ -63,6 +63,8 @@ pub(super) struct StreamBatch<'a> {
     pub pending_drop: Option<PendingDrop>,
     /// A rename was applied: the `invalidate` that follows is expected.
     pub renamed: bool,
+    /// After a drop settled with the collection empty: whether contents appeared silently.
+    pub emptied: EmptiedWatch,
 }
 
 impl StreamBatch<'_> {
@@ -99,6 +101,7 @@ impl<'a> CollectionSync<'a> {
             missed: MissedLookups::default(),
             pending_drop: None,
             renamed: false,
+            emptied: EmptiedWatch::Off,
         };
         loop {
             if state.due(&feed, ctx) {
@@ -149,6 +152,8 @@ impl<'a> CollectionSync<'a> {
         }
         match kind {
             ChangeKind::Document(dc) => {
+                // The collection came back through its stream, which carries all of it.
+                state.emptied = EmptiedWatch::Off;
                 self.add_change(dc, token, cluster_time, state).await?;
                 state.last_saved = Instant::now();
                 Ok(None)
@@ -173,12 +178,19 @@ impl<'a> CollectionSync<'a> {
     /// position not saved yet is saved now; a quiet collection refreshes its saved position
     /// now and then so that it stays inside the history window.
     async fn on_idle(&mut self, position: Option<Document>, state: &mut StreamBatch<'a>) -> PhaseResult<Option<Flow>> {
-        if state.pending_drop.as_ref().is_some_and(|p| p.reopened) {
-            // Nothing followed a drop (yet): it was a plain one, or the collection was replaced.
+        if let Some(pending) = &state.pending_drop {
+            // Nothing followed a drop (yet): it was a plain one, or the collection was replaced,
+            // which a quiet moment tells (the replacement's contents may still be arriving).
+            if !pending.quiet_for(self.ctx.timing.drop_settles_after) {
+                return Ok(None);
+            }
             return self.settle_drop(state, false).await;
         }
         if !state.acks.is_empty() || !state.batch.is_empty() {
             return Ok(None);
+        }
+        if let Some(flow) = self.watch_emptied(state).await? {
+            return Ok(Some(flow));
         }
         if self.position_unsaved {
             self.save_position(true).await?;

@@ -261,6 +261,55 @@ async fn contents_that_arrive_without_changes_after_a_drop_are_copied_again() {
     engine.stop().await.unwrap();
 }
 
+/// `$out` onto a followed collection as SecantusDB runs it: a drop, then a rename into the
+/// collection, which its stream shows nothing of. When the drop was settled as a plain one
+/// before the rename (the reopened stream was idle and the collection still empty), the new
+/// contents were never copied: the index stayed empty for good (the intermittent failure of the
+/// end-to-end `$out` test). Contents that appear after a drop without any change are copied.
+#[tokio::test]
+async fn contents_renamed_in_after_a_settled_drop_are_copied_again() {
+    let parts = Parts::default();
+    let (c, staging) = (ns("db.c"), ns("db.staging"));
+    parts.source.insert(&c, docs(3));
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("the drop applied", || async { events.changes().contains(&("db.c".into(), "drop".into())).then_some(()) }).await;
+    assert!(parts.sink.docs("c").is_empty());
+    parts.source.put_silently(&staging, [doc! {"_id": 61_i64, "v": 1}, doc! {"_id": 62_i64, "v": 1}]);
+    parts.source.rename_silently_into(&staging, &c);
+    aliased(&parts, "c", "c-1").await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.insert(&c, [doc! {"_id": 63_i64, "v": 1}]);
+    mirrored(&parts, &c, "c").await;
+    engine.stop().await.unwrap();
+}
+
+/// The same `$out`, its rename coming soon after the drop's `invalidate` was read: the drop is
+/// settled only once the stream stayed quiet for a moment, so the contents are found first and
+/// the index is replaced by a re-copy, never emptied in between (readers never see it empty).
+#[tokio::test]
+async fn a_drop_is_settled_only_after_a_quiet_moment() {
+    let parts = Parts::default();
+    let (c, staging) = (ns("db.c"), ns("db.staging"));
+    parts.source.insert(&c, docs(3));
+    let mut cfg = config(&["db.c"]);
+    cfg.batch.flush_interval = std::time::Duration::from_millis(20);
+    let (engine, events) = engine_with(cfg, |t| t.drop_settles_after = std::time::Duration::from_secs(2));
+    engine.start_with(&parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    parts.source.put_silently(&staging, [doc! {"_id": 61_i64, "v": 1}]);
+    parts.source.rename_silently_into(&staging, &c);
+    aliased(&parts, "c", "c-1").await;
+    mirrored(&parts, &c, "c").await;
+    let deletes = parts.sink.actions().into_iter().filter(|a| matches!(a.action, crate::sink::IndexAction::DeleteDocuments { .. })).count();
+    assert_eq!(deletes, 0, "the index was never emptied");
+    engine.stop().await.unwrap();
+}
+
 /// Issue 13, item 5: after `onDrop: 'deleteIndex'`, the collection's next write auto-created
 /// its index, with dynamic mappings, no settings and no alias.
 #[tokio::test]

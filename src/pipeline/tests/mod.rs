@@ -18,12 +18,19 @@ use crate::testkit::{eventually, Events, Parts};
 
 /// An engine over `parts`, with quick periodic chores, and what it emits.
 fn engine(config: SyncConfig) -> (Arc<SyncEngine>, Events) {
+    engine_with(config, |_| {})
+}
+
+/// `engine`, with its timing adjusted by `adjust`.
+fn engine_with(config: SyncConfig, adjust: impl FnOnce(&mut Timing)) -> (Arc<SyncEngine>, Events) {
     let mut engine = SyncEngine::new(config).expect("a valid configuration");
     engine.timing = Timing {
         stream_checkpoint_every: Duration::from_millis(10),
         idle_checkpoint_every: Duration::from_millis(50),
         history_check_every: Duration::from_millis(20),
+        drop_settles_after: Duration::ZERO,
     };
+    adjust(&mut engine.timing);
     let events = Events::default();
     let sink = events.clone();
     engine.events().subscribe(move |e| sink.0.lock().expect("events").push(e.clone()));
