@@ -120,10 +120,15 @@ impl CollectionSync<'_> {
     }
 
     /// Settles a drop waiting since the last `invalidate`, once the reopened stream read a
-    /// change (`changed`) or found nothing new. A flow when the collection was replaced.
+    /// change (`changed`) or found nothing new for a moment. A flow when the collection holds
+    /// documents again (replaced, or re-created at once): it is copied again.
     pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> PhaseResult<Option<Flow>> {
         let Some(pending) = state.pending_drop.take_if(|p| p.reopened.is_some()) else { return Ok(None) };
-        if !changed && self.ctx.source.has_documents(&self.config.namespace).await? {
+        // Documents there by now, with or without changes before them: the contents were
+        // replaced (SecantusDB's `$out` drops, then renames into the collection, which a stream
+        // opened after it reads as inserts), or the collection was re-created at once; either
+        // way a re-copy behind the alias ends equal to it, and readers never see it emptied.
+        if self.ctx.source.has_documents(&self.config.namespace).await? {
             return Ok(Some(self.replaced(pending.change)));
         }
         if let Some(change) = pending.change {

@@ -147,8 +147,10 @@ impl<'a> CollectionSync<'a> {
     async fn on_change(&mut self, change: Change, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> PhaseResult<Option<Flow>> {
         let Change { token, cluster_time, kind, .. } = change;
         if !matches!(kind, ChangeKind::Collection(_)) {
-            // A change after a drop: the drop was a plain one.
-            self.settle_drop(state, true).await?;
+            // A change after a drop settles it.
+            if let Some(flow) = self.settle_drop(state, true).await? {
+                return Ok(Some(flow));
+            }
         }
         match kind {
             ChangeKind::Document(dc) => {

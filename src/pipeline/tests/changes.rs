@@ -310,6 +310,30 @@ async fn a_drop_is_settled_only_after_a_quiet_moment() {
     engine.stop().await.unwrap();
 }
 
+/// `$out` as SecantusDB sometimes shows it: the drop read while the collection is empty, then
+/// the renamed-in documents as inserts on the reopened stream. Taken for a plain drop, the index
+/// was emptied (readers saw it empty) and the new documents written into it under its old
+/// mappings (a field of another type was dead-lettered). Documents there when the drop settles
+/// mean a replacement: re-copied into a fresh index behind the alias.
+#[tokio::test]
+async fn a_drop_followed_by_new_documents_is_a_replacement() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(3));
+    let (engine, events) = engine_with(config(&["db.c"]), |t| t.drop_settles_after = std::time::Duration::from_secs(2));
+    engine.start_with(&parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    parts.source.insert(&c, [doc! {"_id": 61_i64, "v": "out"}, doc! {"_id": 62_i64, "v": "out"}]);
+    aliased(&parts, "c", "c-1").await;
+    mirrored(&parts, &c, "c").await;
+    let deletes = parts.sink.actions().into_iter().filter(|a| matches!(a.action, crate::sink::IndexAction::DeleteDocuments { .. })).count();
+    assert_eq!(deletes, 0, "the index was never emptied");
+    engine.stop().await.unwrap();
+}
+
 /// Issue 13, item 5: after `onDrop: 'deleteIndex'`, the collection's next write auto-created
 /// its index, with dynamic mappings, no settings and no alias.
 #[tokio::test]
