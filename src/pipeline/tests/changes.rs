@@ -292,22 +292,32 @@ async fn contents_renamed_in_after_a_settled_drop_are_copied_again() {
 async fn a_drop_is_settled_only_after_a_quiet_moment() {
     let parts = Parts::default();
     let (c, staging) = (ns("db.c"), ns("db.staging"));
-    parts.source.insert(&c, docs(3));
-    let mut cfg = config(&["db.c"]);
-    cfg.batch.flush_interval = std::time::Duration::from_millis(20);
-    let (engine, events) = engine_with(cfg, |t| t.drop_settles_after = std::time::Duration::from_secs(2));
-    engine.start_with(&parts).await.expect("start");
-    wait_state(&engine, SyncState::Streaming).await;
-    mirrored(&parts, &c, "c").await;
-    parts.source.drop_collection(&c);
-    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    let engine = dropped_and_reopened(&parts, &c).await;
     parts.source.put_silently(&staging, [doc! {"_id": 61_i64, "v": 1}]);
     parts.source.rename_silently_into(&staging, &c);
-    aliased(&parts, "c", "c-1").await;
-    mirrored(&parts, &c, "c").await;
+    recopied_never_emptied(&parts, &c).await;
+    engine.stop().await.unwrap();
+}
+
+/// A collection `c` of three documents, synced, then dropped: once the stream after the drop
+/// is open (and settles a drop followed by nothing only after 2 s), the engine.
+async fn dropped_and_reopened(parts: &Parts, c: &Namespace) -> Arc<SyncEngine> {
+    parts.source.insert(c, docs(3));
+    let (engine, events) = engine_with(config(&["db.c"]), |t| t.drop_settles_after = std::time::Duration::from_secs(2));
+    engine.start_with(parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    mirrored(parts, c, "c").await;
+    parts.source.drop_collection(c);
+    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    engine
+}
+
+/// The index `c` ends re-copied into `c-1` behind its alias, equal to `ns`, never emptied.
+async fn recopied_never_emptied(parts: &Parts, ns: &Namespace) {
+    aliased(parts, "c", "c-1").await;
+    mirrored(parts, ns, "c").await;
     let deletes = parts.sink.actions().into_iter().filter(|a| matches!(a.action, crate::sink::IndexAction::DeleteDocuments { .. })).count();
     assert_eq!(deletes, 0, "the index was never emptied");
-    engine.stop().await.unwrap();
 }
 
 /// `$out` as SecantusDB sometimes shows it: the drop read while the collection is empty, then
@@ -319,18 +329,9 @@ async fn a_drop_is_settled_only_after_a_quiet_moment() {
 async fn a_drop_followed_by_new_documents_is_a_replacement() {
     let parts = Parts::default();
     let c = ns("db.c");
-    parts.source.insert(&c, docs(3));
-    let (engine, events) = engine_with(config(&["db.c"]), |t| t.drop_settles_after = std::time::Duration::from_secs(2));
-    engine.start_with(&parts).await.expect("start");
-    wait_state(&engine, SyncState::Streaming).await;
-    mirrored(&parts, &c, "c").await;
-    parts.source.drop_collection(&c);
-    eventually("the invalidate", || async { events.changes().contains(&("db.c".into(), "invalidate".into())).then_some(()) }).await;
+    let engine = dropped_and_reopened(&parts, &c).await;
     parts.source.insert(&c, [doc! {"_id": 61_i64, "v": "out"}, doc! {"_id": 62_i64, "v": "out"}]);
-    aliased(&parts, "c", "c-1").await;
-    mirrored(&parts, &c, "c").await;
-    let deletes = parts.sink.actions().into_iter().filter(|a| matches!(a.action, crate::sink::IndexAction::DeleteDocuments { .. })).count();
-    assert_eq!(deletes, 0, "the index was never emptied");
+    recopied_never_emptied(&parts, &c).await;
     engine.stop().await.unwrap();
 }
 
@@ -407,13 +408,7 @@ async fn the_collection_s_alias_moves_to_a_recopied_index_only_at_the_swap() {
     assert_eq!(read(), Some(vec!["c".to_string()]), "the alias stays on the complete index");
     // A restart during the re-copy keeps it there too (stopped before the held write returns:
     // let through first, the copy could finish and swap before the stop).
-    let stopping = tokio::spawn({
-        let again = again.clone();
-        async move { again.stop().await }
-    });
-    wait_state(&again, SyncState::Stopping).await;
-    parts.sink.open();
-    stopping.await.unwrap().unwrap();
+    stop_then(&again, || parts.sink.open()).await;
     assert_eq!(read(), Some(vec!["c".to_string()]));
     let (third, events) = streaming(cfg, &parts).await;
     eventually("the swap", || async { events.changes().contains(&("db.c".into(), "resync".into())).then_some(()) }).await;

@@ -43,13 +43,7 @@ async fn stop_while_a_stream_batch_is_in_flight_writes_it_and_saves_its_position
     parts.sink.hold();
     parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
     eventually("the write to wait", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
-    let stopping = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.stop().await }
-    });
-    wait_state(&engine, SyncState::Stopping).await;
-    parts.sink.open();
-    stopping.await.unwrap().unwrap();
+    stop_then(&engine, || parts.sink.open()).await;
     mirrored(&parts, &c, "c").await;
     let token = parts.store.get(&c).unwrap().resume_token.unwrap();
     assert_eq!(token.get_str("_data").unwrap(), format!("{:016x}00", 2), "the position of the last change is saved");
@@ -70,13 +64,7 @@ async fn a_write_ended_by_the_stop_stops_the_sync_without_saving_past_it() {
     parts.sink.stop_held_writes();
     parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
     eventually("the write to wait", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
-    let stopping = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.stop().await }
-    });
-    wait_state(&engine, SyncState::Stopping).await;
-    parts.sink.release(1);
-    stopping.await.unwrap().unwrap();
+    stop_then(&engine, || parts.sink.release(1)).await;
     assert_eq!(engine.stats().state, SyncState::Stopped);
     assert!(!events.all().iter().any(|e| matches!(e, SyncEvent::State { error: Some(_), .. })), "no error");
     assert!(!parts.sink.docs("c").contains_key("2"), "not written");

@@ -45,6 +45,18 @@ async fn streaming(config: SyncConfig, parts: &Parts) -> (Arc<SyncEngine>, Event
     (engine, events)
 }
 
+/// Stops `engine`, and once the stop is under way, does `then` (e.g. lets held writes through),
+/// so that what they finish comes after the stop.
+async fn stop_then(engine: &Arc<SyncEngine>, then: impl FnOnce()) {
+    let stopping = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.stop().await }
+    });
+    wait_state(engine, SyncState::Stopping).await;
+    then();
+    stopping.await.expect("the stop task").expect("stop");
+}
+
 async fn wait_state(engine: &SyncEngine, state: SyncState) {
     eventually(&format!("state {state:?}"), || async { (engine.stats().state == state).then_some(()) }).await;
 }
