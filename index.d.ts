@@ -43,6 +43,12 @@ export declare class MongoElasticSync {
   stats(): NativeSyncStats
 }
 
+/**
+ * Plans and carries out the plan of the sync of `options`; a destructive plan is refused
+ * (`ERR_CONFIG`, before any change) unless `allowDestructive`.
+ */
+export declare function applySync(options: SyncOptions, allowDestructive: boolean): Promise<unknown>
+
 export interface BatchOptions {
   /** Most documents per `_bulk` request (default 1000). */
   maxDocs?: number
@@ -173,6 +179,9 @@ export interface FileOutput {
   fsync?: 'batch' | 'never'
 }
 
+/** A new age X25519 key pair for sealed secrets. */
+export declare function generateKeyPair(): KeyPair
+
 /**
  * The HTTP server (off unless given): `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events`
  * and a status page at `/`.
@@ -192,6 +201,14 @@ export interface HttpOptions {
    * progress for this long (default 60000).
    */
   readyMaxLagMs?: number
+}
+
+/** A new private key and its public key. */
+export interface KeyPair {
+  /** `AGE-SECRET-KEY-1…`: keep it in a file only the service reads (`privateKeyFile`). */
+  privateKey: string
+  /** `age1…`: what `sealSecret` seals values for. */
+  publicKey: string
 }
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
@@ -310,6 +327,9 @@ export interface NatsOutput {
 /** Where a write comes from: the initial copy or the change stream. */
 export type Phase = 'copy' | 'stream'
 
+/** What `applySync` would do for the sync of `options`. */
+export declare function planSync(options: SyncOptions): Promise<unknown>
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
@@ -318,6 +338,9 @@ export interface RetryOptions {
   /** Longest delay between attempts (default 30000). */
   maxDelayMs?: number
 }
+
+/** `value` sealed for `publicKey` as `'enc:age:…'`, usable in any secret field of the options. */
+export declare function sealSecret(publicKey: string, value: string): string
 
 /** NDJSON change records on standard output. */
 export interface StdoutOutput {
@@ -412,6 +435,12 @@ export interface SyncOptions {
   startAt?: string
   /** The HTTP server for health, readiness, stats, metrics and the status page (off unless given). */
   http?: HttpOptions
+  /**
+   * A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
+   * the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
+   * `MES_PRIVATE_KEY` in the environment.
+   */
+  privateKeyFile?: string
 }
 
 /** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */
@@ -448,3 +477,9 @@ export interface TransformContext {
   id: string
   phase: 'copy' | 'stream'
 }
+
+/**
+ * Checks a definition (the parsed file) and returns its syncs' names; throws `ERR_CONFIG`
+ * naming the path of what is wrong.
+ */
+export declare function validateDefinition(definition: unknown): Array<string>

@@ -1,5 +1,6 @@
 //! The Node.js binding: JS-facing types and conversions only; all sync logic lives in the engine.
 
+mod definition;
 mod error;
 mod event;
 mod http;
@@ -8,6 +9,8 @@ mod logging;
 mod options;
 mod outputs;
 mod parse;
+mod plan;
+mod secrets;
 mod stats;
 mod sync;
 mod transform;

@@ -19,11 +19,20 @@ use crate::config::{
     MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
+use crate::secrets;
 use crate::transform::{AddedValue, FieldRules};
 
-/// The engine's config from the options object, checked whole; errors name the field.
-pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
-    parse::<SyncOptions>(options)?.into_config()
+/// The engine's config from the options object, checked whole; errors name the field. Sealed
+/// secrets (`enc:age:…`) are opened first with the service's private key (see `crate::secrets`).
+pub fn sync_config(mut options: serde_json::Value) -> SyncResult<SyncConfig> {
+    let key_file = options.get("privateKeyFile").and_then(serde_json::Value::as_str).map(str::to_string);
+    let key = secrets::load_key(key_file.as_deref())?;
+    secrets::open_tree(&mut options, key.as_ref())?;
+    let mut config = parse::<SyncOptions>(options)?.into_config()?;
+    if let (Some(http), Some(key)) = (config.http.as_mut(), key.as_ref()) {
+        http.public_key = Some(key.public_key());
+    }
+    Ok(config)
 }
 
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -81,6 +90,11 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
+    /// the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
+    /// `MES_PRIVATE_KEY` in the environment.
+    #[allow(dead_code)] // read before the parse, which it must pass (see `sync_config`)
+    pub private_key_file: Option<String>,
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).

@@ -4,6 +4,7 @@ mod encoder;
 mod error;
 #[cfg(test)]
 mod fake;
+mod inspect;
 mod response;
 pub mod retry;
 mod service;
@@ -13,4 +14,5 @@ mod tests;
 
 pub use encoder::encoded_len;
 pub use error::EsError;
+pub use inspect::IndexState;
 pub use service::{EsSink, ServerInfo};
