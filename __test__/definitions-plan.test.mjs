@@ -3,8 +3,6 @@
 // apply of a mapping change while a reader polls the alias: it never sees a half-filled index.
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -12,23 +10,14 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
-const { serversFor, unique, es, esDocs, withTimeout } = require('./helpers.js')
-const { planDefinition } = require('..')
+const { serversFor, unique, es, esDocs, runCli } = require('./helpers.js')
+const { generateKeyPair, planDefinition, sealSecret } = require('..')
 const HERE = path.dirname(fileURLToPath(import.meta.url))
-const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
 const GOLDEN = path.join(HERE, 'fixtures', 'plans')
 const DOCS = 120
 
-async function cli(t, args, env) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
-  t.after(() => child.kill('SIGKILL'))
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (err += d))
-  const [code] = await withTimeout(once(child, 'exit'), 180000, `mongo-elastic-sync ${args.join(' ')} did not exit`)
-  return { code, out, err }
-}
+/** The CLI, with the sync's private key in its environment (the definitions seal the MongoDB URI). */
+const cli = (t, args, env = process.env) => runCli(t, args, { env, timeoutMs: 180000 })
 
 /** `text` with the run's unique name made stable, compared with the golden file `name`. */
 function assertGolden(name, text, u) {
@@ -42,8 +31,8 @@ describe('plan and apply', () => {
   const ctx = serversFor('definitions-plan')
 
   /** Version 1 and 2 of a definition of one sync: every kind of change between them. */
-  function definitions(u) {
-    const base = { mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl } }
+  function definitions(u, publicKey) {
+    const base = { mongo: { uri: sealSecret(publicKey, ctx.mongoUrl) }, elasticsearch: { node: ctx.esUrl } }
     const ns = (c) => `${u}.${c}`
     const v1 = [
       { namespace: ns('a'), index: `${u}_a`, mappings: { properties: { n: { type: 'long' } } } },
@@ -69,34 +58,44 @@ describe('plan and apply', () => {
   test('each kind of change has its plan; apply carries it out; a reader of the alias never sees a half-filled index', async (t) => {
     const u = unique('plan')
     await seed(u)
-    const { v1, v2 } = definitions(u)
+    const key = generateKeyPair()
+    const { v1, v2 } = definitions(u, key.publicKey)
+    const env = { ...process.env, MES_PRIVATE_KEY: key.privateKey }
+    process.env.MES_PRIVATE_KEY = key.privateKey
+    t.after(() => delete process.env.MES_PRIVATE_KEY)
+    const outputs = []
+    const run = async (...args) => {
+      const result = await cli(t, args, env)
+      outputs.push(result.out, result.err)
+      return result
+    }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mes-plan-'))
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
     const files = { v1: path.join(dir, 'v1.json'), v2: path.join(dir, 'v2.json') }
     fs.writeFileSync(files.v1, JSON.stringify(v1))
     fs.writeFileSync(files.v2, JSON.stringify(v2))
 
-    const fresh = await cli(t, ['plan', '-f', files.v1])
+    const fresh = await run('plan', '-f', files.v1)
     assert.equal(fresh.code, 0, fresh.err)
     assertGolden('new.txt', fresh.out, u)
 
-    const applied = await cli(t, ['apply', '-f', files.v1])
+    const applied = await run('apply', '-f', files.v1)
     assert.equal(applied.code, 0, applied.err)
     for (const c of ['a', 'b', 'c', 'e']) assert.equal((await esDocs(ctx.esUrl, `${u}_${c}`)).size, DOCS, c)
 
-    const same = await cli(t, ['plan', '-f', files.v1])
+    const same = await run('plan', '-f', files.v1)
     assert.equal(same.code, 0, same.err)
     assertGolden('unchanged.txt', same.out, u)
 
-    const changes = await cli(t, ['plan', '-f', files.v2])
+    const changes = await run('plan', '-f', files.v2)
     assert.equal(changes.code, 3, 'a destructive plan exits 3')
     assertGolden('changes.txt', changes.out, u)
-    const json = await cli(t, ['plan', '-f', files.v2, '--json', '--allow-destructive'])
+    const json = await run('plan', '-f', files.v2, '--json', '--allow-destructive')
     assert.equal(json.code, 0, json.err)
     assertGolden('changes.json', json.out, u)
     assert.deepEqual((await planDefinition(v2)).map((p) => p.steps.map((s) => s.kind)), [['recopy', 'mapFields', 'recopy', 'copy', 'remove']])
 
-    const refused = await cli(t, ['apply', '-f', files.v2])
+    const refused = await run('apply', '-f', files.v2)
     assert.equal(refused.code, 3)
     assert.match(refused.err, /nothing applied: the plan holds destructive steps/)
     const mapping = async () => (await es(ctx.esUrl, 'GET', `/${u}_a/_mapping`)).body
@@ -112,7 +111,7 @@ describe('plan and apply', () => {
         await new Promise((r) => setTimeout(r, 20))
       }
     })()
-    const done = await cli(t, ['apply', '-f', files.v2, '--allow-destructive'])
+    const done = await run('apply', '-f', files.v2, '--allow-destructive')
     reading = false
     await reader
     assert.equal(done.code, 0, done.err)
@@ -128,8 +127,9 @@ describe('plan and apply', () => {
     const history = await ctx.mongo.db('mongo_elastic_sync').collection('definitions_history').find({ name: u }).sort({ version: 1 }).toArray()
     assert.deepEqual(history.map((h) => h.version), [1, 2], 'each apply is recorded with its version')
 
-    const settled = await cli(t, ['plan', '-f', files.v2])
+    const settled = await run('plan', '-f', files.v2)
     assert.equal(settled.code, 0, settled.err)
     assertGolden('applied.txt', settled.out, u)
+    assert.ok(!outputs.join('').includes(ctx.mongoUrl), 'the opened MongoDB URI is never printed')
   })
 })

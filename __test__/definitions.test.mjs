@@ -3,19 +3,14 @@
 // another key), /public_key, and definition files driving the JS API and the CLI.
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
-const { serversFor, unique, esDocs, waitFor, withTimeout } = require('./helpers.js')
+const { serversFor, unique, esDocs, freePort, runCli, waitFor, withTimeout } = require('./helpers.js')
 const { MongoElasticSync, generateKeyPair, sealSecret } = require('..')
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'cli.js')
 const TOKEN = 'sealed-token-0123456789abcdef'
 /** The environment of a child without any private key of the test runner's. */
 const CLEAN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MES_PRIVATE_KEY')))
@@ -26,26 +21,8 @@ function tempDir(t) {
   return dir
 }
 
-/** Runs the CLI to its exit: its code and output. */
-async function cli(t, args, { input = '', env = CLEAN_ENV, timeoutMs = 90000 } = {}) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env })
-  t.after(() => child.kill('SIGKILL'))
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (err += d))
-  child.stdin.end(input)
-  const [code] = await withTimeout(once(child, 'exit'), timeoutMs, `mongo-elastic-sync ${args.join(' ')} did not exit`)
-  return { code, out, err }
-}
-
-async function freePort() {
-  const server = net.createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+/** The CLI, run to its exit without the test runner's private key in its environment. */
+const cli = (t, args, options = {}) => runCli(t, args, { env: CLEAN_ENV, ...options })
 
 /** A key file as `keygen` writes it, and its public key. */
 function keyFile(dir, name = 'key.txt') {
