@@ -142,7 +142,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -209,6 +209,14 @@ export interface KeyPair {
   privateKey: string
   /** `age1…`: what `sealSecret` seals values for. */
   publicKey: string
+}
+
+export interface LeaseOptions {
+  /**
+   * How long after its holder last renewed it a standby takes the lease over (default 10000,
+   * from 1000 to 600000); the holder stops writing a fifth of it earlier.
+   */
+  durationMs?: number
 }
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
@@ -330,6 +338,25 @@ export type Phase = 'copy' | 'stream'
 /** What `applySync` would do for the sync of `options`. */
 export declare function planSync(options: SyncOptions): Promise<unknown>
 
+export interface PostgresOptions {
+  /**
+   * `postgres://user:password@host:port/database` (`?sslmode=require` for TLS). The user needs
+   * the `REPLICATION` attribute (or to be the tables' owner and a superuser) to stream.
+   */
+  uri?: string
+  /** A file holding the URI (e.g. a mounted secret); its trailing line break is dropped. */
+  uriFile?: string
+  /**
+   * An existing publication covering the tables; default: `mes_<name>`, created (or
+   * extended with missing tables) by the sync.
+   */
+  publication?: string
+  /** Prefix of the replication slots, one per table (default `'mes_'`). */
+  slotPrefix?: string
+  /** Where checkpoints are kept, `"schema.table"` (default `'public.mongo_elastic_sync_checkpoints'`). */
+  checkpointTable?: string
+}
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
@@ -363,7 +390,7 @@ export type SyncEvent =
     totalEstimate: number; /** Documents per second over this run of the copy. */
     rate: number; /** Seconds left at that rate. */
   etaSeconds?: number; done: boolean }
-  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
+  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; notFound: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
   | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'; /**
@@ -376,7 +403,18 @@ export type SyncEvent =
 export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
   name: string
-  mongo: MongoOptions
+  /** The MongoDB source; required unless `postgres` is given. */
+  mongo?: MongoOptions
+  /**
+   * A PostgreSQL source instead of MongoDB: its `tables` are copied, then followed through
+   * logical replication.
+   */
+  postgres?: PostgresOptions
+  /**
+   * With `postgres`: `"schema.table"` or `{ table, index, … }` (the options of a
+   * `collections` entry, without `filter`).
+   */
+  tables?: Array<string | (Omit<CollectionOptions, 'namespace' | 'filter'> & { table: string })>
   /** The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output. */
   elasticsearch?: ElasticsearchOptions
   /**
@@ -435,6 +473,8 @@ export interface SyncOptions {
   startAt?: string
   /** The HTTP server for health, readiness, stats, metrics and the status page (off unless given). */
   http?: HttpOptions
+  /** The lease that lets one instance per `name` sync while the others wait as standbys. */
+  lease?: LeaseOptions
   /**
    * A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
    * the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or

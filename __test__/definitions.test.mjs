@@ -216,10 +216,11 @@ describe('definitions', () => {
       [{ syncs: { a: sync() } }, 'c', 'syncs.c: not defined (defined: a)'],
       [{ syncs: { a: sync() }, extra: 1 }, 'a', 'extra: unknown option (known: `version`, `syncs`)'],
       [{ syncs: { a: sync({ name: 'b' }) } }, 'a', 'syncs.a.name: must be the sync\'s key "a" (or left out)'],
-      [{ syncs: { a: sync({ logger: {} }) } }, 'a', 'syncs.a.logger: unknown option (known: `name`, `mongo`, `elasticsearch`, `outputs`, `collections`, `namespaces`, `indexTemplate`, `checkpoint`, `batch`, `retry`, `onDrop`, `onRename`, `onHistoryLost`, `deadLetterIndex`, `mode`, `copyReaders`, `copyRangeMinDocs`, `startAt`, `http`, `privateKeyFile`)'],
+      [{ syncs: { a: sync({ logger: {} }) } }, 'a', /^syncs\.a\.logger: unknown option \(known: `name`, `mongo`, .*`privateKeyFile`\)$/],
     ]
     for (const [definition, name, message] of cases) {
-      assert.throws(() => MongoElasticSync.fromDefinition(definition, name), (e) => e.code === 'ERR_CONFIG' && e.message === message, message)
+      const matches = (text) => (message instanceof RegExp ? message.test(text) : text === message)
+      assert.throws(() => MongoElasticSync.fromDefinition(definition, name), (e) => e.code === 'ERR_CONFIG' && matches(e.message), String(message))
     }
     const single = MongoElasticSync.fromDefinition({ syncs: { only: sync() } })
     assert.equal(single.stats().state, 'idle')

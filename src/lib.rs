@@ -5,12 +5,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod event;
 pub mod monitor;
 pub mod pipeline;
 pub mod plan;
 pub mod retry;
+pub mod search;
 pub mod secrets;
 pub mod sink;
 pub mod source;

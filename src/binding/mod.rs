@@ -7,9 +7,12 @@ mod http;
 mod log_forward;
 mod logging;
 mod options;
+#[cfg(test)]
+mod options_props;
 mod outputs;
 mod parse;
 mod plan;
+mod postgres_options;
 mod secrets;
 mod stats;
 mod sync;

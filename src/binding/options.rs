@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::outputs::OutputOptions;
 use super::parse::parse;
 use crate::config::{
-    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, MongoConfig,
-    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
+    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, LeaseConfig,
+    MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
 use crate::secrets;
@@ -25,6 +25,9 @@ use crate::transform::{AddedValue, FieldRules};
 /// The engine's config from the options object, checked whole; errors name the field. Sealed
 /// secrets (`enc:age:…`) are opened first with the service's private key (see `crate::secrets`).
 pub fn sync_config(mut options: serde_json::Value) -> SyncResult<SyncConfig> {
+    if !options.is_object() {
+        return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
+    }
     let key_file = options.get("privateKeyFile").and_then(serde_json::Value::as_str).map(str::to_string);
     let key = secrets::load_key(key_file.as_deref())?;
     secrets::open_tree(&mut options, key.as_ref())?;
@@ -41,7 +44,15 @@ pub fn sync_config(mut options: serde_json::Value) -> SyncResult<SyncConfig> {
 pub struct SyncOptions {
     /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
     pub name: String,
-    pub mongo: MongoOptions,
+    /// The MongoDB source; required unless `postgres` is given.
+    pub mongo: Option<MongoOptions>,
+    /// A PostgreSQL source instead of MongoDB: its `tables` are copied, then followed through
+    /// logical replication.
+    pub postgres: Option<super::postgres_options::PostgresOptions>,
+    /// With `postgres`: `"schema.table"` or `{ table, index, … }` (the options of a
+    /// `collections` entry, without `filter`).
+    #[napi(ts_type = "Array<string | (Omit<CollectionOptions, 'namespace' | 'filter'> & { table: string })>")]
+    pub tables: Option<Vec<super::postgres_options::TableEntry>>,
     /// The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output.
     pub elasticsearch: Option<ElasticsearchOptions>,
     /// Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
@@ -90,11 +101,33 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// The lease that lets one instance per `name` sync while the others wait as standbys.
+    pub lease: Option<LeaseOptions>,
     /// A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
     /// the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
     /// `MES_PRIVATE_KEY` in the environment.
     #[allow(dead_code)] // read before the parse, which it must pass (see `sync_config`)
     pub private_key_file: Option<String>,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseOptions {
+    /// How long after its holder last renewed it a standby takes the lease over (default 10000,
+    /// from 1000 to 600000); the holder stops writing a fifth of it earlier.
+    pub duration_ms: Option<u32>,
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -185,7 +218,7 @@ pub struct ElasticsearchTlsOptions {
 }
 
 /// A `collections` entry: `"db.collection"` or its options.
-pub enum CollectionEntry {
+pub(super) enum CollectionEntry {
     Name(String),
     Options(Box<CollectionOptions>),
 }
@@ -585,9 +618,8 @@ impl SyncOptions {
     pub fn into_config(self) -> SyncResult<SyncConfig> {
         let d = SyncConfig::default();
         let template = self.index_template.unwrap_or(d.index_template.clone());
-        let collections = self
-            .collections
-            .unwrap_or_default()
+        let (mongo, postgres, entries) = source_options(self.mongo, self.postgres, self.collections, self.tables)?;
+        let collections = entries
             .into_iter()
             .enumerate()
             .map(|(i, c)| match c {
@@ -603,7 +635,8 @@ impl SyncOptions {
         };
         let config = SyncConfig {
             name: self.name,
-            mongo: self.mongo.into_config()?,
+            mongo,
+            postgres,
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
             outputs,
             collections,
@@ -620,9 +653,30 @@ impl SyncOptions {
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
+            lease: LeaseConfig { duration: self.lease.and_then(|l| l.duration_ms).map_or(d.lease.duration, |v| Duration::from_millis(v.into())) },
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The source (MongoDB or PostgreSQL) and its collections (`collections`, or `tables`).
+fn source_options(
+    mongo: Option<MongoOptions>,
+    postgres: Option<super::postgres_options::PostgresOptions>,
+    collections: Option<Vec<CollectionEntry>>,
+    tables: Option<Vec<super::postgres_options::TableEntry>>,
+) -> SyncResult<(MongoConfig, Option<crate::config::PostgresConfig>, Vec<CollectionEntry>)> {
+    match (mongo, postgres) {
+        (Some(_), Some(_)) => Err(SyncError::config("postgres: give only one source, mongo or postgres")),
+        (None, None) => Err(SyncError::config("mongo: required (or postgres for a PostgreSQL source)")),
+        (Some(_), None) if tables.is_some() => Err(SyncError::config("tables: only with a postgres source (MongoDB collections go in collections)")),
+        (Some(mongo), None) => Ok((mongo.into_config()?, None, collections.unwrap_or_default())),
+        (None, Some(_)) if collections.is_some() => Err(SyncError::config("collections: with a postgres source, list the tables in tables")),
+        (None, Some(pg)) => {
+            let entries = tables.unwrap_or_default().into_iter().map(|t| t.0).collect();
+            Ok((MongoConfig::default(), Some(pg.into_config()?), entries))
+        }
     }
 }
 
