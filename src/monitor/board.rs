@@ -151,6 +151,8 @@ impl StatusBoard {
             SyncEvent::Change { namespace, .. } => {
                 self.track(&mut board, namespace);
             }
+            // The role shows as the state (`standby`) and in `/stats`.
+            SyncEvent::Leadership { .. } | SyncEvent::Assignment { .. } => {}
         }
     }
 
