@@ -136,7 +136,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -192,6 +192,14 @@ export interface HttpOptions {
    * progress for this long (default 60000).
    */
   readyMaxLagMs?: number
+}
+
+export interface LeaseOptions {
+  /**
+   * How long after its holder last renewed it a standby takes the lease over (default 10000,
+   * from 1000 to 600000); the holder stops writing a fifth of it earlier.
+   */
+  durationMs?: number
 }
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
@@ -281,6 +289,15 @@ export interface NativeSyncStats {
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
   state: SyncState
+  /**
+   * `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
+   * absent before the first look at the lease.
+   */
+  role?: Role
+  /** The lease's fencing term: this instance's as leader, the holder's as standby. */
+  term?: number
+  /** The collections this instance syncs now. */
+  ownedCollections: Array<string>
   /** Per collection, by `"db.collection"`. */
   collections: Record<string, NativeCollectionStats>
 }
@@ -319,6 +336,9 @@ export interface RetryOptions {
   maxDelayMs?: number
 }
 
+/** This instance's part among those with the same `name`. */
+export type Role = 'leader' | 'standby'
+
 /** NDJSON change records on standard output. */
 export interface StdoutOutput {
   type: 'stdout'
@@ -349,6 +369,8 @@ export type SyncEvent =
      */
   to?: string }
   | { type: 'warning'; namespace: string; message: string }
+  | { type: 'leadership'; change: 'acquired' | 'lost' | 'standby'; term: number; holder: string }
+  | { type: 'assignment'; collections: Array<string> }
 
 export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
@@ -412,10 +434,15 @@ export interface SyncOptions {
   startAt?: string
   /** The HTTP server for health, readiness, stats, metrics and the status page (off unless given). */
   http?: HttpOptions
+  /** The lease that lets one instance per `name` sync while the others wait as standbys. */
+  lease?: LeaseOptions
 }
 
-/** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */
-export type SyncState = 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
+/**
+ * The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`;
+ * `standby` while another instance with the same `name` holds the lease.
+ */
+export type SyncState = 'idle' | 'starting' | 'standby' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
 
 /** NDJSON change records over TCP (Logstash `tcp` input with the `json_lines` codec). */
 export interface TcpOutput {

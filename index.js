@@ -840,4 +840,5 @@ module.exports.CollectionPhase = nativeBinding.CollectionPhase
 module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.LogLevel = nativeBinding.LogLevel
 module.exports.Phase = nativeBinding.Phase
+module.exports.Role = nativeBinding.Role
 module.exports.SyncState = nativeBinding.SyncState
