@@ -10,7 +10,9 @@ import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 const { serversFor, unique, waitFor, waitForMirror } = require('./helpers.js')
-const FIXTURE = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'run-instance.js')
+const HERE = path.dirname(new URL(import.meta.url).pathname)
+const FIXTURE = path.join(HERE, 'fixtures', 'run-instance.js')
+const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
 
 /** Starts one instance; `events` fills with its events as they arrive. */
 function instance(t, options) {
@@ -168,5 +170,26 @@ describe('several instances with one name', () => {
     await coll.insertOne({ _id: 'after-handover', v: 1 })
     await waitForMirror(ctx, coll, index, (d) => d, 120000)
     assert.equal(first.child.exitCode, null, 'the stopped instance is still running')
+  })
+
+  it('the CLI prints its role: the second of two stands by, and takes over when the first is interrupted', { timeout: 300000 }, async (t) => {
+    const { options } = await fixture('cli')
+    const args = ['--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', options.collections[0].namespace, '--name', options.name]
+    const cli = () => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const run = { child, out: '', exited: once(child, 'exit') }
+      child.stdout.on('data', (d) => (run.out += d))
+      t.after(() => child.kill('SIGKILL'))
+      return run
+    }
+    const first = cli()
+    await waitFor('the first CLI to stream', () => first.out.includes('state: streaming'), 60000)
+    assert.match(first.out, /lease acquired \(term \d+\): this instance syncs/)
+    assert.match(first.out, /syncing .*\.orders/)
+    const second = cli()
+    await waitFor('the second CLI to stand by', () => /standby: .* holds the lease \(term \d+\)/.test(second.out) && second.out.includes('state: standby'), 60000)
+    first.child.kill('SIGINT')
+    assert.equal((await first.exited)[0], 0)
+    await waitFor('the second CLI to take over', () => /lease acquired \(term \d+\)/.test(second.out) && second.out.includes('state: streaming'), 60000)
   })
 })
