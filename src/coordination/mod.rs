@@ -174,7 +174,11 @@ impl Elector {
                         on_held(&holder, term);
                     }
                 }
-                Err(e) if e.code == ErrorCode::MongoUnreachable => tracing::warn!("looking at the lease failed (will try again): {e}"),
+                // A standby outlives MongoDB's outages and errors: it only ever reads and
+                // compare-and-sets, so trying again is safe.
+                Err(e) if matches!(e.code, ErrorCode::MongoUnreachable | ErrorCode::Mongo) => {
+                    tracing::warn!("looking at the lease failed (will try again): {e}")
+                }
                 Err(e) => return Err(e),
             }
             tokio::select! {
