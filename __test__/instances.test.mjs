@@ -123,7 +123,8 @@ describe('several instances with one name', () => {
   })
 
   it('a leader paused past its lease wakes up refused: no late writes, its checkpoint saves never regress', { timeout: 300000 }, async (t) => {
-    const { coll, index, options, checkpoint } = await fixture('pause', { durationMs: 3000 })
+    // The default lease: a paused holder is alive, so only its lease running out lets another in.
+    const { coll, index, options, checkpoint } = await fixture('pause')
     const runs = [instance(t, options), instance(t, options)]
     const first = await leader(runs)
     const other = runs.find((r) => r !== first)
@@ -131,6 +132,8 @@ describe('several instances with one name', () => {
     const firstTerm = acquired(first)[0].term
 
     first.child.kill('SIGSTOP')
+    // The default lease (10 s) bounds the failover: under 15 s to acquire.
+    await waitFor('the standby to take the lease over', () => acquired(other).some((e) => e.term > firstTerm), 15000)
     await leader([other], firstTerm)
     await coll.bulkWrite(Array.from({ length: 100 }, (_, i) => ({ updateOne: { filter: { _id: i }, update: { $set: { v: 7 } } } })))
     await waitForMirror(ctx, coll, index, (d) => d, 120000)
