@@ -360,7 +360,7 @@ export type SyncEvent =
     totalEstimate: number; /** Documents per second over this run of the copy. */
     rate: number; /** Seconds left at that rate. */
   etaSeconds?: number; done: boolean }
-  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
+  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; notFound: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
   | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'; /**

@@ -11,6 +11,7 @@ pub mod event;
 pub mod monitor;
 pub mod pipeline;
 pub mod retry;
+pub mod search;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -6,8 +6,11 @@ mod http;
 mod log_forward;
 mod logging;
 mod options;
+#[cfg(test)]
+mod options_props;
 mod outputs;
 mod parse;
+mod postgres_options;
 mod stats;
 mod sync;
 mod transform;

@@ -23,6 +23,9 @@ use crate::transform::{AddedValue, FieldRules};
 
 /// The engine's config from the options object, checked whole; errors name the field.
 pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+    if !options.is_object() {
+        return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
+    }
     parse::<SyncOptions>(options)?.into_config()
 }
 
@@ -32,7 +35,15 @@ pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
 pub struct SyncOptions {
     /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
     pub name: String,
-    pub mongo: MongoOptions,
+    /// The MongoDB source; required unless `postgres` is given.
+    pub mongo: Option<MongoOptions>,
+    /// A PostgreSQL source instead of MongoDB: its `tables` are copied, then followed through
+    /// logical replication.
+    pub postgres: Option<super::postgres_options::PostgresOptions>,
+    /// With `postgres`: `"schema.table"` or `{ table, index, … }` (the options of a
+    /// `collections` entry, without `filter`).
+    #[napi(ts_type = "Array<string | (Omit<CollectionOptions, 'namespace' | 'filter'> & { table: string })>")]
+    pub tables: Option<Vec<super::postgres_options::TableEntry>>,
     /// The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output.
     pub elasticsearch: Option<ElasticsearchOptions>,
     /// Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
@@ -92,6 +103,17 @@ pub struct LeaseOptions {
     /// How long after its holder last renewed it a standby takes the lease over (default 10000,
     /// from 1000 to 600000); the holder stops writing a fifth of it earlier.
     pub duration_ms: Option<u32>,
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -182,7 +204,7 @@ pub struct ElasticsearchTlsOptions {
 }
 
 /// A `collections` entry: `"db.collection"` or its options.
-pub enum CollectionEntry {
+pub(super) enum CollectionEntry {
     Name(String),
     Options(Box<CollectionOptions>),
 }
@@ -582,9 +604,8 @@ impl SyncOptions {
     pub fn into_config(self) -> SyncResult<SyncConfig> {
         let d = SyncConfig::default();
         let template = self.index_template.unwrap_or(d.index_template.clone());
-        let collections = self
-            .collections
-            .unwrap_or_default()
+        let (mongo, postgres, entries) = source_options(self.mongo, self.postgres, self.collections, self.tables)?;
+        let collections = entries
             .into_iter()
             .enumerate()
             .map(|(i, c)| match c {
@@ -600,7 +621,8 @@ impl SyncOptions {
         };
         let config = SyncConfig {
             name: self.name,
-            mongo: self.mongo.into_config()?,
+            mongo,
+            postgres,
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
             outputs,
             collections,
@@ -621,6 +643,26 @@ impl SyncOptions {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The source (MongoDB or PostgreSQL) and its collections (`collections`, or `tables`).
+fn source_options(
+    mongo: Option<MongoOptions>,
+    postgres: Option<super::postgres_options::PostgresOptions>,
+    collections: Option<Vec<CollectionEntry>>,
+    tables: Option<Vec<super::postgres_options::TableEntry>>,
+) -> SyncResult<(MongoConfig, Option<crate::config::PostgresConfig>, Vec<CollectionEntry>)> {
+    match (mongo, postgres) {
+        (Some(_), Some(_)) => Err(SyncError::config("postgres: give only one source, mongo or postgres")),
+        (None, None) => Err(SyncError::config("mongo: required (or postgres for a PostgreSQL source)")),
+        (Some(_), None) if tables.is_some() => Err(SyncError::config("tables: only with a postgres source (MongoDB collections go in collections)")),
+        (Some(mongo), None) => Ok((mongo.into_config()?, None, collections.unwrap_or_default())),
+        (None, Some(_)) if collections.is_some() => Err(SyncError::config("collections: with a postgres source, list the tables in tables")),
+        (None, Some(pg)) => {
+            let entries = tables.unwrap_or_default().into_iter().map(|t| t.0).collect();
+            Ok((MongoConfig::default(), Some(pg.into_config()?), entries))
+        }
     }
 }
 

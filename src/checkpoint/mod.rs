@@ -6,6 +6,9 @@
 
 mod memory;
 mod mongo_store;
+mod postgres_store;
+#[cfg(test)]
+mod props;
 
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, Timestamp};
@@ -16,6 +19,7 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 
 pub use memory::MemoryCheckpointStore;
 pub use mongo_store::MongoCheckpointStore;
+pub use postgres_store::PostgresCheckpointStore;
 
 /// The checkpoint format written by this version. 1: the unversioned documents of earlier
 /// versions (read as they are); 2: adds `schema` and `tokenIsInvalidate`; 3: adds `term`, the

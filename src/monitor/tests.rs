@@ -38,6 +38,7 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
     Arc::new(SyncConfig {
         name: "shop-sync".into(),
         mongo: MongoConfig { uri: Secret::new("mongodb://app:mongo-pass-123@127.0.0.1:27017/?replicaSet=rs0"), tls: None },
+        postgres: None,
         elasticsearch: Some(EsConfig {
             node: "http://elastic:es-pass-456@127.0.0.1:9200".into(),
             auth: EsAuth::ApiKey(Secret::new("api-key-789xyz")),

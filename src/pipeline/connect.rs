@@ -63,6 +63,26 @@ impl Connector for MongoConnector {
     }
 }
 
+/// PostgreSQL as the source and the checkpoint store (a table of the source database), and
+/// the configured outputs.
+pub struct PostgresConnector {
+    pub monitor: Option<Arc<crate::monitor::Monitor>>,
+}
+
+#[async_trait]
+impl Connector for PostgresConnector {
+    async fn connect(&self, config: &SyncConfig, sink_context: &SinkContext) -> SyncResult<Connections> {
+        use crate::source::postgres::{connect::PgTarget, AckedPositions, PostgresSource};
+        let pg = config.postgres.as_ref().ok_or_else(|| crate::error::SyncError::config("postgres: required by the PostgreSQL connector"))?;
+        let acked = AckedPositions::default();
+        let source = PostgresSource::connect(config, pg, acked.clone()).await?;
+        let table = Namespace::parse(&pg.checkpoint_table).map_err(|e| crate::error::SyncError::config(format!("postgres.checkpointTable: {e}")))?;
+        let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::parse(pg.uri.expose())?, &table, &config.name, acked).await?;
+        let sink = crate::monitor::build_sink(self.monitor.as_deref(), config, sink_context)?;
+        Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
+    }
+}
+
 /// A checkpoint store whose saves are counted: in the collection's stats (its last checkpoint
 /// time) and by the monitor, when there is one.
 struct ObservedStore {

@@ -36,7 +36,7 @@ use crate::source::ChangeSource;
 use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
 use crate::transform::hook::DocumentHook;
 
-pub use connect::{Connections, Connector, MongoConnector};
+pub use connect::{Connections, Connector, MongoConnector, PostgresConnector};
 
 /// How a phase or a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +225,10 @@ impl SyncEngine {
     /// Connects to MongoDB and the configured outputs, checks the saved positions and starts
     /// syncing; resolves once it runs.
     pub async fn start(&self) -> SyncResult<()> {
-        self.start_with(&MongoConnector { monitor: self.monitor.clone() }).await
+        match self.config.postgres {
+            Some(_) => self.start_with(&PostgresConnector { monitor: self.monitor.clone() }).await,
+            None => self.start_with(&MongoConnector { monitor: self.monitor.clone() }).await,
+        }
     }
 
     /// `start`, with the source, outputs and checkpoint store that `connector` gives. With a

@@ -8,6 +8,7 @@
 
 mod feed;
 pub mod mongo;
+pub mod postgres;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -101,6 +102,13 @@ pub type DocumentStream = BoxStream<'static, SyncResult<Document>>;
 pub trait ChangeSource: Send + Sync {
     /// The source's clock now: a stream started here misses nothing written after.
     async fn now(&self) -> SyncResult<Timestamp>;
+
+    /// Where a collection's copy starts (read before it): its stream starts there. A source
+    /// that must prepare the stream first (PostgreSQL creates the table's replication slot)
+    /// does it here; by default, the source's clock now.
+    async fn start_point(&self, _ns: &Namespace) -> SyncResult<Timestamp> {
+        self.now().await
+    }
 
     /// Whether a collection's change history still reaches back to `at` (a stream could start there).
     async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool>;

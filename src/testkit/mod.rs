@@ -57,6 +57,7 @@ pub fn config(collections: &[&str]) -> SyncConfig {
     let mut config = SyncConfig {
         name: "test".into(),
         mongo: MongoConfig { uri: Secret::new("mongodb://scripted"), tls: None },
+        postgres: None,
         elasticsearch: None,
         outputs: vec![OutputConfig::Stdout],
         collections: collections.iter().map(|c| CollectionConfig::new(ns(c).coll, ns(c))).collect(),

@@ -139,7 +139,7 @@ impl<'a> CollectionSync<'a> {
             self.save().await?;
         }
         if !self.checkpoint.copy_done && self.checkpoint.start_at.is_none() {
-            self.checkpoint.start_at = Some(self.ctx.source.now().await?);
+            self.checkpoint.start_at = Some(self.ctx.source.start_point(&self.config.namespace).await?);
             self.save().await?;
         }
         Ok(())

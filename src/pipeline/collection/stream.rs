@@ -235,7 +235,7 @@ impl<'a> CollectionSync<'a> {
         Ok(match (dc.operation, id) {
             (Operation::Delete, Some(id)) => {
                 missed.remove(id);
-                Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(dc.key.as_ref()), ..w }))
+                Some(self.delete_write(id, version))
             }
             (Operation::Delete, None) => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
             _ => match (&dc.document, id) {
@@ -269,7 +269,7 @@ impl<'a> CollectionSync<'a> {
             missed.add(id);
         }
         // Without deletes in `operations` (an archive), a document that left the filter stays.
-        Ok(self.config.operations.delete.then(|| delete_write(id, version)))
+        Ok(self.config.operations.delete.then(|| self.delete_write(id, version)))
     }
 
     /// An index write of a whole document, routed when configured.
@@ -278,7 +278,14 @@ impl<'a> CollectionSync<'a> {
             .map(|w| DocumentWrite { routing: self.routing_of(Some(doc)), ..w })
     }
 
-    /// The shard routing value of a document (for a delete: of its key), when configured.
+    /// A delete of the document with this `_id`, routed when configured: routing lies within
+    /// `_id` while streaming (see `CollectionConfig::check_routing`), so the `_id` gives it.
+    fn delete_write(&self, id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
+        let key = mongodb::bson::doc! {"_id": id.clone()};
+        delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(Some(&key)), ..w })
+    }
+
+    /// The shard routing value of a document, when configured.
     fn routing_of(&self, doc: Option<&Document>) -> Option<String> {
         self.config.routing.as_deref().zip(doc).and_then(|(path, doc)| routing_value(doc, path))
     }

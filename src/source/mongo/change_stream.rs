@@ -122,3 +122,7 @@ pub fn change_of(event: ChangeStreamEvent<Document>, size: usize) -> Result<Chan
     };
     Ok(Change { token: token_document(&event.id), cluster_time: event.cluster_time, kind, size })
 }
+
+#[cfg(test)]
+#[path = "change_stream_props.rs"]
+mod props;
