@@ -64,7 +64,8 @@ impl Connector for MongoConnector {
 }
 
 /// PostgreSQL as the source and the checkpoint store (a table of the source database), and
-/// the configured outputs.
+/// the configured outputs. No lease yet (it lives in MongoDB): one instance per `name`.
+#[derive(Clone)]
 pub struct PostgresConnector {
     pub monitor: Option<Arc<crate::monitor::Monitor>>,
 }
@@ -80,6 +81,14 @@ impl Connector for PostgresConnector {
         let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::parse(pg.uri.expose())?, &table, &config.name, acked).await?;
         let sink = crate::monitor::build_sink(self.monitor.as_deref(), config, sink_context)?;
         Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
+    }
+
+    async fn lease(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>> {
+        Ok(None)
+    }
+
+    fn to_shared(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
     }
 }
 
