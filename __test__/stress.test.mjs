@@ -10,37 +10,16 @@
 // stress` runs 50.
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { createRequire } from 'node:module'
-import path from 'node:path'
 
 const require = createRequire(import.meta.url)
-const { rng, serversFor, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
+const { rng, runChild, serversFor, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 const { restartMongo } = require('../scripts/local-servers.js')
 
-const FIXTURE = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'run-sync.js')
 const SCHEDULES = Number(process.env.STRESS_SCHEDULES || 2)
 const BASE_SEED = Number(process.env.STRESS_SEED || Date.now() % 1e9)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-/** The sync in its own process (killable); its events arrive in `events`. */
-function runChild(options) {
-  const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const events = []
-  let buffer = ''
-  child.stdout.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      if (line.trim()) events.push(JSON.parse(line))
-    }
-  })
-  return { child, events, exited: once(child, 'exit') }
-}
 
 /** The faults a step may bring, and what each does for its duration. */
 const FAULTS = ['kill', 'mongoRestart', 'stall', 'status429', 'status5xx', 'resetBefore', 'resetAfter', 'slow']

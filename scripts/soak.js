@@ -13,12 +13,8 @@
 'use strict'
 
 const fs = require('node:fs')
-const path = require('node:path')
-const { spawn } = require('node:child_process')
-const { once } = require('node:events')
-
-const ROOT = path.join(__dirname, '..')
-const FIXTURE = path.join(ROOT, '__test__', 'fixtures', 'run-sync.js')
+// The test helpers' seeded PRNG and child-process runner (the sync runs as `__test__/fixtures/run-sync.js`).
+const { rng, runChild } = require('../__test__/helpers.js')
 
 /** Bounds on the least-squares slope after the warm-up, per minute. */
 const DEFAULT_BOUNDS = {
@@ -79,40 +75,17 @@ function sampleProcess(pid) {
   return { rssBytes: field('VmRSS') * 1024, fds: fds.length, connections, threads: field('Threads') }
 }
 
-/** A seeded PRNG (mulberry32). */
-function rng(seed) {
-  return () => {
-    seed |= 0
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-/** The sync in a child process; its events are counted, failures kept. */
-function startChild(options) {
-  const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const seen = { streaming: false, failed: null, errors: [], batches: 0, deadLetters: 0 }
-  let buffer = ''
-  child.stdout.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      if (!line.trim()) continue
-      const e = JSON.parse(line)
-      if (e.type === 'state' && e.state === 'streaming') seen.streaming = true
-      if ((e.type === 'state' && e.state === 'failed') || e.type === 'start-failed') seen.failed = e
-      if (e.type === 'error') seen.errors.push(e)
-      if (e.type === 'batch') seen.batches++
-      if (e.type === 'deadLetter') seen.deadLetters++
-    }
-  })
-  return { child, seen, exited: once(child, 'exit') }
+/** What the sync's events tell: streaming yet, a failure, errors, batches, dead letters. */
+function seenIn(events) {
+  return {
+    streaming: events.some((e) => e.type === 'state' && e.state === 'streaming'),
+    failed: events.find((e) => (e.type === 'state' && e.state === 'failed') || e.type === 'start-failed') ?? null,
+    errors: events.filter((e) => e.type === 'error'),
+    batches: events.filter((e) => e.type === 'batch').length,
+    deadLetters: events.filter((e) => e.type === 'deadLetter').length,
+  }
 }
 
 /**
@@ -200,13 +173,13 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     retry: { initialDelayMs: 100, maxDelayMs: 2000 },
   }
   const writer = startWriter(db, { opsPerSec, rotateEverySec, liveCollections: 3, random })
-  const run = startChild(options)
+  const run = runChild(options)
   const samples = []
   const started = Date.now()
   const endAt = started + minutes * 60_000
   const problems = []
   try {
-    while (Date.now() < endAt && !run.seen.failed && run.child.exitCode === null) {
+    while (Date.now() < endAt && !seenIn(run.events).failed && run.child.exitCode === null) {
       await sleep(Math.min(10_000, Math.max(0, endAt - Date.now())))
       if (run.child.exitCode !== null) break
       const s = { atMin: (Date.now() - started) / 60_000, ...sampleProcess(run.child.pid) }
@@ -216,10 +189,11 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
   } finally {
     await writer.stop()
   }
-  if (run.seen.failed) problems.push(`the sync failed: ${JSON.stringify(run.seen.failed)}`)
-  if (run.child.exitCode !== null && !run.seen.failed) problems.push(`the sync exited (${run.child.exitCode})`)
-  if (run.seen.errors.length > 0) problems.push(`${run.seen.errors.length} error events, first: ${JSON.stringify(run.seen.errors[0])}`)
-  if (run.seen.deadLetters > 0) problems.push(`${run.seen.deadLetters} dead letters`)
+  const seen = seenIn(run.events)
+  if (seen.failed) problems.push(`the sync failed: ${JSON.stringify(seen.failed)}`)
+  if (run.child.exitCode !== null && !seen.failed) problems.push(`the sync exited (${run.child.exitCode})`)
+  if (seen.errors.length > 0) problems.push(`${seen.errors.length} error events, first: ${JSON.stringify(seen.errors[0])}`)
+  if (seen.deadLetters > 0) problems.push(`${seen.deadLetters} dead letters`)
 
   const after = samples.filter((s) => s.atMin >= minutes * warmupFraction)
   const xs = after.map((s) => s.atMin)
@@ -258,7 +232,7 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     bounds,
     rssMiB: samples.length ? { first: mib(samples[0].rssBytes), last: mib(samples.at(-1).rssBytes), max: mib(Math.max(...samples.map((s) => s.rssBytes))) } : null,
     last: samples.at(-1) ?? null,
-    batches: run.seen.batches,
+    batches: seen.batches,
   }
   return report
 }

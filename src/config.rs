@@ -43,6 +43,9 @@ pub struct SyncConfig {
     pub http: Option<HttpConfig>,
     /// The lease that lets one instance per `name` write (see `crate::coordination`).
     pub lease: LeaseConfig,
+    /// The search API's settings; with `http`, its routes are served (none: `search()` with the
+    /// defaults, no routes).
+    pub search: Option<SearchConfig>,
 }
 
 impl Default for SyncConfig {
@@ -69,6 +72,7 @@ impl Default for SyncConfig {
             dead_letter_index: None,
             http: None,
             lease: LeaseConfig::default(),
+            search: None,
         }
     }
 }
@@ -538,6 +542,65 @@ impl Default for HttpConfig {
     }
 }
 
+/// The search API: cursors, page sizes, which indices, and the HTTP routes' bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchConfig {
+    /// Key for signing cursors (shared by processes that accept each other's); a random key of
+    /// the process when absent.
+    pub cursor_secret: Option<Secret>,
+    /// How long a cursor (and its point in time) stays valid after its page.
+    pub cursor_ttl: Duration,
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+    /// The indices (or aliases) that may be searched; none: the sync's own.
+    pub indices: Option<Vec<String>>,
+    /// Per client (IP address): requests per second, and the burst allowed above it.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    /// Largest `POST /search` body.
+    pub max_body_bytes: usize,
+}
+
+impl SearchConfig {
+    /// Shorter cursor secrets are refused: they can be guessed.
+    pub const MIN_SECRET_LEN: usize = 32;
+
+    pub fn validate(&self) -> SyncResult<()> {
+        let field = |path: &str, msg: &str| Err(SyncError::config(format!("search.{path}: {msg}")));
+        if self.cursor_secret.as_ref().is_some_and(|s| s.expose().chars().count() < Self::MIN_SECRET_LEN) {
+            return field("cursorSecret", &format!("must be at least {} characters", Self::MIN_SECRET_LEN));
+        }
+        if self.cursor_ttl < Duration::from_secs(1) {
+            return field("cursorTtlMs", "must be at least 1000");
+        }
+        if self.max_page_size == 0 || self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return field("defaultPageSize", "page sizes must be at least 1, and defaultPageSize at most maxPageSize");
+        }
+        if !(self.rate_per_second > 0.0 && self.rate_per_second.is_finite()) || self.rate_burst == 0 {
+            return field("rateLimit", "perSecond must be above 0 and burst at least 1");
+        }
+        if self.max_body_bytes < 256 {
+            return field("maxBodyBytes", "must be at least 256");
+        }
+        Ok(())
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            cursor_secret: None,
+            cursor_ttl: Duration::from_secs(300),
+            default_page_size: 20,
+            max_page_size: 1000,
+            indices: None,
+            rate_per_second: 20.0,
+            rate_burst: 40,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// A string that never shows in logs, events or errors.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
@@ -699,6 +762,12 @@ impl SyncConfig {
         self.validate_limits()?;
         if let Some(http) = &self.http {
             http.validate()?;
+        }
+        if let Some(search) = &self.search {
+            if self.elasticsearch.is_none() {
+                return Err(config_field("search", "needs the elasticsearch option (the server it searches)".into()));
+            }
+            search.validate()?;
         }
         Ok(())
     }

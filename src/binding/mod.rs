@@ -11,6 +11,7 @@ mod options_props;
 mod outputs;
 mod parse;
 mod postgres_options;
+mod search;
 mod stats;
 mod sync;
 mod transform;

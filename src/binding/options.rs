@@ -92,6 +92,8 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// The search API's settings; with `http`, also its routes (`/search`, `/indices`, …).
+    pub search: Option<super::search::SearchOptions>,
     /// The lease that lets one instance per `name` sync while the others wait as standbys.
     pub lease: Option<LeaseOptions>,
 }
@@ -522,7 +524,7 @@ impl MongoOptions {
 }
 
 impl ElasticsearchOptions {
-    fn into_config(self) -> SyncResult<EsConfig> {
+    pub(super) fn into_config(self) -> SyncResult<EsConfig> {
         const AT: &str = "elasticsearch";
         let password = credential(AT, "password", self.password, self.password_file)?;
         let api_key = credential(AT, "apiKey", self.api_key, self.api_key_file)?;
@@ -640,6 +642,7 @@ impl SyncOptions {
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
             lease: LeaseConfig { duration: self.lease.and_then(|l| l.duration_ms).map_or(d.lease.duration, |v| Duration::from_millis(v.into())) },
+            search: self.search.map(super::search::SearchOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -764,6 +767,11 @@ mod tests {
         );
         assert!(error(json!({ "collections": [{ "namespace": "a.b", "operations": ["insert", "delet"] }] }))
             .starts_with("collections[0].operations[1]: \"delet\" is not one of"));
+        assert_eq!(
+            error(json!({ "elasticsearch": null, "outputs": [{ "type": "stdout" }], "search": {} })),
+            "search: needs the elasticsearch option (the server it searches)"
+        );
+        assert_eq!(error(json!({ "search": { "cursorTtlMs": 10 } })), "search.cursorTtlMs: must be at least 1000");
         assert_eq!(error(json!({ "outputs": [{ "type": "kafka" }] })), "outputs[0]: \"kafka\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'");
         assert_eq!(error(json!({ "outputs": [{ "path": "x" }] })), "outputs[0].type: required");
         assert_eq!(error(json!({ "outputs": [{ "type": "file" }] })), "outputs[0].path: required");

@@ -45,7 +45,7 @@ fn base() -> Value {
         "outputs": [{ "type": "elasticsearch" }, { "type": "stdout" }],
         "collections": [
             "shop.orders",
-            { "namespace": "shop.users", "index": "users-v1", "routing": "tenant", "alias": "people",
+            { "namespace": "shop.users", "index": "users-v1", "routing": "_id.tenant", "alias": "people",
               "fields": { "include": ["a", "b.c"], "rename": { "a": "x" }, "add": { "src": "$namespace" }, "flatten": "_" },
               "operations": ["insert", "update"], "filter": { "kind": "keep" }, "decimalAsNumber": true, "keepIdAs": "mongoId" }
         ],

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::supervisor::{self, Prepared};
-use super::{set_state, Connector, Setup};
+use super::{set_state, Connector, Halt, PhaseResult, Setup};
 use crate::coordination::{Elector, Instance, Leadership, Look};
 use crate::error::SyncResult;
 use crate::event::{LeadershipChange, SyncEvent, SyncState};
@@ -44,7 +44,7 @@ impl First {
 }
 
 /// Connects to the lease (if the connector has one) and looks once: leader (prepared), or standby.
-pub(super) async fn first_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken) -> SyncResult<First> {
+pub(super) async fn first_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken) -> PhaseResult<First> {
     let Some(store) = connector.lease(&setup.config, &setup.events).await? else {
         return Ok(First::Alone(setup.prepare(connector, cancel.clone(), None).await?));
     };
@@ -114,14 +114,15 @@ async fn next_term(setup: &Setup, connector: &dyn Connector, elector: &mut Elect
                 set_state(&setup.stats, &setup.events, state, None);
                 return Ok(Some((prepared, leadership)));
             }
-            Err(e) => {
+            Err(halt) => {
                 let lost = leadership.guard().is_lost();
                 let _ = leadership.release().await;
-                if cancel.is_cancelled() {
-                    return Ok(None);
-                }
-                if !lost {
-                    return Err(e);
+                match halt {
+                    _ if cancel.is_cancelled() => return Ok(None),
+                    // Stopped without a stop: the lease was lost while preparing.
+                    Halt::Stopped => {}
+                    Halt::Failed(_) if lost => {}
+                    Halt::Failed(e) => return Err(e),
                 }
             }
         }
@@ -129,7 +130,7 @@ async fn next_term(setup: &Setup, connector: &dyn Connector, elector: &mut Elect
 }
 
 /// Prepares one term's run: its work stops when the sync stops or the lease is lost.
-async fn prepare_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken, leadership: &Leadership) -> SyncResult<Prepared> {
+async fn prepare_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken, leadership: &Leadership) -> PhaseResult<Prepared> {
     let term_cancel = cancel.child_token();
     let (lost, stop) = (leadership.guard().lost().clone(), term_cancel.clone());
     tokio::spawn(async move {

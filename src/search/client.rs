@@ -17,7 +17,7 @@ use super::error::{SearchError, SearchResult};
 use super::mapping::{FieldInfo, Fields};
 use super::model::{PageLimits, SearchRequest};
 use super::query::{build_query, build_sort, check_source_fields, source_filter, Tiebreaker};
-use crate::config::{EsConfig, Secret};
+use crate::config::{EsConfig, SearchConfig};
 use crate::error::{cause_chain, SyncResult};
 use crate::event::EventBus;
 
@@ -25,21 +25,6 @@ use crate::event::EventBus;
 const INDEX_INFO_TTL: Duration = Duration::from_secs(30);
 /// Indices whose information is kept; the cache is emptied when it would grow past this.
 const INDEX_INFO_MAX: usize = 256;
-
-#[derive(Debug, Clone)]
-pub struct SearchConfig {
-    /// Key for signing cursors; a random key of the process when absent.
-    pub cursor_secret: Option<Secret>,
-    /// How long a cursor (and its point in time) stays valid after its page.
-    pub cursor_ttl: Duration,
-    pub page: PageLimits,
-}
-
-impl Default for SearchConfig {
-    fn default() -> Self {
-        SearchConfig { cursor_secret: None, cursor_ttl: Duration::from_secs(300), page: PageLimits::default() }
-    }
-}
 
 /// Which indices may be searched.
 #[derive(Clone)]
@@ -156,7 +141,11 @@ impl SearchClient {
     }
 
     pub fn page_limits(&self) -> PageLimits {
-        self.config.page
+        PageLimits { default_size: self.config.default_page_size, max_size: self.config.max_page_size }
+    }
+
+    pub fn config(&self) -> &SearchConfig {
+        &self.config
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> SearchResult<Reply> {
@@ -219,6 +208,11 @@ impl SearchClient {
         Ok(info)
     }
 
+    /// Whether the search server answers (and accepts the credentials).
+    pub async fn ping(&self) -> SearchResult<()> {
+        self.expect(Method::Get, "/", None, None).await.map(drop)
+    }
+
     /// The fields of `index` from its mapping, with dotted paths and their types.
     pub async fn fields(&self, index: &str) -> SearchResult<Vec<FieldInfo>> {
         super::model::check_index_name(index)?;
@@ -258,7 +252,7 @@ impl SearchClient {
 
     /// One page of a search: offset paging with `page`, else cursor paging.
     pub async fn search(&self, request: SearchRequest) -> SearchResult<SearchResponse> {
-        request.check(self.config.page)?;
+        request.check(self.page_limits())?;
         if let Some(cursor) = &request.cursor {
             let state = self.signer.open(cursor, now_ms())?;
             if request.index.as_ref().is_some_and(|i| *i != state.index) {
@@ -321,7 +315,7 @@ fn hits_of(reply: &Value) -> SearchResult<(&Vec<Value>, u64)> {
 
 impl SearchClient {
     async fn offset_page(&self, index: &str, info: &IndexInfo, built: Built, request: &SearchRequest, page: u64) -> SearchResult<SearchResponse> {
-        let size = request.size.unwrap_or(self.config.page.default_size);
+        let size = request.size.unwrap_or(self.config.default_page_size);
         let from = (page - 1).saturating_mul(size);
         if from.saturating_add(size) > info.max_result_window {
             return Err(SearchError::input(format!(
@@ -330,8 +324,11 @@ impl SearchClient {
                 info.max_result_window
             )));
         }
+        // Elasticsearch refuses to sort on `_id` (OpenSearch and the servers without points in
+        // time, where cursors fall back to it, allow it).
+        let tiebreaker = if self.pit_api().await? == PitApi::Elastic { Tiebreaker::Doc } else { Tiebreaker::Id };
         let mut sort = built.sort;
-        sort.push(Tiebreaker::Id.clause());
+        sort.push(tiebreaker.clause());
         let body = json!({
             "query": built.query, "sort": sort, "from": from, "size": size,
             "_source": source_filter(built.fields.as_deref(), &built.exclude), "track_total_hits": true
@@ -352,6 +349,7 @@ impl SearchClient {
     }
 
     async fn search_request(&self, path: &str, body: &Value, index: &str) -> SearchResult<Value> {
+        let pit = body.get("pit");
         let reply = self.send(Method::Post, path, Some(body)).await?;
         if reply.ok() {
             return Ok(reply.body);
@@ -360,7 +358,8 @@ impl SearchClient {
         let reason = reply.reason();
         Err(match kind.as_str() {
             "index_not_found_exception" => SearchError::UnknownIndex(index.to_string()),
-            _ if reason.contains("No search context found") || reason.contains("point in time") && reply.status == 404 => SearchError::ExpiredCursor(0),
+            _ if pit.is_some() && (reply.status == 404 || kind == "search_context_missing_exception") => SearchError::PitGone,
+            _ if reply.status == 400 => SearchError::Refused(reason),
             _ => SearchError::Server(reason),
         })
     }
@@ -416,6 +415,15 @@ impl SearchClient {
     }
 
     async fn first_cursor_page(&self, index: &str, info: &IndexInfo, built: Built, request: &SearchRequest) -> SearchResult<SearchResponse> {
+        let size = request.size.unwrap_or(self.config.default_page_size);
+        // A page reads one more document than it returns (to tell whether another follows).
+        if size >= info.max_result_window {
+            return Err(SearchError::input(format!(
+                "size: at most {} for \"{index}\" (its index.max_result_window is {})",
+                info.max_result_window - 1,
+                info.max_result_window
+            )));
+        }
         let pit = self.open_pit(index).await?;
         let mut sort = built.sort;
         sort.push(if pit.is_some() { Tiebreaker::ShardDoc } else { Tiebreaker::Id }.clause());
@@ -427,7 +435,7 @@ impl SearchClient {
             pit,
             fields: built.fields,
             exclude: built.exclude,
-            size: request.size.unwrap_or(self.config.page.default_size),
+            size,
             page: 1,
             expires_ms: 0,
         };
@@ -445,6 +453,9 @@ impl SearchClient {
         }
         self.check_scope(&state.index)?;
         let info = self.index_info(&state.index, false).await?;
+        if state.size >= info.max_result_window {
+            return Err(SearchError::input(format!("size: at most {} for \"{}\"", info.max_result_window - 1, state.index)));
+        }
         check_source_fields("fields", state.fields.as_deref().unwrap_or_default(), &info.fields)?;
         check_source_fields("exclude", &state.exclude, &info.fields)?;
         let selected = info.fields.selected(state.fields.as_deref(), &state.exclude);

@@ -17,7 +17,13 @@ pub enum SearchError {
     /// The cursor is older than its time to live.
     #[error("the cursor expired {0} s ago; start again without a cursor")]
     ExpiredCursor(u64),
-    /// The search server could not be reached, refused the request or answered strangely.
+    /// The search server refused the search as invalid (e.g. a date it cannot parse); HTTP 400.
+    #[error("the search server refused the search: {0}")]
+    Refused(String),
+    /// The point in time the cursor reads is gone: closed after the last page, or expired.
+    #[error("the cursor's point in time is gone (closed after the last page, or expired on the server); start again without a cursor")]
+    PitGone,
+    /// The search server could not be reached, failed, or answered strangely.
     #[error("search server: {0}")]
     Server(String),
 }
@@ -29,7 +35,7 @@ impl SearchError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            SearchError::Server(_) => ErrorCode::Search,
+            SearchError::Server(_) | SearchError::Refused(_) => ErrorCode::Search,
             _ => ErrorCode::SearchInput,
         }
     }

@@ -17,9 +17,12 @@ mod error;
 mod mapping;
 mod model;
 mod query;
+mod scope;
 
-pub use client::{IndexScope, IndexSummary, SearchClient, SearchConfig, SearchMeta, SearchResponse};
+pub use crate::config::SearchConfig;
+pub use client::{IndexScope, IndexSummary, SearchClient, SearchMeta, SearchResponse};
 pub use cursor::{CursorSigner, CursorState};
 pub use error::{SearchError, SearchResult};
 pub use mapping::{FieldInfo, FieldKind, Fields};
 pub use model::{PageLimits, SearchRequest, SortKey, SortOrder};
+pub use scope::sync_scope;

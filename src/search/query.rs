@@ -13,6 +13,8 @@ pub enum Tiebreaker {
     ShardDoc,
     /// Without one (offset pages, servers without point in time): the document id.
     Id,
+    /// Offset pages on Elasticsearch, which no longer sorts on `_id`: index order.
+    Doc,
 }
 
 impl Tiebreaker {
@@ -20,6 +22,7 @@ impl Tiebreaker {
         match self {
             Tiebreaker::ShardDoc => json!({ "_shard_doc": "asc" }),
             Tiebreaker::Id => json!({ "_id": "asc" }),
+            Tiebreaker::Doc => json!({ "_doc": "asc" }),
         }
     }
 }
@@ -79,10 +82,11 @@ fn clause(fields: &Fields, path: &str, condition: &Condition) -> SearchResult<Va
 /// Int64 values past 2^53 exact for callers whose numbers are doubles.
 fn check_value(at: &str, info: &FieldInfo, value: &Value) -> SearchResult<()> {
     let wrong = |expected: &str| Err(SearchError::input(format!("{at}: \"{}\" is {}; expected {expected} (got {value})", info.name, info.es_type)));
+    let unsigned = info.es_type == "unsigned_long";
     match (info.kind(), value) {
-        (FieldKind::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
-        (FieldKind::Integer, Value::String(s)) if s.trim_start_matches('-').parse::<u128>().is_ok() => Ok(()),
-        (FieldKind::Integer, _) => wrong("an integer (or a string of its digits)"),
+        (FieldKind::Integer, Value::Number(n)) if n.is_i64() || (unsigned && n.is_u64()) => Ok(()),
+        (FieldKind::Integer, Value::String(s)) if s.parse::<i64>().is_ok() || (unsigned && s.parse::<u64>().is_ok()) => Ok(()),
+        (FieldKind::Integer, _) => wrong("a 64-bit integer (or a string of its digits)"),
         (FieldKind::Float, Value::Number(_)) => Ok(()),
         (FieldKind::Float, Value::String(s)) if s.parse::<f64>().is_ok() => Ok(()),
         (FieldKind::Float, _) => wrong("a number"),
@@ -191,8 +195,10 @@ mod tests {
         let cases = [
             (json!({ "nope": 1 }), "where.nope: unknown field \"nope\""),
             (json!({ "address": "x" }), "is an object"),
-            (json!({ "n": 1.5 }), "\"n\" is long; expected an integer"),
-            (json!({ "n": "12a" }), "expected an integer"),
+            (json!({ "n": 1.5 }), "\"n\" is long; expected a 64-bit integer"),
+            (json!({ "n": "12a" }), "expected a 64-bit integer"),
+            (json!({ "n": "99999999999999999999" }), "expected a 64-bit integer"),
+            (json!({ "n": 18_446_744_073_709_551_615_u64 }), "expected a 64-bit integer"),
             (json!({ "price": "cheap" }), "expected a number"),
             (json!({ "ok": 1 }), "expected true or false"),
             (json!({ "at": true }), "expected an ISO-8601 date"),

@@ -75,6 +75,7 @@ pub fn config(collections: &[&str]) -> SyncConfig {
         dead_letter_index: None,
         http: None,
         lease: Default::default(),
+        search: None,
     };
     config.batch.flush_interval = Duration::from_millis(20);
     config
