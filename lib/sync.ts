@@ -36,7 +36,7 @@ export type Transform = (
 ) => Record<string, unknown> | null | Promise<Record<string, unknown> | null>
 
 /** States in which `stop()` has something to stop. */
-const RUNNING: ReadonlySet<SyncState> = new Set<SyncState>(['starting', 'copying', 'streaming', 'stopping'])
+const RUNNING: ReadonlySet<SyncState> = new Set<SyncState>(['starting', 'standby', 'copying', 'streaming', 'stopping'])
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'

@@ -56,7 +56,9 @@ Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
       --health-file FILE  keep FILE up to date with the state, for --healthcheck (env SYNC_HEALTH_FILE)
       --healthcheck       exit 0 if the sync writing --health-file is running, else 1 (for containers)
       --http HOST:PORT    serve /healthz, /readyz, /stats, /metrics and a status page (env SYNC_HTTP)
-  -q, --quiet             only state changes, dead letters and errors
+  -q, --quiet             only state changes, leadership, dead letters and errors
+  -v, --version           the version
+  -h, --help              this text
 
 Definitions: "plan -f FILE" prints what "apply -f FILE" would do for each sync of the definition
 (or --name's): collections to copy, fields to map, re-copies into a new index with an alias swap
@@ -69,13 +71,10 @@ Secrets: "keygen --out FILE" writes a new private key to FILE (mode 0600) and pr
 any secret field (uri, url, password, apiKey, bearerToken, token). The sync opens sealed values with
 the key in the privateKeyFile option, or MES_PRIVATE_KEY_FILE, or MES_PRIVATE_KEY.
 
-  -v, --version           the version
-  -h, --help              this text
-
 Flags override the config file. Exit code: 0 after a clean stop, 1 on failure, 2 on bad usage.`
 
 const HEALTH_EVERY_MS = 10_000
-const HEALTHY = ['starting', 'copying', 'streaming']
+const HEALTHY = ['starting', 'standby', 'copying', 'streaming']
 
 let logFormat = 'text'
 
@@ -270,6 +269,12 @@ function describe(event) {
       return `${event.namespace}: ${event.operation}${event.to ? ` → ${event.to}` : ''}`
     case 'warning':
       return `warning ${event.namespace}: ${event.message}`
+    case 'leadership':
+      if (event.change === 'acquired') return `lease acquired (term ${event.term}): this instance syncs`
+      if (event.change === 'lost') return `lease lost (term ${event.term}): another instance took over; this one stopped writing and stands by`
+      return `standby: ${event.holder || 'another instance'} holds the lease (term ${event.term})`
+    case 'assignment':
+      return event.collections.length ? `syncing ${event.collections.join(', ')}` : 'syncing no collection'
     default:
       return JSON.stringify(event)
   }
@@ -391,7 +396,7 @@ async function run(sync, options, { quiet, format, health }) {
       if (!event.done) return
     }
     if (bars && event.type === 'state' && event.state !== 'copying') bars.stop()
-    if (quiet && !['state', 'deadLetter'].includes(event.type)) return
+    if (quiet && !['state', 'deadLetter', 'leadership'].includes(event.type)) return
     if (event.type === 'deadLetter' || event.type === 'warning' || event.error) warn(describe(event), event)
     else say(describe(event), event)
   })

@@ -9,6 +9,8 @@ use crate::error::SyncError;
 pub enum SyncState {
     Idle,
     Starting,
+    /// Another instance with the same `name` holds the lease; this one waits to take over.
+    Standby,
     Copying,
     Streaming,
     Stopping,
@@ -21,6 +23,7 @@ impl SyncState {
         match self {
             SyncState::Idle => "idle",
             SyncState::Starting => "starting",
+            SyncState::Standby => "standby",
             SyncState::Copying => "copying",
             SyncState::Streaming => "streaming",
             SyncState::Stopping => "stopping",
@@ -87,6 +90,28 @@ impl CollectionChange {
     }
 }
 
+/// A change of this instance's role among the instances with the same `name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipChange {
+    /// This instance took the lease: it syncs.
+    Acquired,
+    /// This instance lost the lease (another took over while it could not renew): it stopped
+    /// writing and waits again.
+    Lost,
+    /// Another instance holds the lease: this one waits.
+    Standby,
+}
+
+impl LeadershipChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadershipChange::Acquired => "acquired",
+            LeadershipChange::Lost => "lost",
+            LeadershipChange::Standby => "standby",
+        }
+    }
+}
+
 /// Outcome of one acknowledged `_bulk` batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -149,6 +174,17 @@ pub enum SyncEvent {
     Warning {
         namespace: String,
         message: String,
+    },
+    /// This instance's role changed: `term` is the lease's (this instance's when acquired or
+    /// lost, the holder's when standing by), `holder` the instance holding it.
+    Leadership {
+        change: LeadershipChange,
+        term: u64,
+        holder: String,
+    },
+    /// The collections this instance syncs now (empty while standing by).
+    Assignment {
+        collections: Vec<String>,
     },
 }
 

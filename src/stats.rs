@@ -30,7 +30,35 @@ pub struct Stats {
     batches: AtomicU64,
     values_altered: AtomicU64,
     state: Mutex<SyncState>,
+    role: Mutex<Option<RoleSnapshot>>,
     collections: RwLock<BTreeMap<String, Arc<CollectionStats>>>,
+}
+
+/// This instance's part among the instances with the same `name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It holds the lease and syncs.
+    Leader,
+    /// Another instance holds the lease; this one waits to take over.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// The role, the lease's term (this instance's as leader, the holder's as standby) and the
+/// collections this instance syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSnapshot {
+    pub role: Role,
+    pub term: u64,
+    pub owned_collections: Vec<String>,
 }
 
 /// A consistent-enough copy of the totals for reporting.
@@ -47,6 +75,8 @@ pub struct StatsSnapshot {
     /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers).
     pub values_altered: u64,
     pub state: SyncState,
+    /// With a lease (every MongoDB-backed sync): this instance's role; none before the first look.
+    pub role: Option<RoleSnapshot>,
     /// One entry per collection the sync has worked on, by namespace.
     pub collections: BTreeMap<String, CollectionSnapshot>,
 }
@@ -64,6 +94,7 @@ impl Default for Stats {
             batches: AtomicU64::new(0),
             values_altered: AtomicU64::new(0),
             state: Mutex::new(SyncState::Idle),
+            role: Mutex::new(None),
             collections: RwLock::new(BTreeMap::new()),
         }
     }
@@ -113,6 +144,14 @@ impl Stats {
         *self.state.lock().expect("state lock")
     }
 
+    pub fn set_role(&self, role: Option<RoleSnapshot>) {
+        *self.role.lock().expect("role lock") = role;
+    }
+
+    pub fn role(&self) -> Option<RoleSnapshot> {
+        self.role.lock().expect("role lock").clone()
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let now = now_ms();
@@ -128,6 +167,7 @@ impl Stats {
             batches: get(&self.batches),
             values_altered: get(&self.values_altered),
             state: self.state(),
+            role: self.role(),
             collections,
         }
     }

@@ -84,6 +84,8 @@ sync.on('retry', async (e) => console.log(e.attempt, e.delayMs, e.cause)) // asy
 sync.on('change', (e) => (e.operation === 'discovered' || e.operation === 'rename' ? console.log(e.namespace, '→', e.to) : undefined))
 sync.on('warning', (e) => console.warn(e.namespace, e.message))
 sync.on('connected', (e) => console.log(e.distribution, e.version))
+sync.on('leadership', (e) => console.log(e.change === 'acquired' ? 'leader' : e.change, e.term, e.holder))
+sync.on('assignment', (e) => console.log(e.collections.join(', ')))
 // …'error' for failures and listeners that threw…
 sync.on('error', (err) => {
   const code: ErrorCode = err.code
@@ -100,6 +102,8 @@ sync.on('event', (event) => {
     case 'deadLetter':
     case 'change':
     case 'warning':
+    case 'leadership':
+    case 'assignment':
       break
     default: {
       const unhandled: never = event
@@ -132,6 +136,8 @@ async function run(signal: AbortSignal): Promise<SyncStats> {
   }
   const stats = sync.stats()
   console.log(stats.state, stats.copied, stats.streamed, stats.valuesAltered, perCollection(stats))
+  const role: 'leader' | 'standby' | undefined = stats.role
+  console.log(role, stats.term, stats.ownedCollections.join(', '), stats.state === 'standby')
   await sync.stop()
   await sync.wait()
   return stats

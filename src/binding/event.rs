@@ -6,11 +6,13 @@ use super::error::ErrorCode;
 use crate::error::SyncError;
 use crate::event::{self as core, SyncEvent};
 
-/// The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`.
+/// The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`;
+/// `standby` while another instance with the same `name` holds the lease.
 #[napi(string_enum = "lowercase")]
 pub enum SyncState {
     Idle,
     Starting,
+    Standby,
     Copying,
     Streaming,
     Stopping,
@@ -23,6 +25,7 @@ impl From<core::SyncState> for SyncState {
         match state {
             core::SyncState::Idle => SyncState::Idle,
             core::SyncState::Starting => SyncState::Starting,
+            core::SyncState::Standby => SyncState::Standby,
             core::SyncState::Copying => SyncState::Copying,
             core::SyncState::Streaming => SyncState::Streaming,
             core::SyncState::Stopping => SyncState::Stopping,
@@ -105,6 +108,17 @@ pub enum SyncEventJs {
     /// Something the sync got past but you may want to know (values altered to fit JSON,
     /// a collection passed over, verification off); `namespace` is empty when not one collection's.
     Warning { namespace: String, message: String },
+    /// This instance's role among those with the same `name` changed: it `acquired` the lease
+    /// (it syncs), `lost` it (another took over; it stopped writing and waits), or stands by
+    /// (`standby`: another holds it). `term` is the lease's fencing term, `holder` its holder.
+    Leadership {
+        #[napi(ts_type = "'acquired' | 'lost' | 'standby'")]
+        change: String,
+        term: i64,
+        holder: String,
+    },
+    /// The collections this instance syncs now (empty while standing by).
+    Assignment { collections: Vec<String> },
 }
 
 impl From<&SyncEvent> for SyncEventJs {
@@ -131,6 +145,8 @@ impl From<&SyncEvent> for SyncEventJs {
             SyncEvent::DeadLetter { namespace, index, id, reason } => SyncEventJs::DeadLetter { namespace, index, id, reason },
             SyncEvent::Change { namespace, change } => SyncEventJs::Change { namespace, operation: change.operation().to_string(), to: change.to() },
             SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
+            SyncEvent::Leadership { change, term, holder } => SyncEventJs::Leadership { change: change.as_str().to_string(), term: n(term), holder },
+            SyncEvent::Assignment { collections } => SyncEventJs::Assignment { collections },
         }
     }
 }

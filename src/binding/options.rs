@@ -730,6 +730,16 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_duration_has_a_default_a_range_and_strict_keys() {
+        assert_eq!(sync_config(base()).unwrap().lease.duration, Duration::from_secs(10));
+        let mut options = base();
+        options["lease"] = json!({ "durationMs": 3000 });
+        assert_eq!(sync_config(options).unwrap().lease.duration, Duration::from_secs(3));
+        assert_eq!(error(json!({ "lease": { "durationMs": 999 } })), "lease.durationMs: must be from 1000 to 600000");
+        assert_eq!(error(json!({ "lease": { "duration": 5000 } })), "lease.duration: unknown option, did you mean `durationMs`?");
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_path_and_a_close_match_at_every_level() {
         let cases = [
             (json!({ "indexTemplte": "x" }), "indexTemplte: unknown option, did you mean `indexTemplate`?"),

@@ -23,8 +23,31 @@ pub struct SyncStats {
     /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events.
     pub values_altered: i64,
     pub state: SyncState,
+    /// `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
+    /// absent before the first look at the lease.
+    pub role: Option<Role>,
+    /// The lease's fencing term: this instance's as leader, the holder's as standby.
+    pub term: Option<i64>,
+    /// The collections this instance syncs now.
+    pub owned_collections: Vec<String>,
     /// Per collection, by `"db.collection"`.
     pub collections: BTreeMap<String, NativeCollectionStats>,
+}
+
+/// This instance's part among those with the same `name`.
+#[napi(string_enum = "lowercase")]
+pub enum Role {
+    Leader,
+    Standby,
+}
+
+impl From<core::Role> for Role {
+    fn from(role: core::Role) -> Self {
+        match role {
+            core::Role::Leader => Role::Leader,
+            core::Role::Standby => Role::Standby,
+        }
+    }
 }
 
 /// What one collection is doing: `starting` (preparing), `copying`, `streaming`, `done`
@@ -110,6 +133,9 @@ impl From<StatsSnapshot> for SyncStats {
             batches: n(s.batches),
             values_altered: n(s.values_altered),
             state: s.state.into(),
+            role: s.role.as_ref().map(|r| r.role.into()),
+            term: s.role.as_ref().map(|r| n(r.term)),
+            owned_collections: s.role.map(|r| r.owned_collections).unwrap_or_default(),
             collections: s.collections.into_iter().map(|(ns, c)| (ns, c.into())).collect(),
         }
     }

@@ -105,11 +105,13 @@ pub struct Elector {
     config: LeaseConfig,
     /// The version last seen, and when (this machine's monotonic clock) it was first seen.
     seen: Option<(u64, Instant)>,
+    /// The holder and term last reported as held by another.
+    reported: Option<(String, u64)>,
 }
 
 impl Elector {
     pub fn new(store: Arc<dyn LeaseStore>, me: Instance, config: LeaseConfig) -> Self {
-        Elector { store, me, config, seen: None }
+        Elector { store, me, config, seen: None, reported: None }
     }
 
     pub fn instance(&self) -> &Instance {
@@ -157,7 +159,6 @@ impl Elector {
     /// Looks until the lease is acquired (`Some`) or `cancel` fires (`None`); `on_held` is
     /// called at the first look that finds another holder, and whenever the holder changes.
     pub async fn acquire(&mut self, cancel: &CancellationToken, mut on_held: impl FnMut(&str, u64)) -> SyncResult<Option<Leadership>> {
-        let mut last_holder: Option<(String, u64)> = None;
         loop {
             if cancel.is_cancelled() {
                 return Ok(None);
@@ -169,12 +170,15 @@ impl Elector {
             match looked {
                 Ok((Look::Acquired(term), sent)) => return Ok(Some(self.lead(term, sent))),
                 Ok((Look::Held { holder, term }, _)) => {
-                    if last_holder.as_ref() != Some(&(holder.clone(), term)) {
+                    if self.newly_held(&holder, term) {
                         on_held(&holder, term);
-                        last_holder = Some((holder, term));
                     }
                 }
-                Err(e) if e.code == ErrorCode::MongoUnreachable => tracing::warn!("looking at the lease failed (will try again): {e}"),
+                // A standby outlives MongoDB's outages and errors: it only ever reads and
+                // compare-and-sets, so trying again is safe.
+                Err(e) if matches!(e.code, ErrorCode::MongoUnreachable | ErrorCode::Mongo) => {
+                    tracing::warn!("looking at the lease failed (will try again): {e}")
+                }
                 Err(e) => return Err(e),
             }
             tokio::select! {
@@ -184,9 +188,17 @@ impl Elector {
         }
     }
 
+    /// Whether `holder` at `term` was not the last holder reported (then it is now).
+    pub fn newly_held(&mut self, holder: &str, term: u64) -> bool {
+        let new = self.reported.as_ref().is_none_or(|(h, t)| h != holder || *t != term);
+        self.reported = Some((holder.to_string(), term));
+        new
+    }
+
     /// The leadership of a lease just acquired at `term` (by a write sent at `sent`), renewed
     /// by a task of its own until it is released or lost.
-    pub fn lead(&self, term: u64, sent: Instant) -> Leadership {
+    pub fn lead(&mut self, term: u64, sent: Instant) -> Leadership {
+        self.reported = None;
         let guard = Arc::new(LeaseGuard { term, deadline: Mutex::new(sent + self.valid_for()), lost: CancellationToken::new() });
         let heartbeat = tokio::spawn(heartbeat(self.store.clone(), self.me.clone(), self.config.clone(), guard.clone()));
         Leadership { guard, heartbeat, store: self.store.clone(), me: self.me.clone() }
@@ -269,6 +281,14 @@ impl Leadership {
             self.store.release(&self.me, self.guard.term).await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Leadership {
+    /// A leadership dropped without `release` (a failed start) stops renewing: the lease runs out.
+    fn drop(&mut self) {
+        self.guard.lost.cancel();
+        self.heartbeat.abort();
     }
 }
 

@@ -151,6 +151,8 @@ impl StatusBoard {
             SyncEvent::Change { namespace, .. } => {
                 self.track(&mut board, namespace);
             }
+            // The role shows as the state (`standby`) and in `/stats`.
+            SyncEvent::Leadership { .. } | SyncEvent::Assignment { .. } => {}
         }
     }
 
@@ -251,7 +253,7 @@ impl StatusSource for StatusBoard {
             version: env!("CARGO_PKG_VERSION"),
             state: board.state,
             state_since: board.state_since,
-            role: Role::current(),
+            role: Role::current(stats.role.as_ref()),
             error: board.error.clone(),
             server: board.server.clone(),
             started_at: self.started_at,

@@ -26,8 +26,16 @@ use crate::event::{SyncEvent, SyncState};
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-const STATES: [SyncState; 7] =
-    [SyncState::Idle, SyncState::Starting, SyncState::Copying, SyncState::Streaming, SyncState::Stopping, SyncState::Stopped, SyncState::Failed];
+const STATES: [SyncState; 8] = [
+    SyncState::Idle,
+    SyncState::Starting,
+    SyncState::Standby,
+    SyncState::Copying,
+    SyncState::Streaming,
+    SyncState::Stopping,
+    SyncState::Stopped,
+    SyncState::Failed,
+];
 
 /// Why a retry happened: a bounded set, read from the retry's cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

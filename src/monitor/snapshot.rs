@@ -25,10 +25,13 @@ pub enum Role {
 }
 
 impl Role {
-    /// The role of this instance: the one place it is decided. With one instance per sync, it
-    /// is always active.
-    pub fn current() -> Role {
-        Role::Active
+    /// The role of this instance, as the engine's lease decided it: standby while another
+    /// instance with the same name holds the lease, active otherwise.
+    pub fn current(engine: Option<&crate::stats::RoleSnapshot>) -> Role {
+        match engine.map(|r| r.role) {
+            Some(crate::stats::Role::Standby) => Role::Standby,
+            Some(crate::stats::Role::Leader) | None => Role::Active,
+        }
     }
 
     pub fn as_str(self) -> &'static str {

@@ -218,6 +218,20 @@ fn progress(ns: &str, copied: u64, total: u64, done: bool) -> SyncEvent {
 }
 
 #[tokio::test]
+async fn a_standby_instance_is_alive_not_ready_and_shows_its_role() {
+    let h = harness(None).await;
+    h.state(SyncState::Standby, None);
+    h.stats.set_role(Some(crate::stats::RoleSnapshot { role: crate::stats::Role::Standby, term: 3, owned_collections: Vec::new() }));
+    assert_eq!(h.get("/healthz").await.status, 200);
+    assert_eq!(h.get("/readyz").await.status, 503);
+    let stats = h.get("/stats").await.json();
+    assert_eq!((stats["state"].as_str(), stats["role"].as_str()), (Some("standby"), Some("standby")));
+    h.state(SyncState::Streaming, None);
+    h.stats.set_role(Some(crate::stats::RoleSnapshot { role: crate::stats::Role::Leader, term: 4, owned_collections: vec!["shop.orders".into()] }));
+    assert_eq!(h.get("/stats").await.json()["role"], "active");
+}
+
+#[tokio::test]
 async fn endpoints_answer_for_each_state() {
     let h = harness(None).await;
     starting_is_alive_not_ready(&h).await;

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 
 use crate::checkpoint::{CheckpointStore, CollectionCheckpoint, MongoCheckpointStore};
 use crate::config::{Namespace, SyncConfig};
+use crate::coordination::{LeaseStore, MongoLeaseStore};
 use crate::error::SyncResult;
+use crate::event::EventBus;
 use crate::sink::{Sink, SinkContext};
 use crate::source::mongo::MongoSource;
 use crate::source::ChangeSource;
@@ -22,13 +24,22 @@ pub struct Connections {
 }
 
 #[async_trait]
-pub trait Connector: Send + Sync {
-    /// Opens the parts of one run; `sink_context` is what the outputs retry and report with.
+pub trait Connector: Send + Sync + 'static {
+    /// Opens the parts of one run (of one lease term); `sink_context` is what the outputs retry
+    /// and report with.
     async fn connect(&self, config: &SyncConfig, sink_context: &SinkContext) -> SyncResult<Connections>;
+
+    /// Where the instances with the same `name` contend for the lease; none: this instance
+    /// syncs without one.
+    async fn lease(&self, config: &SyncConfig, events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>>;
+
+    /// This connector, to connect again for later lease terms.
+    fn to_shared(&self) -> Arc<dyn Connector>;
 }
 
-/// MongoDB as the source and the checkpoint store, and the configured outputs (metered by the
-/// monitor, when the `http` option gives one).
+/// MongoDB as the source, the checkpoint store and the lease, and the configured outputs
+/// (metered by the monitor, when the `http` option gives one).
+#[derive(Clone)]
 pub struct MongoConnector {
     pub monitor: Option<Arc<crate::monitor::Monitor>>,
 }
@@ -41,10 +52,20 @@ impl Connector for MongoConnector {
         let store = MongoCheckpointStore::new(source.client(), &config.checkpoint, &config.name);
         Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
     }
+
+    async fn lease(&self, config: &SyncConfig, events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>> {
+        let source = MongoSource::connect(config, events).await?;
+        Ok(Some(Arc::new(MongoLeaseStore::new(source.client(), &config.checkpoint, &config.name))))
+    }
+
+    fn to_shared(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
+    }
 }
 
 /// PostgreSQL as the source and the checkpoint store (a table of the source database), and
-/// the configured outputs.
+/// the configured outputs. No lease yet (it lives in MongoDB): one instance per `name`.
+#[derive(Clone)]
 pub struct PostgresConnector {
     pub monitor: Option<Arc<crate::monitor::Monitor>>,
 }
@@ -60,6 +81,14 @@ impl Connector for PostgresConnector {
         let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::parse(pg.uri.expose())?, &table, &config.name, acked).await?;
         let sink = crate::monitor::build_sink(self.monitor.as_deref(), config, sink_context)?;
         Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
+    }
+
+    async fn lease(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>> {
+        Ok(None)
+    }
+
+    fn to_shared(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
     }
 }
 

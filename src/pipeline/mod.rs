@@ -12,6 +12,7 @@ mod batch;
 mod collection;
 mod connect;
 mod prepare;
+mod role;
 mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Namespace, SyncConfig};
+use crate::coordination::{FencedSink, FencedStore, LeaseGuard};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::monitor::Monitor;
@@ -162,6 +164,46 @@ fn set_state(stats: &Stats, events: &EventBus, state: SyncState, error: Option<S
     events.emit(SyncEvent::State { state, error });
 }
 
+/// What every run (every lease term) of an engine is made with.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    config: Arc<SyncConfig>,
+    events: EventBus,
+    stats: Arc<Stats>,
+    monitor: Option<Arc<Monitor>>,
+    hook: Option<Arc<dyn DocumentHook>>,
+    timing: Timing,
+}
+
+impl Setup {
+    /// Connects and prepares the collections of one run; with a lease, every write and
+    /// checkpoint save goes through its guard, and `cancel` fires when the lease is lost.
+    async fn prepare(&self, connector: &dyn Connector, cancel: CancellationToken, guard: Option<&Arc<LeaseGuard>>) -> PhaseResult<supervisor::Prepared> {
+        let sink_context =
+            crate::sink::SinkContext { retry: self.config.retry.clone(), events: self.events.clone(), stats: self.stats.clone(), cancel: cancel.clone() };
+        let Connections { source, mut sink, mut store } = connector.connect(&self.config, &sink_context).await?;
+        if let Some(guard) = guard {
+            sink = Arc::new(FencedSink::new(sink, guard.clone()));
+            store = Arc::new(FencedStore::new(store, guard.clone()));
+        }
+        let store = connect::observed(store, self.stats.clone(), self.monitor.clone());
+        sink.connect().await?;
+        let ctx = Arc::new(Context {
+            config: self.config.clone(),
+            source,
+            sink,
+            store,
+            events: self.events.clone(),
+            stats: self.stats.clone(),
+            cancel,
+            copying: Mutex::new(HashSet::new()),
+            hook: self.hook.clone(),
+            timing: self.timing.clone(),
+        });
+        prepare::prepare_all(ctx).await
+    }
+}
+
 /// The result of a finished run, shared by everyone waiting for it.
 type Finished = Option<Result<(), SyncError>>;
 
@@ -243,35 +285,50 @@ impl SyncEngine {
         }
     }
 
-    /// `start`, with the source, outputs and checkpoint store that `connector` gives.
+    /// `start`, with the source, outputs and checkpoint store that `connector` gives. With a
+    /// lease that another instance holds, resolves at once in the `standby` state.
     pub async fn start_with(&self, connector: &dyn Connector) -> SyncResult<()> {
         let (cancel, done) = self.begin_run().await?;
+        let (setup, connector) = (self.setup(), connector.to_shared());
         // No lock is held from here on: `stop()` during the preparation (which may wait on an
         // output retrying for as long as it fails) cancels it.
         let stopped = || SyncError::new(ErrorCode::State, "stop() was called before start() finished");
-        let prepared = tokio::select! {
-            prepared = self.prepare(connector, cancel.clone()) => prepared,
+        let first = tokio::select! {
+            first = role::first_term(&setup, &*connector, &cancel) => first,
             _ = cancel.cancelled() => Err(Halt::Stopped),
         };
-        let prepared = match prepared {
-            Ok(p) if !cancel.is_cancelled() => p,
-            Ok(_) | Err(Halt::Stopped) => return Err(self.end_run(&done, stopped())),
+        let first = match first {
+            Ok(f) if !cancel.is_cancelled() => f,
+            Ok(f) => {
+                f.abandon().await;
+                return Err(self.end_run(&done, stopped()));
+            }
+            Err(Halt::Stopped) => return Err(self.end_run(&done, stopped())),
             Err(Halt::Failed(e)) => return Err(self.end_run(&done, if cancel.is_cancelled() { stopped() } else { e })),
         };
         // The state is set before `start()` resolves, so that `stats()` right after it is accurate.
-        let state = if prepared.ctx.is_copying() { SyncState::Copying } else { SyncState::Streaming };
-        set_state(&self.stats, &self.events, state, None);
-        let (events, stats) = (self.events.clone(), self.stats.clone());
+        first.announce_state(&setup);
         let running = async move {
-            let result = supervisor::run_all(prepared).await;
+            let result = role::serve(setup.clone(), connector, first, cancel).await;
             match &result {
-                Ok(()) => set_state(&stats, &events, SyncState::Stopped, None),
-                Err(e) => set_state(&stats, &events, SyncState::Failed, Some(e.clone())),
+                Ok(()) => set_state(&setup.stats, &setup.events, SyncState::Stopped, None),
+                Err(e) => set_state(&setup.stats, &setup.events, SyncState::Failed, Some(e.clone())),
             }
             let _ = done.send(Some(result));
         };
         tokio::spawn(running.in_current_span());
         Ok(())
+    }
+
+    fn setup(&self) -> Setup {
+        Setup {
+            config: self.config.clone(),
+            events: self.events.clone(),
+            stats: self.stats.clone(),
+            monitor: self.monitor.clone(),
+            hook: self.hook.lock().expect("hook lock").clone(),
+            timing: self.timing.clone(),
+        }
     }
 
     /// Registers a new run, so that `stop()` can end it from now on; fails if one is under way.
@@ -304,27 +361,6 @@ impl SyncEngine {
         set_state(&self.stats, &self.events, state, result.clone().err());
         let _ = done.send(Some(result));
         error
-    }
-
-    async fn prepare(&self, connector: &dyn Connector, cancel: CancellationToken) -> PhaseResult<supervisor::Prepared> {
-        let sink_context =
-            crate::sink::SinkContext { retry: self.config.retry.clone(), events: self.events.clone(), stats: self.stats.clone(), cancel: cancel.clone() };
-        let Connections { source, sink, store } = connector.connect(&self.config, &sink_context).await?;
-        let store = connect::observed(store, self.stats.clone(), self.monitor.clone());
-        sink.connect().await?;
-        let ctx = Arc::new(Context {
-            config: self.config.clone(),
-            source,
-            sink,
-            store,
-            events: self.events.clone(),
-            stats: self.stats.clone(),
-            cancel,
-            copying: Mutex::new(HashSet::new()),
-            hook: self.hook.lock().expect("hook lock").clone(),
-            timing: self.timing.clone(),
-        });
-        prepare::prepare_all(ctx).await
     }
 
     /// Stops reading, writes what was read, saves the checkpoint; then closes the HTTP server.

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 
 use crate::checkpoint::MemoryCheckpointStore;
 use crate::config::{CheckpointConfig, CollectionConfig, MongoConfig, Namespace, OutputConfig, RetryConfig, Secret, SyncConfig, SyncMode};
+use crate::coordination::{LeaseStore, MemoryLeaseStore};
 use crate::error::SyncResult;
-use crate::event::SyncEvent;
+use crate::event::{EventBus, SyncEvent};
 use crate::pipeline::{Connections, Connector};
 use crate::sink::SinkContext;
 
@@ -27,12 +28,22 @@ pub struct Parts {
     pub source: FakeSource,
     pub sink: Arc<MemorySink>,
     pub store: Arc<MemoryCheckpointStore>,
+    /// The lease the engines built on these parts contend for; none: no lease.
+    pub lease: Option<Arc<MemoryLeaseStore>>,
 }
 
 #[async_trait]
 impl Connector for Parts {
     async fn connect(&self, _config: &SyncConfig, _sink_context: &SinkContext) -> SyncResult<Connections> {
         Ok(Connections { source: Arc::new(self.source.clone()), sink: self.sink.clone(), store: self.store.clone() })
+    }
+
+    async fn lease(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>> {
+        Ok(self.lease.clone().map(|l| l as Arc<dyn LeaseStore>))
+    }
+
+    fn to_shared(&self) -> Arc<dyn Connector> {
+        Arc::new(self.clone())
     }
 }
 

@@ -2,6 +2,7 @@
 //! each behaviour of a collection's life, without servers.
 
 mod changes;
+mod instances;
 mod lifecycle;
 mod retries;
 mod stream;

@@ -1,0 +1,198 @@
+// Several instances of one sync (same `name`) in real processes: one holds the lease and syncs,
+// the others stand by; a killed leader is replaced within the bound, a paused one can no longer
+// write or save checkpoints once it wakes, and a clean stop hands over at once.
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { once } from 'node:events'
+import path from 'node:path'
+
+const require = createRequire(import.meta.url)
+const { serversFor, unique, waitFor, waitForMirror } = require('./helpers.js')
+const HERE = path.dirname(new URL(import.meta.url).pathname)
+const FIXTURE = path.join(HERE, 'fixtures', 'run-instance.js')
+const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
+
+/** Starts one instance; `events` fills with its events as they arrive. */
+function instance(t, options) {
+  const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const run = { child, events: [], exited: once(child, 'exit'), send: (command) => child.stdin.write(command + '\n') }
+  let buffer = ''
+  child.stdout.on('data', (chunk) => {
+    buffer += chunk
+    let nl
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl)
+      buffer = buffer.slice(nl + 1)
+      if (line.trim()) run.events.push(JSON.parse(line))
+    }
+  })
+  t.after(() => {
+    child.kill('SIGCONT')
+    child.kill('SIGKILL')
+  })
+  return run
+}
+
+const acquired = (run) => run.events.filter((e) => e.type === 'leadership' && e.change === 'acquired')
+const lastState = (run) => run.events.filter((e) => e.type === 'state').at(-1)?.state
+
+/** The one instance that holds the lease (at a term above `afterTerm`), once it streams. */
+async function leader(runs, afterTerm = 0, timeoutMs = 60000) {
+  return waitFor(
+    `a leader above term ${afterTerm}`,
+    () => {
+      const leaders = runs.filter((r) => r.child.exitCode === null && acquired(r).some((e) => e.term > afterTerm))
+      assert.ok(leaders.length <= 1, `two leaders at once: ${leaders.map((r) => r.child.pid)}`)
+      return leaders.length === 1 && lastState(leaders[0]) === 'streaming' && leaders[0]
+    },
+    timeoutMs,
+  )
+}
+
+/** A steady load of bulk changes until `stop()` is called. */
+function writeLoad(coll) {
+  let writing = true
+  let next = 100000
+  const done = (async () => {
+    while (writing) {
+      const ops = []
+      for (let k = 0; k < 20; k++) {
+        const id = Math.floor(Math.random() * 400)
+        if (k % 4 === 3) ops.push({ insertOne: { document: { _id: next++, v: 0 } } })
+        else ops.push({ updateOne: { filter: { _id: id }, update: { $inc: { v: 1 } } } })
+      }
+      await coll.bulkWrite(ops, { ordered: false })
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  })()
+  return async () => {
+    writing = false
+    await done
+  }
+}
+
+describe('several instances with one name', () => {
+  const ctx = serversFor('instances')
+
+  async function fixture(prefix, lease) {
+    const db = ctx.mongo.db(unique(prefix))
+    const coll = db.collection('orders')
+    await coll.insertMany(Array.from({ length: 400 }, (_, i) => ({ _id: i, v: 0 })))
+    const index = unique(`${prefix}-orders`)
+    const options = {
+      name: unique(prefix),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: [{ namespace: `${db.databaseName}.orders`, index }],
+      batch: { maxDocs: 200, flushIntervalMs: 100 },
+      ...(lease ? { lease } : {}),
+    }
+    const checkpoints = ctx.mongo.db('mongo_elastic_sync').collection('checkpoints')
+    const checkpoint = () => checkpoints.findOne({ _id: `${options.name}:${db.databaseName}.orders` })
+    return { coll, index, options, checkpoint }
+  }
+
+  it('one of three syncs, the others stand by; SIGKILL of the leader under load: another takes over, ES equals MongoDB', { timeout: 300000 }, async (t) => {
+    const { coll, index, options } = await fixture('kill')
+    const runs = [instance(t, options), instance(t, options), instance(t, options)]
+    const first = await leader(runs)
+    const others = runs.filter((r) => r !== first)
+    await waitFor('the others to stand by', () => others.every((r) => lastState(r) === 'standby'), 60000)
+    await waitForMirror(ctx, coll, index, (d) => d, 120000)
+
+    const stopLoad = writeLoad(coll)
+    await new Promise((r) => setTimeout(r, 1500))
+    first.child.kill('SIGKILL')
+    await first.exited
+    // The default lease (10 s) bounds the failover: under 15 s to acquire.
+    const second = await waitFor(
+      'another instance to acquire the lease',
+      () => others.find((r) => acquired(r).some((e) => e.term > acquired(first)[0].term)),
+      15000,
+    )
+    await leader(others, acquired(first)[0].term)
+    await new Promise((r) => setTimeout(r, 1500))
+    await stopLoad()
+    const diff = await waitForMirror(ctx, coll, index, (d) => d, 120000)
+    assert.equal(diff.count, await coll.countDocuments())
+    const third = others.find((r) => r !== second)
+    assert.equal(acquired(third).length, 0, 'one leader only')
+    assert.equal(lastState(third), 'standby')
+  })
+
+  it('a leader paused past its lease wakes up refused: no late writes, its checkpoint saves never regress', { timeout: 300000 }, async (t) => {
+    // The default lease: a paused holder is alive, so only its lease running out lets another in.
+    const { coll, index, options, checkpoint } = await fixture('pause')
+    const runs = [instance(t, options), instance(t, options)]
+    const first = await leader(runs)
+    const other = runs.find((r) => r !== first)
+    await waitForMirror(ctx, coll, index, (d) => d, 120000)
+    const firstTerm = acquired(first)[0].term
+
+    first.child.kill('SIGSTOP')
+    // The default lease (10 s) bounds the failover: under 15 s to acquire.
+    await waitFor('the standby to take the lease over', () => acquired(other).some((e) => e.term > firstTerm), 15000)
+    await leader([other], firstTerm)
+    await coll.bulkWrite(Array.from({ length: 100 }, (_, i) => ({ updateOne: { filter: { _id: i }, update: { $set: { v: 7 } } } })))
+    await waitForMirror(ctx, coll, index, (d) => d, 120000)
+    const taken = await waitFor('the new term to save the checkpoint', async () => {
+      const cp = await checkpoint()
+      return cp?.term > firstTerm && cp.resumeToken && cp
+    })
+    const batchesBefore = first.events.filter((e) => e.type === 'batch').length
+
+    first.child.kill('SIGCONT')
+    await waitFor('the woken leader to know it lost the lease', () => first.events.some((e) => e.type === 'leadership' && e.change === 'lost'), 30000)
+    await waitFor('the woken leader to stand by', () => lastState(first) === 'standby', 30000)
+    // It read the changes made while it slept, but wrote none of them.
+    assert.equal(first.events.filter((e) => e.type === 'batch').length, batchesBefore, 'no write after the lease was lost')
+    const after = await checkpoint()
+    assert.ok(after.term >= taken.term, `the checkpoint's term went back: ${after.term} < ${taken.term}`)
+    await coll.bulkWrite(Array.from({ length: 50 }, (_, i) => ({ updateOne: { filter: { _id: 200 + i }, update: { $set: { v: 8 } } } })))
+    const diff = await waitForMirror(ctx, coll, index, (d) => d, 120000)
+    assert.equal(diff.count, 400)
+    assert.equal(lastState(other), 'streaming', 'the new leader kept the lease')
+  })
+
+  it('a clean stop hands over at once (long before the lease would run out)', { timeout: 300000 }, async (t) => {
+    const { coll, index, options } = await fixture('handover', { durationMs: 120000 })
+    const runs = [instance(t, options), instance(t, options)]
+    const first = await leader(runs)
+    const other = runs.find((r) => r !== first)
+    await waitFor('the other to stand by', () => lastState(other) === 'standby', 60000)
+    first.send('stop')
+    await waitFor('the first to stop', () => first.events.some((e) => e.type === 'stopped-by-fixture'), 60000)
+    // The stopped process stays alive: only the release lets the standby in before 120 s.
+    await leader([other], acquired(first)[0].term, 30000)
+    other.send('stats')
+    const stats = await waitFor('stats', () => other.events.find((e) => e.type === 'stats'))
+    assert.equal(stats.role, 'leader')
+    assert.deepEqual(stats.ownedCollections, [`${coll.dbName}.orders`])
+    await coll.insertOne({ _id: 'after-handover', v: 1 })
+    await waitForMirror(ctx, coll, index, (d) => d, 120000)
+    assert.equal(first.child.exitCode, null, 'the stopped instance is still running')
+  })
+
+  it('the CLI prints its role: the second of two stands by, and takes over when the first is interrupted', { timeout: 300000 }, async (t) => {
+    const { options } = await fixture('cli')
+    const args = ['--mongo', ctx.mongoUrl, '--es', ctx.esUrl, '--collections', options.collections[0].namespace, '--name', options.name]
+    const cli = () => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const run = { child, out: '', exited: once(child, 'exit') }
+      child.stdout.on('data', (d) => (run.out += d))
+      t.after(() => child.kill('SIGKILL'))
+      return run
+    }
+    const first = cli()
+    await waitFor('the first CLI to stream', () => first.out.includes('state: streaming'), 60000)
+    assert.match(first.out, /lease acquired \(term \d+\): this instance syncs/)
+    assert.match(first.out, /syncing .*\.orders/)
+    const second = cli()
+    await waitFor('the second CLI to stand by', () => /standby: .* holds the lease \(term \d+\)/.test(second.out) && second.out.includes('state: standby'), 60000)
+    first.child.kill('SIGINT')
+    assert.equal((await first.exited)[0], 0)
+    await waitFor('the second CLI to take over', () => /lease acquired \(term \d+\)/.test(second.out) && second.out.includes('state: streaming'), 60000)
+  })
+})
