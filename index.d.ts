@@ -280,6 +280,8 @@ export interface NativeSyncStats {
   batches: number
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
+  /** Where the time of the writes went, per stage (totals since the sync was made). */
+  stages: StageTimings
   state: SyncState
   /** Per collection, by `"db.collection"`. */
   collections: Record<string, NativeCollectionStats>
@@ -317,6 +319,26 @@ export interface RetryOptions {
   initialDelayMs?: number
   /** Longest delay between attempts (default 30000). */
   maxDelayMs?: number
+}
+
+/** How often a stage ran and how long it took, in milliseconds. */
+export interface StageTiming {
+  count: number
+  totalMs: number
+  maxMs: number
+}
+
+/**
+ * The engine's stages: `readAheadWait` (the stream waiting for its next change), `convert` (one
+ * document to JSON), `groupCommitWait` (a ready stream batch waiting for the one in flight),
+ * `bulkRequest` (one request to the outputs, answer included), `checkpointSave`.
+ */
+export interface StageTimings {
+  readAheadWait: StageTiming
+  convert: StageTiming
+  groupCommitWait: StageTiming
+  bulkRequest: StageTiming
+  checkpointSave: StageTiming
 }
 
 /** NDJSON change records on standard output. */

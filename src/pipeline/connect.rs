@@ -62,7 +62,9 @@ impl CheckpointStore for ObservedStore {
     }
 
     async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()> {
+        let started = std::time::Instant::now();
         self.inner.save(ns, checkpoint).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
         let namespace = ns.to_string();
         self.stats.collection(&namespace).checkpointed();
         if let Some(monitor) = &self.monitor {

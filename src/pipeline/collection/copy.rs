@@ -20,6 +20,7 @@ use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::Flow;
 use crate::sink::Target;
 use crate::source::{ChangeSource, ScanOptions};
+use crate::stats::{Stage, Stats};
 use crate::transform::{routing_value_raw, version_of, RawConverter};
 
 /// A raw document's `_id` (where its range resumes after it); null if it has none that reads.
@@ -63,6 +64,7 @@ pub(super) struct RangeReader {
     pub converter: Arc<RawConverter>,
     pub filter: Option<Document>,
     pub cancel: CancellationToken,
+    pub stats: Arc<Stats>,
 }
 
 impl RangeReader {
@@ -82,6 +84,7 @@ impl RangeReader {
             converter: Arc::new(RawConverter::new(&settings.convert, &settings.fields)),
             filter: settings.filter.clone(),
             cancel: sync.ctx.cancel.clone(),
+            stats: sync.ctx.stats.clone(),
         }
     }
 
@@ -95,7 +98,10 @@ impl RangeReader {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
-            match self.converter.index_write(&doc, self.version, batch.warnings()) {
+            let converting = Instant::now();
+            let converted = self.converter.index_write(&doc, self.version, batch.warnings());
+            self.stats.record_stage(Stage::Convert, converting.elapsed());
+            match converted {
                 Ok(mut write) => {
                     write.routing = self.routing.as_deref().and_then(|path| routing_value_raw(&doc, path));
                     if batch.room_for(&self.target, &write, &self.limits) == Room::FlushFirst

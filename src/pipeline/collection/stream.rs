@@ -22,6 +22,7 @@ use crate::pipeline::UntilStopped;
 use crate::pipeline::{Context, Flow};
 use crate::sink::Target;
 use crate::source::{position_of, Change, ChangeFeed, ChangeKind, DocumentChange, FeedLimits, StreamItem, StreamStart};
+use crate::stats::Stage;
 use crate::transform::{delete_write, describe_id, routing_value, routing_value_raw, version_of, DocumentWrite, Operation, Rejected};
 
 /// How much of a collection's stream is read ahead of its writes.
@@ -115,6 +116,7 @@ impl<'a> CollectionSync<'a> {
             if state.due(&feed, ctx) {
                 self.dispatch(&mut state).await?;
             }
+            let waiting = Instant::now();
             let item = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => None,
@@ -123,7 +125,10 @@ impl<'a> CollectionSync<'a> {
                     continue;
                 }
                 item = feed.next() => match item {
-                    Some(item) => Some(item),
+                    Some(item) => {
+                        ctx.stats.record_stage(Stage::ReadAheadWait, waiting.elapsed());
+                        Some(item)
+                    }
                     None if ctx.cancel.is_cancelled() => None,
                     None => return Err(SyncError::new(ErrorCode::Internal, format!("the change stream reader of {} ended", self.namespace()))),
                 },
@@ -259,8 +264,11 @@ impl<'a> CollectionSync<'a> {
 
     /// An index write of a whole raw document, routed when configured.
     pub(super) fn index_write(&self, doc: &RawDocument, version: i64, batch: &mut Batch) -> Result<DocumentWrite, Rejected> {
+        let started = Instant::now();
         let routing = self.config.routing.as_deref().and_then(|path| routing_value_raw(doc, path));
-        self.converter.index_write(doc, version, batch.warnings()).map(|w| DocumentWrite { routing, ..w })
+        let write = self.converter.index_write(doc, version, batch.warnings()).map(|w| DocumentWrite { routing, ..w });
+        self.ctx.stats.record_stage(Stage::Convert, started.elapsed());
+        write
     }
 
     /// The shard routing value of a document (for a delete: of its key), when configured.
@@ -306,7 +314,11 @@ impl<'a> CollectionSync<'a> {
     /// Starts committing the batch, after the one in flight (if any) is acknowledged: one
     /// batch in flight at a time keeps the stream's writes in order.
     async fn dispatch_batch(&mut self, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+        let waiting = (!state.acks.is_empty() && !state.batch.is_empty()).then(Instant::now);
         self.settle(state).await?;
+        if let Some(waiting) = waiting {
+            self.ctx.stats.record_stage(Stage::GroupCommitWait, waiting.elapsed());
+        }
         if state.batch.is_empty() {
             return Ok(());
         }
