@@ -15,14 +15,17 @@ use serde::Deserialize;
 use super::outputs::OutputOptions;
 use super::parse::parse;
 use crate::config::{
-    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, MongoConfig,
-    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
+    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, LeaseConfig,
+    MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{AddedValue, FieldRules};
 
 /// The engine's config from the options object, checked whole; errors name the field.
 pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+    if !options.is_object() {
+        return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
+    }
     parse::<SyncOptions>(options)?.into_config()
 }
 
@@ -32,7 +35,15 @@ pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
 pub struct SyncOptions {
     /// Key of the saved checkpoint; a restarted sync with the same name continues where it stopped.
     pub name: String,
-    pub mongo: MongoOptions,
+    /// The MongoDB source; required unless `postgres` is given.
+    pub mongo: Option<MongoOptions>,
+    /// A PostgreSQL source instead of MongoDB: its `tables` are copied, then followed through
+    /// logical replication.
+    pub postgres: Option<super::postgres_options::PostgresOptions>,
+    /// With `postgres`: `"schema.table"` or `{ table, index, … }` (the options of a
+    /// `collections` entry, without `filter`).
+    #[napi(ts_type = "Array<string | (Omit<CollectionOptions, 'namespace' | 'filter'> & { table: string })>")]
+    pub tables: Option<Vec<super::postgres_options::TableEntry>>,
     /// The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output.
     pub elasticsearch: Option<ElasticsearchOptions>,
     /// Where synced data goes (default `[{ type: 'elasticsearch' }]`); with several, each gets
@@ -81,6 +92,30 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// The search API's settings; with `http`, also its routes (`/search`, `/indices`, …).
+    pub search: Option<super::search::SearchOptions>,
+    /// The lease that lets one instance per `name` sync while the others wait as standbys.
+    pub lease: Option<LeaseOptions>,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseOptions {
+    /// How long after its holder last renewed it a standby takes the lease over (default 10000,
+    /// from 1000 to 600000); the holder stops writing a fifth of it earlier.
+    pub duration_ms: Option<u32>,
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -171,7 +206,7 @@ pub struct ElasticsearchTlsOptions {
 }
 
 /// A `collections` entry: `"db.collection"` or its options.
-pub enum CollectionEntry {
+pub(super) enum CollectionEntry {
     Name(String),
     Options(Box<CollectionOptions>),
 }
@@ -489,7 +524,7 @@ impl MongoOptions {
 }
 
 impl ElasticsearchOptions {
-    fn into_config(self) -> SyncResult<EsConfig> {
+    pub(super) fn into_config(self) -> SyncResult<EsConfig> {
         const AT: &str = "elasticsearch";
         let password = credential(AT, "password", self.password, self.password_file)?;
         let api_key = credential(AT, "apiKey", self.api_key, self.api_key_file)?;
@@ -571,9 +606,8 @@ impl SyncOptions {
     pub fn into_config(self) -> SyncResult<SyncConfig> {
         let d = SyncConfig::default();
         let template = self.index_template.unwrap_or(d.index_template.clone());
-        let collections = self
-            .collections
-            .unwrap_or_default()
+        let (mongo, postgres, entries) = source_options(self.mongo, self.postgres, self.collections, self.tables)?;
+        let collections = entries
             .into_iter()
             .enumerate()
             .map(|(i, c)| match c {
@@ -589,7 +623,8 @@ impl SyncOptions {
         };
         let config = SyncConfig {
             name: self.name,
-            mongo: self.mongo.into_config()?,
+            mongo,
+            postgres,
             elasticsearch: self.elasticsearch.map(ElasticsearchOptions::into_config).transpose()?,
             outputs,
             collections,
@@ -606,9 +641,31 @@ impl SyncOptions {
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
+            lease: LeaseConfig { duration: self.lease.and_then(|l| l.duration_ms).map_or(d.lease.duration, |v| Duration::from_millis(v.into())) },
+            search: self.search.map(super::search::SearchOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The source (MongoDB or PostgreSQL) and its collections (`collections`, or `tables`).
+fn source_options(
+    mongo: Option<MongoOptions>,
+    postgres: Option<super::postgres_options::PostgresOptions>,
+    collections: Option<Vec<CollectionEntry>>,
+    tables: Option<Vec<super::postgres_options::TableEntry>>,
+) -> SyncResult<(MongoConfig, Option<crate::config::PostgresConfig>, Vec<CollectionEntry>)> {
+    match (mongo, postgres) {
+        (Some(_), Some(_)) => Err(SyncError::config("postgres: give only one source, mongo or postgres")),
+        (None, None) => Err(SyncError::config("mongo: required (or postgres for a PostgreSQL source)")),
+        (Some(_), None) if tables.is_some() => Err(SyncError::config("tables: only with a postgres source (MongoDB collections go in collections)")),
+        (Some(mongo), None) => Ok((mongo.into_config()?, None, collections.unwrap_or_default())),
+        (None, Some(_)) if collections.is_some() => Err(SyncError::config("collections: with a postgres source, list the tables in tables")),
+        (None, Some(pg)) => {
+            let entries = tables.unwrap_or_default().into_iter().map(|t| t.0).collect();
+            Ok((MongoConfig::default(), Some(pg.into_config()?), entries))
+        }
     }
 }
 
@@ -700,6 +757,11 @@ mod tests {
         );
         assert!(error(json!({ "collections": [{ "namespace": "a.b", "operations": ["insert", "delet"] }] }))
             .starts_with("collections[0].operations[1]: \"delet\" is not one of"));
+        assert_eq!(
+            error(json!({ "elasticsearch": null, "outputs": [{ "type": "stdout" }], "search": {} })),
+            "search: needs the elasticsearch option (the server it searches)"
+        );
+        assert_eq!(error(json!({ "search": { "cursorTtlMs": 10 } })), "search.cursorTtlMs: must be at least 1000");
         assert_eq!(error(json!({ "outputs": [{ "type": "kafka" }] })), "outputs[0]: \"kafka\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'");
         assert_eq!(error(json!({ "outputs": [{ "path": "x" }] })), "outputs[0].type: required");
         assert_eq!(error(json!({ "outputs": [{ "type": "file" }] })), "outputs[0].path: required");

@@ -43,6 +43,26 @@ impl Connector for MongoConnector {
     }
 }
 
+/// PostgreSQL as the source and the checkpoint store (a table of the source database), and
+/// the configured outputs.
+pub struct PostgresConnector {
+    pub monitor: Option<Arc<crate::monitor::Monitor>>,
+}
+
+#[async_trait]
+impl Connector for PostgresConnector {
+    async fn connect(&self, config: &SyncConfig, sink_context: &SinkContext) -> SyncResult<Connections> {
+        use crate::source::postgres::{connect::PgTarget, AckedPositions, PostgresSource};
+        let pg = config.postgres.as_ref().ok_or_else(|| crate::error::SyncError::config("postgres: required by the PostgreSQL connector"))?;
+        let acked = AckedPositions::default();
+        let source = PostgresSource::connect(config, pg, acked.clone()).await?;
+        let table = Namespace::parse(&pg.checkpoint_table).map_err(|e| crate::error::SyncError::config(format!("postgres.checkpointTable: {e}")))?;
+        let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::parse(pg.uri.expose())?, &table, &config.name, acked).await?;
+        let sink = crate::monitor::build_sink(self.monitor.as_deref(), config, sink_context)?;
+        Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
+    }
+}
+
 /// A checkpoint store whose saves are counted: in the collection's stats (its last checkpoint
 /// time) and by the monitor, when there is one.
 struct ObservedStore {
@@ -65,11 +85,29 @@ impl CheckpointStore for ObservedStore {
         let started = std::time::Instant::now();
         self.inner.save(ns, checkpoint).await?;
         self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
+        self.saved(ns);
+        Ok(())
+    }
+
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
+        self.inner.load_fenced(ns, term).await
+    }
+
+    async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        let started = std::time::Instant::now();
+        self.inner.save_fenced(ns, checkpoint, term).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
+        self.saved(ns);
+        Ok(())
+    }
+}
+
+impl ObservedStore {
+    fn saved(&self, ns: &Namespace) {
         let namespace = ns.to_string();
         self.stats.collection(&namespace).checkpointed();
         if let Some(monitor) = &self.monitor {
             monitor.checkpoint_saved(&namespace);
         }
-        Ok(())
     }
 }

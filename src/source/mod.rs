@@ -8,6 +8,7 @@
 
 mod feed;
 pub mod mongo;
+pub mod postgres;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -112,6 +113,13 @@ pub trait ChangeSource: Send + Sync {
     /// The source's clock now: a stream started here misses nothing written after.
     async fn now(&self) -> SyncResult<Timestamp>;
 
+    /// Where a collection's copy starts (read before it): its stream starts there. A source
+    /// that must prepare the stream first (PostgreSQL creates the table's replication slot)
+    /// does it here; by default, the source's clock now.
+    async fn start_point(&self, _ns: &Namespace) -> SyncResult<Timestamp> {
+        self.now().await
+    }
+
     /// Whether a collection's change history still reaches back to `at` (a stream could start there).
     async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool>;
 
@@ -143,6 +151,12 @@ pub trait ChangeSource: Send + Sync {
 
     /// Every collection holding user data (not views, not system collections).
     async fn list_collections(&self) -> SyncResult<Vec<Namespace>>;
+}
+
+/// A document as sources hand it on: raw BSON (for a source that builds `Document`s).
+pub fn raw_of(doc: &Document) -> SyncResult<RawDocumentBuf> {
+    RawDocumentBuf::from_document(doc)
+        .map_err(|e| crate::error::SyncError::new(crate::error::ErrorCode::Internal, format!("cannot encode a document as BSON: {e}")))
 }
 
 /// A saved token as one string (its `_data`), naming the change's position in the stream.

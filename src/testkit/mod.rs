@@ -46,6 +46,7 @@ pub fn config(collections: &[&str]) -> SyncConfig {
     let mut config = SyncConfig {
         name: "test".into(),
         mongo: MongoConfig { uri: Secret::new("mongodb://scripted"), tls: None },
+        postgres: None,
         elasticsearch: None,
         outputs: vec![OutputConfig::Stdout],
         collections: collections.iter().map(|c| CollectionConfig::new(ns(c).coll, ns(c))).collect(),
@@ -62,6 +63,8 @@ pub fn config(collections: &[&str]) -> SyncConfig {
         copy_range_min_docs: 100_000,
         dead_letter_index: None,
         http: None,
+        lease: Default::default(),
+        search: None,
     };
     config.batch.flush_interval = Duration::from_millis(20);
     config

@@ -14,8 +14,9 @@ use super::stream::{applies, StreamBatch};
 use super::CollectionSync;
 use crate::error::SyncResult;
 use crate::pipeline::batch::Batch;
+use crate::pipeline::PhaseResult;
 use crate::source::{position_of, DocumentChange};
-use crate::transform::{delete_write, describe_id, version_of, DocumentWrite, Operation, Rejected};
+use crate::transform::{describe_id, version_of, DocumentWrite, Operation, Rejected};
 
 /// A change waiting for its lookup (its full document is not kept: it is looked up again).
 struct Pending {
@@ -65,7 +66,13 @@ fn raw_id_key(doc: &RawDocumentBuf) -> Option<String> {
 
 impl<'a> CollectionSync<'a> {
     /// Queues a change of a filtered collection; a full queue is answered and dispatched.
-    pub(super) async fn queue_change(&mut self, change: DocumentChange, token: Option<Document>, at: Timestamp, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    pub(super) async fn queue_change(
+        &mut self,
+        change: DocumentChange,
+        token: Option<Document>,
+        at: Timestamp,
+        state: &mut StreamBatch<'a>,
+    ) -> PhaseResult<()> {
         let change = DocumentChange { document: None, ..change };
         state.pending.changes.push_back(Pending { change, token, at });
         state.pending.since.get_or_insert_with(Instant::now);
@@ -77,7 +84,7 @@ impl<'a> CollectionSync<'a> {
 
     /// Turns the queued changes into writes of the batch, in order: one lookup for all of them
     /// (more only when the documents found exceed `batch.maxBytes`).
-    pub(super) async fn resolve_lookups(&mut self, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    pub(super) async fn resolve_lookups(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
         while !state.pending.is_empty() {
             let answers = self.look_up(state.pending.changes.iter(), self.ctx.config.batch.max_bytes).await?;
             let mut answered = 0;
@@ -152,7 +159,7 @@ impl<'a> CollectionSync<'a> {
                             missed.add(id);
                         }
                         // Without deletes in `operations` (an archive), a document that left the filter stays.
-                        self.config.operations.delete.then(|| delete_write(id, version))
+                        self.config.operations.delete.then(|| self.delete_write(id, version))
                     }
                 }
             }

@@ -95,16 +95,31 @@ pub async fn read_ahead(mut stream: RawStream, ns: Namespace, tx: FeedSender, ca
 fn change_item(ns: &Namespace, raw: &RawDocumentBuf) -> StreamItem {
     match change_of(raw) {
         Ok(change) => StreamItem::Change(Box::new(change)),
-        Err(message) => StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: {message}"))),
+        Err(e) => StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: {e}"))),
     }
+}
+
+/// A change event the engine cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeEventError {
+    #[error("rename event without a target namespace")]
+    RenameWithoutTarget,
+    #[error("event without an operationType")]
+    NoOperationType,
+    #[error("unreadable event ({field}): {reason}")]
+    Unreadable { field: &'static str, reason: String },
+}
+
+fn unreadable(field: &'static str) -> impl Fn(mongodb::bson::raw::Error) -> ChangeEventError {
+    move |e| ChangeEventError::Unreadable { field, reason: e.to_string() }
 }
 
 /// A raw change event as a source-neutral change. Only its small parts are parsed (position,
 /// time, type, key); the full document stays raw, converted straight to JSON later.
-pub fn change_of(raw: &RawDocumentBuf) -> Result<Change, String> {
-    let get = |key: &str| raw.get(key).map_err(|e| format!("unreadable event: {e}"));
+pub fn change_of(raw: &RawDocumentBuf) -> Result<Change, ChangeEventError> {
+    let get = |key: &'static str| raw.get(key).map_err(unreadable(key));
     let token = match get("_id")? {
-        Some(RawBsonRef::Document(token)) => Some(Document::try_from(token).map_err(|e| format!("unreadable resume token: {e}"))?),
+        Some(RawBsonRef::Document(token)) => Some(Document::try_from(token).map_err(unreadable("_id"))?),
         _ => None,
     };
     let cluster_time = match get("clusterTime")? {
@@ -112,11 +127,11 @@ pub fn change_of(raw: &RawDocumentBuf) -> Result<Change, String> {
         _ => None,
     };
     let Some(RawBsonRef::String(operation)) = get("operationType")? else {
-        return Err("event without an operationType".into());
+        return Err(ChangeEventError::NoOperationType);
     };
-    let document = |operation| -> Result<ChangeKind, String> {
+    let document = |operation| -> Result<ChangeKind, ChangeEventError> {
         let key = match get("documentKey")? {
-            Some(RawBsonRef::Document(key)) => Some(Document::try_from(key).map_err(|e| format!("unreadable documentKey: {e}"))?),
+            Some(RawBsonRef::Document(key)) => Some(Document::try_from(key).map_err(unreadable("documentKey"))?),
             _ => None,
         };
         let document = match get("fullDocument")? {
@@ -140,15 +155,15 @@ pub fn change_of(raw: &RawDocumentBuf) -> Result<Change, String> {
 }
 
 /// The namespace a rename event moves its collection to.
-fn rename_target(raw: &RawDocumentBuf) -> Result<Namespace, String> {
+fn rename_target(raw: &RawDocumentBuf) -> Result<Namespace, ChangeEventError> {
     let Ok(Some(RawBsonRef::Document(to))) = raw.get("to") else {
-        return Err("rename event without a target namespace".into());
+        return Err(ChangeEventError::RenameWithoutTarget);
     };
     let field = |key: &str| match to.get(key) {
         Ok(Some(RawBsonRef::String(s))) => Some(s.to_string()),
         _ => None,
     };
-    let db = field("db").ok_or("rename event without a target database")?;
+    let db = field("db").ok_or(ChangeEventError::RenameWithoutTarget)?;
     Ok(Namespace { db, coll: field("coll").unwrap_or_default() })
 }
 
@@ -206,10 +221,14 @@ mod tests {
         let change = change_of(&rename).unwrap();
         assert_eq!(change.kind, ChangeKind::Collection(CollectionChange::Rename { to: Namespace { db: "d2".into(), coll: "c2".into() } }));
         assert_eq!(change.size, rename.as_bytes().len());
-        assert!(change_of(&event("rename", None)).unwrap_err().contains("target"));
+        assert_eq!(change_of(&event("rename", None)).unwrap_err(), ChangeEventError::RenameWithoutTarget);
         assert_eq!(change_of(&event("drop", None)).unwrap().kind, ChangeKind::Collection(CollectionChange::Drop));
         assert_eq!(change_of(&event("invalidate", None)).unwrap().kind, ChangeKind::Collection(CollectionChange::Invalidate));
         assert_eq!(change_of(&event("createIndexes", None)).unwrap().kind, ChangeKind::Other);
-        assert!(change_of(&rawdoc! {"_id": {"_data": "1"}}).unwrap_err().contains("operationType"));
+        assert_eq!(change_of(&rawdoc! {"_id": {"_data": "1"}}).unwrap_err(), ChangeEventError::NoOperationType);
     }
 }
+
+#[cfg(test)]
+#[path = "change_stream_props.rs"]
+mod props;

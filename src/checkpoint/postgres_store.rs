@@ -1,0 +1,141 @@
+//! Checkpoints kept in a PostgreSQL table (of the source database), one row per (sync name,
+//! table): the checkpoint document as canonical extended JSON. Each save, once committed,
+//! tells the replication session of that table the position it may confirm to the server.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mongodb::bson::{Bson, Document};
+
+use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
+use crate::config::Namespace;
+use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::source::postgres::connect::{pg_error, PgTarget};
+use crate::source::postgres::table::quote;
+use crate::source::postgres::AckedPositions;
+
+pub struct PostgresCheckpointStore {
+    target: PgTarget,
+    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    table: String,
+    name: String,
+    acked: AckedPositions,
+}
+
+impl PostgresCheckpointStore {
+    /// Creates the table `schema.table` if missing.
+    pub async fn open(target: PgTarget, table: &Namespace, name: &str, acked: AckedPositions) -> SyncResult<Self> {
+        let store = PostgresCheckpointStore {
+            target,
+            client: Default::default(),
+            table: format!("{}.{}", quote(&table.db), quote(&table.coll)),
+            name: name.into(),
+            acked,
+        };
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {0} (name text NOT NULL, namespace text NOT NULL, checkpoint jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, namespace)); \
+             ALTER TABLE {0} ADD COLUMN IF NOT EXISTS term bigint NOT NULL DEFAULT 0",
+            store.table
+        );
+        store.client().await?.batch_execute(&sql).await.map_err(|e| failed(&format!("cannot create the checkpoint table {table}"), &e))?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> SyncResult<Arc<tokio_postgres::Client>> {
+        let mut client = self.client.lock().await;
+        match &*client {
+            Some(c) if !c.is_closed() => Ok(c.clone()),
+            _ => {
+                let c = Arc::new(self.target.connect().await?);
+                *client = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+}
+
+/// Out of reach: retried (`ERR_MONGO_UNREACHABLE`, the source's code); else `ERR_CHECKPOINT`.
+fn failed(context: &str, e: &tokio_postgres::Error) -> SyncError {
+    let mut err = pg_error(context, e);
+    if err.code != ErrorCode::MongoUnreachable {
+        err.code = ErrorCode::Checkpoint;
+    }
+    err
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresCheckpointStore {
+    async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint> {
+        let sql = format!("SELECT checkpoint::text FROM {} WHERE name = $1 AND namespace = $2", self.table);
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&self.name, &ns.to_string()])
+            .await
+            .map_err(|e| failed(&format!("cannot read the checkpoint of {ns}"), &e))?;
+        let Some(row) = row else { return Ok(CollectionCheckpoint::default()) };
+        parse_checkpoint(ns, &row.get::<_, String>(0))
+    }
+
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
+        let sql = format!(
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, term) VALUES ($1, $2, '{{}}'::jsonb, $3) \
+             ON CONFLICT (name, namespace) DO UPDATE SET term = GREATEST(t.term, EXCLUDED.term) RETURNING checkpoint::text, term",
+            self.table
+        );
+        let row = self
+            .client()
+            .await?
+            .query_one(&sql, &[&self.name, &ns.to_string(), &(term as i64)])
+            .await
+            .map_err(|e| failed(&format!("cannot read the checkpoint of {ns}"), &e))?;
+        if row.get::<_, i64>(1) > term as i64 {
+            return Err(fenced_off(ns, term));
+        }
+        parse_checkpoint(ns, &row.get::<_, String>(0))
+    }
+
+    async fn save_fenced(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        self.save_at(ns, cp, Some(term)).await
+    }
+
+    async fn save(&self, ns: &Namespace, cp: &CollectionCheckpoint) -> SyncResult<()> {
+        self.save_at(ns, cp, None).await
+    }
+}
+
+impl PostgresCheckpointStore {
+    /// Saves; with a term, only where no later term has been (else nothing is updated: the
+    /// refusal).
+    async fn save_at(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: Option<u64>) -> SyncResult<()> {
+        let doc: Document = cp.to_document()?;
+        let json = Bson::Document(doc).into_canonical_extjson().to_string();
+        let sql = format!(
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4, 0)) \
+             ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now(), \
+             term = GREATEST(t.term, EXCLUDED.term) WHERE $4::bigint IS NULL OR t.term <= $4::bigint",
+            self.table
+        );
+        let term_param = term.map(|t| t as i64);
+        let updated = self
+            .client()
+            .await?
+            .execute(&sql, &[&self.name, &ns.to_string(), &json, &term_param])
+            .await
+            .map_err(|e| failed(&format!("cannot save the checkpoint of {ns}"), &e))?;
+        if updated == 0 {
+            return Err(fenced_off(ns, term.unwrap_or_default()));
+        }
+        self.acked.set(ns, cp.resume_token.as_ref());
+        Ok(())
+    }
+}
+
+fn parse_checkpoint(ns: &Namespace, text: &str) -> SyncResult<CollectionCheckpoint> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not JSON: {e}")))?;
+    match Bson::try_from(json) {
+        Ok(Bson::Document(doc)) => CollectionCheckpoint::from_document(ns, doc),
+        _ => Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not a document"))),
+    }
+}
