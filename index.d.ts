@@ -309,6 +309,8 @@ export interface NativeSyncStats {
   batches: number
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
+  /** Where the time of the writes went, per stage (totals since the sync was made). */
+  stages: StageTimings
   state: SyncState
   /**
    * `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
@@ -412,6 +414,26 @@ export interface SearchOptions {
   rateLimit?: RateLimitOptions
   /** Largest `POST /search` body in bytes (default 65536). */
   maxBodyBytes?: number
+}
+
+/** How often a stage ran and how long it took, in milliseconds. */
+export interface StageTiming {
+  count: number
+  totalMs: number
+  maxMs: number
+}
+
+/**
+ * The engine's stages: `readAheadWait` (the stream waiting for its next change), `convert` (one
+ * document to JSON), `groupCommitWait` (a ready stream batch waiting for the one in flight),
+ * `bulkRequest` (one request to the outputs, answer included), `checkpointSave`.
+ */
+export interface StageTimings {
+  readAheadWait: StageTiming
+  convert: StageTiming
+  groupCommitWait: StageTiming
+  bulkRequest: StageTiming
+  checkpointSave: StageTiming
 }
 
 /** NDJSON change records on standard output. */

@@ -401,6 +401,10 @@ test('change types and ordering', async (t) => {
     const stats = sync.stats()
     assert.equal(stats.deadLetters, 2)
     assert.equal(stats.valuesAltered, 1, 'the dropped NaN is counted')
+    // Issue 19: where the time went, per stage, through the real servers.
+    const { readAheadWait, convert, bulkRequest, checkpointSave } = stats.stages
+    assert.ok(convert.count >= 3 && readAheadWait.count >= 1 && checkpointSave.count >= 1, JSON.stringify(stats.stages))
+    assert.ok(bulkRequest.count >= 1 && bulkRequest.totalMs > 0 && bulkRequest.maxMs <= bulkRequest.totalMs, JSON.stringify(bulkRequest))
   })
 
   await t.test('an idle collection keeps saving fresh resume tokens', async () => {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::SyncResult;
 use crate::event::{BatchOutcome, Phase, SyncState};
@@ -29,6 +29,8 @@ pub struct Stats {
     retries: AtomicU64,
     batches: AtomicU64,
     values_altered: AtomicU64,
+    /// Time spent per stage, indexed by `Stage as usize`.
+    stages: [StageTimer; Stage::ALL.len()],
     state: Mutex<SyncState>,
     role: Mutex<Option<RoleSnapshot>>,
     collections: RwLock<BTreeMap<String, Arc<CollectionStats>>>,
@@ -74,6 +76,8 @@ pub struct StatsSnapshot {
     pub batches: u64,
     /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers).
     pub values_altered: u64,
+    /// Where the time of the writes went, per stage.
+    pub stages: StageTimings,
     pub state: SyncState,
     /// With a lease (every MongoDB-backed sync): this instance's role; none before the first look.
     pub role: Option<RoleSnapshot>,
@@ -93,6 +97,7 @@ impl Default for Stats {
             retries: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             values_altered: AtomicU64::new(0),
+            stages: Default::default(),
             state: Mutex::new(SyncState::Idle),
             role: Mutex::new(None),
             collections: RwLock::new(BTreeMap::new()),
@@ -131,6 +136,11 @@ impl Stats {
     }
 
     /// Counts a retry, to the total and to the collection whose task it happens in (if any).
+    /// One pass through `stage` took `took`.
+    pub fn record_stage(&self, stage: Stage, took: Duration) {
+        self.stages[stage as usize].record(took);
+    }
+
     pub fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
         let _ = CURRENT_COLLECTION.try_with(|c| c.retries.fetch_add(1, Ordering::Relaxed));
@@ -166,9 +176,82 @@ impl Stats {
             retries: get(&self.retries),
             batches: get(&self.batches),
             values_altered: get(&self.values_altered),
+            stages: StageTimings::from_timers(&self.stages),
             state: self.state(),
             role: self.role(),
             collections,
+        }
+    }
+}
+
+/// A stage of a change's (or copied document's) way from the source to an acknowledged write,
+/// timed so that the engine's own share of the latency shows apart from the servers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The stream waiting for its read-ahead to hand it the next change.
+    ReadAheadWait,
+    /// Converting one document to the JSON of its write.
+    Convert,
+    /// A stream batch ready to go waiting for the one in flight to be acknowledged.
+    GroupCommitWait,
+    /// One request to the outputs (a `_bulk` to Elasticsearch), answer included.
+    BulkRequest,
+    /// Saving a checkpoint.
+    CheckpointSave,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [Stage::ReadAheadWait, Stage::Convert, Stage::GroupCommitWait, Stage::BulkRequest, Stage::CheckpointSave];
+}
+
+#[derive(Debug, Default)]
+struct StageTimer {
+    count: AtomicU64,
+    total_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl StageTimer {
+    fn record(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StageSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StageSnapshot { count: get(&self.count), total_us: get(&self.total_us), max_us: get(&self.max_us) }
+    }
+}
+
+/// How often a stage ran and how long it took, in microseconds (totals since the sync was made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageSnapshot {
+    pub count: u64,
+    pub total_us: u64,
+    pub max_us: u64,
+}
+
+/// The time of every [`Stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimings {
+    pub read_ahead_wait: StageSnapshot,
+    pub convert: StageSnapshot,
+    pub group_commit_wait: StageSnapshot,
+    pub bulk_request: StageSnapshot,
+    pub checkpoint_save: StageSnapshot,
+}
+
+impl StageTimings {
+    fn from_timers(timers: &[StageTimer; Stage::ALL.len()]) -> Self {
+        let at = |stage: Stage| timers[stage as usize].snapshot();
+        StageTimings {
+            read_ahead_wait: at(Stage::ReadAheadWait),
+            convert: at(Stage::Convert),
+            group_commit_wait: at(Stage::GroupCommitWait),
+            bulk_request: at(Stage::BulkRequest),
+            checkpoint_save: at(Stage::CheckpointSave),
         }
     }
 }

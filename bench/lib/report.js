@@ -126,6 +126,25 @@ function render(r) {
       }
       line()
     }
+    const raw = s.runs.baseline?.bulkRequests
+    if (raw) {
+      line(
+        `The search server's own time per \`_bulk\` request (the harness's baseline, ${num(raw.count)} requests): p50 / p95 / max ` +
+          `${ms(raw.p50Ms)} / ${ms(raw.p95Ms)} / ${ms(raw.maxMs)} ms; its stalls show here, not as a tool's own latency.`,
+      )
+      line()
+    }
+    for (const [name, run] of Object.entries(s.runs)) {
+      const stages = run?.stages
+      if (!stages) continue
+      const cellOf = (stage) => {
+        const x = stages[stage]
+        return x ? `${stage} ${num(x.count)} × avg ${num(x.count ? x.totalMs / x.count : 0, 2)} ms (max ${num(x.maxMs, 1)})` : null
+      }
+      const parts = ['readAheadWait', 'convert', 'groupCommitWait', 'bulkRequest', 'checkpointSave'].map(cellOf).filter(Boolean)
+      line(`Where the time of ${name} went (\`stats().stages\`, its whole run): ${parts.join('; ')}.`)
+      line()
+    }
     const cycles = Object.values(s.runs).flatMap((run) => Object.values(run?.passes || {}).map((x) => x.latency?.pollCycleMs)).filter((v) => v != null)
     line(
       `Latency = from just before the MongoDB write (the baseline: the \`_bulk\` request) to the reply of the \`_mget\` poll that showed the new value ` +

@@ -32,20 +32,33 @@ function latencyOptions(run, S) {
   })
 }
 
+/** Count, p50 / p95 / max ms of request durations. */
+function requestStats(list) {
+  if (!list.length) return null
+  const sorted = [...list].sort((a, b) => a - b)
+  const at = (q) => round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))], 1)
+  return { count: list.length, p50Ms: at(0.5), p95Ms: at(0.95), maxMs: round(sorted[sorted.length - 1], 1) }
+}
+
 /** What the search server alone gives: the same pattern written straight to `_bulk`. */
 async function baseline(run, S, latencyOpts) {
   const { esUrl } = run
   const index = `bench-${run.runId}-stream-raw`
   run.indices.add(index)
   await esRequest(esUrl, 'PUT', `/${index}`, {})
+  const requestMs = []
   const write = async (batch) => {
+    const t0 = performance.now()
     const body = batch.map((u) => `{"index":{"_id":"${u.id}"}}\n${JSON.stringify({ ...run.streamSources.get(u.id), stamp: u.stamp, writtenAt: new Date().toISOString() })}\n`).join('')
     const r = await esRequest(esUrl, 'POST', `/${index}/_bulk`, body, { ndjson: true })
     if (r.status !== 200) throw new Error(`baseline _bulk failed: HTTP ${r.status}`)
+    requestMs.push(performance.now() - t0)
   }
   try {
     const out = { passes: {}, note: 'the harness writes each batch to `_bulk` itself, no MongoDB' }
     for (const pass of S.passes) out.passes[pass.name] = { latency: await measureLatency({ ...latencyOpts(index, pass), write }) }
+    // The search server's own time per `_bulk` request, so that its stalls are not read as a tool's latency.
+    out.bulkRequests = requestStats(requestMs)
     return out
   } finally {
     await deleteIndex(esUrl, index)
@@ -90,7 +103,7 @@ async function runStream(run, S, { latencyOpts, streamColl, mongoWrite }, label,
     }
     p.send({ type: 'counters' })
     const c = await p.waitFor('counters', 5000).catch(() => null)
-    Object.assign(out, { peakRssMb: round(p.peak.hwmKb / 1024), counters: c?.counters, notes: c?.notes })
+    Object.assign(out, { peakRssMb: round(p.peak.hwmKb / 1024), counters: c?.counters, notes: c?.notes, stages: c?.stats?.stages })
     return out
   } finally {
     await p.stop().catch(() => {})

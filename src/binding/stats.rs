@@ -22,6 +22,8 @@ pub struct SyncStats {
     pub batches: i64,
     /// Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events.
     pub values_altered: i64,
+    /// Where the time of the writes went, per stage (totals since the sync was made).
+    pub stages: StageTimings,
     pub state: SyncState,
     /// `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
     /// absent before the first look at the lease.
@@ -98,6 +100,44 @@ pub struct NativeCollectionStats {
     pub dead_letters: i64,
 }
 
+/// How often a stage ran and how long it took, in milliseconds.
+#[napi(object)]
+pub struct StageTiming {
+    pub count: i64,
+    pub total_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The engine's stages: `readAheadWait` (the stream waiting for its next change), `convert` (one
+/// document to JSON), `groupCommitWait` (a ready stream batch waiting for the one in flight),
+/// `bulkRequest` (one request to the outputs, answer included), `checkpointSave`.
+#[napi(object)]
+pub struct StageTimings {
+    pub read_ahead_wait: StageTiming,
+    pub convert: StageTiming,
+    pub group_commit_wait: StageTiming,
+    pub bulk_request: StageTiming,
+    pub checkpoint_save: StageTiming,
+}
+
+impl From<core::StageSnapshot> for StageTiming {
+    fn from(s: core::StageSnapshot) -> Self {
+        StageTiming { count: n(s.count), total_ms: s.total_us as f64 / 1000.0, max_ms: s.max_us as f64 / 1000.0 }
+    }
+}
+
+impl From<core::StageTimings> for StageTimings {
+    fn from(s: core::StageTimings) -> Self {
+        StageTimings {
+            read_ahead_wait: s.read_ahead_wait.into(),
+            convert: s.convert.into(),
+            group_commit_wait: s.group_commit_wait.into(),
+            bulk_request: s.bulk_request.into(),
+            checkpoint_save: s.checkpoint_save.into(),
+        }
+    }
+}
+
 fn n(v: u64) -> i64 {
     v as i64
 }
@@ -132,6 +172,7 @@ impl From<StatsSnapshot> for SyncStats {
             retries: n(s.retries),
             batches: n(s.batches),
             values_altered: n(s.values_altered),
+            stages: s.stages.into(),
             state: s.state.into(),
             role: s.role.as_ref().map(|r| r.role.into()),
             term: s.role.as_ref().map(|r| n(r.term)),

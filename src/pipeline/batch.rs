@@ -6,6 +6,7 @@ use crate::config::BatchConfig;
 use crate::event::{Phase, SyncEvent};
 use crate::sink::elasticsearch::encoded_len;
 use crate::sink::Target;
+use crate::stats::Stage;
 use crate::transform::hook::apply_hook;
 use crate::transform::{ConvertWarning, DocumentWrite, Rejected};
 
@@ -113,7 +114,9 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
         writes = kept;
         rejected.extend(refused);
     }
+    let request = Instant::now();
     let mut report = ctx.sink.write(namespace, target, writes).await.proceed()?;
+    ctx.stats.record_stage(Stage::BulkRequest, request.elapsed());
     report.outcome.dead_letters += rejected.len() as u64;
     let dead_letters: Vec<Rejected> = rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {

@@ -111,7 +111,9 @@ impl CheckpointStore for ObservedStore {
     }
 
     async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()> {
+        let started = std::time::Instant::now();
         self.inner.save(ns, checkpoint).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
         self.saved(ns);
         Ok(())
     }
@@ -121,7 +123,9 @@ impl CheckpointStore for ObservedStore {
     }
 
     async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        let started = std::time::Instant::now();
         self.inner.save_fenced(ns, checkpoint, term).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
         self.saved(ns);
         Ok(())
     }

@@ -12,7 +12,7 @@ pub mod postgres;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CopyRange;
@@ -63,8 +63,8 @@ pub struct DocumentChange {
     /// The document's key: its `_id`, and the shard key fields of a sharded collection.
     pub key: Option<Document>,
     /// The whole document after the change (looked up for updates: none if it was gone by
-    /// then); none for deletes.
-    pub document: Option<Document>,
+    /// then); none for deletes. Raw, as read: it is converted straight to JSON.
+    pub document: Option<RawDocumentBuf>,
 }
 
 /// What a change stream's reader passes on, in stream order.
@@ -75,6 +75,15 @@ pub enum StreamItem {
     Idle(Option<Document>),
     /// Reading failed; the stream ends.
     Failed(crate::error::SyncError),
+}
+
+/// What a batched lookup found.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub documents: Vec<RawDocumentBuf>,
+    /// Every match was read (else the byte bound stopped the reading: a document not among
+    /// `documents` may still match).
+    pub complete: bool,
 }
 
 /// `_id` ranges for a collection's copy, and why fewer than asked if so.
@@ -94,7 +103,8 @@ pub struct ScanOptions {
     pub not_before: Option<Timestamp>,
 }
 
-pub type DocumentStream = BoxStream<'static, SyncResult<Document>>;
+/// A scan's documents, raw as the cursor reads them.
+pub type DocumentStream = BoxStream<'static, SyncResult<RawDocumentBuf>>;
 
 /// A database the pipeline reads from. Errors carry engine codes: `MongoUnreachable` for what
 /// is worth retrying, `HistoryLost` for a position the stream cannot resume from.
@@ -127,13 +137,26 @@ pub trait ChangeSource: Send + Sync {
 
     /// The document with this `_id` now, if it exists (and matches `filter`), as of `not_before`
     /// or later.
-    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>>;
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>>;
+
+    /// The documents with these `_id`s now that match `filter`, as of `not_before` or later, in
+    /// one round trip: read until they hold `max_bytes` (at least one is read).
+    async fn lookup_many(&self, ns: &Namespace, ids: &[Bson], filter: Option<&Document>, not_before: Option<Timestamp>, max_bytes: usize) -> SyncResult<Found>;
+
+    /// Which of these `_id`s exist now, as of `not_before` or later (one round trip, `_id`s only).
+    async fn existing_ids(&self, ns: &Namespace, ids: &[Bson], not_before: Option<Timestamp>) -> SyncResult<Vec<Bson>>;
 
     /// Whether the collection holds any document now.
     async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool>;
 
     /// Every collection holding user data (not views, not system collections).
     async fn list_collections(&self) -> SyncResult<Vec<Namespace>>;
+}
+
+/// A document as sources hand it on: raw BSON (for a source that builds `Document`s).
+pub fn raw_of(doc: &Document) -> SyncResult<RawDocumentBuf> {
+    RawDocumentBuf::from_document(doc)
+        .map_err(|e| crate::error::SyncError::new(crate::error::ErrorCode::Internal, format!("cannot encode a document as BSON: {e}")))
 }
 
 /// A saved token as one string (its `_data`), naming the change's position in the stream.

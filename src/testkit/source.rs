@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,8 @@ use crate::config::Namespace;
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::CollectionChange;
 use crate::source::{
-    Change, ChangeFeed, ChangeKind, ChangeSource, DocumentChange, DocumentStream, FeedLimits, FeedSender, RangePlan, ScanOptions, StreamItem, StreamStart,
+    Change, ChangeFeed, ChangeKind, ChangeSource, DocumentChange, DocumentStream, FeedLimits, FeedSender, Found, RangePlan, ScanOptions, StreamItem,
+    StreamStart,
 };
 use crate::transform::Operation;
 
@@ -61,6 +62,8 @@ struct World {
     faults: Faults,
     opened: Vec<(Namespace, StreamStart)>,
     lookups: Vec<(Namespace, Bson, Option<Timestamp>)>,
+    /// Lookup requests (one may look up many `_id`s).
+    round_trips: usize,
     scans: Vec<(Namespace, CopyRange, ScanOptions)>,
     /// Streams report no idle turns while set.
     idle_held: bool,
@@ -99,6 +102,11 @@ fn id_of(doc: &Document) -> i64 {
     }
 }
 
+/// A document as a source reads it: raw BSON.
+fn raw(doc: &Document) -> RawDocumentBuf {
+    RawDocumentBuf::from_document(doc).expect("scripted documents are valid BSON")
+}
+
 fn matches(doc: &Document, filter: Option<&Document>) -> bool {
     filter.is_none_or(|f| f.iter().all(|(k, v)| doc.get(k) == Some(v)))
 }
@@ -135,11 +143,11 @@ impl World {
         let key = |id: i64| Some(doc! {"_id": id});
         let document = |operation, id, document| ChangeKind::Document(DocumentChange { operation, key: key(id), document });
         let (kind, kind_code) = match &logged.entry {
-            Entry::Insert(d) => (document(Operation::Insert, id_of(d), Some(d.clone())), 0),
-            Entry::Replace(d) => (document(Operation::Replace, id_of(d), Some(d.clone())), 0),
+            Entry::Insert(d) => (document(Operation::Insert, id_of(d), Some(raw(d))), 0),
+            Entry::Replace(d) => (document(Operation::Replace, id_of(d), Some(raw(d))), 0),
             Entry::Update(id) => {
                 let now = self.collections.get(&logged.ns).and_then(|c| c.get(id)).cloned();
-                (document(Operation::Update, *id, now), 0)
+                (document(Operation::Update, *id, now.as_ref().map(raw)), 0)
             }
             Entry::Delete(id) => (document(Operation::Delete, *id, None), 0),
             Entry::Collection(c) => (ChangeKind::Collection(c.clone()), u8::from(*c == CollectionChange::Invalidate)),
@@ -376,6 +384,11 @@ impl FakeSource {
         self.shared.world.lock().expect("world").lookups.clone()
     }
 
+    /// How many lookup requests were made (a batched one counts once).
+    pub fn lookup_round_trips(&self) -> usize {
+        self.shared.world.lock().expect("world").round_trips
+    }
+
     pub fn fail_next_now(&self, e: SyncError) {
         self.write(|w| w.faults.now.push_back(e))
     }
@@ -435,10 +448,10 @@ impl ChangeSource for FakeSource {
         }
         let fail_after = w.faults.scan_after.pop_front();
         let after = range.last_id.as_ref().and_then(Bson::as_i64).or(range.last_id.as_ref().and_then(|b| b.as_i32().map(i64::from)));
-        let docs: Vec<SyncResult<Document>> = w
+        let docs: Vec<SyncResult<RawDocumentBuf>> = w
             .collections
             .get(ns)
-            .map(|c| c.range(after.map_or(i64::MIN, |a| a + 1)..).map(|(_, d)| d.clone()).filter(|d| matches(d, options.filter.as_ref())).map(Ok).collect())
+            .map(|c| c.range(after.map_or(i64::MIN, |a| a + 1)..).map(|(_, d)| d).filter(|d| matches(d, options.filter.as_ref())).map(|d| Ok(raw(d))).collect())
             .unwrap_or_default();
         let docs = match fail_after {
             Some((n, e)) => docs.into_iter().take(n).chain([Err(e)]).collect(),
@@ -447,11 +460,38 @@ impl ChangeSource for FakeSource {
         Ok(futures::stream::iter(docs).boxed())
     }
 
-    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>> {
         let mut w = self.shared.world.lock().expect("world");
         w.lookups.push((ns.clone(), id.clone(), not_before));
+        w.round_trips += 1;
         let key = id.as_i64().or(id.as_i32().map(i64::from)).expect("integer ids");
-        Ok(w.collections.get(ns).and_then(|c| c.get(&key)).filter(|d| matches(d, filter)).cloned())
+        Ok(w.collections.get(ns).and_then(|c| c.get(&key)).filter(|d| matches(d, filter)).map(raw))
+    }
+
+    async fn lookup_many(&self, ns: &Namespace, ids: &[Bson], filter: Option<&Document>, not_before: Option<Timestamp>, max_bytes: usize) -> SyncResult<Found> {
+        let mut w = self.shared.world.lock().expect("world");
+        w.round_trips += 1;
+        let mut found = Found { documents: Vec::new(), complete: true };
+        let mut bytes = 0;
+        for id in ids {
+            w.lookups.push((ns.clone(), id.clone(), not_before));
+            let key = id.as_i64().or(id.as_i32().map(i64::from)).expect("integer ids");
+            let Some(doc) = w.collections.get(ns).and_then(|c| c.get(&key)).filter(|d| matches(d, filter)).map(raw) else { continue };
+            if bytes >= max_bytes {
+                found.complete = false;
+                break;
+            }
+            bytes += doc.as_bytes().len();
+            found.documents.push(doc);
+        }
+        Ok(found)
+    }
+
+    async fn existing_ids(&self, ns: &Namespace, ids: &[Bson], _not_before: Option<Timestamp>) -> SyncResult<Vec<Bson>> {
+        let mut w = self.shared.world.lock().expect("world");
+        w.round_trips += 1;
+        let present = |id: &&Bson| id.as_i64().or(id.as_i32().map(i64::from)).is_some_and(|key| w.collections.get(ns).is_some_and(|c| c.contains_key(&key)));
+        Ok(ids.iter().filter(present).cloned().collect())
     }
 
     async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool> {

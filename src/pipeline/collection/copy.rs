@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::bson::{Bson, Document, RawDocument, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,16 @@ use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::{Flow, Halt, PhaseResult};
 use crate::sink::Target;
 use crate::source::{ChangeSource, ScanOptions};
-use crate::transform::{index_write, routing_value, version_of, ConvertOptions, FieldRules};
+use crate::stats::{Stage, Stats};
+use crate::transform::{routing_value_raw, version_of, RawConverter};
+
+/// A raw document's `_id` (where its range resumes after it); null if it has none that reads.
+fn raw_id(doc: &RawDocument) -> Bson {
+    match doc.get("_id") {
+        Ok(Some(id)) => Bson::try_from(id).unwrap_or(Bson::Null),
+        _ => Bson::Null,
+    }
+}
 
 /// What range readers send to the copy's writer.
 pub(super) enum CopyItem {
@@ -51,10 +60,11 @@ pub(super) struct RangeReader {
     pub version: i64,
     pub start_at: Timestamp,
     pub limits: BatchConfig,
-    pub convert: ConvertOptions,
-    pub fields: FieldRules,
+    /// The collection's conversion options and field rules, prepared once.
+    pub converter: Arc<RawConverter>,
     pub filter: Option<Document>,
     pub cancel: CancellationToken,
+    pub stats: Arc<Stats>,
 }
 
 impl RangeReader {
@@ -71,10 +81,10 @@ impl RangeReader {
             version: version_of(start_at),
             start_at,
             limits: sync.ctx.config.batch.clone(),
-            convert: settings.convert.clone(),
-            fields: settings.fields.clone(),
+            converter: Arc::new(RawConverter::new(&settings.convert, &settings.fields)),
             filter: settings.filter.clone(),
             cancel: sync.ctx.cancel.clone(),
+            stats: sync.ctx.stats.clone(),
         }
     }
 
@@ -88,10 +98,12 @@ impl RangeReader {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
-            let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-            match index_write(&doc, self.version, &self.convert, &self.fields, batch.warnings()) {
+            let converting = Instant::now();
+            let converted = self.converter.index_write(&doc, self.version, batch.warnings());
+            self.stats.record_stage(Stage::Convert, converting.elapsed());
+            match converted {
                 Ok(mut write) => {
-                    write.routing = self.routing.as_deref().and_then(|path| routing_value(&doc, path));
+                    write.routing = self.routing.as_deref().and_then(|path| routing_value_raw(&doc, path));
                     if batch.room_for(&self.target, &write, &self.limits) == Room::FlushFirst
                         && send(std::mem::take(&mut batch), last_id.clone()).await.is_err()
                     {
@@ -101,7 +113,7 @@ impl RangeReader {
                 }
                 Err(rejected) => batch.push_rejected(rejected),
             }
-            last_id = id;
+            last_id = raw_id(&doc);
             if batch.is_full(&self.limits) && send(std::mem::take(&mut batch), last_id.clone()).await.is_err() {
                 return Ok(());
             }

@@ -8,6 +8,7 @@
 
 mod collection_change;
 mod copy;
+mod lookups;
 mod missed;
 mod stream;
 
@@ -22,6 +23,7 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::retry::{Attempt, GaveUp, RetryPolicy, Retryable};
 use crate::sink::Target;
 use crate::source::ChangeFeed;
+use crate::transform::RawConverter;
 
 pub(super) use collection_change::{begin_resync, index_settings};
 pub(super) use stream::{feed_limits, stream_start};
@@ -37,12 +39,15 @@ pub(super) struct CollectionSync<'a> {
     invalidated: Option<Document>,
     /// The index was deleted with its collection: prepared again before the next write.
     index_deleted: bool,
+    /// The collection's conversion options and field rules, prepared once for the stream.
+    converter: RawConverter,
 }
 
 impl<'a> CollectionSync<'a> {
     pub fn new(ctx: &'a Context, config: CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
         let invalidated = checkpoint.resume_token.clone().filter(|_| checkpoint.token_is_invalidate);
-        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now(), invalidated, index_deleted: false }
+        let converter = RawConverter::new(&config.convert, &config.fields);
+        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now(), invalidated, index_deleted: false, converter }
     }
 
     fn namespace(&self) -> String {

@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
-use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::bson::{Bson, Document, RawDocument, Timestamp};
 
 use super::collection_change::{EmptiedWatch, PendingDrop};
+use super::lookups::PendingLookups;
 use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::CollectionCheckpoint;
@@ -20,7 +21,8 @@ use crate::pipeline::batch::{commit, Batch, Room};
 use crate::pipeline::{Context, Flow, PhaseResult, Proceed};
 use crate::sink::Target;
 use crate::source::{position_of, Change, ChangeFeed, ChangeKind, DocumentChange, FeedLimits, StreamItem, StreamStart};
-use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, DocumentWrite, Operation, Rejected};
+use crate::stats::Stage;
+use crate::transform::{delete_write, describe_id, routing_value, routing_value_raw, version_of, DocumentWrite, Operation, Rejected};
 
 /// How much of a collection's stream is read ahead of its writes.
 pub fn feed_limits(ctx: &Context) -> FeedLimits {
@@ -38,7 +40,7 @@ pub fn stream_start(cp: &CollectionCheckpoint) -> Option<StreamStart> {
 }
 
 /// Whether a change of this kind is applied, per `operations`.
-fn applies(operations: OperationFilter, operation: Operation) -> bool {
+pub(super) fn applies(operations: OperationFilter, operation: Operation) -> bool {
     match operation {
         Operation::Insert => operations.insert,
         Operation::Update => operations.update,
@@ -52,13 +54,15 @@ fn applies(operations: OperationFilter, operation: Operation) -> bool {
 /// the one batch being committed.
 pub(super) struct StreamBatch<'a> {
     pub target: Target,
-    batch: Batch,
+    pub batch: Batch,
     /// The position to save once `batch` is acknowledged.
     token: Option<Document>,
     acks: InOrder<'a, Option<Document>, crate::pipeline::Halt>,
     /// When the position was last saved or found unchanged.
     last_saved: Instant,
     pub missed: MissedLookups,
+    /// A filtered collection's changes waiting for their lookup (before anything else goes in `batch`).
+    pub pending: PendingLookups,
     /// A drop read, not settled yet.
     pub pending_drop: Option<PendingDrop>,
     /// A rename was applied: the `invalidate` that follows is expected.
@@ -70,7 +74,13 @@ pub(super) struct StreamBatch<'a> {
 impl StreamBatch<'_> {
     /// A batch that may go now: none in flight, and nothing more waiting (or it is old enough).
     fn due(&self, feed: &ChangeFeed, ctx: &Context) -> bool {
-        self.acks.is_empty() && !self.batch.is_empty() && (feed.is_empty() || self.batch.age_ms() >= ctx.config.batch.flush_interval.as_millis())
+        let age = self.batch.age_ms().max(self.pending.age_ms());
+        self.acks.is_empty() && !self.is_empty() && (feed.is_empty() || age >= ctx.config.batch.flush_interval.as_millis())
+    }
+
+    /// Nothing read waits to be written.
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.pending.is_empty()
     }
 
     /// A change that makes no write still moves the position.
@@ -99,6 +109,7 @@ impl<'a> CollectionSync<'a> {
             acks: InOrder::new(1),
             last_saved: Instant::now(),
             missed: MissedLookups::default(),
+            pending: PendingLookups::default(),
             pending_drop: None,
             renamed: false,
             emptied: EmptiedWatch::Off,
@@ -107,6 +118,7 @@ impl<'a> CollectionSync<'a> {
             if state.due(&feed, ctx) {
                 self.dispatch(&mut state).await?;
             }
+            let waiting = Instant::now();
             let item = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => None,
@@ -115,7 +127,10 @@ impl<'a> CollectionSync<'a> {
                     continue;
                 }
                 item = feed.next() => match item {
-                    Some(item) => Some(item),
+                    Some(item) => {
+                        ctx.stats.record_stage(Stage::ReadAheadWait, waiting.elapsed());
+                        Some(item)
+                    }
                     None if ctx.cancel.is_cancelled() => None,
                     None => return Err(SyncError::new(ErrorCode::Internal, format!("the change stream reader of {} ended", self.namespace())).into()),
                 },
@@ -161,6 +176,7 @@ impl<'a> CollectionSync<'a> {
                 Ok(None)
             }
             ChangeKind::Other => {
+                self.resolve_lookups(state).await?;
                 state.skip(token);
                 Ok(None)
             }
@@ -188,7 +204,7 @@ impl<'a> CollectionSync<'a> {
             }
             return self.settle_drop(state, false).await;
         }
-        if !state.acks.is_empty() || !state.batch.is_empty() {
+        if !state.acks.is_empty() || !state.is_empty() {
             return Ok(None);
         }
         if let Some(flow) = self.watch_emptied(state).await? {
@@ -218,6 +234,9 @@ impl<'a> CollectionSync<'a> {
         let Some(cluster_time) = cluster_time else {
             return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {} has no clusterTime", self.namespace())).into());
         };
+        if self.config.filter.is_some() {
+            return self.queue_change(dc, token, cluster_time, state).await;
+        }
         if !applies(self.config.operations, dc.operation) {
             state.skip(token);
             return Ok(());
@@ -225,75 +244,49 @@ impl<'a> CollectionSync<'a> {
         // Record outputs tell the change apart by its stream position.
         let position = token.as_ref().map(position_of);
         let operation = dc.operation;
-        let write = self.write_for(&dc, cluster_time, &mut state.batch, &mut state.missed).await?;
+        let write = self.write_for(&dc, cluster_time, &mut state.batch, &mut state.missed);
         let write = write.map(|w| w.map(|w| DocumentWrite { operation, position, ..w }));
         self.add_write(write, token, state).await
     }
 
-    /// The write a document change comes to: none for an update whose document is already
-    /// gone (a delete follows, or a rename: the miss is noted in `missed`).
-    async fn write_for(
-        &self,
-        dc: &DocumentChange,
-        at: Timestamp,
-        batch: &mut Batch,
-        missed: &mut MissedLookups,
-    ) -> SyncResult<Option<Result<DocumentWrite, Rejected>>> {
+    /// The write a change of an unfiltered collection comes to: none for an update whose
+    /// document is already gone (a delete follows, or a rename: the miss is noted in `missed`).
+    fn write_for(&self, dc: &DocumentChange, at: Timestamp, batch: &mut Batch, missed: &mut MissedLookups) -> Option<Result<DocumentWrite, Rejected>> {
         let version = version_of(at);
-        let id = dc.key.as_ref().and_then(|k| k.get("_id"));
-        if let (Some(filter), Operation::Insert | Operation::Update | Operation::Replace) = (&self.config.filter, dc.operation) {
-            let Some(id) = id else { return Ok(Some(Err(Rejected::new(describe_id(&Bson::Null), "change event without documentKey._id")))) };
-            return self.filtered_write(id, filter, at, batch, missed).await;
+        if dc.operation == Operation::Delete {
+            return self.delete_for(dc, version, missed);
         }
-        Ok(match (dc.operation, id) {
-            (Operation::Delete, Some(id)) => {
-                missed.remove(id);
-                Some(self.delete_write(id, version))
+        match (&dc.document, dc.key.as_ref().and_then(|k| k.get("_id"))) {
+            (Some(doc), _) => Some(self.index_write(doc, version, batch)),
+            (None, Some(id)) => {
+                missed.add(id);
+                None
             }
-            (Operation::Delete, None) => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
-            _ => match (&dc.document, id) {
-                (Some(doc), _) => Some(self.index_write(doc, version, batch)),
-                (None, Some(id)) => {
-                    missed.add(id);
-                    None
-                }
-                (None, None) => None,
-            },
-        })
+            (None, None) => None,
+        }
     }
 
-    /// For a filtered collection: whether the changed document matches now decides between
-    /// indexing it and deleting it (an update may move it out of the filter, or into it). The
-    /// source answers, so the filter means exactly what it means to MongoDB.
-    async fn filtered_write(
-        &self,
-        id: &Bson,
-        filter: &Document,
-        at: Timestamp,
-        batch: &mut Batch,
-        missed: &mut MissedLookups,
-    ) -> SyncResult<Option<Result<DocumentWrite, Rejected>>> {
-        let (ns, version) = (&self.config.namespace, version_of(at));
-        if let Some(doc) = self.ctx.source.lookup(ns, id, Some(filter), Some(at)).await? {
-            return Ok(Some(self.index_write(&doc, version, batch)));
-        }
-        // Out of the filter, or gone (deleted, or renamed: then it is read again after the rename).
-        if self.ctx.source.lookup(ns, id, None, Some(at)).await?.is_none() {
-            missed.add(id);
-        }
-        // Without deletes in `operations` (an archive), a document that left the filter stays.
-        Ok(self.config.operations.delete.then(|| self.delete_write(id, version)))
+    /// The versioned delete of a delete event's document, routed by its key.
+    pub(super) fn delete_for(&self, dc: &DocumentChange, version: i64, missed: &mut MissedLookups) -> Option<Result<DocumentWrite, Rejected>> {
+        let Some(id) = dc.key.as_ref().and_then(|k| k.get("_id")) else {
+            return Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id")));
+        };
+        missed.remove(id);
+        Some(self.delete_write(id, version))
     }
 
-    /// An index write of a whole document, routed when configured.
-    pub(super) fn index_write(&self, doc: &Document, version: i64, batch: &mut Batch) -> Result<DocumentWrite, Rejected> {
-        index_write(doc, version, &self.config.convert, &self.config.fields, batch.warnings())
-            .map(|w| DocumentWrite { routing: self.routing_of(Some(doc)), ..w })
+    /// An index write of a whole raw document, routed when configured.
+    pub(super) fn index_write(&self, doc: &RawDocument, version: i64, batch: &mut Batch) -> Result<DocumentWrite, Rejected> {
+        let started = Instant::now();
+        let routing = self.config.routing.as_deref().and_then(|path| routing_value_raw(doc, path));
+        let write = self.converter.index_write(doc, version, batch.warnings()).map(|w| DocumentWrite { routing, ..w });
+        self.ctx.stats.record_stage(Stage::Convert, started.elapsed());
+        write
     }
 
     /// A delete of the document with this `_id`, routed when configured: routing lies within
     /// `_id` while streaming (see `CollectionConfig::check_routing`), so the `_id` gives it.
-    fn delete_write(&self, id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
+    pub(super) fn delete_write(&self, id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
         let key = mongodb::bson::doc! {"_id": id.clone()};
         delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(Some(&key)), ..w })
     }
@@ -303,11 +296,16 @@ impl<'a> CollectionSync<'a> {
         self.config.routing.as_deref().zip(doc).and_then(|(path, doc)| routing_value(doc, path))
     }
 
-    async fn add_write(&mut self, write: Option<Result<DocumentWrite, Rejected>>, token: Option<Document>, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
+    pub(super) async fn add_write(
+        &mut self,
+        write: Option<Result<DocumentWrite, Rejected>>,
+        token: Option<Document>,
+        state: &mut StreamBatch<'a>,
+    ) -> PhaseResult<()> {
         match write {
             Some(Ok(write)) => {
                 if state.batch.room_for(&state.target, &write, &self.ctx.config.batch) == Room::FlushFirst {
-                    self.dispatch(state).await?;
+                    self.dispatch_batch(state).await?;
                 }
                 state.batch.push(&state.target, write, &self.ctx.config.batch);
             }
@@ -316,7 +314,7 @@ impl<'a> CollectionSync<'a> {
         }
         state.token = token;
         if state.batch.is_full(&self.ctx.config.batch) {
-            self.dispatch(state).await?;
+            self.dispatch_batch(state).await?;
         }
         Ok(())
     }
@@ -327,10 +325,20 @@ impl<'a> CollectionSync<'a> {
         self.settle(state).await
     }
 
+    /// Answers the changes waiting for lookups, then commits the batch.
+    pub(super) async fn dispatch(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
+        self.resolve_lookups(state).await?;
+        self.dispatch_batch(state).await
+    }
+
     /// Starts committing the batch, after the one in flight (if any) is acknowledged: one
     /// batch in flight at a time keeps the stream's writes in order.
-    async fn dispatch(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
+    async fn dispatch_batch(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
+        let waiting = (!state.acks.is_empty() && !state.batch.is_empty()).then(Instant::now);
         self.settle(state).await?;
+        if let Some(waiting) = waiting {
+            self.ctx.stats.record_stage(Stage::GroupCommitWait, waiting.elapsed());
+        }
         if state.batch.is_empty() {
             return Ok(());
         }
@@ -356,7 +364,7 @@ impl<'a> CollectionSync<'a> {
     /// A batch was acknowledged while reading on; once caught up, its position is saved at once.
     async fn on_acknowledged(&mut self, token: Option<Document>, state: &mut StreamBatch<'a>, feed: &ChangeFeed) -> SyncResult<()> {
         self.acknowledge(token).await?;
-        if state.batch.is_empty() && feed.is_empty() {
+        if state.is_empty() && feed.is_empty() {
             self.save_position(true).await?;
             state.last_saved = Instant::now();
         }

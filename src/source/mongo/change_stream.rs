@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use mongodb::bson::{doc, Document, RawDocumentBuf, Timestamp};
-use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::bson::{doc, Document, RawBsonRef, RawDocumentBuf, Timestamp};
+use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::{Client, Collection};
@@ -93,11 +93,7 @@ pub async fn read_ahead(mut stream: RawStream, ns: Namespace, tx: FeedSender, ca
 }
 
 fn change_item(ns: &Namespace, raw: &RawDocumentBuf) -> StreamItem {
-    let event: ChangeStreamEvent<Document> = match mongodb::bson::from_slice(raw.as_bytes()) {
-        Ok(event) => event,
-        Err(e) => return StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: unreadable event: {e}"))),
-    };
-    match change_of(event, raw.as_bytes().len()) {
+    match change_of(raw) {
         Ok(change) => StreamItem::Change(Box::new(change)),
         Err(e) => StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: {e}"))),
     }
@@ -108,26 +104,129 @@ fn change_item(ns: &Namespace, raw: &RawDocumentBuf) -> StreamItem {
 pub enum ChangeEventError {
     #[error("rename event without a target namespace")]
     RenameWithoutTarget,
+    #[error("event without an operationType")]
+    NoOperationType,
+    #[error("unreadable event ({field}): {reason}")]
+    Unreadable { field: &'static str, reason: String },
 }
 
-/// A driver event as a source-neutral change.
-pub fn change_of(event: ChangeStreamEvent<Document>, size: usize) -> Result<Change, ChangeEventError> {
-    let document = |operation| ChangeKind::Document(DocumentChange { operation, key: event.document_key.clone(), document: event.full_document.clone() });
-    let kind = match event.operation_type {
-        OperationType::Insert => document(Operation::Insert),
-        OperationType::Update => document(Operation::Update),
-        OperationType::Replace => document(Operation::Replace),
-        OperationType::Delete => document(Operation::Delete),
-        OperationType::Drop => ChangeKind::Collection(CollectionChange::Drop),
-        OperationType::DropDatabase => ChangeKind::Collection(CollectionChange::DropDatabase),
-        OperationType::Invalidate => ChangeKind::Collection(CollectionChange::Invalidate),
-        OperationType::Rename => {
-            let to = event.to.as_ref().ok_or(ChangeEventError::RenameWithoutTarget)?;
-            ChangeKind::Collection(CollectionChange::Rename { to: Namespace { db: to.db.clone(), coll: to.coll.clone().unwrap_or_default() } })
-        }
+fn unreadable(field: &'static str) -> impl Fn(mongodb::bson::raw::Error) -> ChangeEventError {
+    move |e| ChangeEventError::Unreadable { field, reason: e.to_string() }
+}
+
+/// A raw change event as a source-neutral change. Only its small parts are parsed (position,
+/// time, type, key); the full document stays raw, converted straight to JSON later.
+pub fn change_of(raw: &RawDocumentBuf) -> Result<Change, ChangeEventError> {
+    let get = |key: &'static str| raw.get(key).map_err(unreadable(key));
+    let token = match get("_id")? {
+        Some(RawBsonRef::Document(token)) => Some(Document::try_from(token).map_err(unreadable("_id"))?),
+        _ => None,
+    };
+    let cluster_time = match get("clusterTime")? {
+        Some(RawBsonRef::Timestamp(t)) => Some(t),
+        _ => None,
+    };
+    let Some(RawBsonRef::String(operation)) = get("operationType")? else {
+        return Err(ChangeEventError::NoOperationType);
+    };
+    let document = |operation| -> Result<ChangeKind, ChangeEventError> {
+        let key = match get("documentKey")? {
+            Some(RawBsonRef::Document(key)) => Some(Document::try_from(key).map_err(unreadable("documentKey"))?),
+            _ => None,
+        };
+        let document = match get("fullDocument")? {
+            Some(RawBsonRef::Document(full)) => Some(full.to_raw_document_buf()),
+            _ => None,
+        };
+        Ok(ChangeKind::Document(DocumentChange { operation, key, document }))
+    };
+    let kind = match operation {
+        "insert" => document(Operation::Insert)?,
+        "update" => document(Operation::Update)?,
+        "replace" => document(Operation::Replace)?,
+        "delete" => document(Operation::Delete)?,
+        "drop" => ChangeKind::Collection(CollectionChange::Drop),
+        "dropDatabase" => ChangeKind::Collection(CollectionChange::DropDatabase),
+        "invalidate" => ChangeKind::Collection(CollectionChange::Invalidate),
+        "rename" => ChangeKind::Collection(CollectionChange::Rename { to: rename_target(raw)? }),
         _ => ChangeKind::Other,
     };
-    Ok(Change { token: token_document(&event.id), cluster_time: event.cluster_time, kind, size })
+    Ok(Change { token, cluster_time, kind, size: raw.as_bytes().len() })
+}
+
+/// The namespace a rename event moves its collection to.
+fn rename_target(raw: &RawDocumentBuf) -> Result<Namespace, ChangeEventError> {
+    let Ok(Some(RawBsonRef::Document(to))) = raw.get("to") else {
+        return Err(ChangeEventError::RenameWithoutTarget);
+    };
+    let field = |key: &str| match to.get(key) {
+        Ok(Some(RawBsonRef::String(s))) => Some(s.to_string()),
+        _ => None,
+    };
+    let db = field("db").ok_or(ChangeEventError::RenameWithoutTarget)?;
+    Ok(Namespace { db, coll: field("coll").unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, rawdoc, RawDocument};
+
+    fn event(operation: &str, full: Option<RawDocumentBuf>) -> RawDocumentBuf {
+        let mut raw = rawdoc! {
+            "_id": {"_data": "8265"},
+            "operationType": operation,
+            "clusterTime": Timestamp { time: 7, increment: 3 },
+            "ns": {"db": "d", "coll": "c"},
+            "documentKey": {"_id": 1},
+        };
+        if let Some(full) = full {
+            raw.append("fullDocument", full);
+        }
+        raw
+    }
+
+    #[test]
+    fn a_document_change_keeps_its_full_document_raw() {
+        let full = rawdoc! {"_id": 1, "x": {"$numberLong": "7"}, "s": "é"};
+        let change = change_of(&event("update", Some(full.clone()))).unwrap();
+        assert_eq!(change.token, Some(doc! {"_data": "8265"}));
+        assert_eq!(change.cluster_time, Some(Timestamp { time: 7, increment: 3 }));
+        let ChangeKind::Document(dc) = change.kind else { panic!("a document change: {:?}", change.kind) };
+        assert_eq!(dc.operation, Operation::Update);
+        assert_eq!(dc.key, Some(doc! {"_id": 1}));
+        // Byte for byte as stored: a sub-document shaped like extended JSON stays a sub-document.
+        assert_eq!(dc.document.as_deref().map(RawDocument::as_bytes), Some(full.as_bytes()));
+        let gone = change_of(&event("update", None)).unwrap();
+        assert!(matches!(gone.kind, ChangeKind::Document(DocumentChange { document: None, .. })), "an update whose document was gone");
+    }
+
+    /// A string that is not UTF-8 inside the full document no longer fails the whole stream: the
+    /// event is read, and the converter dead-letters that one document.
+    #[test]
+    fn a_full_document_that_is_not_valid_bson_still_reads_as_a_change() {
+        let mut bytes = rawdoc! {"_id": 1, "s": "ab"}.into_bytes();
+        let at = bytes.windows(2).position(|w| w == b"ab").unwrap();
+        bytes[at] = 0xff;
+        let full = RawDocumentBuf::from_bytes(bytes).unwrap();
+        let change = change_of(&event("insert", Some(full))).unwrap();
+        let ChangeKind::Document(dc) = change.kind else { panic!("a document change") };
+        assert!(Document::try_from(dc.document.as_deref().unwrap()).is_err(), "the document is kept as read");
+    }
+
+    #[test]
+    fn collection_changes_and_unknown_kinds() {
+        let mut rename = event("rename", None);
+        rename.append("to", rawdoc! {"db": "d2", "coll": "c2"});
+        let change = change_of(&rename).unwrap();
+        assert_eq!(change.kind, ChangeKind::Collection(CollectionChange::Rename { to: Namespace { db: "d2".into(), coll: "c2".into() } }));
+        assert_eq!(change.size, rename.as_bytes().len());
+        assert_eq!(change_of(&event("rename", None)).unwrap_err(), ChangeEventError::RenameWithoutTarget);
+        assert_eq!(change_of(&event("drop", None)).unwrap().kind, ChangeKind::Collection(CollectionChange::Drop));
+        assert_eq!(change_of(&event("invalidate", None)).unwrap().kind, ChangeKind::Collection(CollectionChange::Invalidate));
+        assert_eq!(change_of(&event("createIndexes", None)).unwrap().kind, ChangeKind::Other);
+        assert_eq!(change_of(&rawdoc! {"_id": {"_data": "1"}}).unwrap_err(), ChangeEventError::NoOperationType);
+    }
 }
 
 #[cfg(test)]

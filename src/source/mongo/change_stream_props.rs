@@ -133,7 +133,9 @@ fn a_well_formed_insert_is_a_document_change() {
     match change_item(&ns(), &raw) {
         StreamItem::Change(change) => {
             assert_eq!(change.cluster_time, Some(Timestamp { time: 5, increment: 1 }));
-            assert!(matches!(&change.kind, ChangeKind::Document(d) if d.operation == Operation::Insert && d.document == Some(doc! {"_id": 1, "a": 2})));
+            assert!(
+                matches!(&change.kind, ChangeKind::Document(d) if d.operation == Operation::Insert && d.document == Some(mongodb::bson::rawdoc! {"_id": 1, "a": 2}))
+            );
         }
         other => panic!("not a change: {other:?}"),
     }

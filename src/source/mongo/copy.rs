@@ -2,7 +2,7 @@
 //! each resumable after any `_id`.
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::{ClientSession, Collection, SessionCursor};
 
 use crate::checkpoint::CopyRange;
@@ -147,12 +147,12 @@ pub async fn sample_ids(collection: &Collection<Document>, size: usize) -> mongo
 
 /// A cursor over the range, restricted to the documents matching `filter` when there is one.
 pub async fn open(
-    collection: &Collection<Document>,
+    collection: &Collection<RawDocumentBuf>,
     range: &CopyRange,
     filter: Option<&Document>,
     batch_size: u32,
     session: &mut ClientSession,
-) -> mongodb::error::Result<SessionCursor<Document>> {
+) -> mongodb::error::Result<SessionCursor<RawDocumentBuf>> {
     let query = match filter {
         Some(f) if !f.is_empty() => doc! {"$and": [f.clone(), range_filter(range)]},
         _ => range_filter(range),

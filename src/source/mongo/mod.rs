@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::{Client, Collection};
 use tokio_util::sync::CancellationToken;
 
-use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, RangePlan, ScanOptions, StreamStart};
+use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, Found, RangePlan, ScanOptions, StreamStart};
 use crate::checkpoint::CopyRange;
 use crate::config::{Namespace, SyncConfig};
 use crate::error::{cause_chain, SyncResult};
@@ -44,6 +44,11 @@ impl MongoSource {
     }
 
     fn collection(&self, ns: &Namespace) -> Collection<Document> {
+        self.client.database(&ns.db).collection(&ns.coll)
+    }
+
+    /// The collection read raw: documents are converted from their BSON bytes.
+    fn raw_collection(&self, ns: &Namespace) -> Collection<RawDocumentBuf> {
         self.client.database(&ns.db).collection(&ns.coll)
     }
 
@@ -113,23 +118,62 @@ impl ChangeSource for MongoSource {
     async fn scan(&self, ns: &Namespace, range: &CopyRange, options: &ScanOptions) -> SyncResult<DocumentStream> {
         let failed = |e: mongodb::error::Error| mongo_error(format!("cannot start copying {ns}"), &e);
         let mut session = self.session_after(options.not_before).await.map_err(failed)?;
-        let cursor = copy::open(&self.collection(ns), range, options.filter.as_ref(), options.batch_size, &mut session).await.map_err(failed)?;
+        let cursor = copy::open(&self.raw_collection(ns), range, options.filter.as_ref(), options.batch_size, &mut session).await.map_err(failed)?;
         let ns = ns.clone();
+        // Each document is copied out of the batch as it is: nothing parses it but the converter.
         let documents = futures::stream::unfold((cursor, session), |(mut cursor, mut session)| async move {
-            let next = cursor.next(&mut session).await?;
+            let next = match cursor.advance(&mut session).await {
+                Ok(true) => Ok(cursor.current().to_raw_document_buf()),
+                Ok(false) => return None,
+                Err(e) => Err(e),
+            };
             Some((next, (cursor, session)))
         });
         Ok(documents.map_err(move |e| mongo_error(format!("copy of {ns} failed"), &e)).boxed())
     }
 
-    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+    async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>> {
         let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {id} in {ns}"), &e);
         let query = match filter {
             Some(filter) => doc! {"$and": [{"_id": id.clone()}, filter.clone()]},
             None => doc! {"_id": id.clone()},
         };
         let mut session = self.session_after(not_before).await.map_err(failed)?;
-        self.collection(ns).find_one(query).session(&mut session).await.map_err(failed)
+        self.raw_collection(ns).find_one(query).session(&mut session).await.map_err(failed)
+    }
+
+    async fn lookup_many(&self, ns: &Namespace, ids: &[Bson], filter: Option<&Document>, not_before: Option<Timestamp>, max_bytes: usize) -> SyncResult<Found> {
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {} documents in {ns}", ids.len()), &e);
+        let by_id = doc! {"_id": {"$in": ids}};
+        let query = match filter {
+            Some(filter) => doc! {"$and": [by_id, filter.clone()]},
+            None => by_id,
+        };
+        let mut session = self.session_after(not_before).await.map_err(failed)?;
+        let mut cursor = self.raw_collection(ns).find(query).session(&mut session).await.map_err(failed)?;
+        let mut found = Found { documents: Vec::new(), complete: true };
+        let mut bytes = 0;
+        while cursor.advance(&mut session).await.map_err(failed)? {
+            if bytes >= max_bytes {
+                found.complete = false;
+                break;
+            }
+            bytes += cursor.current().as_bytes().len();
+            found.documents.push(cursor.current().to_raw_document_buf());
+        }
+        Ok(found)
+    }
+
+    async fn existing_ids(&self, ns: &Namespace, ids: &[Bson], not_before: Option<Timestamp>) -> SyncResult<Vec<Bson>> {
+        let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {} documents in {ns}", ids.len()), &e);
+        let mut session = self.session_after(not_before).await.map_err(failed)?;
+        let query = doc! {"_id": {"$in": ids}};
+        let mut cursor = self.collection(ns).find(query).projection(doc! {"_id": 1}).session(&mut session).await.map_err(failed)?;
+        let mut existing = Vec::new();
+        while let Some(mut found) = cursor.next(&mut session).await.transpose().map_err(failed)? {
+            existing.extend(found.remove("_id"));
+        }
+        Ok(existing)
     }
 
     async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool> {

@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use self::connect::{pg_error, PgTarget};
 use self::table::{quote, Table};
-use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, RangePlan, ScanOptions, StreamStart};
+use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, Found, RangePlan, ScanOptions, StreamStart};
 use crate::checkpoint::CopyRange;
 use crate::config::{sql_identifier_part, Namespace, PostgresConfig, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
@@ -289,12 +289,38 @@ impl ChangeSource for PostgresSource {
         let table = self.table(ns, false).await?;
         let client = Arc::new(self.target.connect().await?);
         let scan = stream::Scan::new(table, range, options.batch_size.max(1) as i64)?;
-        Ok(scan.into_stream(client).boxed())
+        Ok(scan.into_stream(client).map(|doc| doc.and_then(|doc| crate::source::raw_of(&doc))).boxed())
     }
 
-    async fn lookup(&self, ns: &Namespace, id: &Bson, _filter: Option<&Document>, _not_before: Option<Timestamp>) -> SyncResult<Option<Document>> {
+    async fn lookup(&self, ns: &Namespace, id: &Bson, _filter: Option<&Document>, _not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>> {
         let table = self.table(ns, false).await?;
-        stream::lookup(&*self.client().await?, &table, id).await
+        stream::lookup(&*self.client().await?, &table, id).await?.as_ref().map(crate::source::raw_of).transpose()
+    }
+
+    /// One lookup per `_id` (filters are refused for tables, so this serves renames only).
+    async fn lookup_many(
+        &self,
+        ns: &Namespace,
+        ids: &[Bson],
+        filter: Option<&Document>,
+        not_before: Option<Timestamp>,
+        _max_bytes: usize,
+    ) -> SyncResult<Found> {
+        let mut found = Found { documents: Vec::new(), complete: true };
+        for id in ids {
+            found.documents.extend(self.lookup(ns, id, filter, not_before).await?);
+        }
+        Ok(found)
+    }
+
+    async fn existing_ids(&self, ns: &Namespace, ids: &[Bson], not_before: Option<Timestamp>) -> SyncResult<Vec<Bson>> {
+        let mut existing = Vec::new();
+        for id in ids {
+            if self.lookup(ns, id, None, not_before).await?.is_some() {
+                existing.push(id.clone());
+            }
+        }
+        Ok(existing)
     }
 
     async fn has_documents(&self, ns: &Namespace) -> SyncResult<bool> {

@@ -314,7 +314,11 @@ impl Reader {
 
     fn document(&self, operation: Operation, doc: Option<Document>, commit: u64, size: usize) -> StreamItem {
         let key = doc.as_ref().and_then(|d| d.get("_id")).map(|id| mongodb::bson::doc! {"_id": id.clone()});
-        change(None, commit, ChangeKind::Document(DocumentChange { operation, key, document: doc }), size)
+        let document = match doc.as_ref().map(crate::source::raw_of).transpose() {
+            Ok(document) => document,
+            Err(e) => return StreamItem::Failed(e),
+        };
+        change(None, commit, ChangeKind::Document(DocumentChange { operation, key, document }), size)
     }
 
     fn delete(&self, id: Bson, commit: u64, size: usize) -> StreamItem {
