@@ -40,6 +40,7 @@ async function measure(run) {
   if (wants('overhead')) results.overhead = await require('./parts/overhead').overhead(run)
   if (wants('stream')) results.stream = await require('./parts/stream').stream(run)
   if (wants('collections')) results.collections = await require('./parts/collections').collections(run)
+  if (run.opts.only?.has('postgres')) results.postgres = await require('./parts/postgres').postgres(run)
 }
 
 /** Writes results/<out>.json and .md and prints the Markdown. */

@@ -89,8 +89,9 @@ fn tls_config() -> rustls::ClientConfig {
 /// (`ERR_MONGO_UNREACHABLE`, the source's code), other server errors are not (`ERR_MONGO`).
 pub fn pg_error(context: &str, e: &tokio_postgres::Error) -> SyncError {
     let (code, detail) = match e.as_db_error() {
-        // 28xxx: authentication; 3D000: no such database; 57P0x: shutting down.
-        Some(db) if db.code().code().starts_with("28") || db.code().code() == "3D000" || db.code().code().starts_with("57P") => {
+        // 28xxx: authentication; 3D000: no such database; 57P0x: shutting down; 55006: a slot
+        // still held by a session that is ending.
+        Some(db) if db.code().code().starts_with("28") || ["3D000", "55006"].contains(&db.code().code()) || db.code().code().starts_with("57P") => {
             (ErrorCode::MongoUnreachable, format!("{} ({})", db.message(), db.code().code()))
         }
         Some(db) => (ErrorCode::Mongo, format!("{} ({})", db.message(), db.code().code())),

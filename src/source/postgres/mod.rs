@@ -89,7 +89,8 @@ pub struct PostgresSource {
 }
 
 impl PostgresSource {
-    /// Connects (so that bad credentials fail `start()`), and reads every table's description.
+    /// Connects (so that bad credentials fail `start()`), reads every table's description and
+    /// makes sure the publication covers them.
     pub async fn connect(config: &SyncConfig, pg: &PostgresConfig, acked: AckedPositions) -> SyncResult<Self> {
         let target = PgTarget::parse(pg.uri.expose())?;
         let client = Arc::new(target.connect().await?);
@@ -106,6 +107,10 @@ impl PostgresSource {
         };
         for ns in &source.tables {
             source.table(ns, false).await?;
+            // A missing publication (or table in it) fails start(), not a collection later.
+            if !source.copy_only {
+                source.ensure_publication(ns).await?;
+            }
         }
         Ok(source)
     }
@@ -252,7 +257,10 @@ impl ChangeSource for PostgresSource {
             None => self.create_slot(ns).await?.max(lsn),
         };
         let table = self.table(ns, false).await?;
-        let session = stream::Session::open(&self.target, &self.slot_name(ns), &self.publication, lsn).await?;
+        // Confirmed to the server until more is saved: the durable position, never a later one
+        // (a stream reopened after a truncate starts past a change not applied yet).
+        let durable = self.acked.get(ns).filter(|&a| a < lsn).unwrap_or(lsn);
+        let session = stream::Session::open(&self.target, &self.slot_name(ns), &self.publication, lsn, durable).await?;
         let reader = stream::Reader { session, table, source: self.shared(), acked: self.acked.clone(), cancel };
         Ok(ChangeFeed::spawn(limits, move |tx| reader.run(tx)))
     }
@@ -260,9 +268,11 @@ impl ChangeSource for PostgresSource {
     async fn estimated_count(&self, ns: &Namespace) -> u64 {
         let Ok(client) = self.client().await else { return 0 };
         let name = format!("{}.{}", quote(&ns.db), quote(&ns.coll));
-        match client.query_one("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", &[&name]).await {
-            Ok(row) if row.get::<_, i64>(0) >= 0 => row.get::<_, i64>(0) as u64,
-            _ => 0,
+        // Never analyzed (reltuples -1): counted.
+        let sql = format!("SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8 ELSE (SELECT count(*) FROM {name}) END FROM pg_class WHERE oid = $1::regclass");
+        match client.query_one(&sql, &[&name]).await {
+            Ok(row) => row.get::<_, i64>(0).max(0) as u64,
+            Err(_) => 0,
         }
     }
 
