@@ -310,6 +310,25 @@ export interface NatsOutput {
 /** Where a write comes from: the initial copy or the change stream. */
 export type Phase = 'copy' | 'stream'
 
+export interface PostgresOptions {
+  /**
+   * `postgres://user:password@host:port/database` (`?sslmode=require` for TLS). The user needs
+   * the `REPLICATION` attribute (or to be the tables' owner and a superuser) to stream.
+   */
+  uri?: string
+  /** A file holding the URI (e.g. a mounted secret); its trailing line break is dropped. */
+  uriFile?: string
+  /**
+   * An existing publication covering the tables; default: `mes_<name>`, created (or
+   * extended with missing tables) by the sync.
+   */
+  publication?: string
+  /** Prefix of the replication slots, one per table (default `'mes_'`). */
+  slotPrefix?: string
+  /** Where checkpoints are kept, `"schema.table"` (default `'public.mongo_elastic_sync_checkpoints'`). */
+  checkpointTable?: string
+}
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
@@ -353,7 +372,18 @@ export type SyncEvent =
 export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
   name: string
-  mongo: MongoOptions
+  /** The MongoDB source; required unless `postgres` is given. */
+  mongo?: MongoOptions
+  /**
+   * A PostgreSQL source instead of MongoDB: its `tables` are copied, then followed through
+   * logical replication.
+   */
+  postgres?: PostgresOptions
+  /**
+   * With `postgres`: `"schema.table"` or `{ table, index, … }` (the options of a
+   * `collections` entry, without `filter`).
+   */
+  tables?: Array<string | (Omit<CollectionOptions, 'namespace' | 'filter'> & { table: string })>
   /** The Elasticsearch connection; required unless `outputs` lists no `'elasticsearch'` output. */
   elasticsearch?: ElasticsearchOptions
   /**

@@ -10,13 +10,12 @@ use mongodb::bson::{Bson, Document};
 use super::{CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::source::postgres::connect::{pg_error, PgTarget};
+use crate::source::postgres::connect::{pg_error, PgTarget, SharedClient};
 use crate::source::postgres::table::quote;
 use crate::source::postgres::AckedPositions;
 
 pub struct PostgresCheckpointStore {
-    target: PgTarget,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    client: SharedClient,
     table: String,
     name: String,
     acked: AckedPositions,
@@ -26,8 +25,7 @@ impl PostgresCheckpointStore {
     /// Creates the table `schema.table` if missing.
     pub async fn open(target: PgTarget, table: &Namespace, name: &str, acked: AckedPositions) -> SyncResult<Self> {
         let store = PostgresCheckpointStore {
-            target,
-            client: Default::default(),
+            client: SharedClient::new(target, None),
             table: format!("{}.{}", quote(&table.db), quote(&table.coll)),
             name: name.into(),
             acked,
@@ -41,15 +39,7 @@ impl PostgresCheckpointStore {
     }
 
     async fn client(&self) -> SyncResult<Arc<tokio_postgres::Client>> {
-        let mut client = self.client.lock().await;
-        match &*client {
-            Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => {
-                let c = Arc::new(self.target.connect().await?);
-                *client = Some(c.clone());
-                Ok(c)
-            }
-        }
+        self.client.get().await
     }
 }
 

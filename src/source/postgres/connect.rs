@@ -76,6 +76,30 @@ impl PgTarget {
     }
 }
 
+/// One SQL session shared by its users, connected again once lost.
+pub struct SharedClient {
+    target: PgTarget,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl SharedClient {
+    pub fn new(target: PgTarget, client: Option<Client>) -> Self {
+        SharedClient { target, client: tokio::sync::Mutex::new(client.map(Arc::new)) }
+    }
+
+    pub async fn get(&self) -> SyncResult<Arc<Client>> {
+        let mut client = self.client.lock().await;
+        match &*client {
+            Some(c) if !c.is_closed() => Ok(c.clone()),
+            _ => {
+                let c = Arc::new(self.target.connect().await?);
+                *client = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+}
+
 fn tls_config() -> rustls::ClientConfig {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use self::connect::{pg_error, PgTarget};
+use self::connect::{pg_error, PgTarget, SharedClient};
 use self::table::{quote, Table};
 use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, RangePlan, ScanOptions, StreamStart};
 use crate::checkpoint::CopyRange;
@@ -78,7 +78,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 pub struct PostgresSource {
     target: PgTarget,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    client: SharedClient,
     config: PostgresConfig,
     publication: String,
     sync_name: String,
@@ -93,10 +93,10 @@ impl PostgresSource {
     /// makes sure the publication covers them.
     pub async fn connect(config: &SyncConfig, pg: &PostgresConfig, acked: AckedPositions) -> SyncResult<Self> {
         let target = PgTarget::parse(pg.uri.expose())?;
-        let client = Arc::new(target.connect().await?);
+        let client = target.connect().await?;
         let source = PostgresSource {
+            client: SharedClient::new(target.clone(), Some(client)),
             target,
-            client: tokio::sync::Mutex::new(Some(client)),
             publication: pg.publication_for(&config.name),
             config: pg.clone(),
             sync_name: config.name.clone(),
@@ -121,15 +121,7 @@ impl PostgresSource {
 
     /// The shared SQL session, connected again if it was lost.
     async fn client(&self) -> SyncResult<Arc<tokio_postgres::Client>> {
-        let mut client = self.client.lock().await;
-        match &*client {
-            Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => {
-                let c = Arc::new(self.target.connect().await?);
-                *client = Some(c.clone());
-                Ok(c)
-            }
-        }
+        self.client.get().await
     }
 
     /// The table's description, read again when `fresh` (its columns changed).
