@@ -46,8 +46,10 @@ impl PgTarget {
     /// A SQL session; its connection runs on its own task until the client is dropped.
     pub async fn connect(&self) -> SyncResult<Client> {
         let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot connect to PostgreSQL at {}", self.describe()), &e);
+        // TLS with `sslmode=require`, the server's certificate verified against the public
+        // roots; `prefer` (the default) and `disable` connect without TLS.
         let (client, connection) = match self.config.get_ssl_mode() {
-            SslMode::Disable => {
+            SslMode::Disable | SslMode::Prefer => {
                 let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
                 tokio::spawn(async move { connection.await.ok() });
                 return Ok(client);

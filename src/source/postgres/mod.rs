@@ -261,7 +261,8 @@ impl ChangeSource for PostgresSource {
         let Ok(client) = self.client().await else { return 0 };
         let name = format!("{}.{}", quote(&ns.db), quote(&ns.coll));
         // Never analyzed (reltuples -1): counted.
-        let sql = format!("SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8 ELSE (SELECT count(*) FROM {name}) END FROM pg_class WHERE oid = $1::regclass");
+        let sql =
+            format!("SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8 ELSE (SELECT count(*) FROM {name}) END FROM pg_class WHERE oid = $1::text::regclass");
         match client.query_one(&sql, &[&name]).await {
             Ok(row) => row.get::<_, i64>(0).max(0) as u64,
             Err(_) => 0,
