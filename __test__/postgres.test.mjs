@@ -47,7 +47,7 @@ describe('PostgreSQL source', () => {
     return sync
   }
 
-  test('copies every type, then streams inserts, updates (key changes, TOASTed columns), deletes and truncates', async (t) => {
+  test('copies every type, then streams inserts, updates (key changes, TOASTed columns), schema changes, deletes and truncates', async (t) => {
     const table = unique('items')
     const index = table
     await ctx.sql.query(`CREATE TYPE ${table}_mood AS ENUM ('sad', 'happy')`)
@@ -96,6 +96,12 @@ describe('PostgreSQL source', () => {
     const docs = await esDocs(ctx.servers.esUrl, index)
     assert.equal(docs.get('100').big, big, 'an unchanged TOASTed column is read back')
     assert.equal(docs.size, 40)
+
+    // Schema changes: an added column shows up from the next change, a dropped one goes.
+    await ctx.sql.query(`ALTER TABLE ${table} ADD COLUMN extra text, DROP COLUMN mood`)
+    await ctx.sql.query(`UPDATE ${table} SET extra = 'added' WHERE id = 5`)
+    await waitFor('the added column', async () => (await esDocs(ctx.servers.esUrl, index)).get('5')?.extra === 'added', 60000, 250)
+    assert.equal((await esDocs(ctx.servers.esUrl, index)).get('5').mood, undefined, 'the dropped column is gone from the rewritten document')
 
     await ctx.sql.query(`TRUNCATE ${table}`)
     await waitFor('the truncate to empty the index', async () => (await esDocs(ctx.servers.esUrl, index)).size === 0, 60000, 250)

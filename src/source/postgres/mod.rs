@@ -289,7 +289,8 @@ impl ChangeSource for PostgresSource {
         if options.filter.is_some() {
             return Err(SyncError::config(format!("{ns}: filter is not supported for PostgreSQL tables")));
         }
-        let table = self.table(ns, false).await?;
+        // Described afresh: columns may have changed since start (a re-copy).
+        let table = self.table(ns, true).await?;
         let client = Arc::new(self.target.connect().await?);
         let scan = stream::Scan::new(table, range, options.batch_size.max(1) as i64)?;
         Ok(scan.into_stream(client).boxed())
