@@ -97,7 +97,7 @@ async function postgres(run) {
       const sync = new MongoElasticSync({ ...common, name: `bench-${run.runId}-pgstream`, tables: [{ table: `public.${table}`, index: engineIndex }], batch: { flushIntervalMs: 50 } })
       await sync.start()
       try {
-        return await measureLatency({ esUrl: run.esUrl, index: engineIndex, ids, updates, perBatch: 10, everyMs: 40, stampBase: 1e9, write: writeToPg, log })
+        return await measureLatency({ esUrl: run.esUrl, index: engineIndex, ids, updates, perBatch: 2, everyMs: 20, stampBase: 1e9, write: writeToPg, log })
       } finally {
         await sync.stop()
       }
@@ -108,8 +108,8 @@ async function postgres(run) {
         index: engineIndex,
         ids,
         updates,
-        perBatch: 10,
-        everyMs: 40,
+        perBatch: 2,
+        everyMs: 20,
         stampBase: 2e9,
         log,
         write: async (batch) => {
