@@ -39,8 +39,29 @@ export declare class MongoElasticSync {
   stop(): Promise<void>
   /** Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed. */
   wait(): Promise<void>
+  /**
+   * One page of documents of an index this sync manages, and its `meta`; rejects with
+   * `ERR_SEARCH_INPUT` (bad request) or `ERR_SEARCH` (server). Works whether or not it runs.
+   */
+  search(request: Record<string, unknown>): Promise<unknown>
+  /** The indices this sync manages, with aliases, health and document counts. */
+  indices(): Promise<unknown>
+  /** The fields of `index` (one this sync manages) from its mapping: dotted paths and types. */
+  fields(index: string): Promise<unknown>
   /** Running totals, per-collection figures and the current state. */
   stats(): NativeSyncStats
+}
+
+/** Searches the indices of a cluster without a sync: the same query model, cursors and limits. */
+export declare class SearchClient {
+  /** Validates the options; throws `ERR_CONFIG` naming the bad field. Nothing connects yet. */
+  constructor(options: SearchClientOptions)
+  /** One page of documents and its `meta`; rejects with `ERR_SEARCH_INPUT` or `ERR_SEARCH`. */
+  search(request: Record<string, unknown>): Promise<unknown>
+  /** The searchable indices with aliases, health and document counts. */
+  indices(): Promise<unknown>
+  /** The fields of `index` from its mapping: dotted paths and types. */
+  fields(index: string): Promise<unknown>
 }
 
 export interface BatchOptions {
@@ -136,7 +157,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -329,6 +350,11 @@ export interface PostgresOptions {
   checkpointTable?: string
 }
 
+export interface RateLimitOptions {
+  perSecond?: number
+  burst?: number
+}
+
 export interface RetryOptions {
   /** Attempts before a transient Elasticsearch failure fails the sync (default: retry forever). */
   maxAttempts?: number
@@ -336,6 +362,36 @@ export interface RetryOptions {
   initialDelayMs?: number
   /** Longest delay between attempts (default 30000). */
   maxDelayMs?: number
+}
+
+/** `new SearchClient(options)`: the `elasticsearch` connection (as a sync's) and `search` settings. */
+export interface SearchClientOptions {
+  elasticsearch: ElasticsearchOptions
+  search?: SearchOptions
+}
+
+/** The search API (`search()`, `indices()`, `fields()`, and with `http` its routes). */
+export interface SearchOptions {
+  /**
+   * Key that signs cursors, at least 32 characters; give the same one to processes that must
+   * accept each other's cursors (default: a random key of this process).
+   */
+  cursorSecret?: string
+  /** How long a cursor (and the point in time it reads) stays valid after its page (default 300000). */
+  cursorTtlMs?: number
+  /** Page size when none is asked for (default 20). */
+  defaultPageSize?: number
+  /** Largest page size (default 1000). */
+  maxPageSize?: number
+  /**
+   * Indices or aliases that may be searched (default: the sync's own; for a `SearchClient`,
+   * any index not starting with `.`).
+   */
+  indices?: Array<string>
+  /** HTTP routes, per client address: requests per second and burst (default 20 and 40). */
+  rateLimit?: RateLimitOptions
+  /** Largest `POST /search` body in bytes (default 65536). */
+  maxBodyBytes?: number
 }
 
 /** NDJSON change records on standard output. */
@@ -359,7 +415,7 @@ export type SyncEvent =
     totalEstimate: number; /** Documents per second over this run of the copy. */
     rate: number; /** Seconds left at that rate. */
   etaSeconds?: number; done: boolean }
-  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; conflicts: number; deadLetters: number; tookMs: number }
+  | { type: 'batch'; namespace: string; index: string; phase: Phase; indexed: number; deleted: number; notFound: number; conflicts: number; deadLetters: number; tookMs: number }
   | { type: 'retry'; attempt: number; delayMs: number; cause: string }
   | { type: 'deadLetter'; namespace: string; index: string; id: string; reason: string }
   | { type: 'change'; namespace: string; operation: 'drop' | 'rename' | 'dropDatabase' | 'invalidate' | 'resync' | 'discovered'; /**
@@ -442,6 +498,8 @@ export interface SyncOptions {
   startAt?: string
   /** The HTTP server for health, readiness, stats, metrics and the status page (off unless given). */
   http?: HttpOptions
+  /** The search API's settings; with `http`, also its routes (`/search`, `/indices`, …). */
+  search?: SearchOptions
 }
 
 /** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.MongoElasticSync = nativeBinding.MongoElasticSync
+module.exports.SearchClient = nativeBinding.SearchClient
 module.exports.CollectionPhase = nativeBinding.CollectionPhase
 module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.LogLevel = nativeBinding.LogLevel

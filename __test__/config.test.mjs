@@ -38,6 +38,11 @@ test('invalid options throw ERR_CONFIG naming the field', () => {
   throwsConfig({ ...valid(), collections: ['a.b', { namespace: 'a.c', index: 'Bad Index' }] }, /collections\[1\]\.index/)
   throwsConfig({ ...valid(), collections: ['a.b', 'a.b'] }, /collections\[1\].*twice/)
   throwsConfig({ ...valid(), batch: { maxDocs: 0 } }, /batch\.maxDocs/)
+  // Streaming, a delete names its document by _id alone: routing by another field is refused.
+  throwsConfig({ ...valid(), collections: [{ namespace: 'a.b', routing: 'tenant' }] }, /^collections\[0\]\.routing: "tenant" is not a field of _id\. .*multi-shard.*"_id\.tenant"/)
+  throwsConfig({ ...valid(), namespaces: { include: ['a\\..*'], defaults: { routing: 'tenant' } } }, /^namespaces\.defaults\.routing: /)
+  assert.doesNotThrow(() => new MongoElasticSync({ ...valid(), collections: [{ namespace: 'a.b', routing: '_id.tenant' }] }))
+  assert.doesNotThrow(() => new MongoElasticSync({ ...valid(), mode: 'copy', collections: [{ namespace: 'a.b', routing: 'tenant' }] }))
   throwsConfig({ ...valid(), elasticsearch: { node: 'http://h:9200', apiKey: 'k', username: 'u' } }, /elasticsearch/)
   const { name, ...noName } = valid()
   throwsConfig(noName, /name/)

@@ -7,7 +7,13 @@ const http = require('node:http')
  *  { kind: 'pass' }                      forward everything
  *  { kind: 'reset' }                     destroy every connection (server down / connection reset)
  *  { kind: 'status', status: 503 }       answer every request with this status and an ES-style error
+ *                                        (with `only: /regex/`: only requests whose path matches)
  *  { kind: 'rejectItems', every: 2 }     on `_bulk`, reject every n-th item with 429, forward the rest
+ *  { kind: 'stall', ms: 3000 }           hold each request `ms`, then forward it (a stalled server;
+ *                                        past the client's timeout, the server applies it late)
+ *  { kind: 'slow', ms: 500 }             forward each request, then hold the reply `ms`
+ *  { kind: 'resetAfter' }                forward each request, then destroy the connection
+ *                                        instead of replying (the server applied what was lost)
  */
 async function startFaultProxy(targetUrl) {
   const target = new URL(targetUrl)
@@ -66,12 +72,16 @@ async function startFaultProxy(targetUrl) {
       const body = Buffer.concat(chunks)
       const current = mode
       try {
+        if (current.kind === 'stall') {
+          counts.injected++
+          await new Promise((r) => setTimeout(r, current.ms))
+        }
         if (current.kind === 'reset') {
           counts.injected++
           req.socket.destroy()
           return
         }
-        if (current.kind === 'status') {
+        if (current.kind === 'status' && (!current.only || current.only.test(req.url))) {
           counts.injected++
           res.writeHead(current.status, { 'content-type': 'application/json' })
           res.end(JSON.stringify({ error: { type: 'injected', reason: `injected ${current.status}` }, status: current.status }))
@@ -81,6 +91,16 @@ async function startFaultProxy(targetUrl) {
           current.kind === 'rejectItems' && req.url.split('?')[0].endsWith('/_bulk')
             ? await rejectSomeItems(req, body, current.every)
             : await forward(req.method, req.url, req.headers, body)
+        if (current.kind === 'resetAfter') {
+          counts.injected++
+          req.socket.destroy()
+          return
+        }
+        if (current.kind === 'slow') {
+          counts.injected++
+          await new Promise((r) => setTimeout(r, current.ms))
+        }
+        if (res.destroyed) return
         const headers = { ...reply.headers }
         delete headers['content-length']
         delete headers['transfer-encoding']

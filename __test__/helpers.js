@@ -1,5 +1,8 @@
 // Shared test plumbing: local servers (or MONGO_URL / ES_URL), clients, and polling helpers.
 const { before, after } = require('node:test')
+const { spawn } = require('node:child_process')
+const { once } = require('node:events')
+const path = require('node:path')
 const { MongoClient } = require('mongodb')
 const { startServers } = require('../scripts/local-servers')
 
@@ -22,6 +25,16 @@ async function setup(name) {
 /** A name unique to this run, so tests against shared real clusters do not collide. */
 function unique(prefix) {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}`.toLowerCase()
+}
+
+/** A port nothing listens on right now. */
+async function freePort() {
+  const net = require('node:net')
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
 }
 
 async function es(esUrl, method, path, body) {
@@ -177,6 +190,27 @@ function sortKeys(v) {
   return v
 }
 
+/**
+ * The sync in a child process (`fixtures/run-sync.js`, which it can be killed out of); `events`
+ * fills with its events as they arrive, `exited` resolves with its exit.
+ */
+function runChild(options, mode = 'run') {
+  const fixture = path.join(__dirname, 'fixtures', 'run-sync.js')
+  const child = spawn(process.execPath, [fixture, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const events = []
+  let buffer = ''
+  child.stdout.on('data', (chunk) => {
+    buffer += chunk
+    let nl
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl)
+      buffer = buffer.slice(nl + 1)
+      if (line.trim()) events.push(JSON.parse(line))
+    }
+  })
+  return { child, events, exited: once(child, 'exit') }
+}
+
 /** A tiny seeded PRNG (mulberry32) so that failures can be replayed. */
 function rng(seed) {
   return () => {
@@ -210,6 +244,8 @@ function serversFor(name) {
 
 module.exports = {
   rng,
+  runChild,
+  freePort,
   setup,
   serversFor,
   unique,

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { serversFor, unique, waitFor, nextEvent } = require('./helpers.js')
+const { serversFor, unique, waitFor, nextEvent, freePort } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 const { launchBrowser, artifactPath } = require('./browser.js')
 
@@ -20,15 +20,6 @@ const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'scrip
 const TOKEN = 'page-token-0123456789abcdef'
 const ES_PASSWORD = 'Es-Secret-Pass-42'
 const MONGO_PASSWORD = 'Mongo-Secret-77'
-
-/** A port nothing listens on right now. */
-async function freePort() {
-  const server = net.createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function get(base, route, token = TOKEN, headers = {}) {
   const res = await fetch(base + route, { headers: { ...headers, ...(token ? { authorization: `Bearer ${token}` } : {}) } })

@@ -226,7 +226,7 @@ describe('file output', () => {
       name: unique('fmt'),
       mongo: { uri: ctx.mongoUrl },
       outputs: [{ type: 'file', path: file }],
-      collections: [{ namespace, index, filter: { kind: 'keep' }, routing: 'tenant' }, { namespace: `${db.databaseName}.r`, index: otherIndex }],
+      collections: [{ namespace, index, filter: { kind: 'keep' }, routing: '_id' }, { namespace: `${db.databaseName}.r`, index: otherIndex }],
       deadLetterIndex: dlq,
       batch: { flushIntervalMs: 100 },
     })
@@ -247,8 +247,8 @@ describe('file output', () => {
     })
     const copy = (id) => copied.find((r) => r.namespace === namespace && r.id === id)
     assert.deepEqual(copy('1').document, { kind: 'keep', tenant: 't1', v: 1 })
-    assert.equal(copy('1').routing, 't1')
-    assert.equal(copy('2').routing, 't2')
+    assert.equal(copy('1').routing, '1')
+    assert.equal(copy('2').routing, '2')
     assert.equal(copy('3'), undefined, 'filtered out of the copy')
     assert.equal(copy('4'), undefined, 'dead-lettered, not copied')
     assert.deepEqual(copied.filter((r) => r.index === otherIndex).map((r) => r.id).sort(), ['a', 'b'])
@@ -279,9 +279,10 @@ describe('file output', () => {
     assert.equal(out.index, index)
     assert.equal(out.action, 'delete', 'updated out of the filter: deleted from the index')
     assert.equal(out.document, null)
+    assert.equal(out.routing, '1', 'the delete is routed too')
     assert.equal(into.id, '3')
     assert.equal(into.action, 'index')
-    assert.equal(into.routing, 't1')
+    assert.equal(into.routing, '3')
     assert.deepEqual(into.document, { kind: 'keep', tenant: 't1', v: 3 })
     assert.ok(into.version > out.version)
 

@@ -10,28 +10,9 @@ import os from 'node:os'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
-const { rng, setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
+const { rng, runChild, setup, unique, waitFor, waitForMirror, withTimeout } = require('./helpers.js')
 const HERE = path.dirname(new URL(import.meta.url).pathname)
-const FIXTURE = path.join(HERE, 'fixtures', 'run-sync.js')
 const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
-
-/** Spawns the fixture; `events` fills with the child's events as they arrive. */
-function runChild(options, mode = 'run') {
-  const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const events = []
-  let buffer = ''
-  child.stdout.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      if (line.trim()) events.push(JSON.parse(line))
-    }
-  })
-  const exited = once(child, 'exit')
-  return { child, events, exited }
-}
 
 /** Runs the CLI until it exits by itself (a one-shot copy); its exit code and output. */
 async function runCliToExit(t, args, env = process.env) {

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { MongoElasticSync } = require('../index.js')
-const { serversFor, unique, es, esDocs, startStreaming, waitForMirror } = require('./helpers.js')
+const { serversFor, unique, es, esDocs, startStreaming, waitFor, waitForMirror } = require('./helpers.js')
 const { startFaultProxy } = require('./fault-proxy.js')
 
 describe('Elasticsearch writer', () => {
@@ -17,6 +17,9 @@ describe('Elasticsearch writer', () => {
     ctx.beforeTeardown(() => proxy.close())
   })
 
+  /** `n` of a compound `_id` `{ …, n }`, from its Elasticsearch id (canonical extended JSON). */
+  const numberOf = (esId) => Number(JSON.parse(esId).n.$numberInt)
+
   /** A sync with these options streaming until the test `t` ends. */
   const started = (t, options) =>
     startStreaming(t, { mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, batch: { flushIntervalMs: 100 }, ...options })
@@ -24,8 +27,8 @@ describe('Elasticsearch writer', () => {
   test('indices are created with the configured settings, mappings and alias; routing and templates apply', async (t) => {
     const db = ctx.mongo.db(unique('idx'))
     await db.collection('orders').insertMany([
-      { _id: 1, price: 10, tenant: { id: 't1' } },
-      { _id: 2, price: 20, tenant: { id: 't2' } },
+      { _id: { tenant: { id: 't1' }, n: 1 }, price: 10 },
+      { _id: { tenant: { id: 't2' }, n: 2 }, price: 20 },
     ])
     await db.collection('users').insertOne({ _id: 'u1', name: 'ann' })
     const alias = unique('orders-read')
@@ -38,7 +41,7 @@ describe('Elasticsearch writer', () => {
           settings: { number_of_shards: 1 },
           mappings: { properties: { price: { type: 'keyword' } } },
           alias,
-          routing: 'tenant.id',
+          routing: '_id.tenant.id',
         },
         `${db.databaseName}.users`,
       ],
@@ -48,12 +51,51 @@ describe('Elasticsearch writer', () => {
     assert.equal(mapping.body[ordersIndex].mappings.properties.price.type, 'keyword')
     assert.deepEqual(Object.keys((await es(ctx.esUrl, 'GET', `/_alias/${alias}`)).body), [ordersIndex])
     assert.equal((await esDocs(ctx.esUrl, `${db.databaseName}-users`)).size, 1, 'the template names the other index')
-    await db.collection('orders').insertOne({ _id: 3, price: 30, tenant: { id: 't3' } })
-    await waitForMirror(ctx, db.collection('orders'), ordersIndex)
-    const hits = (await es(ctx.esUrl, 'POST', `/${ordersIndex}/_search`, { query: { match_all: {} }, size: 10 })).body.hits.hits
-    assert.deepEqual(Object.fromEntries(hits.map((h) => [h._id, h._routing])), { 1: 't1', 2: 't2', 3: 't3' })
+    await db.collection('orders').insertOne({ _id: { tenant: { id: 't3' }, n: 3 }, price: 30 })
+    const hits = await waitFor('the three orders', async () => {
+      const h = (await es(ctx.esUrl, 'POST', `/${ordersIndex}/_search`, { query: { match_all: {} }, size: 10 })).body.hits.hits
+      return h.length === 3 && h
+    })
+    assert.deepEqual(hits.map((h) => [numberOf(h._id), h._routing]).sort(), [[1, 't1'], [2, 't2'], [3, 't3']])
     const connected = events.find((e) => e.type === 'connected')
     assert.ok(connected && connected.distribution && connected.version, JSON.stringify(connected))
+  })
+
+  test('routing by a field of _id on a 4-shard index: deletes, also of a document updated out of the filter, are routed', async (t) => {
+    const db = ctx.mongo.db(unique('route'))
+    const orders = db.collection('orders')
+    const id = (tenant, n) => ({ tenant, n })
+    await orders.insertMany([1, 2, 3, 4].map((n) => ({ _id: id(`t${n}`, n), kind: 'keep' })))
+    const index = unique('routed')
+    const { events } = await started(t, {
+      name: unique('route'),
+      collections: [{ namespace: `${db.databaseName}.orders`, index, settings: { number_of_shards: 4 }, routing: '_id.tenant', filter: { kind: 'keep' } }],
+    })
+    const left = async () => [...(await esDocs(ctx.esUrl, index)).keys()].map(numberOf).sort()
+    await waitFor('the copy', async () => (await left()).length === 4)
+    await orders.deleteOne({ _id: id('t1', 1) })
+    await orders.updateOne({ _id: id('t2', 2) }, { $set: { kind: 'other' } })
+    // A delete without its routing misses the document (404 not_found) and leaves it.
+    await waitFor('the routed deletes', async () => (await left()).join() === '3,4', 60000)
+    const stream = events.filter((e) => e.type === 'batch' && e.phase === 'stream')
+    assert.equal(stream.reduce((n, e) => n + e.deleted, 0), 2, JSON.stringify(stream))
+    assert.equal(stream.reduce((n, e) => n + e.notFound, 0), 0)
+  })
+
+  test('a delete of a document the index does not hold counts as notFound, not deleted', async (t) => {
+    const db = ctx.mongo.db(unique('nf'))
+    const coll = db.collection('c')
+    await coll.insertMany([{ _id: 1, kind: 'other' }, { _id: 2, kind: 'keep' }])
+    const index = unique('nf')
+    const { events } = await started(t, { name: unique('nf'), collections: [{ namespace: `${db.databaseName}.c`, index, filter: { kind: 'keep' } }] })
+    await coll.deleteOne({ _id: 1 })
+    await coll.deleteOne({ _id: 2 })
+    const stream = await waitFor('both deletes', () => {
+      const b = events.filter((e) => e.type === 'batch' && e.phase === 'stream')
+      return b.reduce((n, e) => n + e.deleted + e.notFound, 0) === 2 && b
+    })
+    assert.equal(stream.reduce((n, e) => n + e.deleted, 0), 1, 'the document the copy wrote')
+    assert.equal(stream.reduce((n, e) => n + e.notFound, 0), 1, 'the one the filter kept out')
   })
 
   test('an existing index whose mappings disagree gives a clear ERR_CONFIG', async () => {

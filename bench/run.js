@@ -2,7 +2,7 @@
 // Benchmark harness: raw limits, initial copy, engine overhead and stream latency of this engine
 // against a plain Node script and mongo2elastic, on one generated dataset, in one run.
 //
-//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections] [--skip-mongo2elastic]
+//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search] [--skip-mongo2elastic]
 //                     [--stream-docs N] [--updates N] [--seed N] [--verbose]
 //                     [--rounds N] [--addon DIR] [--out NAME]
 //
@@ -13,7 +13,8 @@
 // otherwise). Only ever talks to 127.0.0.1 unless those point elsewhere.
 //
 // The parts, one module each in parts/: dataset (every part's data), limits and copy (--only
-// copy), overhead (with the JS transform's cost), stream, collections. lib/session.js holds the
+// copy), overhead (with the JS transform's cost), stream, collections, search (the search API's
+// latency against a direct _search). lib/session.js holds the
 // run (results, servers, steps, cleanup); lib/report.js renders the Markdown.
 'use strict'
 
@@ -40,6 +41,7 @@ async function measure(run) {
   if (wants('overhead')) results.overhead = await require('./parts/overhead').overhead(run)
   if (wants('stream')) results.stream = await require('./parts/stream').stream(run)
   if (wants('collections')) results.collections = await require('./parts/collections').collections(run)
+  if (wants('search')) results.search = await require('./parts/search').search(run)
   if (run.opts.only?.has('postgres')) results.postgres = await require('./parts/postgres').postgres(run)
 }
 

@@ -6,5 +6,19 @@ export type { SyncErrorOptions } from './errors.js'
 export type { EventsOptions } from './event-queue.js'
 export type { Logger } from './logger.js'
 export type { SyncStats, CollectionStats } from './stats.js'
+export { SearchClient } from './search.js'
+export type {
+  SearchRequest,
+  SearchWhere,
+  SearchValue,
+  SearchRange,
+  SearchSort,
+  SearchPage,
+  SearchMeta,
+  SearchDocument,
+  IndexSummary,
+  FieldInfo,
+  SearchClientOptions,
+} from './search.js'
 // The generated types: SyncEvent, SyncState, ErrorCode, Phase, CollectionPhase, the options…
 export type * from '../index.js'

@@ -7,6 +7,7 @@ import { abortError, describe, fromInfo, SyncError, toSyncError } from './errors
 import { EventQueue, type EventsOptions } from './event-queue.js'
 import { forwardTo, loggerLevel, type Logger } from './logger.js'
 import { syncStats, type SyncStats } from './stats.js'
+import { call, type FieldInfo, type IndexSummary, type SearchDocument, type SearchPage, type SearchRequest } from './search.js'
 
 export interface SyncOptions extends NativeSyncOptions {
   /** Receives the engine's log records (see `Logger`); stderr logging stays with `MONGO_ELASTIC_SYNC_LOG`. */
@@ -190,6 +191,25 @@ export class MongoElasticSync extends EventEmitter {
   /** Totals since creation, the current state, and per-collection figures. */
   stats(): SyncStats {
     return syncStats(this.#native.stats())
+  }
+
+  /**
+   * One page of documents of an index this sync manages (or of `search.indices`), running or
+   * not. Rejects with `ERR_SEARCH_INPUT` (the request is wrong; no search reached the server)
+   * or `ERR_SEARCH` (the server failed). Int64 values past 2^53 come back as `bigint`.
+   */
+  search<T extends Record<string, unknown> = SearchDocument>(request: SearchRequest): Promise<SearchPage<T>> {
+    return call(() => this.#native.search(request as Record<string, unknown>))
+  }
+
+  /** The indices this sync manages, with aliases, health and document counts. */
+  indices(): Promise<IndexSummary[]> {
+    return call(() => this.#native.indices())
+  }
+
+  /** The fields of `index` (one this sync manages), flattened to dotted paths, with their types. */
+  fields(index: string): Promise<FieldInfo[]> {
+    return call(() => this.#native.fields(index))
   }
 
   /** `await using sync = new MongoElasticSync(…)`: stops a running sync at the end of the scope. */

@@ -41,6 +41,11 @@ pub struct SyncConfig {
     pub dead_letter_index: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (none: off).
     pub http: Option<HttpConfig>,
+    /// The lease that lets one instance per `name` write (see `crate::coordination`).
+    pub lease: LeaseConfig,
+    /// The search API's settings; with `http`, its routes are served (none: `search()` with the
+    /// defaults, no routes).
+    pub search: Option<SearchConfig>,
 }
 
 impl Default for SyncConfig {
@@ -66,6 +71,8 @@ impl Default for SyncConfig {
             copy_range_min_docs: 100_000,
             dead_letter_index: None,
             http: None,
+            lease: LeaseConfig::default(),
+            search: None,
         }
     }
 }
@@ -355,6 +362,25 @@ impl CollectionConfig {
         }
     }
 
+    /// `routing` while streaming must lie within `_id`: a delete's change event names its
+    /// document by the document key alone, so only there is a delete's routing known, and only
+    /// there can the value never change (a changed value would leave the old copy on another
+    /// shard). A copy alone (mode 'copy') writes whole documents only and routes by any field.
+    pub fn check_routing(&self, at: &str, mode: SyncMode) -> SyncResult<()> {
+        match &self.routing {
+            Some(path) if path != "_id" && !path.starts_with("_id.") && mode != SyncMode::Copy => Err(config_field(
+                &format!("{at}.routing"),
+                format!(
+                    "\"{path}\" is not a field of _id. While streaming, a delete's change event carries only the document's _id, so \
+                     its routing would be unknown and the delete would miss the document on a multi-shard index; and a changed \
+                     value would leave the old copy on its old shard. Route by a field of _id (e.g. \"_id.tenant\" with \
+                     _id: {{ tenant, … }}), or sync with mode 'copy'"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the names and the index body; `at` names the settings in errors.
     pub fn validate(&self, at: &str) -> SyncResult<()> {
         let field = |path: &str, msg: String| SyncError::config(format!("{at}.{path}: {msg}"));
@@ -395,6 +421,42 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig { database: "mongo_elastic_sync".into(), collection: "checkpoints".into() }
+    }
+}
+
+/// The lease of a sync `name`: its holder syncs, other instances with the same name wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How long a holder that stopped renewing keeps the lease: a standby takes over this long
+    /// (as its own clock measures) after it last saw the lease renewed.
+    pub duration: Duration,
+}
+
+impl LeaseConfig {
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+    pub const MIN_DURATION: Duration = Duration::from_secs(1);
+    pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+    /// The holder renews this often (a quarter of the duration).
+    pub fn renew_every(&self) -> Duration {
+        self.duration / 4
+    }
+
+    /// The holder stops writing this long before the lease could have been taken over: room
+    /// for a write under way and for clocks that run at slightly different rates.
+    pub fn safety_margin(&self) -> Duration {
+        self.duration / 5
+    }
+
+    /// A standby looks at the lease this often.
+    pub fn poll_every(&self) -> Duration {
+        (self.duration / 10).min(Duration::from_secs(1))
+    }
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig { duration: Self::DEFAULT_DURATION }
     }
 }
 
@@ -477,6 +539,65 @@ impl HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { host: Self::DEFAULT_HOST.into(), port: Self::DEFAULT_PORT, token: None, ready_max_lag: Self::DEFAULT_READY_MAX_LAG }
+    }
+}
+
+/// The search API: cursors, page sizes, which indices, and the HTTP routes' bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchConfig {
+    /// Key for signing cursors (shared by processes that accept each other's); a random key of
+    /// the process when absent.
+    pub cursor_secret: Option<Secret>,
+    /// How long a cursor (and its point in time) stays valid after its page.
+    pub cursor_ttl: Duration,
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+    /// The indices (or aliases) that may be searched; none: the sync's own.
+    pub indices: Option<Vec<String>>,
+    /// Per client (IP address): requests per second, and the burst allowed above it.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    /// Largest `POST /search` body.
+    pub max_body_bytes: usize,
+}
+
+impl SearchConfig {
+    /// Shorter cursor secrets are refused: they can be guessed.
+    pub const MIN_SECRET_LEN: usize = 32;
+
+    pub fn validate(&self) -> SyncResult<()> {
+        let field = |path: &str, msg: &str| Err(SyncError::config(format!("search.{path}: {msg}")));
+        if self.cursor_secret.as_ref().is_some_and(|s| s.expose().chars().count() < Self::MIN_SECRET_LEN) {
+            return field("cursorSecret", &format!("must be at least {} characters", Self::MIN_SECRET_LEN));
+        }
+        if self.cursor_ttl < Duration::from_secs(1) {
+            return field("cursorTtlMs", "must be at least 1000");
+        }
+        if self.max_page_size == 0 || self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return field("defaultPageSize", "page sizes must be at least 1, and defaultPageSize at most maxPageSize");
+        }
+        if !(self.rate_per_second > 0.0 && self.rate_per_second.is_finite()) || self.rate_burst == 0 {
+            return field("rateLimit", "perSecond must be above 0 and burst at least 1");
+        }
+        if self.max_body_bytes < 256 {
+            return field("maxBodyBytes", "must be at least 256");
+        }
+        Ok(())
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            cursor_secret: None,
+            cursor_ttl: Duration::from_secs(300),
+            default_page_size: 20,
+            max_page_size: 1000,
+            indices: None,
+            rate_per_second: 20.0,
+            rate_burst: 40,
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -621,27 +742,45 @@ impl SyncConfig {
     }
 
     pub fn validate(&self) -> SyncResult<()> {
-        let field = |path: &str, msg: String| SyncError::config(format!("{path}: {msg}"));
         if self.name.trim().is_empty() {
-            return Err(field("name", "must be a non-empty string".into()));
+            return Err(config_field("name", "must be a non-empty string".into()));
         }
         match &self.postgres {
             Some(pg) => pg.validate(self)?,
             None => {
                 let uri = self.mongo.uri.expose();
                 if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                    return Err(field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
+                    return Err(config_field("mongo.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
                 }
             }
         }
+        self.validate_outputs()?;
+        self.validate_collections()?;
+        if self.checkpoint.database.is_empty() || self.checkpoint.collection.is_empty() {
+            return Err(config_field("checkpoint", "database and collection must be non-empty".into()));
+        }
+        self.validate_limits()?;
+        if let Some(http) = &self.http {
+            http.validate()?;
+        }
+        if let Some(search) = &self.search {
+            if self.elasticsearch.is_none() {
+                return Err(config_field("search", "needs the elasticsearch option (the server it searches)".into()));
+            }
+            search.validate()?;
+        }
+        Ok(())
+    }
+
+    fn validate_outputs(&self) -> SyncResult<()> {
         if self.outputs.is_empty() {
-            return Err(field("outputs", "must list at least one output".into()));
+            return Err(config_field("outputs", "must list at least one output".into()));
         }
         for (i, output) in self.outputs.iter().enumerate() {
             let at = format!("outputs[{i}]");
             match output {
                 OutputConfig::Elasticsearch if self.elasticsearch.is_none() => {
-                    return Err(field("elasticsearch", format!("the connection options are required by {at} (type 'elasticsearch')")));
+                    return Err(config_field("elasticsearch", format!("the connection options are required by {at} (type 'elasticsearch')")));
                 }
                 OutputConfig::Elasticsearch => {}
                 OutputConfig::File(c) => c.validate(&at)?,
@@ -656,68 +795,83 @@ impl SyncConfig {
                 _ => false,
             };
             if duplicate {
-                return Err(field(&at, "repeats an earlier output".into()));
+                return Err(config_field(&at, "repeats an earlier output".into()));
             }
         }
         if let Some(es) = &self.elasticsearch {
             match url::Url::parse(&es.node) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => return Err(field("elasticsearch.node", format!("\"{}\" is not an http(s) URL", redact_uri(&es.node)))),
+                _ => return Err(config_field("elasticsearch.node", format!("\"{}\" is not an http(s) URL", redact_uri(&es.node)))),
             }
-        }
-        if self.collections.is_empty() && self.discovery.is_none() {
-            return Err(field("collections", "must list at least one \"database.collection\" (or give namespaces.include)".into()));
-        }
-        if let Some(d) = &self.discovery {
-            if d.include.is_empty() {
-                return Err(field("namespaces.include", "must list at least one pattern".into()));
-            }
-            if d.interval < Duration::from_millis(100) {
-                return Err(field("namespaces.discoveryIntervalMs", "must be at least 100".into()));
-            }
-        }
-        if let Some(d) = &self.discovery {
-            // The templates, filled with a plain namespace, must give valid names.
-            d.collection(Namespace { db: "db".into(), coll: "coll".into() }).validate("namespaces.defaults")?;
-        }
-        for (i, c) in self.collections.iter().enumerate() {
-            c.validate(&format!("collections[{i}]"))?;
-            if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
-                return Err(field(&format!("collections[{i}]"), format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace)));
-            }
-        }
-        if let Some(dlq) = &self.dead_letter_index {
-            check_index_name(dlq).map_err(|e| field("deadLetterIndex", e.to_string()))?;
-            if self.collections.iter().any(|c| &c.index == dlq) {
-                return Err(field("deadLetterIndex", format!("\"{dlq}\" is also the index of a synced collection")));
-            }
-        }
-        if self.checkpoint.database.is_empty() || self.checkpoint.collection.is_empty() {
-            return Err(field("checkpoint", "database and collection must be non-empty".into()));
-        }
-        if self.batch.max_docs == 0 {
-            return Err(field("batch.maxDocs", "must be at least 1".into()));
-        }
-        if self.copy_range_min_docs == 0 {
-            return Err(field("copyRangeMinDocs", "must be at least 1".into()));
-        }
-        if self.copy_readers == 0 || self.copy_readers > 64 {
-            return Err(field("copyReaders", "must be from 1 to 64".into()));
-        }
-        if self.batch.concurrency == 0 || self.batch.concurrency > 64 {
-            return Err(field("batch.concurrency", "must be from 1 to 64".into()));
-        }
-        if self.batch.max_bytes < 1024 {
-            return Err(field("batch.maxBytes", "must be at least 1024".into()));
-        }
-        if self.retry.initial_delay > self.retry.max_delay {
-            return Err(field("retry.initialDelayMs", "must not exceed retry.maxDelayMs".into()));
-        }
-        if let Some(http) = &self.http {
-            http.validate()?;
         }
         Ok(())
     }
+
+    fn validate_collections(&self) -> SyncResult<()> {
+        if self.collections.is_empty() && self.discovery.is_none() {
+            return Err(config_field("collections", "must list at least one \"database.collection\" (or give namespaces.include)".into()));
+        }
+        if let Some(d) = &self.discovery {
+            if d.include.is_empty() {
+                return Err(config_field("namespaces.include", "must list at least one pattern".into()));
+            }
+            if d.interval < Duration::from_millis(100) {
+                return Err(config_field("namespaces.discoveryIntervalMs", "must be at least 100".into()));
+            }
+            // The templates, filled with a plain namespace, must give valid names.
+            let defaults = d.collection(Namespace { db: "db".into(), coll: "coll".into() });
+            defaults.validate("namespaces.defaults")?;
+            defaults.check_routing("namespaces.defaults", self.mode)?;
+        }
+        for (i, c) in self.collections.iter().enumerate() {
+            let at = format!("collections[{i}]");
+            c.validate(&at)?;
+            c.check_routing(&at, self.mode)?;
+            if let Some(j) = self.collections[..i].iter().position(|o| o.namespace == c.namespace) {
+                return Err(config_field(&at, format!("\"{}\" is listed twice (also at collections[{j}])", c.namespace)));
+            }
+        }
+        if let Some(dlq) = &self.dead_letter_index {
+            check_index_name(dlq).map_err(|e| config_field("deadLetterIndex", e.to_string()))?;
+            if self.collections.iter().any(|c| &c.index == dlq) {
+                return Err(config_field("deadLetterIndex", format!("\"{dlq}\" is also the index of a synced collection")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> SyncResult<()> {
+        if self.batch.max_docs == 0 {
+            return Err(config_field("batch.maxDocs", "must be at least 1".into()));
+        }
+        if self.copy_range_min_docs == 0 {
+            return Err(config_field("copyRangeMinDocs", "must be at least 1".into()));
+        }
+        if self.copy_readers == 0 || self.copy_readers > 64 {
+            return Err(config_field("copyReaders", "must be from 1 to 64".into()));
+        }
+        if self.batch.concurrency == 0 || self.batch.concurrency > 64 {
+            return Err(config_field("batch.concurrency", "must be from 1 to 64".into()));
+        }
+        if self.batch.max_bytes < 1024 {
+            return Err(config_field("batch.maxBytes", "must be at least 1024".into()));
+        }
+        if self.retry.initial_delay > self.retry.max_delay {
+            return Err(config_field("retry.initialDelayMs", "must not exceed retry.maxDelayMs".into()));
+        }
+        if !(LeaseConfig::MIN_DURATION..=LeaseConfig::MAX_DURATION).contains(&self.lease.duration) {
+            return Err(config_field(
+                "lease.durationMs",
+                format!("must be from {} to {}", LeaseConfig::MIN_DURATION.as_millis(), LeaseConfig::MAX_DURATION.as_millis()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An `ERR_CONFIG` naming the option at `path`.
+fn config_field(path: &str, message: String) -> SyncError {
+    SyncError::config(format!("{path}: {message}"))
 }
 
 pub const DEFAULT_INDEX_TEMPLATE: &str = "{coll}";
@@ -858,6 +1012,31 @@ mod tests {
             assert_eq!(&redacted, printed, "{uri}");
             assert!(secret.is_empty() || !redacted.contains(secret), "{uri}: {secret} survived in {redacted}");
         }
+    }
+
+    #[test]
+    fn routing_while_streaming_lies_within_id() {
+        let with_routing = |mode: SyncMode, routing: &str| {
+            let mut c = crate::testkit::config(&["db.c"]);
+            c.mode = mode;
+            c.collections[0].routing = Some(routing.into());
+            c.validate()
+        };
+        for mode in [SyncMode::CopyAndStream, SyncMode::Stream { start_at: None }] {
+            let err = with_routing(mode, "tenant").unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::Config);
+            assert!(err.message.starts_with("collections[0].routing: \"tenant\" is not a field of _id"), "{err}");
+            assert!(err.message.contains("multi-shard") && err.message.contains("_id.tenant"), "says why and what to do: {err}");
+            assert!(with_routing(mode, "_id.tenant").is_ok());
+            assert!(with_routing(mode, "_id").is_ok());
+            assert!(with_routing(mode, "_idx").is_err(), "a field that only starts like _id");
+        }
+        assert!(with_routing(SyncMode::Copy, "tenant.id").is_ok(), "a copy alone writes whole documents only");
+        let mut c = crate::testkit::config(&["db.c"]);
+        let mut discovery = Discovery { include: vec![regex::Regex::new("^db\\..*$").unwrap()], ..Default::default() };
+        discovery.defaults.routing = Some("tenant".into());
+        c.discovery = Some(discovery);
+        assert!(c.validate().unwrap_err().message.starts_with("namespaces.defaults.routing:"));
     }
 
     #[test]

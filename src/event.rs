@@ -92,6 +92,8 @@ impl CollectionChange {
 pub struct BatchOutcome {
     pub indexed: u64,
     pub deleted: u64,
+    /// Deletes of documents the index did not hold (never written, or already deleted).
+    pub not_found: u64,
     /// Writes Elasticsearch refused because it already holds a newer version: expected, not errors.
     pub conflicts: u64,
     pub dead_letters: u64,

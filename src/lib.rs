@@ -5,11 +5,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod event;
 pub mod monitor;
 pub mod pipeline;
 pub mod retry;
+pub mod search;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -185,12 +185,6 @@ impl<'a> RetryPolicy<'a> {
     }
 }
 
-/// Counts and announces retry number `attempt`, then waits its backoff delay. Returns `false`
-/// if the sync was stopped during the wait. (For loops not yet on [`RetryPolicy::run`].)
-pub async fn wait_before_retry(config: &RetryConfig, attempt: u32, cause: String, stats: &Stats, events: &EventBus, cancel: &CancellationToken) -> bool {
-    RetryPolicy::new(config, stats, events, cancel).wait(attempt, cause).await
-}
-
 /// The delay before retry number `attempt` (1-based): doubling from the initial delay,
 /// capped, then scaled by a random factor in [0.5, 1) so that many writers do not retry in step.
 pub fn backoff_delay(config: &RetryConfig, attempt: u32) -> Duration {
@@ -200,7 +194,7 @@ pub fn backoff_delay(config: &RetryConfig, attempt: u32) -> Duration {
 }
 
 /// Whether another attempt is allowed after `attempt` failed ones.
-pub fn may_retry(config: &RetryConfig, attempt: u32) -> bool {
+fn may_retry(config: &RetryConfig, attempt: u32) -> bool {
     config.max_attempts.is_none_or(|max| attempt < max)
 }
 

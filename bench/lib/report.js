@@ -151,6 +151,23 @@ function render(r) {
     line()
   }
 
+  if (r.search && !r.search.error && r.search.api) {
+    const s = r.search
+    line('## Search API overhead')
+    line()
+    line('| path | p50 ms | p99 ms |')
+    line('| --- | ---: | ---: |')
+    line(`| SearchClient.search() | ${num(s.api.p50Ms, 2)} | ${num(s.api.p99Ms, 2)} |`)
+    line(`| direct \`_search\` (same query) | ${num(s.direct.p50Ms, 2)} | ${num(s.direct.p99Ms, 2)} |`)
+    line(`| ratio API / direct | ${num(s.ratios.p50, 3)} | ${num(s.ratios.p99, 3)} |`)
+    line()
+    line(
+      `${num(s.rounds)} searches each, alternated, one at a time, over ${num(s.docs)} documents: a list and a range in \`where\`, a descending sort, page 2 of 20. ` +
+        'Both include the search server; the difference is the API: checks, the cached mapping, building the query, shaping the reply and the napi conversion.',
+    )
+    line()
+  }
+
   if (r.errors && r.errors.length) {
     line('## Errors')
     line()

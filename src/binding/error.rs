@@ -44,6 +44,16 @@ pub enum ErrorCode {
     /// The checkpoint could not be read or saved.
     #[napi(value = "ERR_CHECKPOINT")]
     Checkpoint,
+    /// A search request is invalid (unknown field, bad value, tampered or expired cursor…); nothing was sent to the search server.
+    #[napi(value = "ERR_SEARCH_INPUT")]
+    SearchInput,
+    /// The search server failed or refused a search.
+    #[napi(value = "ERR_SEARCH")]
+    Search,
+    /// Another instance with the same `name` took the lease over: this one's writes and
+    /// checkpoint saves are refused.
+    #[napi(value = "ERR_LEASE_LOST")]
+    LeaseLost,
     /// A bug or an unexpected server reply.
     #[napi(value = "ERR_INTERNAL")]
     Internal,
@@ -70,6 +80,9 @@ impl From<error::ErrorCode> for ErrorCode {
             C::HistoryLost => ErrorCode::HistoryLost,
             C::EventTooLarge => ErrorCode::EventTooLarge,
             C::Checkpoint => ErrorCode::Checkpoint,
+            C::SearchInput => ErrorCode::SearchInput,
+            C::Search => ErrorCode::Search,
+            C::LeaseLost => ErrorCode::LeaseLost,
             C::Internal => ErrorCode::Internal,
         }
     }

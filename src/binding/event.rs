@@ -88,7 +88,7 @@ pub enum SyncEventJs {
         done: bool,
     },
     /// One batch acknowledged by Elasticsearch.
-    Batch { namespace: String, index: String, phase: Phase, indexed: i64, deleted: i64, conflicts: i64, dead_letters: i64, took_ms: i64 },
+    Batch { namespace: String, index: String, phase: Phase, indexed: i64, deleted: i64, not_found: i64, conflicts: i64, dead_letters: i64, took_ms: i64 },
     /// A transient failure; the operation is tried again after `delayMs`.
     Retry { attempt: u32, delay_ms: i64, cause: String },
     /// A document that could not be written, set aside with the reason.
@@ -122,6 +122,7 @@ impl From<&SyncEvent> for SyncEventJs {
                 phase: phase.into(),
                 indexed: n(outcome.indexed),
                 deleted: n(outcome.deleted),
+                not_found: n(outcome.not_found),
                 conflicts: n(outcome.conflicts),
                 dead_letters: n(outcome.dead_letters),
                 took_ms: n(took_ms),

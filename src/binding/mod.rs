@@ -6,9 +6,12 @@ mod http;
 mod log_forward;
 mod logging;
 mod options;
+#[cfg(test)]
+mod options_props;
 mod outputs;
 mod parse;
 mod postgres_options;
+mod search;
 mod stats;
 mod sync;
 mod transform;

@@ -15,14 +15,17 @@ use serde::Deserialize;
 use super::outputs::OutputOptions;
 use super::parse::parse;
 use crate::config::{
-    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, MongoConfig,
-    MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
+    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, LeaseConfig,
+    MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
 use crate::transform::{AddedValue, FieldRules};
 
 /// The engine's config from the options object, checked whole; errors name the field.
 pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+    if !options.is_object() {
+        return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
+    }
     parse::<SyncOptions>(options)?.into_config()
 }
 
@@ -89,6 +92,30 @@ pub struct SyncOptions {
     pub start_at: Option<String>,
     /// The HTTP server for health, readiness, stats, metrics and the status page (off unless given).
     pub http: Option<super::http::HttpOptions>,
+    /// The search API's settings; with `http`, also its routes (`/search`, `/indices`, …).
+    pub search: Option<super::search::SearchOptions>,
+    /// The lease that lets one instance per `name` sync while the others wait as standbys.
+    pub lease: Option<LeaseOptions>,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseOptions {
+    /// How long after its holder last renewed it a standby takes the lease over (default 10000,
+    /// from 1000 to 600000); the holder stops writing a fifth of it earlier.
+    pub duration_ms: Option<u32>,
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The `mode` option (`startAt` completes `'stream'`).
@@ -497,7 +524,7 @@ impl MongoOptions {
 }
 
 impl ElasticsearchOptions {
-    fn into_config(self) -> SyncResult<EsConfig> {
+    pub(super) fn into_config(self) -> SyncResult<EsConfig> {
         const AT: &str = "elasticsearch";
         let password = credential(AT, "password", self.password, self.password_file)?;
         let api_key = credential(AT, "apiKey", self.api_key, self.api_key_file)?;
@@ -614,6 +641,8 @@ impl SyncOptions {
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
+            lease: LeaseConfig { duration: self.lease.and_then(|l| l.duration_ms).map_or(d.lease.duration, |v| Duration::from_millis(v.into())) },
+            search: self.search.map(super::search::SearchOptions::into_config).transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -728,6 +757,11 @@ mod tests {
         );
         assert!(error(json!({ "collections": [{ "namespace": "a.b", "operations": ["insert", "delet"] }] }))
             .starts_with("collections[0].operations[1]: \"delet\" is not one of"));
+        assert_eq!(
+            error(json!({ "elasticsearch": null, "outputs": [{ "type": "stdout" }], "search": {} })),
+            "search: needs the elasticsearch option (the server it searches)"
+        );
+        assert_eq!(error(json!({ "search": { "cursorTtlMs": 10 } })), "search.cursorTtlMs: must be at least 1000");
         assert_eq!(error(json!({ "outputs": [{ "type": "kafka" }] })), "outputs[0]: \"kafka\" is not one of 'elasticsearch', 'file', 'stdout', 'tcp', 'nats'");
         assert_eq!(error(json!({ "outputs": [{ "path": "x" }] })), "outputs[0].type: required");
         assert_eq!(error(json!({ "outputs": [{ "type": "file" }] })), "outputs[0].path: required");

@@ -41,6 +41,10 @@ fn describe(path: &str, message: &str) -> String {
     if let Some((key, _)) = named(message, "missing field `") {
         return format!("{}: required", join(&path, &key));
     }
+    // serde reads a struct from an array too (by position): say what is wanted instead.
+    if message.starts_with("invalid length ") && message.contains(", expected struct ") {
+        return format!("{}: must be an object, not an array", shown(&path));
+    }
     if path == "." {
         message.to_string()
     } else {

@@ -122,6 +122,25 @@ impl MongoElasticSync {
         promise(env, async move { engine.wait().await })
     }
 
+    /// One page of documents of an index this sync manages, and its `meta`; rejects with
+    /// `ERR_SEARCH_INPUT` (bad request) or `ERR_SEARCH` (server). Works whether or not it runs.
+    #[napi(ts_args_type = "request: Record<string, unknown>", ts_return_type = "Promise<unknown>")]
+    pub fn search<'env>(&self, env: &'env Env, request: Unknown) -> Result<PromiseRaw<'env, serde_json::Value>> {
+        super::search::search(env, self.engine.search_client(), request)
+    }
+
+    /// The indices this sync manages, with aliases, health and document counts.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn indices<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, serde_json::Value>> {
+        super::search::indices(env, self.engine.search_client())
+    }
+
+    /// The fields of `index` (one this sync manages) from its mapping: dotted paths and types.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn fields<'env>(&self, env: &'env Env, index: String) -> Result<PromiseRaw<'env, serde_json::Value>> {
+        super::search::fields(env, self.engine.search_client(), index)
+    }
+
     /// Running totals, per-collection figures and the current state.
     #[napi]
     pub fn stats(&self) -> SyncStats {

@@ -8,7 +8,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 
-use crate::transform::hook::{DocumentHook, HookContext, HookOutcome};
+use crate::transform::hook::{DocumentHook, HookContext, HookError, HookOutcome};
 
 /// What a transform is told about the document it gets.
 #[napi(object)]
@@ -65,9 +65,9 @@ impl DocumentHook for JsTransform {
                     Ok(())
                 },
             );
-            let returned = receiver.await.map_err(|_| "the transform was not called (the process is exiting)".to_string())?;
-            let value = match returned.map_err(|e| e.reason.clone())? {
-                Returned::Promise(promise) => promise.await.map_err(|e| e.reason.clone())?,
+            let returned = receiver.await.map_err(|_| HookError::NotCalled("the process is exiting"))?;
+            let value = match returned.map_err(|e| HookError::Threw(e.reason.clone()))? {
+                Returned::Promise(promise) => promise.await.map_err(|e| HookError::Threw(e.reason.clone()))?,
                 Returned::Value(value) => value,
             };
             Ok(match value {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use mongodb::bson::Document;
 
-use super::{CheckpointStore, CollectionCheckpoint};
+use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
 use crate::error::SyncResult;
 
@@ -43,9 +43,40 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 
     async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()> {
-        let doc = checkpoint.to_document()?;
-        self.saved.lock().expect("store lock").insert(ns.clone(), doc);
+        self.save_at(ns, checkpoint, None)
+    }
+
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
+        let mut saved = self.saved.lock().expect("store lock");
+        let doc = saved.entry(ns.clone()).or_default();
+        if term_of(doc) > term {
+            return Err(fenced_off(ns, term));
+        }
+        doc.insert("term", term as i64);
+        CollectionCheckpoint::from_document(ns, doc.clone())
+    }
+
+    async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        self.save_at(ns, checkpoint, Some(term))
+    }
+}
+
+impl MemoryCheckpointStore {
+    fn save_at(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: Option<u64>) -> SyncResult<()> {
+        let mut doc = checkpoint.to_document()?;
+        let mut saved = self.saved.lock().expect("store lock");
+        if let Some(term) = term {
+            if saved.get(ns).map_or(0, term_of) > term {
+                return Err(fenced_off(ns, term));
+            }
+            doc.insert("term", term as i64);
+        }
+        saved.insert(ns.clone(), doc);
         self.saves.lock().expect("store lock").push((ns.clone(), checkpoint.clone()));
         Ok(())
     }
+}
+
+fn term_of(doc: &Document) -> u64 {
+    doc.get_i64("term").unwrap_or(0).max(0) as u64
 }

@@ -7,6 +7,8 @@
 mod memory;
 mod mongo_store;
 mod postgres_store;
+#[cfg(test)]
+mod props;
 
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, Timestamp};
@@ -20,8 +22,10 @@ pub use mongo_store::MongoCheckpointStore;
 pub use postgres_store::PostgresCheckpointStore;
 
 /// The checkpoint format written by this version. 1: the unversioned documents of earlier
-/// versions (read as they are); 2: adds `schema` and `tokenIsInvalidate`.
-pub const SCHEMA: u32 = 2;
+/// versions (read as they are); 2: adds `schema` and `tokenIsInvalidate`; 3: adds `term`, the
+/// lease term of the instance that saved it (saves of earlier terms are refused, and versions
+/// that do not know terms refuse to read it).
+pub const SCHEMA: u32 = 3;
 
 /// Where checkpoints are kept. Every method returns once the checkpoint is durable.
 #[async_trait]
@@ -29,6 +33,20 @@ pub trait CheckpointStore: Send + Sync {
     /// The saved checkpoint of a collection, or an empty one.
     async fn load(&self, ns: &Namespace) -> SyncResult<CollectionCheckpoint>;
     async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()>;
+
+    /// `load` by the holder of lease term `term`: the stored checkpoint's term is raised to it
+    /// first, so that saves of earlier terms are refused from then on. `ERR_LEASE_LOST` if a
+    /// later term has been there.
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint>;
+
+    /// `save` by the holder of lease term `term`: refused with `ERR_LEASE_LOST` once a later
+    /// term has loaded or saved this checkpoint.
+    async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()>;
+}
+
+/// The refusal of a checkpoint save or load by a holder whose term is over.
+pub fn fenced_off(ns: &Namespace, term: u64) -> SyncError {
+    SyncError::new(ErrorCode::LeaseLost, format!("the checkpoint of {ns} is held by a later lease term than this instance's ({term}): not saved"))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

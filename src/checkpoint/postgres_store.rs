@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document};
 
-use super::{CheckpointStore, CollectionCheckpoint};
+use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::source::postgres::connect::{pg_error, PgTarget, SharedClient};
@@ -31,7 +31,8 @@ impl PostgresCheckpointStore {
             acked,
         };
         let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} (name text NOT NULL, namespace text NOT NULL, checkpoint jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, namespace))",
+            "CREATE TABLE IF NOT EXISTS {0} (name text NOT NULL, namespace text NOT NULL, checkpoint jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, namespace)); \
+             ALTER TABLE {0} ADD COLUMN IF NOT EXISTS term bigint NOT NULL DEFAULT 0",
             store.table
         );
         store.client().await?.batch_execute(&sql).await.map_err(|e| failed(&format!("cannot create the checkpoint table {table}"), &e))?;
@@ -63,29 +64,68 @@ impl CheckpointStore for PostgresCheckpointStore {
             .await
             .map_err(|e| failed(&format!("cannot read the checkpoint of {ns}"), &e))?;
         let Some(row) = row else { return Ok(CollectionCheckpoint::default()) };
-        let text: String = row.get(0);
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not JSON: {e}")))?;
-        match Bson::try_from(json) {
-            Ok(Bson::Document(doc)) => CollectionCheckpoint::from_document(ns, doc),
-            _ => Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not a document"))),
+        parse_checkpoint(ns, &row.get::<_, String>(0))
+    }
+
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
+        let sql = format!(
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, term) VALUES ($1, $2, '{{}}'::jsonb, $3) \
+             ON CONFLICT (name, namespace) DO UPDATE SET term = GREATEST(t.term, EXCLUDED.term) RETURNING checkpoint::text, term",
+            self.table
+        );
+        let row = self
+            .client()
+            .await?
+            .query_one(&sql, &[&self.name, &ns.to_string(), &(term as i64)])
+            .await
+            .map_err(|e| failed(&format!("cannot read the checkpoint of {ns}"), &e))?;
+        if row.get::<_, i64>(1) > term as i64 {
+            return Err(fenced_off(ns, term));
         }
+        parse_checkpoint(ns, &row.get::<_, String>(0))
+    }
+
+    async fn save_fenced(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        self.save_at(ns, cp, Some(term)).await
     }
 
     async fn save(&self, ns: &Namespace, cp: &CollectionCheckpoint) -> SyncResult<()> {
+        self.save_at(ns, cp, None).await
+    }
+}
+
+impl PostgresCheckpointStore {
+    /// Saves; with a term, only where no later term has been (else nothing is updated: the
+    /// refusal).
+    async fn save_at(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: Option<u64>) -> SyncResult<()> {
         let doc: Document = cp.to_document()?;
         let json = Bson::Document(doc).into_canonical_extjson().to_string();
         let sql = format!(
-            "INSERT INTO {} (name, namespace, checkpoint, updated_at) VALUES ($1, $2, $3::text::jsonb, now()) \
-             ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now()",
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4, 0)) \
+             ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now(), \
+             term = GREATEST(t.term, EXCLUDED.term) WHERE $4::bigint IS NULL OR t.term <= $4::bigint",
             self.table
         );
-        self.client()
+        let term_param = term.map(|t| t as i64);
+        let updated = self
+            .client()
             .await?
-            .execute(&sql, &[&self.name, &ns.to_string(), &json])
+            .execute(&sql, &[&self.name, &ns.to_string(), &json, &term_param])
             .await
             .map_err(|e| failed(&format!("cannot save the checkpoint of {ns}"), &e))?;
+        if updated == 0 {
+            return Err(fenced_off(ns, term.unwrap_or_default()));
+        }
         self.acked.set(ns, cp.resume_token.as_ref());
         Ok(())
+    }
+}
+
+fn parse_checkpoint(ns: &Namespace, text: &str) -> SyncResult<CollectionCheckpoint> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not JSON: {e}")))?;
+    match Bson::try_from(json) {
+        Ok(Bson::Document(doc)) => CollectionCheckpoint::from_document(ns, doc),
+        _ => Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not a document"))),
     }
 }

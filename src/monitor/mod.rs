@@ -15,9 +15,11 @@ mod board;
 mod health;
 mod meter;
 mod metrics;
+mod openapi;
 mod process;
 mod recent;
 mod redact;
+mod search_routes;
 mod server;
 mod snapshot;
 #[cfg(test)]
@@ -34,6 +36,7 @@ pub use snapshot::{CollectionPhase, CollectionStatus, Role, StatusSnapshot, Stat
 use crate::config::{HttpConfig, SyncConfig};
 use crate::error::SyncResult;
 use crate::event::{EventBus, SyncEvent};
+use crate::search::SearchClient;
 use crate::sink::{Sink, SinkContext};
 use crate::stats::Stats;
 
@@ -43,6 +46,8 @@ pub struct Monitor {
     metrics: Arc<metrics::Metrics>,
     events: EventBus,
     server: tokio::sync::Mutex<Option<server::Server>>,
+    /// With the `search` option: the search routes' client.
+    search: std::sync::Mutex<Option<Arc<SearchClient>>>,
 }
 
 impl Monitor {
@@ -55,7 +60,12 @@ impl Monitor {
             b.observe(event);
             m.observe(event);
         });
-        Arc::new(Monitor { config: http, board, metrics, events: events.clone(), server: tokio::sync::Mutex::new(None) })
+        Arc::new(Monitor { config: http, board, metrics, events: events.clone(), server: tokio::sync::Mutex::new(None), search: Default::default() })
+    }
+
+    /// Serves the search routes with `client` (from the next [`Monitor::serve`] on).
+    pub fn set_search(&self, client: Arc<SearchClient>) {
+        *self.search.lock().expect("search lock") = Some(client);
     }
 
     /// Starts listening, unless it already does. Fails with `ERR_CONFIG` when the address
@@ -63,7 +73,8 @@ impl Monitor {
     pub async fn serve(&self) -> SyncResult<()> {
         let mut server = self.server.lock().await;
         if server.is_none() {
-            let started = server::Server::start(&self.config, self.board.clone(), self.metrics.clone()).await?;
+            let search = self.search.lock().expect("search lock").clone();
+            let started = server::Server::start(&self.config, self.board.clone(), self.metrics.clone(), search).await?;
             if !self.config.is_loopback() && self.config.token.is_none() {
                 self.events.emit(SyncEvent::Warning {
                     namespace: String::new(),

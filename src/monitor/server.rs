@@ -9,6 +9,8 @@
 //! | `GET /metrics` | Prometheus text format, or OpenMetrics when asked for |
 //! | `GET /events` | the snapshot every second, as server-sent events |
 //! | `GET /`, `/status.js`, `/status.css` | the status page (static; it reads `/events` or `/stats`) |
+//!
+//! With the `search` option, also the search routes (see `search_routes`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use futures::Stream;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -35,9 +37,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::health;
 use super::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use super::search_routes::{self, PeerAddr, RateLimiter, SearchApp};
 use super::snapshot::StatusSource;
 use crate::config::HttpConfig;
 use crate::error::{SyncError, SyncResult};
+use crate::search::SearchClient;
 
 /// Connections open at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -80,7 +84,7 @@ pub struct Server {
 impl Server {
     /// Binds `config.host:port` and serves until stopped. Fails with `ERR_CONFIG` when the
     /// address cannot be listened on.
-    pub async fn start(config: &HttpConfig, source: Arc<dyn StatusSource>, metrics: Arc<Metrics>) -> SyncResult<Server> {
+    pub async fn start(config: &HttpConfig, source: Arc<dyn StatusSource>, metrics: Arc<Metrics>, search: Option<Arc<SearchClient>>) -> SyncResult<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(|e| SyncError::config(format!("http: cannot listen on {}:{}: {e}", config.host, config.port)))?;
@@ -94,7 +98,11 @@ impl Server {
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             shutdown: shutdown.clone(),
         };
-        let task = tokio::spawn(accept_loop(listener, router(app), shutdown.clone()));
+        let search = search.map(|client| {
+            let limiter = Arc::new(RateLimiter::new(client.config().rate_per_second, client.config().rate_burst));
+            SearchApp { client, limiter }
+        });
+        let task = tokio::spawn(accept_loop(listener, router(app, search), shutdown.clone()));
         tracing::info!(%addr, "monitoring server listening");
         Ok(Server { addr, shutdown, task: Some(task) })
     }
@@ -118,7 +126,23 @@ impl Drop for Server {
     }
 }
 
-fn router(app: App) -> Router {
+/// The search routes: the token, then the client's rate limit, then the body limit.
+fn search_router(app: &App, search: SearchApp) -> Router<App> {
+    let max_body = search.client.config().max_body_bytes;
+    let limited = Router::new()
+        .route("/search", post(search_routes::search))
+        .route("/search/{index}/scroll", get(search_routes::scroll))
+        .route("/indices", get(search_routes::indices))
+        .route("/indices/{index}/fields", get(search_routes::fields))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .route_layer(middleware::from_fn_with_state(search.clone(), search_routes::rate_limit))
+        .route("/health", get(search_routes::health))
+        .with_state(search)
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    limited.route("/openapi.json", get(search_routes::openapi))
+}
+
+fn router(app: App, search: Option<SearchApp>) -> Router {
     let data = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -130,10 +154,13 @@ fn router(app: App) -> Router {
         .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/status.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/status.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }));
-    data.merge(page)
+    let mut routes = data.merge(page).layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+    if let Some(search) = search {
+        routes = routes.merge(search_router(&app, search));
+    }
+    routes
         .fallback(|| async { json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not found" })) })
         .layer(middleware::from_fn(common_headers))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(app)
 }
 
@@ -158,7 +185,9 @@ async fn accept_loop(listener: TcpListener, router: Router, shutdown: Cancellati
             },
             _ = shutdown.cancelled() => break,
         };
-        connections.spawn(serve_connection(stream, router.clone(), permit, shutdown.clone()));
+        let peer = stream.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let router = router.clone().layer(axum::Extension(PeerAddr(peer)));
+        connections.spawn(serve_connection(stream, router, permit, shutdown.clone()));
         while connections.try_join_next().is_some() {}
     }
     drop(listener);

@@ -61,6 +61,8 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
         copy_range_min_docs: 100_000,
         dead_letter_index: None,
         http: Some(HttpConfig { host: "127.0.0.1".into(), port: 0, token: token.map(Secret::new), ready_max_lag: Duration::from_secs(5) }),
+        lease: Default::default(),
+        search: None,
     })
 }
 
@@ -218,7 +220,16 @@ fn progress(ns: &str, copied: u64, total: u64, done: bool) -> SyncEvent {
 #[tokio::test]
 async fn endpoints_answer_for_each_state() {
     let h = harness(None).await;
-    // Idle, then starting: alive, not ready.
+    starting_is_alive_not_ready(&h).await;
+    copying_with_progress_is_ready(&h).await;
+    let sink = streaming_is_ready_while_the_lag_is_small(&h).await;
+    behind_the_stream_is_not_ready(&h, &sink).await;
+    failed_is_unhealthy_with_code_and_message(&h).await;
+    h.monitor.shutdown().await;
+}
+
+/// Idle, then starting: alive, not ready.
+async fn starting_is_alive_not_ready(h: &Harness) {
     h.state(SyncState::Starting, None);
     let health = h.get("/healthz").await;
     assert_eq!((health.status, health.json()["state"].as_str()), (200, Some("starting")));
@@ -232,8 +243,10 @@ async fn endpoints_answer_for_each_state() {
     assert_eq!(stats["name"], "shop-sync");
     assert_eq!(stats["collections"]["shop.orders"]["phase"], "starting");
     assert_eq!(stats["collections"]["shop.users"]["index"], "users-v1");
+}
 
-    // Copying with progress: ready.
+/// Copying with progress: ready.
+async fn copying_with_progress_is_ready(h: &Harness) {
     h.state(SyncState::Copying, None);
     h.phase("shop.orders", EnginePhase::Copying);
     h.stats.collection("shop.orders").copy_started(0, 100);
@@ -244,13 +257,15 @@ async fn endpoints_answer_for_each_state() {
     let orders = &stats["collections"]["shop.orders"];
     assert_eq!((orders["phase"].as_str(), orders["copied"].as_u64(), orders["totalEstimate"].as_u64()), (Some("copying"), Some(40), Some(100)));
     assert_eq!((orders["rate"].as_f64(), orders["etaSeconds"].as_f64()), (Some(50.0), Some(2.0)));
+}
 
-    // Streaming: every collection follows its stream; ready while the lag is small.
+/// Streaming: every collection follows its stream; ready while the lag is small.
+async fn streaming_is_ready_while_the_lag_is_small(h: &Harness) -> Arc<dyn Sink> {
     h.events.emit(progress("shop.orders", 100, 100, true));
     h.phase("shop.orders", EnginePhase::Streaming);
     h.phase("shop.users", EnginePhase::Streaming);
     h.state(SyncState::Streaming, None);
-    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(&h))]);
+    let sink = h.metered(vec![("elasticsearch", FakeOutput::new(h))]);
     h.write(&sink, "shop.orders", vec![doc("a", Operation::Insert, now_secs())], Phase::Stream).await;
     let stats = h.get("/stats").await.json();
     assert_eq!(stats["collections"]["shop.orders"]["phase"], "streaming");
@@ -258,15 +273,20 @@ async fn endpoints_answer_for_each_state() {
     assert!(stats["collections"]["shop.orders"]["lagMs"].as_u64().expect("a lag") < 5_000);
     assert_eq!(h.get("/readyz").await.json(), serde_json::json!({ "ready": true, "state": "streaming" }));
     assert_eq!(h.get("/healthz").await.status, 200);
+    sink
+}
 
-    // A change applied 60 s after it was made: behind readyMaxLagMs (5 s).
-    h.write(&sink, "shop.orders", vec![doc("b", Operation::Update, now_secs() - 60)], Phase::Stream).await;
+/// A change applied 60 s after it was made: behind readyMaxLagMs (5 s).
+async fn behind_the_stream_is_not_ready(h: &Harness, sink: &Arc<dyn Sink>) {
+    h.write(sink, "shop.orders", vec![doc("b", Operation::Update, now_secs() - 60)], Phase::Stream).await;
     let ready = h.get("/readyz").await;
     assert_eq!(ready.status, 503);
     let reason = ready.json()["reasons"][0].as_str().expect("a reason").to_string();
     assert!(reason.starts_with("shop.orders: 6") && reason.contains("behind its change stream"), "{reason}");
+}
 
-    // Failed: unhealthy, with the code and the message.
+/// Failed: unhealthy, with the code and the message.
+async fn failed_is_unhealthy_with_code_and_message(h: &Harness) {
     h.phase("shop.orders", EnginePhase::Failed);
     h.state(SyncState::Failed, Some(SyncError::new(ErrorCode::HistoryLost, "shop.orders: the resume token is no longer in the oplog")));
     let health = h.get("/healthz").await;
@@ -279,7 +299,6 @@ async fn endpoints_answer_for_each_state() {
     let stats = h.get("/stats").await.json();
     assert_eq!(stats["error"]["code"], "ERR_HISTORY_LOST");
     assert_eq!(stats["collections"]["shop.orders"]["phase"], "failed");
-    h.monitor.shutdown().await;
 }
 
 #[tokio::test]
@@ -380,39 +399,31 @@ fn family_types_openmetrics(text: &str) -> HashMap<String, OpenMetricsType> {
     parsed.families.into_iter().map(|(name, f)| (name, f.family_type)).collect()
 }
 
-#[tokio::test]
-async fn metrics_parse_as_prometheus_text_and_openmetrics() {
-    let h = harness(None).await;
-    busy(&h).await;
-    let reply = h.get("/metrics").await;
-    assert_eq!((reply.status, reply.content_type.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));
-    let types = family_types_prometheus(&reply.body);
-    let expected = [
-        ("mongo_elastic_sync_state", PrometheusType::Gauge),
-        ("mongo_elastic_sync_active", PrometheusType::Gauge),
-        ("mongo_elastic_sync_documents_copied_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_changes_streamed_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_documents_indexed_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_documents_deleted_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_version_conflicts_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_dead_letters_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_checkpoint_saves_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_retries_total", PrometheusType::Counter),
-        ("mongo_elastic_sync_change_stream_lag_seconds", PrometheusType::Gauge),
-        ("mongo_elastic_sync_checkpoint_age_seconds", PrometheusType::Gauge),
-        ("mongo_elastic_sync_in_flight_batches", PrometheusType::Gauge),
-        ("mongo_elastic_sync_in_flight_bytes", PrometheusType::Gauge),
-        ("mongo_elastic_sync_bulk_request_duration_seconds", PrometheusType::Histogram),
-        ("mongo_elastic_sync_bulk_request_documents", PrometheusType::Histogram),
-        ("mongo_elastic_sync_bulk_request_bytes", PrometheusType::Histogram),
-        ("process_resident_memory_bytes", PrometheusType::Gauge),
-        ("process_cpu_seconds_total", PrometheusType::Counter),
-    ];
-    for (name, ty) in &expected {
-        assert_eq!(types.get(*name), Some(ty), "{name} in:\n{}", reply.body);
-    }
-    // Values and labels: collection and output only (and the bounded state and cause).
-    let body = &reply.body;
+/// Every metric family, with its Prometheus type.
+const PROMETHEUS_FAMILIES: [(&str, PrometheusType); 19] = [
+    ("mongo_elastic_sync_state", PrometheusType::Gauge),
+    ("mongo_elastic_sync_active", PrometheusType::Gauge),
+    ("mongo_elastic_sync_documents_copied_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_changes_streamed_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_documents_indexed_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_documents_deleted_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_version_conflicts_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_dead_letters_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_checkpoint_saves_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_retries_total", PrometheusType::Counter),
+    ("mongo_elastic_sync_change_stream_lag_seconds", PrometheusType::Gauge),
+    ("mongo_elastic_sync_checkpoint_age_seconds", PrometheusType::Gauge),
+    ("mongo_elastic_sync_in_flight_batches", PrometheusType::Gauge),
+    ("mongo_elastic_sync_in_flight_bytes", PrometheusType::Gauge),
+    ("mongo_elastic_sync_bulk_request_duration_seconds", PrometheusType::Histogram),
+    ("mongo_elastic_sync_bulk_request_documents", PrometheusType::Histogram),
+    ("mongo_elastic_sync_bulk_request_bytes", PrometheusType::Histogram),
+    ("process_resident_memory_bytes", PrometheusType::Gauge),
+    ("process_cpu_seconds_total", PrometheusType::Counter),
+];
+
+/// Values and labels: collection and output only (and the bounded state and cause).
+fn prometheus_values_and_labels(body: &str) {
     for line in [
         "mongo_elastic_sync_state{state=\"streaming\"} 1",
         "mongo_elastic_sync_state{state=\"copying\"} 0",
@@ -433,6 +444,19 @@ async fn metrics_parse_as_prometheus_text_and_openmetrics() {
         .flat_map(|rest| rest.split(',').filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim_start_matches('}'))))
         .collect();
     assert_eq!(labels.into_iter().collect::<Vec<_>>(), vec!["cause", "collection", "le", "output", "state"]);
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_openmetrics() {
+    let h = harness(None).await;
+    busy(&h).await;
+    let reply = h.get("/metrics").await;
+    assert_eq!((reply.status, reply.content_type.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));
+    let types = family_types_prometheus(&reply.body);
+    for (name, ty) in &PROMETHEUS_FAMILIES {
+        assert_eq!(types.get(*name), Some(ty), "{name} in:\n{}", reply.body);
+    }
+    prometheus_values_and_labels(&reply.body);
 
     let reply = h.get_with("/metrics", &[("accept", "application/openmetrics-text; version=1.0.0")]).await;
     assert_eq!(reply.content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");

@@ -9,14 +9,15 @@ use std::future::Future;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 
-use crate::error::SyncResult;
+use crate::error::SyncError;
 
-pub struct InOrder<'a, T> {
-    pending: FuturesOrdered<BoxFuture<'a, SyncResult<T>>>,
+/// Pieces of work yielding `Result<T, E>`.
+pub struct InOrder<'a, T, E = SyncError> {
+    pending: FuturesOrdered<BoxFuture<'a, Result<T, E>>>,
     limit: usize,
 }
 
-impl<'a, T> InOrder<'a, T> {
+impl<'a, T, E> InOrder<'a, T, E> {
     /// At most `limit` (at least one) in flight.
     pub fn new(limit: usize) -> Self {
         InOrder { pending: FuturesOrdered::new(), limit: limit.max(1) }
@@ -31,13 +32,13 @@ impl<'a, T> InOrder<'a, T> {
     }
 
     /// Starts `work` after everything started before it.
-    pub fn push(&mut self, work: impl Future<Output = SyncResult<T>> + Send + 'a) {
+    pub fn push(&mut self, work: impl Future<Output = Result<T, E>> + Send + 'a) {
         self.pending.push_back(Box::pin(work));
     }
 
     /// The result of the oldest piece, once it and every earlier one finished; `None` when
     /// nothing is in flight. Cancel-safe: a result is never lost to a `select!`.
-    pub async fn next(&mut self) -> Option<SyncResult<T>> {
+    pub async fn next(&mut self) -> Option<Result<T, E>> {
         self.pending.next().await
     }
 }
@@ -50,7 +51,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_come_back_in_the_order_work_started() {
-        let mut acks = InOrder::new(3);
+        let mut acks = InOrder::<_, SyncError>::new(3);
         for (i, delay) in [(1, 30), (2, 1), (3, 10)] {
             assert!(acks.has_room());
             acks.push(async move {
@@ -69,9 +70,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_is_reported_in_its_place() {
-        let mut acks = InOrder::new(2);
+        let mut acks = InOrder::<_, SyncError>::new(2);
         acks.push(async { Ok(1) });
-        acks.push(async { Err(crate::error::SyncError::new(crate::error::ErrorCode::Internal, "boom")) });
+        acks.push(async { Err(SyncError::new(crate::error::ErrorCode::Internal, "boom")) });
         assert_eq!(acks.next().await.unwrap().unwrap(), 1);
         assert!(acks.next().await.unwrap().is_err());
     }

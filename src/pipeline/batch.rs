@@ -3,14 +3,13 @@
 use std::time::Instant;
 
 use crate::config::BatchConfig;
-use crate::error::SyncResult;
 use crate::event::{Phase, SyncEvent};
 use crate::sink::elasticsearch::encoded_len;
 use crate::sink::Target;
 use crate::transform::hook::apply_hook;
 use crate::transform::{ConvertWarning, DocumentWrite, Rejected};
 
-use super::{Context, UntilStopped};
+use super::{Context, PhaseResult, Proceed};
 
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -99,7 +98,7 @@ impl Batch {
 }
 
 /// Writes the batch and reports it; returns once everything in it is acknowledged or dead-lettered.
-pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phase, batch: Batch) -> SyncResult<()> {
+pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phase, batch: Batch) -> PhaseResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -114,12 +113,12 @@ pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phas
         writes = kept;
         rejected.extend(refused);
     }
-    let mut report = ctx.sink.write(namespace, target, writes).await.until_stopped()?;
+    let mut report = ctx.sink.write(namespace, target, writes).await.proceed()?;
     report.outcome.dead_letters += rejected.len() as u64;
     let dead_letters: Vec<Rejected> = rejected.into_iter().chain(report.dead_letters).collect();
     if let (Some(dlq), false) = (&ctx.config.dead_letter_index, dead_letters.is_empty()) {
         // Written before the batch counts as acknowledged: a dead letter is never only in memory.
-        ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await.until_stopped()?;
+        ctx.sink.write_dead_letters(dlq, namespace, index, &dead_letters).await.proceed()?;
     }
     for rejected in dead_letters {
         ctx.events.emit(SyncEvent::DeadLetter { namespace: namespace.to_string(), index: index.to_string(), id: rejected.id, reason: rejected.reason });

@@ -83,11 +83,27 @@ impl CheckpointStore for ObservedStore {
 
     async fn save(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint) -> SyncResult<()> {
         self.inner.save(ns, checkpoint).await?;
+        self.saved(ns);
+        Ok(())
+    }
+
+    async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
+        self.inner.load_fenced(ns, term).await
+    }
+
+    async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
+        self.inner.save_fenced(ns, checkpoint, term).await?;
+        self.saved(ns);
+        Ok(())
+    }
+}
+
+impl ObservedStore {
+    fn saved(&self, ns: &Namespace) {
         let namespace = ns.to_string();
         self.stats.collection(&namespace).checkpointed();
         if let Some(monitor) = &self.monitor {
             monitor.checkpoint_saved(&namespace);
         }
-        Ok(())
     }
 }

@@ -29,6 +29,7 @@ use crate::config::{Namespace, SyncConfig};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{EventBus, SyncEvent, SyncState};
 use crate::monitor::Monitor;
+use crate::search::SearchClient;
 use crate::sink::Sink;
 use crate::source::ChangeSource;
 use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
@@ -54,26 +55,62 @@ pub(crate) struct Timing {
     pub idle_checkpoint_every: Duration,
     /// During a copy, how often the change history is checked to still reach its start point.
     pub history_check_every: Duration,
+    /// A drop followed by nothing is taken for a plain one only once the reopened stream has
+    /// been quiet this long (a replacement's contents may arrive without a change: SecantusDB's
+    /// `$out` drops, then renames).
+    pub drop_settles_after: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { stream_checkpoint_every: Duration::from_secs(1), idle_checkpoint_every: Duration::from_secs(5), history_check_every: Duration::from_secs(10) }
+        Timing {
+            stream_checkpoint_every: Duration::from_secs(1),
+            idle_checkpoint_every: Duration::from_secs(5),
+            history_check_every: Duration::from_secs(10),
+            drop_settles_after: Duration::from_secs(1),
+        }
     }
 }
 
-/// A sink call the stop ended ([`crate::retry::Flow::Stopped`]) ends the phase as the
-/// `ERR_STATE` error `CollectionSync::run` takes for a stop while cancelled. Transitional: once
-/// the phases pass the sinks' `Flow` on, this goes.
-trait UntilStopped<T> {
-    fn until_stopped(self) -> SyncResult<T>;
+/// Why a step of a phase ended before its work was done: the sync was stopped (an output's
+/// retry wait was cut short, so nothing after it may count the work as done; not a failure),
+/// or it failed. `?` passes either up; the collection's run loop ends on `Stopped`.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    Stopped,
+    Failed(SyncError),
 }
 
-impl<T> UntilStopped<T> for SyncResult<crate::retry::Flow<T>> {
-    fn until_stopped(self) -> SyncResult<T> {
+/// The result of a step that can be stopped midway.
+pub(crate) type PhaseResult<T> = Result<T, Halt>;
+
+impl Halt {
+    /// A failure names the collection it happened in.
+    fn in_collection(self, ns: &Namespace) -> Self {
+        match self {
+            Halt::Failed(e) => Halt::Failed(e.in_collection(ns)),
+            Halt::Stopped => Halt::Stopped,
+        }
+    }
+}
+
+impl From<SyncError> for Halt {
+    fn from(error: SyncError) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+/// An output's answer ([`crate::retry::Flow`]) within a phase: its value, or the halt that
+/// its stop or failure brings.
+trait Proceed<T> {
+    fn proceed(self) -> PhaseResult<T>;
+}
+
+impl<T> Proceed<T> for SyncResult<crate::retry::Flow<T>> {
+    fn proceed(self) -> PhaseResult<T> {
         match self? {
             crate::retry::Flow::Done(value) => Ok(value),
-            crate::retry::Flow::Stopped => Err(SyncError::new(ErrorCode::State, "stopped while an output was retrying")),
+            crate::retry::Flow::Stopped => Err(Halt::Stopped),
         }
     }
 }
@@ -142,6 +179,8 @@ pub struct SyncEngine {
     timing: Timing,
     /// The HTTP server's state and metrics, with the `http` option.
     monitor: Option<Arc<Monitor>>,
+    /// The search API over this sync's indices, built at first use.
+    search: Mutex<Option<Arc<SearchClient>>>,
 }
 
 impl SyncEngine {
@@ -150,7 +189,22 @@ impl SyncEngine {
         config.validate()?;
         let (config, events, stats) = (Arc::new(config), EventBus::default(), Arc::new(Stats::default()));
         let monitor = config.http.clone().map(|http| Monitor::new(config.clone(), http, &events, stats.clone()));
-        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), timing: Timing::default(), monitor })
+        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), timing: Timing::default(), monitor, search: Mutex::new(None) })
+    }
+
+    /// The search API over the indices this sync manages (or `search.indices`); `ERR_CONFIG`
+    /// without the `elasticsearch` option.
+    pub fn search_client(&self) -> SyncResult<Arc<SearchClient>> {
+        let mut slot = self.search.lock().expect("search lock");
+        if let Some(client) = &*slot {
+            return Ok(client.clone());
+        }
+        let es = self.config.elasticsearch.as_ref().ok_or_else(|| SyncError::config("search: the elasticsearch option is required to search"))?;
+        let settings = self.config.search.clone().unwrap_or_default();
+        let scope = crate::search::sync_scope(self.config.clone(), self.stats.clone());
+        let client = Arc::new(SearchClient::new(es, settings, scope, &self.events)?);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// The monitor serving the `http` option, if given.
@@ -197,12 +251,12 @@ impl SyncEngine {
         let stopped = || SyncError::new(ErrorCode::State, "stop() was called before start() finished");
         let prepared = tokio::select! {
             prepared = self.prepare(connector, cancel.clone()) => prepared,
-            _ = cancel.cancelled() => Err(stopped()),
+            _ = cancel.cancelled() => Err(Halt::Stopped),
         };
         let prepared = match prepared {
             Ok(p) if !cancel.is_cancelled() => p,
-            Ok(_) => return Err(self.end_run(&done, stopped())),
-            Err(e) => return Err(self.end_run(&done, if cancel.is_cancelled() { stopped() } else { e })),
+            Ok(_) | Err(Halt::Stopped) => return Err(self.end_run(&done, stopped())),
+            Err(Halt::Failed(e)) => return Err(self.end_run(&done, if cancel.is_cancelled() { stopped() } else { e })),
         };
         // The state is set before `start()` resolves, so that `stats()` right after it is accurate.
         let state = if prepared.ctx.is_copying() { SyncState::Copying } else { SyncState::Streaming };
@@ -228,6 +282,9 @@ impl SyncEngine {
             return Err(SyncError::new(ErrorCode::State, format!("start() called while the sync is {}", state.as_str())));
         }
         if let Some(monitor) = &self.monitor {
+            if self.config.search.is_some() && self.config.elasticsearch.is_some() {
+                monitor.set_search(self.search_client()?);
+            }
             monitor.serve().await?;
         }
         set_state(&self.stats, &self.events, SyncState::Starting, None);
@@ -249,7 +306,7 @@ impl SyncEngine {
         error
     }
 
-    async fn prepare(&self, connector: &dyn Connector, cancel: CancellationToken) -> SyncResult<supervisor::Prepared> {
+    async fn prepare(&self, connector: &dyn Connector, cancel: CancellationToken) -> PhaseResult<supervisor::Prepared> {
         let sink_context =
             crate::sink::SinkContext { retry: self.config.retry.clone(), events: self.events.clone(), stats: self.stats.clone(), cancel: cancel.clone() };
         let Connections { source, sink, store } = connector.connect(&self.config, &sink_context).await?;

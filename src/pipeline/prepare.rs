@@ -9,7 +9,7 @@ use mongodb::bson::Timestamp;
 
 use super::collection::{feed_limits, index_settings, on_history_lost, stream_start};
 use super::supervisor::Prepared;
-use super::{Context, UntilStopped};
+use super::{Context, PhaseResult, Proceed};
 use crate::checkpoint::CollectionCheckpoint;
 use crate::config::{CollectionConfig, Discovery, Namespace, SyncMode};
 use crate::error::{ErrorCode, SyncResult};
@@ -23,9 +23,9 @@ pub(super) struct Ready {
 }
 
 /// Prepares every listed collection, and those the patterns find.
-pub(super) async fn prepare_all(ctx: Arc<Context>) -> SyncResult<Prepared> {
+pub(super) async fn prepare_all(ctx: Arc<Context>) -> PhaseResult<Prepared> {
     if let Some(dlq) = &ctx.config.dead_letter_index {
-        ctx.sink.prepare_dead_letters(dlq).await.until_stopped()?;
+        ctx.sink.prepare_dead_letters(dlq).await.proceed()?;
     }
     // Stream only: "now" is read once, before start() resolves, so that a change made
     // right after it is never before a collection's start point.
@@ -52,7 +52,7 @@ pub(super) async fn prepare_all(ctx: Arc<Context>) -> SyncResult<Prepared> {
 /// re-copy at once). `stream_from`, in stream mode, for a collection without a saved position:
 /// where it is followed from (`startAt` or the time of `start()`; for a collection found while
 /// the sync runs, the last moment it was known not to be there), so none of its changes is missed.
-pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stream_from: Option<Timestamp>) -> SyncResult<Ready> {
+pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stream_from: Option<Timestamp>) -> PhaseResult<Ready> {
     let mut checkpoint = ctx.store.load(&c.namespace).await?;
     if let (Some(at), None, SyncMode::Stream { .. }) = (stream_from, &checkpoint.start_at, ctx.config.mode) {
         checkpoint.start_at = Some(at);
@@ -63,20 +63,20 @@ pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stre
     if !checkpoint.copy_done && !matches!(ctx.config.mode, SyncMode::Stream { .. }) {
         ctx.copy_started(&c.namespace);
     }
-    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(&index_settings(c, &checkpoint))).await.until_stopped()?;
+    ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(&index_settings(c, &checkpoint))).await.proceed()?;
     Ok(Ready { config: c.clone(), checkpoint, feed })
 }
 
 /// Opens the stream of a collection that streams first (from a saved position, its start
 /// point or `startAt`), so that a position outside the history fails `start()`.
-async fn open_first_stream(ctx: &Context, c: &CollectionConfig, checkpoint: &mut CollectionCheckpoint) -> SyncResult<Option<ChangeFeed>> {
+async fn open_first_stream(ctx: &Context, c: &CollectionConfig, checkpoint: &mut CollectionCheckpoint) -> PhaseResult<Option<ChangeFeed>> {
     let Some(start) = stream_start(checkpoint).filter(|_| ctx.config.mode != SyncMode::Copy && checkpoint.copy_done) else {
         return Ok(None);
     };
     match ctx.source.open_stream(&c.namespace, &start, feed_limits(ctx), ctx.cancel.clone()).await {
         Ok(feed) => Ok(Some(feed)),
         Err(e) if e.code == ErrorCode::HistoryLost => on_history_lost(ctx, c, checkpoint, e).await.map(|()| None),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn discover(
     discovery: &Discovery,
     known: &mut HashSet<Namespace>,
     seen_at: Option<Timestamp>,
-) -> SyncResult<(Vec<Ready>, Timestamp)> {
+) -> PhaseResult<(Vec<Ready>, Timestamp)> {
     let now = ctx.source.now().await?;
     let checkpoints = Namespace { db: ctx.config.checkpoint.database.clone(), coll: ctx.config.checkpoint.collection.clone() };
     let mut found = Vec::new();

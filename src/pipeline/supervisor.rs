@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::collection::CollectionSync;
 use super::prepare::{discover, Ready};
 use super::Context;
+use super::Halt;
 use crate::config::{Namespace, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{CollectionChange, SyncEvent};
@@ -60,11 +61,12 @@ impl Supervisor {
                     self.spawn(ready);
                 }
             }
-            Err(e) if e.code == ErrorCode::MongoUnreachable || e.code == ErrorCode::Mongo => {
+            Err(Halt::Stopped) => {}
+            Err(Halt::Failed(e)) if e.code == ErrorCode::MongoUnreachable || e.code == ErrorCode::Mongo => {
                 let message = format!("looking for new collections failed (will try again): {e}");
                 self.ctx.events.emit(SyncEvent::Warning { namespace: String::new(), message });
             }
-            Err(e) => self.fail(e),
+            Err(Halt::Failed(e)) => self.fail(e),
         }
     }
 }

@@ -63,6 +63,8 @@ pub fn config(collections: &[&str]) -> SyncConfig {
         copy_range_min_docs: 100_000,
         dead_letter_index: None,
         http: None,
+        lease: Default::default(),
+        search: None,
     };
     config.batch.flush_interval = Duration::from_millis(20);
     config

@@ -136,6 +136,8 @@ pub struct MemorySink {
     held: AtomicBool,
     waiting: AtomicUsize,
     block_prepare: AtomicBool,
+    /// Held writes, once let through, answer [`Flow::Stopped`] without writing.
+    stop_held: AtomicBool,
 }
 
 impl Default for MemorySink {
@@ -146,6 +148,7 @@ impl Default for MemorySink {
             held: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             block_prepare: AtomicBool::new(false),
+            stop_held: AtomicBool::new(false),
         }
     }
 }
@@ -174,6 +177,12 @@ impl MemorySink {
     /// Writes waiting at the gate.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Held writes end as an output's do when a stop cuts its retry wait short: they answer
+    /// [`Flow::Stopped`] once let through, and write nothing.
+    pub fn stop_held_writes(&self) {
+        self.stop_held.store(true, Ordering::SeqCst);
     }
 
     /// Index preparation never finishes from now on (as an output retrying forever).
@@ -248,6 +257,9 @@ impl Sink for MemorySink {
         permit.expect("gate open").forget();
         if self.held.load(Ordering::SeqCst) {
             // A released write uses its permit; the gate stays shut for the next.
+            if self.stop_held.load(Ordering::SeqCst) {
+                return Ok(Flow::Stopped);
+            }
         } else {
             self.gate.add_permits(1);
         }

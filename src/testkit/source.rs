@@ -319,6 +319,18 @@ impl FakeSource {
         })
     }
 
+    /// `renameCollection` into a collection that does not exist (any more), as SecantusDB shows
+    /// it (and so the second step of its `$out` onto an existing collection, after the drop):
+    /// nothing on the target's stream.
+    pub fn rename_silently_into(&self, from: &Namespace, to: &Namespace) {
+        self.write(|w| {
+            let docs = w.collections.remove(from).unwrap_or_default();
+            w.collections.insert(to.clone(), docs);
+            w.append(from, Entry::Collection(CollectionChange::Rename { to: to.clone() }));
+            w.append(from, Entry::Collection(CollectionChange::Invalidate));
+        })
+    }
+
     /// Puts a document under `key` whatever its `_id` (e.g. one the sync cannot use), silently.
     pub fn put_raw(&self, ns: &Namespace, key: i64, doc: Document) {
         self.write(|w| w.collections.entry(ns.clone()).or_default().insert(key, doc));

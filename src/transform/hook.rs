@@ -18,8 +18,19 @@ pub struct HookContext {
     pub phase: Phase,
 }
 
-/// `Ok(Some(doc))` replaces the document, `Ok(None)` drops it, `Err(reason)` dead-letters it.
-pub type HookOutcome = Result<Option<Value>, String>;
+/// `Ok(Some(doc))` replaces the document, `Ok(None)` drops it, `Err(_)` dead-letters it.
+pub type HookOutcome = Result<Option<Value>, HookError>;
+
+/// Why a transform gave no document: the dead letter's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    /// The transform threw (or its promise rejected), with this reason.
+    #[error("{0}")]
+    Threw(String),
+    /// The host could not call it (e.g. the process is exiting).
+    #[error("the transform was not called ({0})")]
+    NotCalled(&'static str),
+}
 
 pub trait DocumentHook: Send + Sync {
     fn call(&self, doc: Value, ctx: HookContext) -> BoxFuture<'static, HookOutcome>;
@@ -82,7 +93,7 @@ mod tests {
             Box::pin(async move {
                 match ctx.id.as_str() {
                     "drop" => Ok(None),
-                    "fail" => Err("boom".into()),
+                    "fail" => Err(HookError::Threw("boom".into())),
                     "weird" => Ok(Some(Value::from(3))),
                     _ => {
                         doc["name"] = Value::from(doc["name"].as_str().unwrap_or("").to_uppercase());

@@ -2,6 +2,8 @@
 //! and the re-copy into a fresh index that ends with an atomic alias swap (`onHistoryLost:
 //! 'resync'`).
 
+use std::time::{Duration, Instant};
+
 use mongodb::bson::{Document, Timestamp};
 use tokio::sync::mpsc;
 
@@ -14,8 +16,7 @@ use crate::config::{CollectionConfig, DropPolicy, Namespace, RenamePolicy};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{CollectionChange, Phase, SyncEvent};
 use crate::pipeline::batch::{commit, Batch, Room};
-use crate::pipeline::UntilStopped;
-use crate::pipeline::{Context, Flow};
+use crate::pipeline::{Context, Flow, Halt, PhaseResult, Proceed};
 use crate::sink::{IndexAction, IndexChange, Target};
 use crate::source::{ChangeFeed, StreamStart};
 use crate::transform::{delete_write, version_of};
@@ -28,8 +29,30 @@ pub(super) struct PendingDrop {
     /// The drop to apply per `onDrop` if it was a plain one (none for a bare `invalidate`).
     change: Option<CollectionChange>,
     version: i64,
-    /// The stream after the `invalidate` is open: its first change or idle turn settles it.
-    pub reopened: bool,
+    /// When the stream after the `invalidate` was opened: its first change settles it, or an
+    /// idle turn once it has been quiet for `Timing::drop_settles_after`.
+    pub reopened: Option<Instant>,
+}
+
+impl PendingDrop {
+    /// Whether an idle turn now may settle it.
+    pub fn quiet_for(&self, at_least: Duration) -> bool {
+        self.reopened.is_some_and(|at| at.elapsed() >= at_least)
+    }
+}
+
+/// After a drop applied (or a bare `invalidate`) with the collection empty: contents that then
+/// appear without a change in its stream were put there by a rename, which its stream never
+/// shows (SecantusDB's `$out` drops, then renames into the absent collection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum EmptiedWatch {
+    #[default]
+    Off,
+    /// No documents seen yet.
+    Watching,
+    /// Documents seen at one idle turn with no change before it: one more quiet turn (which a
+    /// plain insert's change would have come before) and they were renamed in.
+    Found,
 }
 
 impl CollectionSync<'_> {
@@ -53,7 +76,7 @@ impl CollectionSync<'_> {
         cluster_time: Option<Timestamp>,
         token: Option<Document>,
         state: &mut StreamBatch<'_>,
-    ) -> SyncResult<Option<Flow>> {
+    ) -> PhaseResult<Option<Flow>> {
         let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
         let missed = std::mem::take(&mut state.missed);
         match &change {
@@ -70,7 +93,7 @@ impl CollectionSync<'_> {
             }
             _ if self.ctx.source.has_documents(&self.config.namespace).await? => Ok(Some(self.replaced(Some(change)))),
             _ => {
-                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: false });
+                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: None });
                 Ok(None)
             }
         }
@@ -86,27 +109,35 @@ impl CollectionSync<'_> {
         };
         self.invalidated = Some(token.clone());
         match &mut state.pending_drop {
-            Some(pending) => pending.reopened = true,
+            Some(pending) => pending.reopened = Some(Instant::now()),
             None if std::mem::take(&mut state.renamed) => {
                 self.set_position(token.clone());
                 self.save().await?;
             }
-            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: true }),
+            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: Some(Instant::now()) }),
         }
         self.open_feed(&StreamStart::StartAfter(token)).await
     }
 
     /// Settles a drop waiting since the last `invalidate`, once the reopened stream read a
-    /// change (`changed`) or found nothing new. A flow when the collection was replaced.
-    pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> SyncResult<Option<Flow>> {
-        let Some(pending) = state.pending_drop.take_if(|p| p.reopened) else { return Ok(None) };
-        if !changed && self.ctx.source.has_documents(&self.config.namespace).await? {
+    /// change (`changed`) or found nothing new for a moment. A flow when the collection holds
+    /// documents again (replaced, or re-created at once): it is copied again.
+    pub(super) async fn settle_drop(&mut self, state: &mut StreamBatch<'_>, changed: bool) -> PhaseResult<Option<Flow>> {
+        let Some(pending) = state.pending_drop.take_if(|p| p.reopened.is_some()) else { return Ok(None) };
+        // Documents there by now, with or without changes before them: the contents were
+        // replaced (SecantusDB's `$out` drops, then renames into the collection, which a stream
+        // opened after it reads as inserts), or the collection was re-created at once; either
+        // way a re-copy behind the alias ends equal to it, and readers never see it emptied.
+        if self.ctx.source.has_documents(&self.config.namespace).await? {
             return Ok(Some(self.replaced(pending.change)));
         }
         if let Some(change) = pending.change {
             self.apply_drop(pending.version).await?;
             state.target = self.target();
             self.emit(change);
+        }
+        if !changed {
+            state.emptied = EmptiedWatch::Watching;
         }
         // Everything up to the invalidate is applied.
         let token = self.invalidated.clone().expect("reopened after an invalidate");
@@ -115,11 +146,25 @@ impl CollectionSync<'_> {
         Ok(None)
     }
 
-    async fn apply_index_action(&self, version: i64, action: IndexAction) -> SyncResult<()> {
-        self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await.until_stopped()
+    /// On an idle turn after a drop was settled with the collection empty: documents there now,
+    /// with no change read since, on two turns in a row, were renamed in. A flow when so.
+    pub(super) async fn watch_emptied(&mut self, state: &mut StreamBatch<'_>) -> PhaseResult<Option<Flow>> {
+        if state.emptied == EmptiedWatch::Off || !self.ctx.source.has_documents(&self.config.namespace).await? {
+            return Ok(None);
+        }
+        if state.emptied == EmptiedWatch::Watching {
+            state.emptied = EmptiedWatch::Found;
+            return Ok(None);
+        }
+        state.emptied = EmptiedWatch::Off;
+        Ok(Some(self.replaced(None)))
     }
 
-    async fn apply_drop(&mut self, version: i64) -> SyncResult<()> {
+    async fn apply_index_action(&self, version: i64, action: IndexAction) -> PhaseResult<()> {
+        self.ctx.sink.apply(&IndexChange { namespace: self.namespace(), version, action }).await.proceed()
+    }
+
+    async fn apply_drop(&mut self, version: i64) -> PhaseResult<()> {
         let index = self.index();
         match self.ctx.config.on_drop {
             DropPolicy::DeleteDocuments => self.apply_index_action(version, IndexAction::DeleteDocuments { index }).await,
@@ -137,7 +182,7 @@ impl CollectionSync<'_> {
     }
 
     /// Moves or copies the documents to the index of the new name, then empties this one.
-    async fn apply_rename(&mut self, to: &Namespace, version: i64, missed: &MissedLookups) -> SyncResult<()> {
+    async fn apply_rename(&mut self, to: &Namespace, version: i64, missed: &MissedLookups) -> PhaseResult<()> {
         let config = &self.ctx.config;
         let (index, to_index) = (self.index(), config.index_for(to));
         if to_index == index || to_index == self.config.index || config.on_rename == RenamePolicy::Ignore {
@@ -146,7 +191,7 @@ impl CollectionSync<'_> {
         // The target is prepared with the settings it will be synced (and checked) with, when
         // it has some: listed, or matched by `namespaces` (and then found later).
         let to_settings = config.collection_for(to);
-        self.ctx.sink.prepare_index(&to_index, to_settings.as_ref()).await.until_stopped()?;
+        self.ctx.sink.prepare_index(&to_index, to_settings.as_ref()).await.proceed()?;
         let target = Target::index(to_index.clone());
         match config.on_rename {
             RenamePolicy::Move => {
@@ -162,7 +207,7 @@ impl CollectionSync<'_> {
     /// found under the old name) are read again under the new one, and written with the
     /// rename's version (later changes there carry later ones). Too many to list: the whole
     /// renamed collection is copied.
-    async fn reread_missed(&self, to: &Namespace, target: &Target, version: i64, missed: &MissedLookups) -> SyncResult<()> {
+    async fn reread_missed(&self, to: &Namespace, target: &Target, version: i64, missed: &MissedLookups) -> PhaseResult<()> {
         let renamed = CollectionConfig { namespace: to.clone(), ..self.config.clone() };
         if missed.overflowed() {
             return self.copy_once(to, Some(&renamed), target, version).await;
@@ -191,7 +236,7 @@ impl CollectionSync<'_> {
     /// interrupted, the rename event is not checkpointed and is applied again. Its documents are
     /// shaped by its own `settings` when it has some (listed, or matched by `namespaces`), else
     /// by this collection's field rules, without this collection's filter and routing.
-    async fn copy_once(&self, source: &Namespace, settings: Option<&CollectionConfig>, target: &Target, version: i64) -> SyncResult<()> {
+    async fn copy_once(&self, source: &Namespace, settings: Option<&CollectionConfig>, target: &Target, version: i64) -> PhaseResult<()> {
         let ctx = self.ctx;
         let reader = match settings {
             Some(settings) => RangeReader { version, ..RangeReader::new(self, settings, CopyRange::default(), 0, target) },
@@ -208,7 +253,7 @@ impl CollectionSync<'_> {
         let reading = async move {
             let result = reader.read(&tx).await;
             drop(tx);
-            result
+            result.map_err(Halt::from)
         };
         let writing = async {
             while let Some(item) = rx.recv().await {
@@ -217,14 +262,15 @@ impl CollectionSync<'_> {
                     CopyItem::RangeDone(_) => return Ok(()),
                 }
             }
-            Err(SyncError::new(ErrorCode::State, format!("stopped while copying {ns}")))
+            // The readers ended before their last range: the copy was stopped.
+            Err(Halt::Stopped)
         };
         tokio::try_join!(reading, writing).map(drop)
     }
 
     /// After a re-copy: the configured name becomes an alias of the new index, and the index it
     /// replaces is dropped, in one step.
-    pub(super) async fn finish_resync(&mut self) -> SyncResult<()> {
+    pub(super) async fn finish_resync(&mut self) -> PhaseResult<()> {
         let Some(old) = self.checkpoint.replaces.clone() else { return Ok(()) };
         let new_index = self.index();
         let version = version_of(self.start_at());
@@ -249,17 +295,14 @@ pub fn index_settings(config: &CollectionConfig, cp: &CollectionCheckpoint) -> C
 
 /// Starts copying a collection again: into a new concrete index `<index>-<n>`, while the index
 /// readers use stays as it is until the copy is done.
-pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut CollectionCheckpoint, reason: &str) -> SyncResult<()> {
+pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut CollectionCheckpoint, reason: &str) -> PhaseResult<()> {
     let current = cp.physical_index.clone().unwrap_or_else(|| config.index.clone());
     // An unfinished earlier re-copy: its half-filled index goes, the one readers use stays.
     let serving = match cp.replaces.clone() {
         Some(serving) => {
             if serving != current {
                 let action = IndexAction::DeleteIndex { index: current.clone() };
-                ctx.sink
-                    .apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action })
-                    .await
-                    .until_stopped()?;
+                ctx.sink.apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action }).await.proceed()?;
             }
             serving
         }
@@ -268,7 +311,7 @@ pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut Col
     let generation = cp.generation + 1;
     let new_index = format!("{}-{generation}", config.index);
     *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
-    ctx.sink.prepare_index(&new_index, Some(&index_settings(config, cp))).await.until_stopped()?;
+    ctx.sink.prepare_index(&new_index, Some(&index_settings(config, cp))).await.proceed()?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);
     ctx.warn(&config.namespace, format!("{reason}; copying again into \"{new_index}\" (\"{serving}\" stays readable until then)"));

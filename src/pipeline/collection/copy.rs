@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{Phase, SyncEvent};
 use crate::pipeline::ack::InOrder;
 use crate::pipeline::batch::{commit, Batch, Room};
-use crate::pipeline::Flow;
+use crate::pipeline::{Flow, Halt, PhaseResult};
 use crate::sink::Target;
 use crate::source::{ChangeSource, ScanOptions};
 use crate::transform::{index_write, routing_value, version_of, ConvertOptions, FieldRules};
@@ -156,7 +156,7 @@ impl ProgressMeter {
 }
 
 impl CollectionSync<'_> {
-    pub(super) async fn copy(&mut self) -> SyncResult<Flow> {
+    pub(super) async fn copy(&mut self) -> PhaseResult<Flow> {
         let total = self.ctx.source.estimated_count(&self.config.namespace).await;
         self.ctx.stats.collection(&self.namespace()).copy_started(self.checkpoint.copied, total);
         if self.checkpoint.copy_ranges.is_empty() {
@@ -189,10 +189,10 @@ impl CollectionSync<'_> {
     /// each range as its batches are acknowledged, in read order. (Their relative order does
     /// not matter for correctness: the versions do.) Ends when everything read is acknowledged,
     /// or, once stopping, everything sent.
-    async fn write_copy(&mut self, mut rx: mpsc::Receiver<SyncResult<CopyItem>>, target: &Target, progress: &mut ProgressMeter) -> SyncResult<Flow> {
+    async fn write_copy(&mut self, mut rx: mpsc::Receiver<SyncResult<CopyItem>>, target: &Target, progress: &mut ProgressMeter) -> PhaseResult<Flow> {
         let ctx = self.ctx;
         let ns = self.namespace();
-        let mut acks = InOrder::new(ctx.config.batch.concurrency);
+        let mut acks = InOrder::<_, Halt>::new(ctx.config.batch.concurrency);
         let (mut reader_done, mut stopping) = (false, false);
         let mut history_check = tokio::time::interval_at(tokio::time::Instant::now() + ctx.timing.history_check_every, ctx.timing.history_check_every);
         while !((reader_done || stopping) && acks.is_empty()) {
@@ -260,7 +260,7 @@ impl CollectionSync<'_> {
     }
 }
 
-async fn commit_copy(ctx: &crate::pipeline::Context, ns: String, target: Target, item: CopyItem) -> SyncResult<CopyAck> {
+async fn commit_copy(ctx: &crate::pipeline::Context, ns: String, target: Target, item: CopyItem) -> PhaseResult<CopyAck> {
     match item {
         CopyItem::Batch { range, batch, last_id } => {
             let read = batch.read_count();

@@ -15,22 +15,16 @@ use std::time::Instant;
 
 use mongodb::bson::{Document, Timestamp};
 
-use super::{Context, Flow};
+use super::{Context, Flow, Halt, PhaseResult};
 use crate::checkpoint::CollectionCheckpoint;
 use crate::config::{CollectionConfig, HistoryLostPolicy, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::retry::{may_retry, wait_before_retry};
+use crate::retry::{Attempt, GaveUp, RetryPolicy, Retryable};
 use crate::sink::Target;
 use crate::source::ChangeFeed;
 
 pub(super) use collection_change::{begin_resync, index_settings};
 pub(super) use stream::{feed_limits, stream_start};
-
-/// Consecutive failures of a collection's run, and its checkpoint at the last one.
-struct Retry {
-    attempt: u32,
-    mark: CollectionCheckpoint,
-}
 
 pub(super) struct CollectionSync<'a> {
     ctx: &'a Context,
@@ -72,50 +66,68 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// Copy then stream; returns when stopped. Transient source failures are retried from
-    /// the last checkpoint, which is also the in-memory position. `feed`, opened (and so
-    /// validated) at start, serves the first stream phase.
-    pub async fn run(mut self, mut feed: Option<ChangeFeed>) -> SyncResult<()> {
-        let mut retry = Retry { attempt: 0, mark: self.checkpoint.clone() };
-        loop {
-            let error = match self.run_phases(feed.take()).await {
-                Ok(Flow::Done | Flow::Stopped) => return Ok(()),
-                Ok(Flow::Recopy(reason)) => {
-                    begin_resync(self.ctx, &self.config, &mut self.checkpoint, &reason).await?;
-                    continue;
-                }
-                Err(e) => e,
-            };
-            if !self.recover(error, &mut retry).await? {
-                return Ok(());
+    /// the last checkpoint, which is also the in-memory position, through the sync's retry
+    /// policy (backoff, `retry` events, `retry.maxAttempts` failures in a row; a failure after
+    /// the checkpoint moved counts as the first). `feed`, opened (and so validated) at start,
+    /// serves the first stream phase.
+    pub async fn run(mut self, feed: Option<ChangeFeed>) -> SyncResult<()> {
+        let ctx = self.ctx;
+        let policy = RetryPolicy::new(&ctx.config.retry, &ctx.stats, &ctx.events, &ctx.cancel);
+        let mark = self.checkpoint.clone();
+        let what = format!("syncing {}", self.config.namespace);
+        match policy.run(&what, Runs { sync: &mut self, feed, mark }).await {
+            Ok(_done_or_stopped) => Ok(()),
+            Err(RunError::Failed(e)) => Err(e),
+            Err(RunError::GaveUp(GaveUp { attempts, cause, .. })) => {
+                Err(SyncError::new(ErrorCode::MongoUnreachable, format!("{cause} (failed {attempts} attempts in a row; see retry.maxAttempts)")))
             }
         }
     }
 
-    /// What a failed run of the phases leads to: another run (`true`), a stop (`false`), or
-    /// the sync's failure.
-    async fn recover(&mut self, error: SyncError, retry: &mut Retry) -> SyncResult<bool> {
+    /// One attempt of the run: the phases, again after a re-copy begins or lost history is
+    /// dealt with, until they end, fail for good, or fail transiently (a retry).
+    async fn attempt(&mut self, feed: &mut Option<ChangeFeed>, mark: &mut CollectionCheckpoint) -> Attempt<(), RunError> {
+        loop {
+            let halt = match self.run_phases(feed.take()).await {
+                Ok(Flow::Done) => return Attempt::Done(()),
+                Ok(Flow::Stopped) | Err(Halt::Stopped) => return Attempt::Stopped,
+                Ok(Flow::Recopy(reason)) => begin_resync(self.ctx, &self.config, &mut self.checkpoint, &reason).await.err(),
+                Err(Halt::Failed(error)) => match self.recover(error, mark).await {
+                    Recovery::Again => None,
+                    Recovery::Ends(attempt) => return attempt,
+                },
+            };
+            match halt {
+                None => continue,
+                Some(Halt::Stopped) => return Attempt::Stopped,
+                Some(Halt::Failed(e)) => return Attempt::Fail(RunError::Failed(e)),
+            }
+        }
+    }
+
+    /// What a failed run of the phases leads to: another run at once (lost history dealt
+    /// with), or the attempt's end: a retry (progress since `mark` resets the count), a stop,
+    /// or the sync's failure.
+    async fn recover(&mut self, error: SyncError, mark: &mut CollectionCheckpoint) -> Recovery {
         let ctx = self.ctx;
         match error.code {
-            ErrorCode::MongoUnreachable if !ctx.cancel.is_cancelled() => {
-                // The count starts again once the durable position moved since the last failure.
-                if self.checkpoint != retry.mark {
-                    retry.attempt = 0;
-                    retry.mark = self.checkpoint.clone();
-                }
-                retry.attempt += 1;
-                if !may_retry(&ctx.config.retry, retry.attempt) {
-                    return Err(SyncError::new(error.code, format!("{} (failed {} attempts in a row; see retry.maxAttempts)", error.message, retry.attempt)));
-                }
-                Ok(wait_before_retry(&ctx.config.retry, retry.attempt, error.to_string(), &ctx.stats, &ctx.events, &ctx.cancel).await)
+            ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => Recovery::Ends(Attempt::Stopped),
+            ErrorCode::MongoUnreachable if self.checkpoint != *mark => {
+                *mark = self.checkpoint.clone();
+                Recovery::Ends(Attempt::Partial(error.to_string()))
             }
-            ErrorCode::State | ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => Ok(false),
+            ErrorCode::MongoUnreachable => Recovery::Ends(Attempt::Retry(error.to_string())),
             // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
-            ErrorCode::HistoryLost | ErrorCode::EventTooLarge => on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await.map(|()| true),
-            _ => Err(error),
+            ErrorCode::HistoryLost | ErrorCode::EventTooLarge => match on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await {
+                Ok(()) => Recovery::Again,
+                Err(Halt::Stopped) => Recovery::Ends(Attempt::Stopped),
+                Err(Halt::Failed(e)) => Recovery::Ends(Attempt::Fail(RunError::Failed(e))),
+            },
+            _ => Recovery::Ends(Attempt::Fail(RunError::Failed(error))),
         }
     }
 
-    async fn run_phases(&mut self, feed: Option<ChangeFeed>) -> SyncResult<Flow> {
+    async fn run_phases(&mut self, feed: Option<ChangeFeed>) -> PhaseResult<Flow> {
         self.ensure_start_point().await?;
         if !self.checkpoint.copy_done && self.copy().await? == Flow::Stopped {
             return Ok(Flow::Stopped);
@@ -153,17 +165,17 @@ impl<'a> CollectionSync<'a> {
 /// Lost history (or an event too large to read) of a collection: re-copied with
 /// `onHistoryLost: 'resync'`, else the sync fails with the error. A stream-only sync never
 /// re-copies (it copies nothing: the new index would be empty); it fails and says what to do.
-pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, checkpoint: &mut CollectionCheckpoint, error: SyncError) -> SyncResult<()> {
+pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, checkpoint: &mut CollectionCheckpoint, error: SyncError) -> PhaseResult<()> {
     if let SyncMode::Stream { .. } = ctx.config.mode {
         let message = format!(
             "{}. With mode 'stream' nothing is copied, so the index is kept as it is (onHistoryLost: 'resync' re-copies only with \
              mode 'copyAndStream'): to follow {} from now (or startAt) on, delete its checkpoint; to copy it again, run with mode 'copyAndStream'",
             error.message, config.namespace
         );
-        return Err(SyncError::new(error.code, message));
+        return Err(SyncError::new(error.code, message).into());
     }
     if ctx.config.on_history_lost != HistoryLostPolicy::Resync {
-        return Err(error);
+        return Err(error.into());
     }
     // Re-copies whose stream could not start (the copy outlasted the history) are counted:
     // each would go the same way.
@@ -174,11 +186,48 @@ pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, ch
              enlarge the oplog or make the copy faster",
             error.message, config.namespace
         );
-        return Err(SyncError::new(ErrorCode::HistoryLost, message));
+        return Err(SyncError::new(ErrorCode::HistoryLost, message).into());
     }
     begin_resync(ctx, config, checkpoint, &error.to_string()).await?;
     checkpoint.history_lost_resyncs = streak;
-    ctx.store.save(&config.namespace, checkpoint).await
+    Ok(ctx.store.save(&config.namespace, checkpoint).await?)
+}
+
+/// How a failed run of the phases goes on.
+enum Recovery {
+    /// Run the phases again at once.
+    Again,
+    /// The attempt ends so.
+    Ends(Attempt<(), RunError>),
+}
+
+/// How a collection's run fails: for good, or transiently `retry.maxAttempts` times in a row.
+#[derive(Debug)]
+enum RunError {
+    Failed(SyncError),
+    GaveUp(GaveUp),
+}
+
+impl From<GaveUp> for RunError {
+    fn from(e: GaveUp) -> Self {
+        RunError::GaveUp(e)
+    }
+}
+
+/// The collection's runs, as work the retry policy attempts again: the feed opened at start
+/// serves the first, and `mark` is the checkpoint at the last failure.
+struct Runs<'s, 'a> {
+    sync: &'s mut CollectionSync<'a>,
+    feed: Option<ChangeFeed>,
+    mark: CollectionCheckpoint,
+}
+
+impl Retryable for Runs<'_, '_> {
+    type Output = ();
+    type Error = RunError;
+    async fn attempt(&mut self) -> Attempt<(), RunError> {
+        self.sync.attempt(&mut self.feed, &mut self.mark).await
+    }
 }
 
 /// Re-copies begun in a row because the previous copy could not reach its stream.

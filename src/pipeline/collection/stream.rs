@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mongodb::bson::{Bson, Document, Timestamp};
 
-use super::collection_change::PendingDrop;
+use super::collection_change::{EmptiedWatch, PendingDrop};
 use super::missed::MissedLookups;
 use super::CollectionSync;
 use crate::checkpoint::CollectionCheckpoint;
@@ -17,8 +17,7 @@ use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::event::{CollectionChange, Phase};
 use crate::pipeline::ack::InOrder;
 use crate::pipeline::batch::{commit, Batch, Room};
-use crate::pipeline::UntilStopped;
-use crate::pipeline::{Context, Flow};
+use crate::pipeline::{Context, Flow, PhaseResult, Proceed};
 use crate::sink::Target;
 use crate::source::{position_of, Change, ChangeFeed, ChangeKind, DocumentChange, FeedLimits, StreamItem, StreamStart};
 use crate::transform::{delete_write, describe_id, index_write, routing_value, version_of, DocumentWrite, Operation, Rejected};
@@ -56,7 +55,7 @@ pub(super) struct StreamBatch<'a> {
     batch: Batch,
     /// The position to save once `batch` is acknowledged.
     token: Option<Document>,
-    acks: InOrder<'a, Option<Document>>,
+    acks: InOrder<'a, Option<Document>, crate::pipeline::Halt>,
     /// When the position was last saved or found unchanged.
     last_saved: Instant,
     pub missed: MissedLookups,
@@ -64,6 +63,8 @@ pub(super) struct StreamBatch<'a> {
     pub pending_drop: Option<PendingDrop>,
     /// A rename was applied: the `invalidate` that follows is expected.
     pub renamed: bool,
+    /// After a drop settled with the collection empty: whether contents appeared silently.
+    pub emptied: EmptiedWatch,
 }
 
 impl StreamBatch<'_> {
@@ -85,7 +86,7 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// Follows the change stream until stopped, or until the collection must be copied again.
-    pub(super) async fn stream(&mut self, feed: Option<ChangeFeed>) -> SyncResult<Flow> {
+    pub(super) async fn stream(&mut self, feed: Option<ChangeFeed>) -> PhaseResult<Flow> {
         let mut feed = match feed {
             Some(feed) => feed,
             None => self.open_feed(&stream_start(&self.checkpoint).expect("a collection reaches its stream with a start point")).await?,
@@ -100,6 +101,7 @@ impl<'a> CollectionSync<'a> {
             missed: MissedLookups::default(),
             pending_drop: None,
             renamed: false,
+            emptied: EmptiedWatch::Off,
         };
         loop {
             if state.due(&feed, ctx) {
@@ -115,7 +117,7 @@ impl<'a> CollectionSync<'a> {
                 item = feed.next() => match item {
                     Some(item) => Some(item),
                     None if ctx.cancel.is_cancelled() => None,
-                    None => return Err(SyncError::new(ErrorCode::Internal, format!("the change stream reader of {} ended", self.namespace()))),
+                    None => return Err(SyncError::new(ErrorCode::Internal, format!("the change stream reader of {} ended", self.namespace())).into()),
                 },
             };
             let Some(item) = item else {
@@ -129,27 +131,31 @@ impl<'a> CollectionSync<'a> {
         }
     }
 
-    async fn on_item(&mut self, item: StreamItem, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> SyncResult<Option<Flow>> {
+    async fn on_item(&mut self, item: StreamItem, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> PhaseResult<Option<Flow>> {
         match item {
             StreamItem::Failed(e) => {
                 // What was read is still written and checkpointed before reopening.
                 self.flush(state).await?;
                 self.save_position(true).await?;
-                Err(e)
+                Err(e.into())
             }
             StreamItem::Idle(position) => self.on_idle(position, state).await,
             StreamItem::Change(change) => self.on_change(*change, state, feed).await,
         }
     }
 
-    async fn on_change(&mut self, change: Change, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> SyncResult<Option<Flow>> {
+    async fn on_change(&mut self, change: Change, state: &mut StreamBatch<'a>, feed: &mut ChangeFeed) -> PhaseResult<Option<Flow>> {
         let Change { token, cluster_time, kind, .. } = change;
         if !matches!(kind, ChangeKind::Collection(_)) {
-            // A change after a drop: the drop was a plain one.
-            self.settle_drop(state, true).await?;
+            // A change after a drop settles it.
+            if let Some(flow) = self.settle_drop(state, true).await? {
+                return Ok(Some(flow));
+            }
         }
         match kind {
             ChangeKind::Document(dc) => {
+                // The collection came back through its stream, which carries all of it.
+                state.emptied = EmptiedWatch::Off;
                 self.add_change(dc, token, cluster_time, state).await?;
                 state.last_saved = Instant::now();
                 Ok(None)
@@ -173,13 +179,20 @@ impl<'a> CollectionSync<'a> {
     /// The source has nothing new. A batch waiting is dispatched by the loop; an acknowledged
     /// position not saved yet is saved now; a quiet collection refreshes its saved position
     /// now and then so that it stays inside the history window.
-    async fn on_idle(&mut self, position: Option<Document>, state: &mut StreamBatch<'a>) -> SyncResult<Option<Flow>> {
-        if state.pending_drop.as_ref().is_some_and(|p| p.reopened) {
-            // Nothing followed a drop (yet): it was a plain one, or the collection was replaced.
+    async fn on_idle(&mut self, position: Option<Document>, state: &mut StreamBatch<'a>) -> PhaseResult<Option<Flow>> {
+        if let Some(pending) = &state.pending_drop {
+            // Nothing followed a drop (yet): it was a plain one, or the collection was replaced,
+            // which a quiet moment tells (the replacement's contents may still be arriving).
+            if !pending.quiet_for(self.ctx.timing.drop_settles_after) {
+                return Ok(None);
+            }
             return self.settle_drop(state, false).await;
         }
         if !state.acks.is_empty() || !state.batch.is_empty() {
             return Ok(None);
+        }
+        if let Some(flow) = self.watch_emptied(state).await? {
+            return Ok(Some(flow));
         }
         if self.position_unsaved {
             self.save_position(true).await?;
@@ -201,9 +214,9 @@ impl<'a> CollectionSync<'a> {
         token: Option<Document>,
         cluster_time: Option<Timestamp>,
         state: &mut StreamBatch<'a>,
-    ) -> SyncResult<()> {
+    ) -> PhaseResult<()> {
         let Some(cluster_time) = cluster_time else {
-            return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {} has no clusterTime", self.namespace())));
+            return Err(SyncError::new(ErrorCode::Mongo, format!("change event of {} has no clusterTime", self.namespace())).into());
         };
         if !applies(self.config.operations, dc.operation) {
             state.skip(token);
@@ -235,7 +248,7 @@ impl<'a> CollectionSync<'a> {
         Ok(match (dc.operation, id) {
             (Operation::Delete, Some(id)) => {
                 missed.remove(id);
-                Some(delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(dc.key.as_ref()), ..w }))
+                Some(self.delete_write(id, version))
             }
             (Operation::Delete, None) => Some(Err(Rejected::new(describe_id(&Bson::Null), "delete event without documentKey._id"))),
             _ => match (&dc.document, id) {
@@ -269,7 +282,7 @@ impl<'a> CollectionSync<'a> {
             missed.add(id);
         }
         // Without deletes in `operations` (an archive), a document that left the filter stays.
-        Ok(self.config.operations.delete.then(|| delete_write(id, version)))
+        Ok(self.config.operations.delete.then(|| self.delete_write(id, version)))
     }
 
     /// An index write of a whole document, routed when configured.
@@ -278,12 +291,19 @@ impl<'a> CollectionSync<'a> {
             .map(|w| DocumentWrite { routing: self.routing_of(Some(doc)), ..w })
     }
 
-    /// The shard routing value of a document (for a delete: of its key), when configured.
+    /// A delete of the document with this `_id`, routed when configured: routing lies within
+    /// `_id` while streaming (see `CollectionConfig::check_routing`), so the `_id` gives it.
+    fn delete_write(&self, id: &Bson, version: i64) -> Result<DocumentWrite, Rejected> {
+        let key = mongodb::bson::doc! {"_id": id.clone()};
+        delete_write(id, version).map(|w| DocumentWrite { routing: self.routing_of(Some(&key)), ..w })
+    }
+
+    /// The shard routing value of a document, when configured.
     fn routing_of(&self, doc: Option<&Document>) -> Option<String> {
         self.config.routing.as_deref().zip(doc).and_then(|(path, doc)| routing_value(doc, path))
     }
 
-    async fn add_write(&mut self, write: Option<Result<DocumentWrite, Rejected>>, token: Option<Document>, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    async fn add_write(&mut self, write: Option<Result<DocumentWrite, Rejected>>, token: Option<Document>, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
         match write {
             Some(Ok(write)) => {
                 if state.batch.room_for(&state.target, &write, &self.ctx.config.batch) == Room::FlushFirst {
@@ -302,14 +322,14 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// Commits the batch and waits for it (and any batch before it) to be acknowledged.
-    pub(super) async fn flush(&mut self, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    pub(super) async fn flush(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
         self.dispatch(state).await?;
         self.settle(state).await
     }
 
     /// Starts committing the batch, after the one in flight (if any) is acknowledged: one
     /// batch in flight at a time keeps the stream's writes in order.
-    async fn dispatch(&mut self, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    async fn dispatch(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
         self.settle(state).await?;
         if state.batch.is_empty() {
             return Ok(());
@@ -318,7 +338,7 @@ impl<'a> CollectionSync<'a> {
         if std::mem::take(&mut self.index_deleted) {
             // The index was deleted with its collection (onDrop: 'deleteIndex'): it is prepared
             // again before anything is written to it, as at start.
-            self.ctx.sink.prepare_index(&state.target.index, Some(&self.config)).await.until_stopped()?;
+            self.ctx.sink.prepare_index(&state.target.index, Some(&self.config)).await.proceed()?;
         }
         let (batch, token) = (std::mem::take(&mut state.batch), state.token.take());
         state.acks.push(async move { commit(ctx, &ns, &target, Phase::Stream, batch).await.map(|()| token) });
@@ -326,7 +346,7 @@ impl<'a> CollectionSync<'a> {
     }
 
     /// Waits for the batch in flight, if any.
-    async fn settle(&mut self, state: &mut StreamBatch<'a>) -> SyncResult<()> {
+    async fn settle(&mut self, state: &mut StreamBatch<'a>) -> PhaseResult<()> {
         while let Some(acked) = state.acks.next().await {
             self.acknowledge(acked?).await?;
         }

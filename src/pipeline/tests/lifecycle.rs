@@ -43,16 +43,32 @@ async fn stop_while_a_stream_batch_is_in_flight_writes_it_and_saves_its_position
     parts.sink.hold();
     parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
     eventually("the write to wait", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
-    let stopping = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.stop().await }
-    });
-    wait_state(&engine, SyncState::Stopping).await;
-    parts.sink.open();
-    stopping.await.unwrap().unwrap();
+    stop_then(&engine, || parts.sink.open()).await;
     mirrored(&parts, &c, "c").await;
     let token = parts.store.get(&c).unwrap().resume_token.unwrap();
     assert_eq!(token.get_str("_data").unwrap(), format!("{:016x}00", 2), "the position of the last change is saved");
+}
+
+/// An output whose retry wait the stop cut short answers `Flow::Stopped`: the collection ends
+/// as stopped (a flow, not a failure: the sync stops cleanly), and the position of the change
+/// that was not written is not saved.
+#[tokio::test]
+async fn a_write_ended_by_the_stop_stops_the_sync_without_saving_past_it() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let (engine, events) = streaming(config(&["db.c"]), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    let saved = eventually("the position of the copy's changes", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    parts.sink.hold();
+    parts.sink.stop_held_writes();
+    parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
+    eventually("the write to wait", || async { (parts.sink.waiting() == 1).then_some(()) }).await;
+    stop_then(&engine, || parts.sink.release(1)).await;
+    assert_eq!(engine.stats().state, SyncState::Stopped);
+    assert!(!events.all().iter().any(|e| matches!(e, SyncEvent::State { error: Some(_), .. })), "no error");
+    assert!(!parts.sink.docs("c").contains_key("2"), "not written");
+    assert_eq!(parts.store.get(&c).unwrap().resume_token, Some(saved), "the position stays before the change not written");
 }
 
 #[tokio::test]

@@ -18,12 +18,19 @@ use crate::testkit::{eventually, Events, Parts};
 
 /// An engine over `parts`, with quick periodic chores, and what it emits.
 fn engine(config: SyncConfig) -> (Arc<SyncEngine>, Events) {
+    engine_with(config, |_| {})
+}
+
+/// `engine`, with its timing adjusted by `adjust`.
+fn engine_with(config: SyncConfig, adjust: impl FnOnce(&mut Timing)) -> (Arc<SyncEngine>, Events) {
     let mut engine = SyncEngine::new(config).expect("a valid configuration");
     engine.timing = Timing {
         stream_checkpoint_every: Duration::from_millis(10),
         idle_checkpoint_every: Duration::from_millis(50),
         history_check_every: Duration::from_millis(20),
+        drop_settles_after: Duration::ZERO,
     };
+    adjust(&mut engine.timing);
     let events = Events::default();
     let sink = events.clone();
     engine.events().subscribe(move |e| sink.0.lock().expect("events").push(e.clone()));
@@ -36,6 +43,18 @@ async fn streaming(config: SyncConfig, parts: &Parts) -> (Arc<SyncEngine>, Event
     engine.start_with(parts).await.expect("start");
     wait_state(&engine, SyncState::Streaming).await;
     (engine, events)
+}
+
+/// Stops `engine`, and once the stop is under way, does `then` (e.g. lets held writes through),
+/// so that what they finish comes after the stop.
+async fn stop_then(engine: &Arc<SyncEngine>, then: impl FnOnce()) {
+    let stopping = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.stop().await }
+    });
+    wait_state(engine, SyncState::Stopping).await;
+    then();
+    stopping.await.expect("the stop task").expect("stop");
 }
 
 async fn wait_state(engine: &SyncEngine, state: SyncState) {

@@ -1,16 +1,20 @@
 //! Elasticsearch / OpenSearch sink: versioned `_bulk` writes with per-item classification.
 
+mod client;
 mod encoder;
 mod error;
 #[cfg(test)]
 mod fake;
 mod response;
+#[cfg(test)]
+mod response_props;
 pub mod retry;
 mod service;
 mod task;
 #[cfg(test)]
 mod tests;
 
+pub use client::build_client;
 pub use encoder::encoded_len;
 pub use error::EsError;
 pub use service::{EsSink, ServerInfo};

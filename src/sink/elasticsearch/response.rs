@@ -36,8 +36,10 @@ pub fn snippet(body: &[u8]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     Indexed,
-    /// Deleted, or already absent (a delete of a missing document is a success).
     Deleted,
+    /// A delete of a document the index does not hold (never written, already deleted, or
+    /// under another routing value): a success, counted apart from deletes.
+    NotFound,
     /// Elasticsearch holds a newer version: the write was stale. Expected after replays.
     Conflict,
     /// Worth sending again: overload (429), server-side failures (5xx).
@@ -98,9 +100,10 @@ fn classify(action: &str, status: u16, error: Option<&serde_json::Value>) -> Ite
     match status {
         200..=299 if action == "delete" => ItemOutcome::Deleted,
         200..=299 => ItemOutcome::Indexed,
-        404 if action == "delete" && error.is_none() => ItemOutcome::Deleted,
+        404 if action == "delete" && error.is_none() => ItemOutcome::NotFound,
         409 if error_type == "version_conflict_engine_exception" => ItemOutcome::Conflict,
-        429 | 500..=599 => ItemOutcome::Retryable(describe(status, error)),
+        // As for whole requests (`retry::is_retryable_status`): any status from 500 up.
+        429 | 500.. => ItemOutcome::Retryable(describe(status, error)),
         _ if is_transient_error(error_type) => ItemOutcome::Retryable(describe(status, error)),
         _ => ItemOutcome::Permanent(describe(status, error)),
     }
@@ -138,13 +141,22 @@ mod tests {
         ]}"#;
         let out = parse_bulk_response(body, 8).unwrap();
         assert_eq!(out[0], ItemOutcome::Indexed);
-        assert_eq!(out[1], ItemOutcome::Deleted);
+        assert_eq!(out[1], ItemOutcome::NotFound, "a delete that found nothing is not counted as deleted");
         assert_eq!(out[2], ItemOutcome::Conflict);
         assert!(matches!(&out[3], ItemOutcome::Retryable(r) if r.contains("busy")));
         assert_eq!(out[4], ItemOutcome::Permanent("400 mapper_parsing_exception: bad (caused by illegal_argument_exception: x)".into()));
         assert_eq!(out[5], ItemOutcome::Deleted);
         assert!(matches!(&out[6], ItemOutcome::Retryable(r) if r.starts_with("403 cluster_block_exception")), "a write block passes");
         assert!(matches!(&out[7], ItemOutcome::Retryable(r) if r.starts_with("400 index_closed_exception")), "a closed index reopens");
+    }
+
+    /// Found by the properties: an item's status past 599 was dead-lettered while a whole
+    /// request's was retried.
+    #[test]
+    fn an_item_status_past_599_is_retried_like_a_request() {
+        let out = parse_bulk_response(br#"{"items":[{"index":{"status":600}}]}"#, 1).unwrap();
+        assert_eq!(out[0], ItemOutcome::Retryable("status 600".into()));
+        assert!(super::super::retry::is_retryable_status(600));
     }
 
     #[test]

@@ -4,22 +4,19 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use elasticsearch::auth::ClientCertificate;
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
+use super::client::build_client;
 use super::encoder::encode_all;
 use super::error::EsError;
-use super::response::{parse_bulk_response, snippet, ItemOutcome, Reply};
+use super::response::{parse_bulk_response, ItemOutcome, Reply};
 use super::retry::answer;
 use super::task::TasksApi;
-use crate::config::{redact_uri, CollectionConfig, EsAuth, EsConfig, EsTls, Secret};
-use crate::error::{cause_chain, ErrorCode, SyncError, SyncResult};
-use crate::event::{EventBus, SyncEvent};
+use crate::config::{redact_uri, CollectionConfig, EsConfig};
+use crate::error::{cause_chain, SyncResult};
+use crate::event::SyncEvent;
 use crate::retry::{proceed, Attempt, Flow, RetryPolicy, Retryable};
 use crate::sink::{IndexAction, IndexChange, Sink, SinkContext, Target, WriteReport};
 use crate::transform::{coalesce, dead_letter_document, DocumentWrite, Operation, Rejected, WriteOp};
@@ -43,41 +40,8 @@ pub struct EsSink {
 
 impl EsSink {
     pub fn new(config: &EsConfig, ctx: SinkContext) -> SyncResult<Self> {
-        let mut url = url::Url::parse(&config.node).map_err(|e| SyncError::config(format!("elasticsearch.node: {e}")))?;
-        // Credentials in the URL become basic auth, so the URL itself (which shows up in
-        // transport errors) never carries them.
-        let mut auth = config.auth.clone();
-        if !url.username().is_empty() && matches!(auth, EsAuth::None) {
-            auth = EsAuth::Basic { username: url.username().to_string(), password: Secret::new(url.password().unwrap_or("")) };
-        }
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
-            .disable_proxy()
-            .enable_meta_header(false)
-            .request_body_compression(config.compression)
-            .timeout(config.request_timeout);
-        // Auth goes in a header of its own, so that it combines with a client certificate
-        // (which takes the client's one credentials slot).
-        let authorization = match &auth {
-            EsAuth::None => None,
-            EsAuth::Basic { username, password } => {
-                use base64::Engine;
-                let pair = format!("{username}:{}", password.expose());
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
-            }
-            EsAuth::ApiKey(key) => Some(format!("ApiKey {}", key.expose())),
-            EsAuth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
-        };
-        if let Some(value) = authorization {
-            let mut value =
-                HeaderValue::from_str(&value).map_err(|_| SyncError::config("elasticsearch: credentials contain characters not allowed in an HTTP header"))?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        builder = apply_tls(builder, &config.tls, &ctx.events)?;
-        let transport = builder.build().map_err(|e| SyncError::caused_by(ErrorCode::Config, "cannot build the Elasticsearch client", &e))?;
-        Ok(EsSink { client: Elasticsearch::new(transport), node: url.to_string(), ctx, tasks_api: Arc::default() })
+        let (client, node) = build_client(config, &ctx.events)?;
+        Ok(EsSink { client, node, ctx, tasks_api: Arc::default() })
     }
 
     pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, elasticsearch::Error> {
@@ -163,7 +127,7 @@ impl EsSink {
             return Ok(Flow::Done(true));
         }
         let reply = proceed!(self.send("create index", Method::Put, &path, Some(body)).await?);
-        if reply.status == 400 && snippet(&reply.body).contains("resource_already_exists") {
+        if already_exists(&reply) {
             return Ok(Flow::Done(true));
         }
         expect_success(&reply, &format!("cannot create index \"{index}\""), &[])?;
@@ -331,6 +295,13 @@ impl Retryable for BulkAttempt<'_> {
     }
 }
 
+/// A create refused because the index exists: made by an earlier attempt whose reply was lost
+/// (a timeout, a reset after the server applied it) or by another writer. Read from the error's
+/// `type`, wherever the server puts it in the body.
+fn already_exists(reply: &Reply) -> bool {
+    reply.status == 400 && reply.error_type().as_deref() == Some("resource_already_exists_exception")
+}
+
 /// How a bulk write's loop ended.
 #[derive(Debug, PartialEq, Eq)]
 enum BulkEnd {
@@ -346,6 +317,7 @@ fn settle(report: &mut WriteReport, write: DocumentWrite, outcome: ItemOutcome, 
     match outcome {
         ItemOutcome::Indexed => report.outcome.indexed += 1,
         ItemOutcome::Deleted => report.outcome.deleted += 1,
+        ItemOutcome::NotFound => report.outcome.not_found += 1,
         ItemOutcome::Conflict => report.outcome.conflicts += 1,
         ItemOutcome::Retryable(cause) => {
             retry.push(write);
@@ -401,36 +373,6 @@ impl Sink for EsSink {
     }
 }
 
-/// Certificate verification and client certificates for HTTPS nodes.
-fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> SyncResult<TransportBuilder> {
-    let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| SyncError::config(format!("elasticsearch.tls.{field}: cannot read {}: {e}", path.display())))
-    };
-    if !tls.reject_unauthorized {
-        events.emit(SyncEvent::Warning {
-            namespace: String::new(),
-            message: "elasticsearch.tls.rejectUnauthorized is false: the server's certificate is NOT verified".into(),
-        });
-        builder = builder.cert_validation(CertificateValidation::None);
-    } else if let Some(ca) = &tls.ca_file {
-        let pem = read("caFile", ca)?;
-        let cert =
-            Certificate::from_pem(&pem).map_err(|e| SyncError::config(format!("elasticsearch.tls.caFile: {} is not a PEM certificate: {e}", ca.display())))?;
-        builder = builder.cert_validation(CertificateValidation::Full(cert));
-    }
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read("certFile", cert)?;
-            pem.push(b'\n');
-            pem.extend(read("keyFile", key)?);
-            builder = builder.auth(Credentials::Certificate(ClientCertificate::Pem(pem)));
-        }
-        (None, None) => {}
-        _ => return Err(SyncError::config("elasticsearch.tls: certFile and keyFile go together")),
-    }
-    Ok(builder)
-}
-
 /// How the configured mappings disagree with an existing index's, if they do: a field typed
 /// differently (fields only one side has are fine: dynamic mapping adds them).
 fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, prefix: &str) -> Option<String> {
@@ -462,7 +404,28 @@ pub(super) fn expect_success(reply: &Reply, what: &str, tolerated: &[u16]) -> Es
 fn merge(into: &mut WriteReport, part: WriteReport) {
     into.outcome.indexed += part.outcome.indexed;
     into.outcome.deleted += part.outcome.deleted;
+    into.outcome.not_found += part.outcome.not_found;
     into.outcome.conflicts += part.outcome.conflicts;
     into.outcome.dead_letters += part.outcome.dead_letters;
     into.dead_letters.extend(part.dead_letters);
+}
+
+#[cfg(test)]
+mod already_exists_tests {
+    use super::{already_exists, Reply};
+
+    /// Found by the stress schedules: osmem-server writes `type` after a long `reason`, so the
+    /// 300-byte snippet that was searched missed it and a create retried after a timeout (the
+    /// first attempt applied) failed the sync with "index already exists".
+    #[test]
+    fn an_existing_index_is_recognised_wherever_the_type_is() {
+        let osmem = r#"{"error":{"index":"stress0_1231_mx33socc","index_uuid":"_na_","reason":"index [stress0_1231_mx33socc/osmem18eccaaf8ac893de0] already exists","root_cause":[{"index":"stress0_1231_mx33socc","index_uuid":"_na_","reason":"index [stress0_1231_mx33socc/osmem18eccaaf8ac893de0] already exists","type":"resource_already_exists_exception"}],"type":"resource_already_exists_exception"},"status":400}"#;
+        let searched = super::super::response::snippet(osmem.as_bytes());
+        assert!(!searched.contains("resource_already_exists"), "past the 300 bytes that were searched");
+        assert!(already_exists(&Reply { status: 400, body: osmem.as_bytes().to_vec() }));
+        let elasticsearch = r#"{"error":{"root_cause":[{"type":"resource_already_exists_exception","reason":"index [a/x] already exists"}],"type":"resource_already_exists_exception","reason":"index [a/x] already exists"},"status":400}"#;
+        assert!(already_exists(&Reply { status: 400, body: elasticsearch.as_bytes().to_vec() }));
+        let other = r#"{"error":{"type":"invalid_index_name_exception","reason":"resource_already_exists"},"status":400}"#;
+        assert!(!already_exists(&Reply { status: 400, body: other.as_bytes().to_vec() }));
+    }
 }

@@ -99,12 +99,19 @@ fn change_item(ns: &Namespace, raw: &RawDocumentBuf) -> StreamItem {
     };
     match change_of(event, raw.as_bytes().len()) {
         Ok(change) => StreamItem::Change(Box::new(change)),
-        Err(message) => StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: {message}"))),
+        Err(e) => StreamItem::Failed(SyncError::new(ErrorCode::Mongo, format!("change stream of {ns}: {e}"))),
     }
 }
 
+/// A change event the engine cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeEventError {
+    #[error("rename event without a target namespace")]
+    RenameWithoutTarget,
+}
+
 /// A driver event as a source-neutral change.
-pub fn change_of(event: ChangeStreamEvent<Document>, size: usize) -> Result<Change, String> {
+pub fn change_of(event: ChangeStreamEvent<Document>, size: usize) -> Result<Change, ChangeEventError> {
     let document = |operation| ChangeKind::Document(DocumentChange { operation, key: event.document_key.clone(), document: event.full_document.clone() });
     let kind = match event.operation_type {
         OperationType::Insert => document(Operation::Insert),
@@ -115,10 +122,14 @@ pub fn change_of(event: ChangeStreamEvent<Document>, size: usize) -> Result<Chan
         OperationType::DropDatabase => ChangeKind::Collection(CollectionChange::DropDatabase),
         OperationType::Invalidate => ChangeKind::Collection(CollectionChange::Invalidate),
         OperationType::Rename => {
-            let to = event.to.as_ref().ok_or("rename event without a target namespace")?;
+            let to = event.to.as_ref().ok_or(ChangeEventError::RenameWithoutTarget)?;
             ChangeKind::Collection(CollectionChange::Rename { to: Namespace { db: to.db.clone(), coll: to.coll.clone().unwrap_or_default() } })
         }
         _ => ChangeKind::Other,
     };
     Ok(Change { token: token_document(&event.id), cluster_time: event.cluster_time, kind, size })
 }
+
+#[cfg(test)]
+#[path = "change_stream_props.rs"]
+mod props;

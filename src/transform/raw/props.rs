@@ -508,15 +508,16 @@ fn check_exact_value(value: &G, json: &Value, options: &ConvertOptions) -> Resul
 
 fn utf8_keys_unique(fields: &[(Vec<u8>, G)]) -> bool {
     let mut seen = std::collections::HashSet::new();
-    fields.iter().all(|(k, v)| {
-        std::str::from_utf8(k).is_ok()
-            && seen.insert(k.clone())
-            && match v {
-                G::Doc(f) => utf8_keys_unique(f),
-                G::Array(items) => items.iter().all(|i| if let G::Doc(f) = i { utf8_keys_unique(f) } else { true }),
-                _ => true,
-            }
-    })
+    fields.iter().all(|(k, v)| std::str::from_utf8(k).is_ok() && seen.insert(k.clone()) && value_keys_unique(v))
+}
+
+/// Documents at any depth, also inside arrays of arrays, have UTF-8 keys without repeats.
+fn value_keys_unique(value: &G) -> bool {
+    match value {
+        G::Doc(f) => utf8_keys_unique(f),
+        G::Array(items) => items.iter().all(value_keys_unique),
+        _ => true,
+    }
 }
 
 proptest! {
