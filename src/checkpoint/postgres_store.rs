@@ -101,7 +101,7 @@ impl PostgresCheckpointStore {
         let doc: Document = cp.to_document()?;
         let json = Bson::Document(doc).into_canonical_extjson().to_string();
         let sql = format!(
-            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4, 0)) \
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4::bigint, 0)) \
              ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now(), \
              term = GREATEST(t.term, EXCLUDED.term) WHERE $4::bigint IS NULL OR t.term <= $4::bigint",
             self.table
