@@ -157,7 +157,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -213,6 +213,14 @@ export interface HttpOptions {
    * progress for this long (default 60000).
    */
   readyMaxLagMs?: number
+}
+
+export interface LeaseOptions {
+  /**
+   * How long after its holder last renewed it a standby takes the lease over (default 10000,
+   * from 1000 to 600000); the holder stops writing a fifth of it earlier.
+   */
+  durationMs?: number
 }
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error'
@@ -500,6 +508,8 @@ export interface SyncOptions {
   http?: HttpOptions
   /** The search API's settings; with `http`, also its routes (`/search`, `/indices`, …). */
   search?: SearchOptions
+  /** The lease that lets one instance per `name` sync while the others wait as standbys. */
+  lease?: LeaseOptions
 }
 
 /** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */
