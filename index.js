@@ -836,9 +836,13 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.MongoElasticSync = nativeBinding.MongoElasticSync
-module.exports.SearchClient = nativeBinding.SearchClient
+module.exports.applySync = nativeBinding.applySync
 module.exports.CollectionPhase = nativeBinding.CollectionPhase
 module.exports.ErrorCode = nativeBinding.ErrorCode
+module.exports.generateKeyPair = nativeBinding.generateKeyPair
 module.exports.LogLevel = nativeBinding.LogLevel
 module.exports.Phase = nativeBinding.Phase
+module.exports.planSync = nativeBinding.planSync
+module.exports.sealSecret = nativeBinding.sealSecret
 module.exports.SyncState = nativeBinding.SyncState
+module.exports.validateDefinition = nativeBinding.validateDefinition

@@ -242,7 +242,33 @@ function serversFor(name) {
   return ctx
 }
 
+/** A port nothing listens on right now. */
+async function freePort() {
+  const server = require('node:net').createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Runs the CLI (`scripts/cli.js`) to its exit, `input` on its stdin: its exit code and output. */
+async function runCli(t, args, { input = '', env = process.env, timeoutMs = 90000 } = {}) {
+  const { spawn } = require('node:child_process')
+  const { once } = require('node:events')
+  const child = spawn(process.execPath, [require('node:path').join(__dirname, '..', 'scripts', 'cli.js'), ...args], { stdio: ['pipe', 'pipe', 'pipe'], env })
+  t.after(() => child.kill('SIGKILL'))
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (err += d))
+  child.stdin.end(input)
+  const [code] = await withTimeout(once(child, 'exit'), timeoutMs, `mongo-elastic-sync ${args.join(' ')} did not exit`)
+  return { code, out, err }
+}
+
 module.exports = {
+  freePort,
+  runCli,
   rng,
   runChild,
   freePort,

@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events'
 import * as native from '../index.js'
 import type { SyncEvent, SyncOptions as NativeSyncOptions, SyncState, TransformContext } from '../index.js'
+import { definedOptions, type Definition } from './definition.js'
 import { abortError, describe, fromInfo, SyncError, toSyncError } from './errors.js'
 import { EventQueue, type EventsOptions } from './event-queue.js'
 import { forwardTo, loggerLevel, type Logger } from './logger.js'
@@ -92,6 +93,15 @@ export class MongoElasticSync extends EventEmitter {
         level,
       )
     }
+  }
+
+  /**
+   * A sync of a definition (a YAML or JSON file's path, or the object): the one named `name`, or
+   * the only one. Every sync of the definition is checked; throws a `SyncError` with code
+   * `ERR_CONFIG` naming the path of what is wrong (`syncs.orders.collections[0].index: …`).
+   */
+  static fromDefinition(pathOrObject: string | Definition, name?: string, options: { logger?: Logger } = {}): MongoElasticSync {
+    return new MongoElasticSync({ ...definedOptions(pathOrObject, name), ...options })
   }
 
   /** The same as `on('event', callback)` (kept from earlier versions). */

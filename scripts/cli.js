@@ -32,11 +32,16 @@ function progressBars(enabled) {
   }
 }
 
-const HELP = `Usage: mongo-elastic-sync [--config sync.yaml] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
+const HELP = `Usage: mongo-elastic-sync [run] [--config sync.yaml | -f defs.yaml] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
+       mongo-elastic-sync plan|apply -f defs.yaml [--name NAME] [--json] [--allow-destructive]
+       mongo-elastic-sync keygen --out FILE
+       mongo-elastic-sync encrypt --public-key KEY < value
 
 Syncs MongoDB collections into Elasticsearch: copies them, then follows their change streams.
 Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
 
+  -f, --file FILE         a definition (JSON or YAML): { syncs: { NAME: options } } (see README, "Definitions
+                          as code"); --name chooses the sync when it defines several
   -c, --config FILE       JSON or YAML (.yaml/.yml) file with the options of new MongoElasticSync(options)
                           (see README); "\${NAME}" in its strings is the environment variable NAME
                           ("\${NAME:-fallback}" when unset or empty, "$\${" for a literal "\${")
@@ -52,6 +57,18 @@ Stops cleanly (writes what was read, saves the checkpoint) on SIGINT or SIGTERM.
       --healthcheck       exit 0 if the sync writing --health-file is running, else 1 (for containers)
       --http HOST:PORT    serve /healthz, /readyz, /stats, /metrics and a status page (env SYNC_HTTP)
   -q, --quiet             only state changes, dead letters and errors
+
+Definitions: "plan -f FILE" prints what "apply -f FILE" would do for each sync of the definition
+(or --name's): collections to copy, fields to map, re-copies into a new index with an alias swap
+(mapping conflicts, changed field rules), removed collections. --json: the plans as JSON. Exit 3
+when a plan holds destructive steps (re-copies, removals), unless --allow-destructive; "apply"
+then changes nothing. Run "apply" while the sync's service is stopped.
+
+Secrets: "keygen --out FILE" writes a new private key to FILE (mode 0600) and prints its public key;
+"encrypt --public-key KEY" seals the value read from stdin for KEY and prints "enc:age:…", usable in
+any secret field (uri, url, password, apiKey, bearerToken, token). The sync opens sealed values with
+the key in the privateKeyFile option, or MES_PRIVATE_KEY_FILE, or MES_PRIVATE_KEY.
+
   -v, --version           the version
   -h, --help              this text
 
@@ -72,11 +89,22 @@ function fail(code, message, exitCode = 1) {
   process.exit(exitCode)
 }
 
+const COMMANDS = ['run', 'plan', 'apply', 'keygen', 'encrypt']
+/** Exit code of plan/apply when a plan holds destructive steps that were not allowed. */
+const DESTRUCTIVE_EXIT = 3
+
 function parseCommandLine() {
+  let parsed
   try {
-    return parseArgs({
+    parsed = parseArgs({
+      allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        file: { type: 'string', short: 'f' },
+        out: { type: 'string', short: 'o' },
+        'public-key': { type: 'string' },
+        json: { type: 'boolean' },
+        'allow-destructive': { type: 'boolean' },
         mongo: { type: 'string' },
         es: { type: 'string' },
         collections: { type: 'string' },
@@ -90,28 +118,22 @@ function parseCommandLine() {
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
-    }).values
+    })
   } catch (e) {
     fail('ERR_USAGE', `${e.message}\n\n${HELP}`, 2)
   }
+  const [command = 'run', ...rest] = parsed.positionals
+  if (!COMMANDS.includes(command) || rest.length > 0) fail('ERR_USAGE', `unknown command "${[command, ...rest].join(' ')}" (commands: ${COMMANDS.join(', ')})\n\n${HELP}`, 2)
+  return { ...parsed.values, command }
 }
 
 /** `${NAME}` (and `${NAME:-fallback}`) in every string of the config, from the environment. */
-function expandEnv(value, at) {
-  if (typeof value === 'string') {
-    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (match, name, fallback) => {
-      if (match === '$${') return '${'
-      const found = process.env[name]
-      if (found !== undefined && (found !== '' || fallback === undefined)) return found
-      if (fallback !== undefined) return fallback
-      fail('ERR_CONFIG', `${at || 'config'}: environment variable ${name} is not set`, 2)
-    })
+function expandEnv(value) {
+  try {
+    return require('..').expandEnvironment(value)
+  } catch (e) {
+    fail(e.code ?? 'ERR_CONFIG', e.message, 2)
   }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`))
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, at ? `${at}.${k}` : k)]))
-  }
-  return value
 }
 
 function readConfigFile(file) {
@@ -128,7 +150,7 @@ function readConfigFile(file) {
     fail('ERR_CONFIG', `${file} is not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${e.message}`, 2)
   }
   if (!options || typeof options !== 'object' || Array.isArray(options)) fail('ERR_CONFIG', `${file}: must hold an object of options`, 2)
-  return expandEnv(options, '')
+  return expandEnv(options)
 }
 
 /** `NAME`, or the content of the file `NAME_FILE` names (a mounted secret), trailing line break dropped. */
@@ -143,9 +165,20 @@ function envOrFile(name) {
   }
 }
 
+/** The options of the sync a definition file names (`--name`, or its only one). */
+function definedOptions(file, name) {
+  if (!file) return null
+  try {
+    return require('..').definedOptions(file, name)
+  } catch (e) {
+    fail(e.code ?? 'ERR_CONFIG', e.message, 2)
+  }
+}
+
 function loadOptions(args) {
-  const options = args.config ? readConfigFile(args.config) : {}
   const env = process.env
+  if (args.config && args.file) fail('ERR_USAGE', 'give only one of --config and --file', 2)
+  const options = definedOptions(args.file, args.name ?? env.SYNC_NAME) ?? (args.config ? readConfigFile(args.config) : {})
   const mongo = args.mongo ?? envOrFile('MONGO_URL')
   const es = args.es ?? envOrFile('ES_URL')
   const collections = args.collections ?? env.SYNC_COLLECTIONS
@@ -256,6 +289,61 @@ function printer(format, recordsOnStdout) {
   }
 }
 
+/** `keygen --out FILE`: a new private key in FILE (never overwritten; mode 0600), its public key on stdout. */
+function keygen(file) {
+  if (!file) fail('ERR_USAGE', 'keygen needs --out FILE: where to write the private key', 2)
+  const { privateKey, publicKey } = require('..').generateKeyPair()
+  try {
+    fs.writeFileSync(file, `# created: ${new Date().toISOString()}\n# public key: ${publicKey}\n${privateKey}\n`, { mode: 0o600, flag: 'wx' })
+  } catch (e) {
+    fail('ERR_CONFIG', `--out ${file}: cannot write the key: ${e.message}`, 2)
+  }
+  console.log(publicKey)
+}
+
+/** `encrypt --public-key KEY`: the value on stdin (one trailing line break dropped), sealed for KEY. */
+async function encrypt(publicKey) {
+  if (!publicKey) fail('ERR_USAGE', 'encrypt needs --public-key KEY (age1…: keygen prints it, the sync serves it at /public_key)', 2)
+  const chunks = []
+  for await (const chunk of process.stdin) chunks.push(chunk)
+  const value = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+  if (!value) fail('ERR_USAGE', 'encrypt: no value on stdin', 2)
+  try {
+    console.log(require('..').sealSecret(publicKey, value))
+  } catch (e) {
+    fail(e.code ?? 'ERR_CONFIG', e.message, 2)
+  }
+}
+
+/** `plan` / `apply -f FILE`: the plans, as text or JSON; exit 3 when destructive and not allowed. */
+async function planOrApply(args) {
+  if (!args.file) fail('ERR_USAGE', `${args.command} needs -f FILE (a definition)`, 2)
+  const api = require('..')
+  const allowDestructive = Boolean(args['allow-destructive'])
+  const options = { name: args.name, allowDestructive }
+  const show = (plans) => {
+    if (args.json) console.log(JSON.stringify({ destructive: plans.some((p) => p.destructive), plans: plans.map(({ text, ...plan }) => plan) }, null, 2))
+    else process.stdout.write(plans.map((p) => p.text).join('\n'))
+  }
+  let plans
+  try {
+    plans = await api.planDefinition(args.file, options)
+  } catch (e) {
+    fail(e.code ?? 'ERR_INTERNAL', e.message, e.code === 'ERR_CONFIG' ? 2 : 1)
+  }
+  const refused = plans.some((p) => p.destructive) && !allowDestructive
+  if (args.command === 'plan' || refused) {
+    show(plans)
+    if (refused) console.error(`mongo-elastic-sync: ${args.command === 'apply' ? 'nothing applied: ' : ''}the plan holds destructive steps (allow them with --allow-destructive)`)
+    process.exit(refused ? DESTRUCTIVE_EXIT : 0)
+  }
+  try {
+    show(await api.applyDefinition(args.file, options))
+  } catch (e) {
+    fail(e.code ?? 'ERR_INTERNAL', e.message)
+  }
+}
+
 const formatHost = (host) => (host.includes(':') ? `[${host}]` : host)
 
 async function main() {
@@ -268,6 +356,9 @@ async function main() {
     console.log(PACKAGE.version)
     process.exit(0)
   }
+  if (args.command === 'keygen') return keygen(args.out)
+  if (args.command === 'encrypt') return encrypt(args['public-key'])
+  if (args.command === 'plan' || args.command === 'apply') return planOrApply(args)
   const healthFile = args['health-file'] ?? process.env.SYNC_HEALTH_FILE
   if (args.healthcheck) healthcheck(healthFile)
   const format = args['log-format'] ?? 'text'

@@ -504,6 +504,9 @@ pub struct HttpConfig {
     /// `/readyz` answers 503 when a streaming collection lags more than this, or a copying one
     /// has made no progress for this long.
     pub ready_max_lag: Duration,
+    /// The public key (`age1…`) served at `GET /public_key` when the service has a private key
+    /// (see `crate::secrets`), so that other tools can seal secrets for it.
+    pub public_key: Option<String>,
 }
 
 impl HttpConfig {
@@ -538,7 +541,7 @@ impl HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { host: Self::DEFAULT_HOST.into(), port: Self::DEFAULT_PORT, token: None, ready_max_lag: Self::DEFAULT_READY_MAX_LAG }
+        HttpConfig { host: Self::DEFAULT_HOST.into(), port: Self::DEFAULT_PORT, token: None, ready_max_lag: Self::DEFAULT_READY_MAX_LAG, public_key: None }
     }
 }
 

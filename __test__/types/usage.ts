@@ -4,7 +4,13 @@
 import {
   MongoElasticSync,
   SyncError,
+  applyDefinition,
+  generateKeyPair,
   isSyncError,
+  planDefinition,
+  sealSecret,
+  type Definition,
+  type Plan,
   type CollectionPhase,
   type CollectionStats,
   type ErrorCode,
@@ -173,3 +179,20 @@ sync.events({ maxEvents: '100' })
 void sync.start({ signal: 5000 })
 // @ts-expect-error a logger is an object with level methods
 new MongoElasticSync({ ...options, logger: 'debug' })
+
+// Definitions as code: a definition object (or a file's path), its plans, sealed secrets.
+const { publicKey } = generateKeyPair()
+const definition: Definition = {
+  version: 1,
+  syncs: { orders: { mongo: { uri: sealSecret(publicKey, 'mongodb://h/?replicaSet=rs') }, collections: ['shop.orders'], privateKeyFile: '/run/secrets/mes.key' } },
+}
+const defined: MongoElasticSync = MongoElasticSync.fromDefinition(definition, 'orders', { logger: console })
+void defined
+void planDefinition('syncs.yaml').then((plans: Plan[]) =>
+  plans.flatMap((p) => p.steps.map((s) => (s.kind === 'recopy' ? `${s.namespace}: ${s.reason}` : s.kind === 'remove' ? s.namespace : s.index))),
+)
+void applyDefinition(definition, { name: 'orders', allowDestructive: true })
+// @ts-expect-error a definition's syncs are named: the options go under `syncs`
+MongoElasticSync.fromDefinition({ mongo: { uri: 'mongodb://h' }, collections: ['a.b'] })
+// @ts-expect-error a `remove` step has no index
+void planDefinition(definition).then((plans) => plans[0]!.steps.map((s) => s.kind === 'remove' && s.index))

@@ -40,6 +40,7 @@ impl HttpOptions {
             port,
             token: self.token.map(Secret::new),
             ready_max_lag: self.ready_max_lag_ms.map_or(defaults.ready_max_lag, |ms| Duration::from_millis(ms.into())),
+            public_key: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The Node.js binding: JS-facing types and conversions only; all sync logic lives in the engine.
 
+mod definition;
 mod error;
 mod event;
 mod http;
@@ -10,8 +11,10 @@ mod options;
 mod options_props;
 mod outputs;
 mod parse;
+mod plan;
 mod postgres_options;
 mod search;
+mod secrets;
 mod stats;
 mod sync;
 mod transform;

@@ -19,14 +19,23 @@ use crate::config::{
     MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
 };
 use crate::error::{SyncError, SyncResult};
+use crate::secrets;
 use crate::transform::{AddedValue, FieldRules};
 
-/// The engine's config from the options object, checked whole; errors name the field.
-pub fn sync_config(options: serde_json::Value) -> SyncResult<SyncConfig> {
+/// The engine's config from the options object, checked whole; errors name the field. Sealed
+/// secrets (`enc:age:…`) are opened first with the service's private key (see `crate::secrets`).
+pub fn sync_config(mut options: serde_json::Value) -> SyncResult<SyncConfig> {
     if !options.is_object() {
         return Err(SyncError::config(format!("options: must be an object, not {}", kind_of(&options))));
     }
-    parse::<SyncOptions>(options)?.into_config()
+    let key_file = options.get("privateKeyFile").and_then(serde_json::Value::as_str).map(str::to_string);
+    let key = secrets::load_key(key_file.as_deref())?;
+    secrets::open_tree(&mut options, key.as_ref())?;
+    let mut config = parse::<SyncOptions>(options)?.into_config()?;
+    if let (Some(http), Some(key)) = (config.http.as_mut(), key.as_ref()) {
+        http.public_key = Some(key.public_key());
+    }
+    Ok(config)
 }
 
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -96,6 +105,11 @@ pub struct SyncOptions {
     pub search: Option<super::search::SearchOptions>,
     /// The lease that lets one instance per `name` sync while the others wait as standbys.
     pub lease: Option<LeaseOptions>,
+    /// A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
+    /// the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
+    /// `MES_PRIVATE_KEY` in the environment.
+    #[allow(dead_code)] // read before the parse, which it must pass (see `sync_config`)
+    pub private_key_file: Option<String>,
 }
 
 #[napi(object, object_from_js = false, object_to_js = false)]

@@ -99,6 +99,23 @@ pub struct CopyRange {
 }
 
 impl CollectionCheckpoint {
+    /// Starts a re-copy of a collection whose configured index is `index`: from now on it is
+    /// copied into a new concrete index `<index>-<n>` (returned), while the index readers use
+    /// stays until the copy is done (then the alias `<index>` moves, see `replaces`). Also
+    /// returns the half-filled index of an unfinished earlier re-copy, to delete.
+    pub fn begin_recopy(&mut self, index: &str) -> (String, Option<String>) {
+        let current = self.physical_index.clone().unwrap_or_else(|| index.to_string());
+        let (serving, unfinished) = match self.replaces.clone() {
+            Some(serving) if serving != current => (serving, Some(current)),
+            Some(serving) => (serving, None),
+            None => (current, None),
+        };
+        let generation = self.generation + 1;
+        let new_index = format!("{index}-{generation}");
+        *self = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving), ..Default::default() };
+        (new_index, unfinished)
+    }
+
     /// The stored form: the fields, camelCased, and `schema`.
     pub fn to_document(&self) -> SyncResult<Document> {
         let mut doc = mongodb::bson::to_document(self).map_err(|e| SyncError::new(ErrorCode::Internal, format!("cannot serialise a checkpoint: {e}")))?;

@@ -8,6 +8,7 @@
 //! | `GET /stats` | the snapshot as JSON |
 //! | `GET /metrics` | Prometheus text format, or OpenMetrics when asked for |
 //! | `GET /events` | the snapshot every second, as server-sent events |
+//! | `GET /public_key` | the service's public key (`age1…`, text) for sealing secrets; 404 without a private key |
 //! | `GET /`, `/status.js`, `/status.css` | the status page (static; it reads `/events` or `/stats`) |
 //!
 //! With the `search` option, also the search routes (see `search_routes`).
@@ -70,6 +71,7 @@ struct App {
     /// SHA-256 of the token: compared in constant time, whatever the length given.
     token: Option<[u8; 32]>,
     ready_max_lag: Duration,
+    public_key: Option<Arc<str>>,
     subscribers: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
@@ -95,6 +97,7 @@ impl Server {
             metrics,
             token: config.token.as_ref().map(|t| Sha256::digest(t.expose().as_bytes()).into()),
             ready_max_lag: config.ready_max_lag,
+            public_key: config.public_key.as_deref().map(Arc::from),
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             shutdown: shutdown.clone(),
         };
@@ -153,7 +156,8 @@ fn router(app: App, search: Option<SearchApp>) -> Router {
     let page = Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/status.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/status.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }));
+        .route("/status.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/public_key", get(public_key));
     let mut routes = data.merge(page).layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     if let Some(search) = search {
         routes = routes.merge(search_router(&app, search));
@@ -240,6 +244,14 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let headers = [(header::CONTENT_TYPE, content_type), (header::CONTENT_SECURITY_POLICY, PAGE_POLICY), (header::CACHE_CONTROL, "no-cache")];
     (headers, body).into_response()
+}
+
+/// The public key is public: served without the token, so tools can seal secrets for this service.
+async fn public_key(State(app): State<App>) -> Response {
+    match app.public_key {
+        Some(key) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{key}\n")).into_response(),
+        None => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "no private key is configured" })),
+    }
 }
 
 async fn healthz(State(app): State<App>) -> Response {

@@ -60,7 +60,7 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
         copy_readers: 4,
         copy_range_min_docs: 100_000,
         dead_letter_index: None,
-        http: Some(HttpConfig { host: "127.0.0.1".into(), port: 0, token: token.map(Secret::new), ready_max_lag: Duration::from_secs(5) }),
+        http: Some(HttpConfig { host: "127.0.0.1".into(), port: 0, token: token.map(Secret::new), ready_max_lag: Duration::from_secs(5), public_key: None }),
         lease: Default::default(),
         search: None,
     })

@@ -296,21 +296,14 @@ pub fn index_settings(config: &CollectionConfig, cp: &CollectionCheckpoint) -> C
 /// Starts copying a collection again: into a new concrete index `<index>-<n>`, while the index
 /// readers use stays as it is until the copy is done.
 pub async fn begin_resync(ctx: &Context, config: &CollectionConfig, cp: &mut CollectionCheckpoint, reason: &str) -> PhaseResult<()> {
-    let current = cp.physical_index.clone().unwrap_or_else(|| config.index.clone());
+    let version = cp.start_at.map_or(0, version_of);
     // An unfinished earlier re-copy: its half-filled index goes, the one readers use stays.
-    let serving = match cp.replaces.clone() {
-        Some(serving) => {
-            if serving != current {
-                let action = IndexAction::DeleteIndex { index: current.clone() };
-                ctx.sink.apply(&IndexChange { namespace: config.namespace.to_string(), version: cp.start_at.map_or(0, version_of), action }).await.proceed()?;
-            }
-            serving
-        }
-        None => current,
-    };
-    let generation = cp.generation + 1;
-    let new_index = format!("{}-{generation}", config.index);
-    *cp = CollectionCheckpoint { physical_index: Some(new_index.clone()), generation, replaces: Some(serving.clone()), ..Default::default() };
+    let (new_index, unfinished) = cp.begin_recopy(&config.index);
+    if let Some(index) = unfinished {
+        let action = IndexAction::DeleteIndex { index };
+        ctx.sink.apply(&IndexChange { namespace: config.namespace.to_string(), version, action }).await.proceed()?;
+    }
+    let serving = cp.replaces.clone().unwrap_or_default();
     ctx.sink.prepare_index(&new_index, Some(&index_settings(config, cp))).await.proceed()?;
     ctx.store.save(&config.namespace, cp).await?;
     ctx.copy_started(&config.namespace);

@@ -159,6 +159,7 @@ fn handle(state: &mut State, method: &str, target: &str, body: &[u8]) -> (u16, V
             state.indices.entry(index.to_string()).or_default();
             (200, json!({ "acknowledged": true }))
         }
+        ("POST", ["_aliases"]) => (200, json!({ "acknowledged": true })),
         ("POST", [index, "_refresh"]) => match state.indices.get_mut(*index) {
             None => error(404, "index_not_found_exception"),
             Some(i) => {

@@ -5,6 +5,7 @@ mod encoder;
 mod error;
 #[cfg(test)]
 mod fake;
+mod inspect;
 mod response;
 #[cfg(test)]
 mod response_props;
@@ -17,4 +18,5 @@ mod tests;
 pub use client::build_client;
 pub use encoder::encoded_len;
 pub use error::EsError;
+pub use inspect::IndexState;
 pub use service::{EsSink, ServerInfo};

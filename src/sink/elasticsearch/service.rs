@@ -200,8 +200,10 @@ impl EsSink {
     }
 
     /// Points `alias` at `new_index` and drops `old_index` in one atomic step, so readers of the
-    /// alias never see a half-filled index. Repeating it after a crash is harmless.
+    /// alias never see a half-filled index (the new index is refreshed first: its writes within
+    /// the refresh interval would be missing from searches). Repeating it after a crash is harmless.
     pub async fn swap_alias(&self, alias: &str, new_index: &str, old_index: &str, extra_aliases: &[String]) -> EsResult<Flow<()>> {
+        proceed!(self.refresh(new_index).await?);
         let old_exists = proceed!(self.send("check index", Method::Head, &format!("/{old_index}"), None).await?).status == 200;
         let mut actions = vec![serde_json::json!({ "add": { "index": new_index, "alias": alias } })];
         actions.extend(extra_aliases.iter().map(|extra| serde_json::json!({ "add": { "index": new_index, "alias": extra } })));
@@ -375,7 +377,7 @@ impl Sink for EsSink {
 
 /// How the configured mappings disagree with an existing index's, if they do: a field typed
 /// differently (fields only one side has are fine: dynamic mapping adds them).
-fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, prefix: &str) -> Option<String> {
+pub(super) fn mapping_conflict(wanted: &serde_json::Value, existing: &serde_json::Value, prefix: &str) -> Option<String> {
     let wanted = wanted.get("properties")?.as_object()?;
     let existing = existing.get("properties").and_then(|p| p.as_object());
     for (name, spec) in wanted {

@@ -43,6 +43,18 @@ async fn written_not_refreshed(es: &FakeEs, sink: &EsSink, index: &str, n: usize
 }
 
 #[tokio::test]
+async fn an_alias_moves_to_a_re_copied_index_only_once_its_writes_are_searchable() {
+    let es = FakeEs::start(State::default()).await;
+    let sink = sink(&es, context(3));
+    written_not_refreshed(&es, &sink, "a-1", 3).await;
+    assert_eq!(sink.swap_alias("a", "a-1", "a", &[]).await, Ok(Flow::Done(())));
+    assert_eq!(es.state().indices["a-1"].searchable.len(), 3, "readers of the alias see every copied document at once");
+    let requests = es.state().requests.clone();
+    let at = |r: &str| requests.iter().position(|x| x.starts_with(r)).unwrap_or_else(|| panic!("{r} in {requests:?}"));
+    assert!(at("POST /a-1/_refresh") < at("POST /_aliases"), "{requests:?}");
+}
+
+#[tokio::test]
 async fn a_batch_without_writes_sends_no_request() {
     let es = FakeEs::start(State::default()).await;
     let sink = sink(&es, context(3));
