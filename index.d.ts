@@ -39,15 +39,30 @@ export declare class MongoElasticSync {
   stop(): Promise<void>
   /** Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed. */
   wait(): Promise<void>
+  /**
+   * One page of documents of an index this sync manages, and its `meta`; rejects with
+   * `ERR_SEARCH_INPUT` (bad request) or `ERR_SEARCH` (server). Works whether or not it runs.
+   */
+  search(request: Record<string, unknown>): Promise<unknown>
+  /** The indices this sync manages, with aliases, health and document counts. */
+  indices(): Promise<unknown>
+  /** The fields of `index` (one this sync manages) from its mapping: dotted paths and types. */
+  fields(index: string): Promise<unknown>
   /** Running totals, per-collection figures and the current state. */
   stats(): NativeSyncStats
 }
 
-/**
- * Plans and carries out the plan of the sync of `options`; a destructive plan is refused
- * (`ERR_CONFIG`, before any change) unless `allowDestructive`.
- */
-export declare function applySync(options: SyncOptions, allowDestructive: boolean): Promise<unknown>
+/** Searches the indices of a cluster without a sync: the same query model, cursors and limits. */
+export declare class SearchClient {
+  /** Validates the options; throws `ERR_CONFIG` naming the bad field. Nothing connects yet. */
+  constructor(options: SearchClientOptions)
+  /** One page of documents and its `meta`; rejects with `ERR_SEARCH_INPUT` or `ERR_SEARCH`. */
+  search(request: Record<string, unknown>): Promise<unknown>
+  /** The searchable indices with aliases, health and document counts. */
+  indices(): Promise<unknown>
+  /** The fields of `index` from its mapping: dotted paths and types. */
+  fields(index: string): Promise<unknown>
+}
 
 export interface BatchOptions {
   /** Most documents per `_bulk` request (default 1000). */
@@ -179,9 +194,6 @@ export interface FileOutput {
   fsync?: 'batch' | 'never'
 }
 
-/** A new age X25519 key pair for sealed secrets. */
-export declare function generateKeyPair(): KeyPair
-
 /**
  * The HTTP server (off unless given): `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events`
  * and a status page at `/`.
@@ -201,14 +213,6 @@ export interface HttpOptions {
    * progress for this long (default 60000).
    */
   readyMaxLagMs?: number
-}
-
-/** A new private key and its public key. */
-export interface KeyPair {
-  /** `AGE-SECRET-KEY-1…`: keep it in a file only the service reads (`privateKeyFile`). */
-  privateKey: string
-  /** `age1…`: what `sealSecret` seals values for. */
-  publicKey: string
 }
 
 export interface LeaseOptions {
@@ -306,6 +310,15 @@ export interface NativeSyncStats {
   /** Values changed to fit JSON (NaN/Infinity dropped, out-of-range dates as numbers); see `warning` events. */
   valuesAltered: number
   state: SyncState
+  /**
+   * `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
+   * absent before the first look at the lease.
+   */
+  role?: Role
+  /** The lease's fencing term: this instance's as leader, the holder's as standby. */
+  term?: number
+  /** The collections this instance syncs now. */
+  ownedCollections: Array<string>
   /** Per collection, by `"db.collection"`. */
   collections: Record<string, NativeCollectionStats>
 }
@@ -334,9 +347,6 @@ export interface NatsOutput {
 
 /** Where a write comes from: the initial copy or the change stream. */
 export type Phase = 'copy' | 'stream'
-
-/** What `applySync` would do for the sync of `options`. */
-export declare function planSync(options: SyncOptions): Promise<unknown>
 
 export interface PostgresOptions {
   /**
@@ -371,8 +381,38 @@ export interface RetryOptions {
   maxDelayMs?: number
 }
 
-/** `value` sealed for `publicKey` as `'enc:age:…'`, usable in any secret field of the options. */
-export declare function sealSecret(publicKey: string, value: string): string
+/** This instance's part among those with the same `name`. */
+export type Role = 'leader' | 'standby'
+
+/** `new SearchClient(options)`: the `elasticsearch` connection (as a sync's) and `search` settings. */
+export interface SearchClientOptions {
+  elasticsearch: ElasticsearchOptions
+  search?: SearchOptions
+}
+
+/** The search API (`search()`, `indices()`, `fields()`, and with `http` its routes). */
+export interface SearchOptions {
+  /**
+   * Key that signs cursors, at least 32 characters; give the same one to processes that must
+   * accept each other's cursors (default: a random key of this process).
+   */
+  cursorSecret?: string
+  /** How long a cursor (and the point in time it reads) stays valid after its page (default 300000). */
+  cursorTtlMs?: number
+  /** Page size when none is asked for (default 20). */
+  defaultPageSize?: number
+  /** Largest page size (default 1000). */
+  maxPageSize?: number
+  /**
+   * Indices or aliases that may be searched (default: the sync's own; for a `SearchClient`,
+   * any index not starting with `.`).
+   */
+  indices?: Array<string>
+  /** HTTP routes, per client address: requests per second and burst (default 20 and 40). */
+  rateLimit?: RateLimitOptions
+  /** Largest `POST /search` body in bytes (default 65536). */
+  maxBodyBytes?: number
+}
 
 /** NDJSON change records on standard output. */
 export interface StdoutOutput {
@@ -404,6 +444,8 @@ export type SyncEvent =
      */
   to?: string }
   | { type: 'warning'; namespace: string; message: string }
+  | { type: 'leadership'; change: 'acquired' | 'lost' | 'standby'; term: number; holder: string }
+  | { type: 'assignment'; collections: Array<string> }
 
 export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
@@ -482,16 +524,13 @@ export interface SyncOptions {
   search?: SearchOptions
   /** The lease that lets one instance per `name` sync while the others wait as standbys. */
   lease?: LeaseOptions
-  /**
-   * A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
-   * the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
-   * `MES_PRIVATE_KEY` in the environment.
-   */
-  privateKeyFile?: string
 }
 
-/** The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`. */
-export type SyncState = 'idle' | 'starting' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
+/**
+ * The states of a sync: `starting → copying → streaming → stopping → stopped`, or `failed`;
+ * `standby` while another instance with the same `name` holds the lease.
+ */
+export type SyncState = 'idle' | 'starting' | 'standby' | 'copying' | 'streaming' | 'stopping' | 'stopped' | 'failed'
 
 /** NDJSON change records over TCP (Logstash `tcp` input with the `json_lines` codec). */
 export interface TcpOutput {
@@ -524,9 +563,3 @@ export interface TransformContext {
   id: string
   phase: 'copy' | 'stream'
 }
-
-/**
- * Checks a definition (the parsed file) and returns its syncs' names; throws `ERR_CONFIG`
- * naming the path of what is wrong.
- */
-export declare function validateDefinition(definition: unknown): Array<string>
