@@ -42,6 +42,7 @@ async function measure(run) {
   if (wants('stream')) results.stream = await require('./parts/stream').stream(run)
   if (wants('collections')) results.collections = await require('./parts/collections').collections(run)
   if (wants('search')) results.search = await require('./parts/search').search(run)
+  if (run.opts.only?.has('postgres')) results.postgres = await require('./parts/postgres').postgres(run)
 }
 
 /** Writes results/<out>.json and .md and prints the Markdown. */

@@ -5,9 +5,10 @@ const path = require('node:path')
 const { log } = require('./util')
 
 const ROOT = path.resolve(__dirname, '..', '..')
-const PARTS = ['copy', 'overhead', 'stream', 'collections', 'search']
+// `postgres` runs only when asked for (--only postgres).
+const PARTS = ['copy', 'overhead', 'stream', 'collections', 'search', 'postgres']
 const USAGE =
-  'usage: node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]'
+  'usage: node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,postgres] [--skip-mongo2elastic] [--stream-docs N] [--updates N] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]'
 
 function usage(msg) {
   if (msg) log(`bench: ${msg}`)

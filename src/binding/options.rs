@@ -803,6 +803,35 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_source_takes_tables_and_strict_options() {
+        let pg = |patch: serde_json::Value| {
+            let mut options = json!({ "name": "s", "elasticsearch": { "node": "http://h:9200" }, "postgres": { "uri": "postgres://u:p@127.0.0.1/db" }, "tables": ["public.orders", { "table": "shop.lines", "index": "lines" }] });
+            for (k, v) in patch.as_object().unwrap() {
+                options[k] = v.clone();
+            }
+            sync_config(options)
+        };
+        let config = pg(json!({})).unwrap();
+        let names: Vec<(String, String)> = config.collections.iter().map(|c| (c.namespace.to_string(), c.index.clone())).collect();
+        assert_eq!(names, [("public.orders".to_string(), "orders".to_string()), ("shop.lines".to_string(), "lines".to_string())]);
+        let postgres = config.postgres.unwrap();
+        assert_eq!((postgres.slot_prefix.as_str(), postgres.publication_for("My Sync").as_str()), ("mes_", "mes_my_sync"));
+        let message = |patch| pg(patch).unwrap_err().message;
+        assert_eq!(message(json!({ "postgres": { "uri": "x", "slotPrefx": "a" } })), "postgres.slotPrefx: unknown option, did you mean `slotPrefix`?");
+        assert!(message(json!({ "tables": [{ "table": "a.b", "filter": {} }] })).contains("filter"));
+        assert!(message(json!({ "tables": [{ "table": "a.b", "indx": "i" }] })).contains("indx"));
+        assert!(message(json!({ "tables": [{ "index": "i" }] })).contains("table"));
+        assert_eq!(message(json!({ "postgres": { "uri": "mongodb://h" } })), "postgres.uri: \"mongodb://h\" must start with postgres:// or postgresql://");
+        assert_eq!(message(json!({ "mongo": { "uri": "mongodb://h" } })), "postgres: give only one source, mongo or postgres");
+        assert_eq!(message(json!({ "collections": ["a.b"] })), "collections: with a postgres source, list the tables in tables");
+        assert_eq!(
+            message(json!({ "postgres": { "uri": "postgres://h/db", "slotPrefix": "Bad-" } })),
+            "postgres.slotPrefix: must be lowercase letters, digits and '_'"
+        );
+        assert!(error(json!({ "tables": ["a.b"] })).starts_with("tables: only with a postgres source"));
+    }
+
+    #[test]
     fn valid_options_get_the_config_types_defaults() {
         let config = sync_config(base()).unwrap();
         let d = SyncConfig::default();

@@ -10,13 +10,12 @@ use mongodb::bson::{Bson, Document};
 use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
 use crate::error::{ErrorCode, SyncError, SyncResult};
-use crate::source::postgres::connect::{pg_error, PgTarget};
+use crate::source::postgres::connect::{pg_error, PgTarget, SharedClient};
 use crate::source::postgres::table::quote;
 use crate::source::postgres::AckedPositions;
 
 pub struct PostgresCheckpointStore {
-    target: PgTarget,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    client: SharedClient,
     table: String,
     name: String,
     acked: AckedPositions,
@@ -26,8 +25,7 @@ impl PostgresCheckpointStore {
     /// Creates the table `schema.table` if missing.
     pub async fn open(target: PgTarget, table: &Namespace, name: &str, acked: AckedPositions) -> SyncResult<Self> {
         let store = PostgresCheckpointStore {
-            target,
-            client: Default::default(),
+            client: SharedClient::new(target, None),
             table: format!("{}.{}", quote(&table.db), quote(&table.coll)),
             name: name.into(),
             acked,
@@ -42,15 +40,7 @@ impl PostgresCheckpointStore {
     }
 
     async fn client(&self) -> SyncResult<Arc<tokio_postgres::Client>> {
-        let mut client = self.client.lock().await;
-        match &*client {
-            Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => {
-                let c = Arc::new(self.target.connect().await?);
-                *client = Some(c.clone());
-                Ok(c)
-            }
-        }
+        self.client.get().await
     }
 }
 
@@ -111,7 +101,7 @@ impl PostgresCheckpointStore {
         let doc: Document = cp.to_document()?;
         let json = Bson::Document(doc).into_canonical_extjson().to_string();
         let sql = format!(
-            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4, 0)) \
+            "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4::bigint, 0)) \
              ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now(), \
              term = GREATEST(t.term, EXCLUDED.term) WHERE $4::bigint IS NULL OR t.term <= $4::bigint",
             self.table

@@ -30,6 +30,9 @@ impl Redactor {
     pub fn for_config(config: &SyncConfig) -> Self {
         let mut secrets = Vec::new();
         add_url_secrets(&mut secrets, config.mongo.uri.expose());
+        if let Some(pg) = &config.postgres {
+            add_url_secrets(&mut secrets, pg.uri.expose());
+        }
         if let Some(es) = &config.elasticsearch {
             add_url_secrets(&mut secrets, &es.node);
             match &es.auth {

@@ -46,8 +46,10 @@ impl PgTarget {
     /// A SQL session; its connection runs on its own task until the client is dropped.
     pub async fn connect(&self) -> SyncResult<Client> {
         let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot connect to PostgreSQL at {}", self.describe()), &e);
+        // TLS with `sslmode=require`, the server's certificate verified against the public
+        // roots; `prefer` (the default) and `disable` connect without TLS.
         let (client, connection) = match self.config.get_ssl_mode() {
-            SslMode::Disable => {
+            SslMode::Disable | SslMode::Prefer => {
                 let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
                 tokio::spawn(async move { connection.await.ok() });
                 return Ok(client);
@@ -76,6 +78,30 @@ impl PgTarget {
     }
 }
 
+/// One SQL session shared by its users, connected again once lost.
+pub struct SharedClient {
+    target: PgTarget,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl SharedClient {
+    pub fn new(target: PgTarget, client: Option<Client>) -> Self {
+        SharedClient { target, client: tokio::sync::Mutex::new(client.map(Arc::new)) }
+    }
+
+    pub async fn get(&self) -> SyncResult<Arc<Client>> {
+        let mut client = self.client.lock().await;
+        match &*client {
+            Some(c) if !c.is_closed() => Ok(c.clone()),
+            _ => {
+                let c = Arc::new(self.target.connect().await?);
+                *client = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+}
+
 fn tls_config() -> rustls::ClientConfig {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -89,8 +115,9 @@ fn tls_config() -> rustls::ClientConfig {
 /// (`ERR_MONGO_UNREACHABLE`, the source's code), other server errors are not (`ERR_MONGO`).
 pub fn pg_error(context: &str, e: &tokio_postgres::Error) -> SyncError {
     let (code, detail) = match e.as_db_error() {
-        // 28xxx: authentication; 3D000: no such database; 57P0x: shutting down.
-        Some(db) if db.code().code().starts_with("28") || db.code().code() == "3D000" || db.code().code().starts_with("57P") => {
+        // 28xxx: authentication; 3D000: no such database; 57P0x: shutting down; 55006: a slot
+        // still held by a session that is ending.
+        Some(db) if db.code().code().starts_with("28") || ["3D000", "55006"].contains(&db.code().code()) || db.code().code().starts_with("57P") => {
             (ErrorCode::MongoUnreachable, format!("{} ({})", db.message(), db.code().code()))
         }
         Some(db) => (ErrorCode::Mongo, format!("{} ({})", db.message(), db.code().code())),

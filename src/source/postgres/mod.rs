@@ -26,7 +26,7 @@ use futures::StreamExt;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use self::connect::{pg_error, PgTarget};
+use self::connect::{pg_error, PgTarget, SharedClient};
 use self::table::{quote, Table};
 use super::{ChangeFeed, ChangeSource, DocumentStream, FeedLimits, Found, RangePlan, ScanOptions, StreamStart};
 use crate::checkpoint::CopyRange;
@@ -78,7 +78,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 pub struct PostgresSource {
     target: PgTarget,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    client: SharedClient,
     config: PostgresConfig,
     publication: String,
     sync_name: String,
@@ -89,13 +89,14 @@ pub struct PostgresSource {
 }
 
 impl PostgresSource {
-    /// Connects (so that bad credentials fail `start()`), and reads every table's description.
+    /// Connects (so that bad credentials fail `start()`), reads every table's description and
+    /// makes sure the publication covers them.
     pub async fn connect(config: &SyncConfig, pg: &PostgresConfig, acked: AckedPositions) -> SyncResult<Self> {
         let target = PgTarget::parse(pg.uri.expose())?;
-        let client = Arc::new(target.connect().await?);
+        let client = target.connect().await?;
         let source = PostgresSource {
+            client: SharedClient::new(target.clone(), Some(client)),
             target,
-            client: tokio::sync::Mutex::new(Some(client)),
             publication: pg.publication_for(&config.name),
             config: pg.clone(),
             sync_name: config.name.clone(),
@@ -106,6 +107,10 @@ impl PostgresSource {
         };
         for ns in &source.tables {
             source.table(ns, false).await?;
+            // A missing publication (or table in it) fails start(), not a collection later.
+            if !source.copy_only {
+                source.ensure_publication(ns).await?;
+            }
         }
         Ok(source)
     }
@@ -116,15 +121,7 @@ impl PostgresSource {
 
     /// The shared SQL session, connected again if it was lost.
     async fn client(&self) -> SyncResult<Arc<tokio_postgres::Client>> {
-        let mut client = self.client.lock().await;
-        match &*client {
-            Some(c) if !c.is_closed() => Ok(c.clone()),
-            _ => {
-                let c = Arc::new(self.target.connect().await?);
-                *client = Some(c.clone());
-                Ok(c)
-            }
-        }
+        self.client.get().await
     }
 
     /// The table's description, read again when `fresh` (its columns changed).
@@ -252,7 +249,10 @@ impl ChangeSource for PostgresSource {
             None => self.create_slot(ns).await?.max(lsn),
         };
         let table = self.table(ns, false).await?;
-        let session = stream::Session::open(&self.target, &self.slot_name(ns), &self.publication, lsn).await?;
+        // Confirmed to the server until more is saved: the durable position, never a later one
+        // (a stream reopened after a truncate starts past a change not applied yet).
+        let durable = self.acked.get(ns).filter(|&a| a < lsn).unwrap_or(lsn);
+        let session = stream::Session::open(&self.target, &self.slot_name(ns), &self.publication, lsn, durable).await?;
         let reader = stream::Reader { session, table, source: self.shared(), acked: self.acked.clone(), cancel };
         Ok(ChangeFeed::spawn(limits, move |tx| reader.run(tx)))
     }
@@ -260,9 +260,12 @@ impl ChangeSource for PostgresSource {
     async fn estimated_count(&self, ns: &Namespace) -> u64 {
         let Ok(client) = self.client().await else { return 0 };
         let name = format!("{}.{}", quote(&ns.db), quote(&ns.coll));
-        match client.query_one("SELECT reltuples::int8 FROM pg_class WHERE oid = $1::regclass", &[&name]).await {
-            Ok(row) if row.get::<_, i64>(0) >= 0 => row.get::<_, i64>(0) as u64,
-            _ => 0,
+        // Never analyzed (reltuples -1): counted.
+        let sql =
+            format!("SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8 ELSE (SELECT count(*) FROM {name}) END FROM pg_class WHERE oid = $1::text::regclass");
+        match client.query_one(&sql, &[&name]).await {
+            Ok(row) => row.get::<_, i64>(0).max(0) as u64,
+            Err(_) => 0,
         }
     }
 
@@ -286,7 +289,8 @@ impl ChangeSource for PostgresSource {
         if options.filter.is_some() {
             return Err(SyncError::config(format!("{ns}: filter is not supported for PostgreSQL tables")));
         }
-        let table = self.table(ns, false).await?;
+        // Described afresh: columns may have changed since start (a re-copy).
+        let table = self.table(ns, true).await?;
         let client = Arc::new(self.target.connect().await?);
         let scan = stream::Scan::new(table, range, options.batch_size.max(1) as i64)?;
         Ok(scan.into_stream(client).map(|doc| doc.and_then(|doc| crate::source::raw_of(&doc))).boxed())

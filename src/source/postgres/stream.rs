@@ -123,10 +123,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts streaming `slot` from `lsn` (also the position confirmed until more is saved).
-    /// A slot still held by the session before (ending) is waited for, a few seconds.
-    pub async fn open(target: &PgTarget, slot: &str, publication: &str, lsn: u64) -> SyncResult<Session> {
-        let config = target.replication(slot, publication).with_start_lsn(Lsn(lsn)).with_ack_lsn(Lsn(lsn)).with_status_interval(Duration::from_secs(1));
+    /// Starts streaming `slot` from `lsn`, confirming `durable` until more is saved. A slot
+    /// still held by the session before (ending) is waited for, a few seconds.
+    pub async fn open(target: &PgTarget, slot: &str, publication: &str, lsn: u64, durable: u64) -> SyncResult<Session> {
+        let config = target.replication(slot, publication).with_start_lsn(Lsn(lsn)).with_ack_lsn(Lsn(durable)).with_status_interval(Duration::from_secs(1));
         let mut attempt = 0;
         loop {
             let started = async {
@@ -200,7 +200,7 @@ impl Reader {
                 }
             }
         }
-        let _ = self.session.client.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.session.client.shutdown()).await;
     }
 
     async fn items(&mut self, event: ReplicationEvent, position: &mut Position, lookups: &mut Option<Client>) -> SyncResult<Vec<StreamItem>> {

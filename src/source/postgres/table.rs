@@ -36,7 +36,7 @@ const CATALOG: &str = "SELECT a.attname::text, bt.oid::int8, COALESCE(be.oid, 0)
      JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
      LEFT JOIN pg_type be ON be.oid = bt.typelem AND bt.typcategory = 'A' \
      LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
-     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+     WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
 /// `"name"`, quoted for SQL.
 pub fn quote(name: &str) -> String {
@@ -75,9 +75,10 @@ impl Table {
         format!("{}.{}", quote(&self.ns.db), quote(&self.ns.coll))
     }
 
-    /// Every column as text, in column order.
+    /// Every column as text, in column order. The outputs are renamed (`c0`, `c1`…): an
+    /// `ORDER BY "id"` would otherwise sort by the text output named `id`, not by the key.
     pub fn select_list(&self) -> String {
-        self.columns.iter().map(|c| format!("{}::text", quote(&c.name))).collect::<Vec<_>>().join(", ")
+        self.columns.iter().enumerate().map(|(i, c)| format!("{}::text AS c{i}", quote(&c.name))).collect::<Vec<_>>().join(", ")
     }
 
     /// The key columns as a row, e.g. `("a", "b")`.
@@ -197,6 +198,6 @@ mod tests {
     #[test]
     fn names_are_quoted() {
         assert_eq!(quote("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(table(vec![0]).select_list(), "\"id\"::text, \"code\"::text, \"total\"::text");
+        assert_eq!(table(vec![0]).select_list(), "\"id\"::text AS c0, \"code\"::text AS c1, \"total\"::text AS c2");
     }
 }
