@@ -64,6 +64,12 @@ export declare class SearchClient {
   fields(index: string): Promise<unknown>
 }
 
+/**
+ * Plans and carries out the plan of the sync of `options`; a destructive plan is refused
+ * (`ERR_CONFIG`, before any change) unless `allowDestructive`.
+ */
+export declare function applySync(options: SyncOptions, allowDestructive: boolean): Promise<unknown>
+
 export interface BatchOptions {
   /** Most documents per `_bulk` request (default 1000). */
   maxDocs?: number
@@ -194,6 +200,9 @@ export interface FileOutput {
   fsync?: 'batch' | 'never'
 }
 
+/** A new age X25519 key pair for sealed secrets. */
+export declare function generateKeyPair(): KeyPair
+
 /**
  * The HTTP server (off unless given): `/healthz`, `/readyz`, `/stats`, `/metrics`, `/events`
  * and a status page at `/`.
@@ -213,6 +222,14 @@ export interface HttpOptions {
    * progress for this long (default 60000).
    */
   readyMaxLagMs?: number
+}
+
+/** A new private key and its public key. */
+export interface KeyPair {
+  /** `AGE-SECRET-KEY-1…`: keep it in a file only the service reads (`privateKeyFile`). */
+  privateKey: string
+  /** `age1…`: what `sealSecret` seals values for. */
+  publicKey: string
 }
 
 export interface LeaseOptions {
@@ -350,6 +367,9 @@ export interface NatsOutput {
 /** Where a write comes from: the initial copy or the change stream. */
 export type Phase = 'copy' | 'stream'
 
+/** What `applySync` would do for the sync of `options`. */
+export declare function planSync(options: SyncOptions): Promise<unknown>
+
 export interface PostgresOptions {
   /**
    * `postgres://user:password@host:port/database` (`?sslmode=require` for TLS). The user needs
@@ -385,6 +405,9 @@ export interface RetryOptions {
 
 /** This instance's part among those with the same `name`. */
 export type Role = 'leader' | 'standby'
+
+/** `value` sealed for `publicKey` as `'enc:age:…'`, usable in any secret field of the options. */
+export declare function sealSecret(publicKey: string, value: string): string
 
 /** `new SearchClient(options)`: the `elasticsearch` connection (as a sync's) and `search` settings. */
 export interface SearchClientOptions {
@@ -546,6 +569,12 @@ export interface SyncOptions {
   search?: SearchOptions
   /** The lease that lets one instance per `name` sync while the others wait as standbys. */
   lease?: LeaseOptions
+  /**
+   * A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
+   * the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
+   * `MES_PRIVATE_KEY` in the environment.
+   */
+  privateKeyFile?: string
 }
 
 /**
@@ -585,3 +614,9 @@ export interface TransformContext {
   id: string
   phase: 'copy' | 'stream'
 }
+
+/**
+ * Checks a definition (the parsed file) and returns its syncs' names; throws `ERR_CONFIG`
+ * naming the path of what is wrong.
+ */
+export declare function validateDefinition(definition: unknown): Array<string>

@@ -126,18 +126,18 @@ fn respond<T: serde::Serialize>(result: Result<T, SearchError>) -> Response {
 }
 
 /// The scroll route's query string: `cursor` (required), `size`, `fields` (comma-separated).
-fn scroll_request(index: String, query: Option<&str>) -> Result<SearchRequest, String> {
+fn scroll_request(index: String, query: Option<&str>) -> Result<SearchRequest, SearchError> {
     let mut request = SearchRequest { index: Some(index), ..SearchRequest::default() };
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
             "cursor" => request.cursor = Some(value.into_owned()),
-            "size" => request.size = Some(value.parse().map_err(|_| format!("size: \"{value}\" is not a whole number"))?),
+            "size" => request.size = Some(value.parse().map_err(|_| SearchError::Input(format!("size: \"{value}\" is not a whole number")))?),
             "fields" => request.fields = Some(value.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect()),
-            other => return Err(format!("unknown query parameter \"{other}\" (expected cursor, size, fields)")),
+            other => return Err(SearchError::Input(format!("unknown query parameter \"{other}\" (expected cursor, size, fields)"))),
         }
     }
     if request.cursor.as_deref().is_none_or(str::is_empty) {
-        return Err("cursor: required (the meta.nextCursor of the previous page)".into());
+        return Err(SearchError::Input("cursor: required (the meta.nextCursor of the previous page)".into()));
     }
     Ok(request)
 }
@@ -145,7 +145,7 @@ fn scroll_request(index: String, query: Option<&str>) -> Result<SearchRequest, S
 pub async fn scroll(State(app): State<SearchApp>, Path(index): Path<String>, request: Request) -> Response {
     match scroll_request(index, request.uri().query()) {
         Ok(request) => respond(app.client.search(request).await),
-        Err(message) => bad_request(message),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -194,8 +194,8 @@ mod tests {
     fn scroll_query_strings() {
         let r = scroll_request("i".into(), Some("cursor=abc.def&size=5&fields=a,b.c")).unwrap();
         assert_eq!((r.cursor.as_deref(), r.size, r.fields), (Some("abc.def"), Some(5), Some(vec!["a".to_string(), "b.c".to_string()])));
-        assert_eq!(scroll_request("i".into(), Some("size=5")).unwrap_err(), "cursor: required (the meta.nextCursor of the previous page)");
-        assert!(scroll_request("i".into(), Some("cursor=x&size=ten")).unwrap_err().contains("size: \"ten\""));
-        assert!(scroll_request("i".into(), Some("cursor=x&from=3")).unwrap_err().contains("unknown query parameter \"from\""));
+        assert_eq!(scroll_request("i".into(), Some("size=5")).unwrap_err().to_string(), "cursor: required (the meta.nextCursor of the previous page)");
+        assert!(scroll_request("i".into(), Some("cursor=x&size=ten")).unwrap_err().to_string().contains("size: \"ten\""));
+        assert!(scroll_request("i".into(), Some("cursor=x&from=3")).unwrap_err().to_string().contains("unknown query parameter \"from\""));
     }
 }

@@ -60,9 +60,9 @@ pub struct SortKey {
 }
 
 impl TryFrom<Value> for SortKey {
-    type Error = String;
+    type Error = SearchError;
 
-    fn try_from(value: Value) -> Result<Self, String> {
+    fn try_from(value: Value) -> SearchResult<Self> {
         const SHAPE: &str = "expected \"field\", \"-field\" or { field, order: \"asc\" | \"desc\" }";
         match value {
             Value::String(s) => match s.strip_prefix('-') {
@@ -72,18 +72,18 @@ impl TryFrom<Value> for SortKey {
             Value::Object(mut o) => {
                 let field = match o.remove("field") {
                     Some(Value::String(f)) => f,
-                    _ => return Err(format!("{SHAPE} (field must be a string)")),
+                    _ => return Err(SearchError::Input(format!("{SHAPE} (field must be a string)"))),
                 };
                 let order = match o.remove("order") {
                     None => SortOrder::Asc,
-                    Some(order) => serde_json::from_value(order).map_err(|_| format!("{SHAPE} (order must be \"asc\" or \"desc\")"))?,
+                    Some(order) => serde_json::from_value(order).map_err(|_| SearchError::Input(format!("{SHAPE} (order must be \"asc\" or \"desc\")")))?,
                 };
                 if let Some(key) = o.keys().next() {
-                    return Err(format!("{SHAPE} (unknown key \"{key}\")"));
+                    return Err(SearchError::Input(format!("{SHAPE} (unknown key \"{key}\")")));
                 }
                 Ok(SortKey { field, order })
             }
-            _ => Err(SHAPE.to_string()),
+            _ => Err(SearchError::Input(SHAPE.to_string())),
         }
     }
 }
