@@ -190,6 +190,20 @@ function sortKeys(v) {
   return v
 }
 
+/** Calls `fn` with each JSON line a readable stream carries (lines split across chunks joined). */
+function onJsonLines(stream, fn) {
+  let buffer = ''
+  stream.on('data', (chunk) => {
+    buffer += chunk
+    let nl
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl)
+      buffer = buffer.slice(nl + 1)
+      if (line.trim()) fn(JSON.parse(line))
+    }
+  })
+}
+
 /**
  * The sync in a child process (`fixtures/run-sync.js`, which it can be killed out of); `events`
  * fills with its events as they arrive, `exited` resolves with its exit.
@@ -198,16 +212,7 @@ function runChild(options, mode = 'run') {
   const fixture = path.join(__dirname, 'fixtures', 'run-sync.js')
   const child = spawn(process.execPath, [fixture, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
   const events = []
-  let buffer = ''
-  child.stdout.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      if (line.trim()) events.push(JSON.parse(line))
-    }
-  })
+  onJsonLines(child.stdout, (event) => events.push(event))
   return { child, events, exited: once(child, 'exit') }
 }
 
@@ -242,15 +247,6 @@ function serversFor(name) {
   return ctx
 }
 
-/** A port nothing listens on right now. */
-async function freePort() {
-  const server = require('node:net').createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
 /** Runs the CLI (`scripts/cli.js`) to its exit, `input` on its stdin: its exit code and output. */
 async function runCli(t, args, { input = '', env = process.env, timeoutMs = 90000 } = {}) {
   const { spawn } = require('node:child_process')
@@ -271,7 +267,7 @@ module.exports = {
   runCli,
   rng,
   runChild,
-  freePort,
+  onJsonLines,
   setup,
   serversFor,
   unique,

@@ -9,7 +9,7 @@ import { once } from 'node:events'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
-const { serversFor, unique, waitFor, waitForMirror } = require('./helpers.js')
+const { onJsonLines, serversFor, unique, waitFor, waitForMirror } = require('./helpers.js')
 const HERE = path.dirname(new URL(import.meta.url).pathname)
 const FIXTURE = path.join(HERE, 'fixtures', 'run-instance.js')
 const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
@@ -18,16 +18,7 @@ const CLI = path.join(HERE, '..', 'scripts', 'cli.js')
 function instance(t, options) {
   const child = spawn(process.execPath, [FIXTURE, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'inherit'] })
   const run = { child, events: [], exited: once(child, 'exit'), send: (command) => child.stdin.write(command + '\n') }
-  let buffer = ''
-  child.stdout.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      if (line.trim()) run.events.push(JSON.parse(line))
-    }
-  })
+  onJsonLines(child.stdout, (event) => run.events.push(event))
   t.after(() => {
     child.kill('SIGCONT')
     child.kill('SIGKILL')
