@@ -190,18 +190,28 @@ function sortKeys(v) {
   return v
 }
 
-/** Calls `fn` with each JSON line a readable stream carries (lines split across chunks joined). */
-function onJsonLines(stream, fn) {
+/**
+ * Calls `onLine` for every complete line of a readable stream; returns a function that gives what
+ * arrived after the last line break so far.
+ */
+function eachLine(stream, onLine) {
   let buffer = ''
+  stream.setEncoding('utf8')
   stream.on('data', (chunk) => {
     buffer += chunk
     let nl
     while ((nl = buffer.indexOf('\n')) >= 0) {
       const line = buffer.slice(0, nl)
       buffer = buffer.slice(nl + 1)
-      if (line.trim()) fn(JSON.parse(line))
+      onLine(line)
     }
   })
+  return () => buffer
+}
+
+/** Calls `fn` with each JSON line a readable stream carries. */
+function onJsonLines(stream, fn) {
+  eachLine(stream, (line) => line.trim() && fn(JSON.parse(line)))
 }
 
 /**
@@ -268,6 +278,7 @@ module.exports = {
   rng,
   runChild,
   onJsonLines,
+  eachLine,
   setup,
   serversFor,
   unique,

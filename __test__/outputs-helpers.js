@@ -6,15 +6,13 @@
 // collection's final state.
 'use strict'
 
-const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { rng, unique, waitFor, waitForSame, withTimeout } = require('./helpers.js')
+const { eachLine, rng, runChild, unique, waitFor, waitForSame, withTimeout } = require('./helpers.js')
 
-const RUN_SYNC = path.join(__dirname, 'fixtures', 'run-sync.js')
 const RUN_STDOUT = path.join(__dirname, 'fixtures', 'run-stdout.js')
 const NATS_URL = process.env.NATS_URL || 'nats://127.0.0.1:4222'
 
@@ -334,33 +332,12 @@ function openIfExists(file) {
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-/**
- * Calls `onLine` for every complete line of a readable stream; returns a function that gives what
- * arrived after the last line break so far.
- */
-function eachLine(stream, onLine) {
-  let buffer = ''
-  stream.setEncoding('utf8')
-  stream.on('data', (chunk) => {
-    buffer += chunk
-    let nl
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl)
-      buffer = buffer.slice(nl + 1)
-      onLine(line)
-    }
-  })
-  return () => buffer
-}
 
 /** fixtures/run-sync.js in a child process; `events` fills with its events as they arrive. */
 function runSync(t, options, mode = 'run') {
-  const child = spawn(process.execPath, [RUN_SYNC, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const events = []
-  eachLine(child.stdout, (line) => line.trim() && events.push(JSON.parse(line)))
-  const exited = once(child, 'exit')
-  t.after(() => child.kill('SIGKILL'))
-  return { child, events, exited }
+  const run = runChild(options, mode)
+  t.after(() => run.child.kill('SIGKILL'))
+  return run
 }
 
 const inState = (run, state) => run.events.some((e) => e.type === 'state' && e.state === state)

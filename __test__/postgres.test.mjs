@@ -3,19 +3,14 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import crypto from 'node:crypto'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
-const { setup, unique, esDocs, waitFor } = require('./helpers.js')
+const { esDocs, runChild: runSyncChild, setup, unique, waitFor } = require('./helpers.js')
 const { startPostgres } = require('../scripts/local-servers/postgres.js')
 const { MongoElasticSync } = require('../index.js')
 const { Client } = require('pg')
 
-const RUN_SYNC = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'run-sync.js')
 
 describe('PostgreSQL source', () => {
   const ctx = {}
@@ -228,17 +223,9 @@ describe('PostgreSQL source', () => {
   }
 
   function runChild(t, opts) {
-    const child = spawn(process.execPath, [RUN_SYNC, JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] })
-    const events = []
-    let buffered = ''
-    child.stdout.on('data', (chunk) => {
-      buffered += chunk
-      const lines = buffered.split('\n')
-      buffered = lines.pop()
-      for (const line of lines) if (line.trim()) events.push(JSON.parse(line))
-    })
-    t.after(() => child.kill('SIGKILL'))
-    const failed = () => events.find((e) => e.type === 'start-failed' || (e.type === 'state' && e.state === 'failed'))
-    return { child, events, exited: once(child, 'exit'), failed }
+    const run = runSyncChild(opts)
+    t.after(() => run.child.kill('SIGKILL'))
+    const failed = () => run.events.find((e) => e.type === 'start-failed' || (e.type === 'state' && e.state === 'failed'))
+    return { ...run, failed }
   }
 })
