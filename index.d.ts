@@ -10,6 +10,45 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * A store of sync definitions (a MongoDB collection or an Elasticsearch index): versioned,
+ * with their history and the instances running them. Connects at first use.
+ */
+export declare class DefinitionStore {
+  /** Checks the options (`ERR_CONFIG` naming the field); nothing connects yet. */
+  constructor(options: StoreOptions)
+  /** `{ name, version, definition, desired, updatedAt, appliedVersion }`, or null. */
+  read(name: string): Promise<unknown>
+  /**
+   * Stores the next version of `name` if the stored one is still `expectedVersion` (0: none
+   * yet; omitted: the one read now); `ERR_CONFLICT` else. Resolves with the new version.
+   */
+  write(name: string, definition: Record<string, unknown>, expectedVersion?: number | undefined | null, by?: string | undefined | null): Promise<number>
+  /** Asks the instances of `name` to run (`'running'`) or stop (`'stopped'`) it. */
+  setDesired(name: string, desired: string, by?: string | undefined | null): Promise<number>
+  /** The last `limit` (default 100) records of `name`'s history, oldest first. */
+  history(name: string, limit?: number | undefined | null): Promise<unknown>
+  /** Adds `{ name, version, outcome, summary, by }` to the history. */
+  record(entry: Record<string, unknown>): Promise<undefined>
+  /** Takes the fence to apply `version` (false: the version moved on, or another instance applies it). */
+  beginApply(name: string, version: number, instance: string): Promise<boolean>
+  /** Releases the fence; `applied`: the version carried out. */
+  endApply(name: string, instance: string, applied?: number | undefined | null): Promise<undefined>
+  /** Registers an instance `{ id, name, host, pid, state, version }`, or renews it. */
+  heartbeat(instance: Record<string, unknown>): Promise<undefined>
+  deregister(id: string): Promise<undefined>
+  /**
+   * Every stored definition (names, versions, collections; never options) with the
+   * instances that renewed their registration within `aliveMs`.
+   */
+  overview(aliveMs: number): Promise<unknown>
+  /**
+   * Resolves true once `name`'s stored document changes, false after `timeoutMs` (or at
+   * once false-after-waiting where change streams are not available).
+   */
+  waitChange(name: string, timeoutMs: number): Promise<boolean>
+}
+
+/**
  * Syncs MongoDB collections into Elasticsearch indices: copy, then change streams. This is
  * the native class of the generated loader; the package's entry wraps it with Node idioms.
  */
@@ -65,6 +104,34 @@ export declare class SearchClient {
 }
 
 /**
+ * Adaptive `_bulk` sizes: requests start at `maxDocs`/`maxBytes`, are halved on back-pressure
+ * (HTTP 429, items refused with 429, 413) and cut by a quarter after a reply slower than
+ * `targetLatencyMs`, and grow back by a sixteenth of the maxima after each reply faster than
+ * half of it. The current size is in `stats().adaptiveBatch`, each change a `batchSize` event.
+ */
+export interface AdaptiveBatchOptions {
+  /**
+   * `true`: sized from how the last requests went; `false` (the default): every request
+   * carries up to `maxDocs`/`maxBytes`.
+   */
+  enabled?: boolean
+  /** Fewest documents a request is shrunk to (default 10, at most `maxDocs`). */
+  minDocs?: number
+  /** Fewest bytes a request is shrunk to (default 65536, from 1024 to `maxBytes`). */
+  minBytes?: number
+  /** Replies slower than this shrink the requests; faster than half of it, they grow (default 5000, at least 100). */
+  targetLatencyMs?: number
+}
+
+/** The most documents and bytes the next `_bulk` request carries, and the changes so far. */
+export interface AdaptiveBatchStats {
+  docs: number
+  bytes: number
+  shrinks: number
+  grows: number
+}
+
+/**
  * Plans and carries out the plan of the sync of `options`; a destructive plan is refused
  * (`ERR_CONFIG`, before any change) unless `allowDestructive`.
  */
@@ -79,6 +146,12 @@ export interface BatchOptions {
   flushIntervalMs?: number
   /** Bulk requests in flight at once per collection during the copy (default 2). */
   concurrency?: number
+  /**
+   * How the Elasticsearch output sizes its `_bulk` requests within `maxDocs`/`maxBytes`
+   * (default: fixed at the maxima; with `enabled: true`, from 10 documents / 64 KiB up,
+   * aiming at replies within 5 s).
+   */
+  adaptive?: AdaptiveBatchOptions
 }
 
 export interface CheckpointOptions {
@@ -163,7 +236,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW' | 'ERR_CONFLICT'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {
@@ -224,6 +297,16 @@ export interface HttpOptions {
   readyMaxLagMs?: number
 }
 
+export interface InstancesOptions {
+  /** The group's name: instances with the same `name` and `group` split the collections. */
+  group: string
+  /**
+   * At most this many collections per instance (default: no maximum); with too few
+   * instances the rest wait, unowned, for more to join.
+   */
+  maxCollectionsPerInstance?: number
+}
+
 /** A new private key and its public key. */
 export interface KeyPair {
   /** `AGE-SECRET-KEY-1…`: keep it in a file only the service reads (`privateKeyFile`). */
@@ -262,6 +345,11 @@ export interface MongoOptions {
   uriFile?: string
   /** TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI. */
   tls?: MongoTlsOptions
+  /**
+   * A database with more followed collections than this (default 50) is read through one
+   * change stream of the database instead of one per collection; 0: always.
+   */
+  databaseStreamThreshold?: number
 }
 
 export interface MongoTlsOptions {
@@ -330,14 +418,23 @@ export interface NativeSyncStats {
   stages: StageTimings
   state: SyncState
   /**
-   * `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
-   * absent before the first look at the lease.
+   * `'leader'` (holds the lease of its `name` and syncs), `'standby'` (waits to take over) or
+   * `'member'` (of a partitioned group: syncs the collections it owns); absent before the
+   * first look at the lease.
    */
   role?: Role
-  /** The lease's fencing term: this instance's as leader, the holder's as standby. */
+  /**
+   * The lease's fencing term: this instance's as leader, the holder's as standby, the highest
+   * of its collections' as a member.
+   */
   term?: number
   /** The collections this instance syncs now. */
   ownedCollections: Array<string>
+  /**
+   * With an Elasticsearch output and `batch.adaptive` on (off by default): the current size of
+   * its `_bulk` requests and how often it changed.
+   */
+  adaptiveBatch?: AdaptiveBatchStats
   /** Per collection, by `"db.collection"`. */
   collections: Record<string, NativeCollectionStats>
 }
@@ -370,6 +467,18 @@ export type Phase = 'copy' | 'stream'
 /** What `applySync` would do for the sync of `options`. */
 export declare function planSync(options: SyncOptions): Promise<unknown>
 
+export interface PollOptions {
+  /** A `timestamptz` or `timestamp` column that every insert and update sets, e.g. `'updated_at'`. */
+  column: string
+  /** Wait between polls once nothing is left to read (default 1000). */
+  intervalMs?: number
+  /**
+   * Rows whose column is less than this old wait for a later poll, so that a transaction
+   * committing within it after writing the column is not passed over (default 1000).
+   */
+  settleMs?: number
+}
+
 export interface PostgresOptions {
   /**
    * `postgres://user:password@host:port/database` (`?sslmode=require` for TLS). The user needs
@@ -387,6 +496,25 @@ export interface PostgresOptions {
   slotPrefix?: string
   /** Where checkpoints are kept, `"schema.table"` (default `'public.mongo_elastic_sync_checkpoints'`). */
   checkpointTable?: string
+  /** TLS settings beyond the URI's `sslmode`. */
+  tls?: PostgresTlsOptions
+  /**
+   * Follow changes by polling a timestamp column, where logical replication is not allowed
+   * (no slot, no publication; deletes are not seen).
+   */
+  poll?: PollOptions
+}
+
+export interface PostgresTlsOptions {
+  /**
+   * PEM file of the CA(s) to trust: TLS is then used whatever `sslmode` says, and the
+   * server's certificate must chain to one of them and name the host.
+   */
+  caFile?: string
+  /** PEM client certificate, for servers that require one (with `keyFile`); TLS is then used. */
+  certFile?: string
+  /** PEM private key of `certFile` (PKCS#8, PKCS#1 or SEC1). */
+  keyFile?: string
 }
 
 export interface RateLimitOptions {
@@ -404,7 +532,7 @@ export interface RetryOptions {
 }
 
 /** This instance's part among those with the same `name`. */
-export type Role = 'leader' | 'standby'
+export type Role = 'leader' | 'standby' | 'member'
 
 /** `value` sealed for `publicKey` as `'enc:age:…'`, usable in any secret field of the options. */
 export declare function sealSecret(publicKey: string, value: string): string
@@ -449,7 +577,8 @@ export interface StageTiming {
 /**
  * The engine's stages: `readAheadWait` (the stream waiting for its next change), `convert` (one
  * document to JSON), `groupCommitWait` (a ready stream batch waiting for the one in flight),
- * `bulkRequest` (one request to the outputs, answer included), `checkpointSave`.
+ * `bulkRequest` (one request to the outputs, answer included), `checkpointSave`,
+ * `rateLimitWait` (a batch held back by `rateLimit`).
  */
 export interface StageTimings {
   readAheadWait: StageTiming
@@ -457,11 +586,46 @@ export interface StageTimings {
   groupCommitWait: StageTiming
   bulkRequest: StageTiming
   checkpointSave: StageTiming
+  rateLimitWait: StageTiming
 }
 
 /** NDJSON change records on standard output. */
 export interface StdoutOutput {
   type: 'stdout'
+}
+
+/**
+ * Where stored definitions live: a MongoDB collection (`uri`) or an Elasticsearch index
+ * (`elasticsearch`), see README, "Definitions as code".
+ */
+export interface StoreOptions {
+  /**
+   * A MongoDB store: its URI (may be sealed); in a sync's options, default `mongo.uri`
+   * (unless `elasticsearch` is given).
+   */
+  uri?: string
+  /** A MongoDB store's database, default `mongo_elastic_sync`. */
+  database?: string
+  /**
+   * A MongoDB store's collection, default `sync_definitions` (history and registrations go
+   * to `<collection>_history` and `<collection>_instances`).
+   */
+  collection?: string
+  /**
+   * An Elasticsearch store: the server, as a sync's `elasticsearch` options (secrets may be
+   * sealed). Not with `uri`, `database` or `collection`.
+   */
+  elasticsearch?: ElasticsearchOptions
+  /**
+   * An Elasticsearch store's index, default `mongo-elastic-sync-definitions` (history and
+   * registrations go to `<index>-history` and `<index>-instances`).
+   */
+  index?: string
+  /**
+   * For `new DefinitionStore()`: the key opening sealed values (else `MES_PRIVATE_KEY_FILE`
+   * or `MES_PRIVATE_KEY`); in a sync's options, its `privateKeyFile` is used.
+   */
+  privateKeyFile?: string
 }
 
 export interface SyncErrorInfo {
@@ -491,6 +655,7 @@ export type SyncEvent =
   | { type: 'warning'; namespace: string; message: string }
   | { type: 'leadership'; change: 'acquired' | 'lost' | 'standby'; term: number; holder: string }
   | { type: 'assignment'; collections: Array<string> }
+  | { type: 'batchSize'; docs: number; bytes: number; cause: 'pressure' | 'slow' | 'fast' }
 
 export interface SyncOptions {
   /** Key of the saved checkpoint; a restarted sync with the same name continues where it stopped. */
@@ -570,11 +735,34 @@ export interface SyncOptions {
   /** The lease that lets one instance per `name` sync while the others wait as standbys. */
   lease?: LeaseOptions
   /**
+   * The partitioned mode: the running instances of this `name` with the same `group` split
+   * the collections between them, each collection synced by one instance at a time.
+   */
+  instances?: InstancesOptions
+  /**
+   * Where stored definitions live (a MongoDB collection); with `http`, the status page lists
+   * them and their instances, and starts or stops them (see README, "Definitions as code").
+   */
+  configStore?: StoreOptions
+  /** Caps on documents and bytes per second sent to the outputs (default: none). */
+  rateLimit?: SyncRateLimitOptions
+  /**
    * A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
    * the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
    * `MES_PRIVATE_KEY` in the environment.
    */
   privateKeyFile?: string
+}
+
+/**
+ * `rateLimit`: caps on what the sync hands to its outputs per second, for the copy and the
+ * stream alike (one budget shared by all its collections); a batch waits until it fits.
+ */
+export interface SyncRateLimitOptions {
+  /** Most documents (writes and deletes) per second, above 0. */
+  docsPerSecond?: number
+  /** Most bytes per second, as the size of the documents' `_bulk` lines (at least 1024). */
+  bytesPerSecond?: number
 }
 
 /**

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.DefinitionStore = nativeBinding.DefinitionStore
 module.exports.MongoElasticSync = nativeBinding.MongoElasticSync
 module.exports.SearchClient = nativeBinding.SearchClient
 module.exports.applySync = nativeBinding.applySync

@@ -47,12 +47,32 @@ async function es(esUrl, method, path, body) {
   return { status: res.status, body: text ? JSON.parse(text) : null }
 }
 
-/** Every document of an index, as a Map from `_id` to `_source`. */
+/**
+ * Every document of an index, as a Map from `_id` to `_source`: read with a scroll, page by
+ * page, so that an index of more than one page (10,000 hits, the servers' default result
+ * window) is read whole, never silently cut; a total that disagrees with what was read fails.
+ */
 async function esDocs(esUrl, index) {
   await es(esUrl, 'POST', `/${index}/_refresh`)
-  const res = await es(esUrl, 'POST', `/${index}/_search`, { size: 10000, query: { match_all: {} } })
-  if (res.status !== 200) throw new Error(`search of ${index} failed: ${res.status} ${JSON.stringify(res.body)}`)
-  return new Map(res.body.hits.hits.map((h) => [h._id, h._source]))
+  const docs = new Map()
+  let res = await es(esUrl, 'POST', `/${index}/_search?scroll=1m`, { size: 5000, track_total_hits: true, query: { match_all: {} } })
+  let scrollId
+  try {
+    for (;;) {
+      if (res.status !== 200) throw new Error(`search of ${index} failed: ${res.status} ${JSON.stringify(res.body)}`)
+      scrollId = res.body._scroll_id ?? scrollId
+      const hits = res.body.hits.hits
+      for (const h of hits) docs.set(h._id, h._source)
+      const total = res.body.hits.total?.value ?? res.body.hits.total
+      if (hits.length === 0 || docs.size >= total) {
+        if (typeof total === 'number' && docs.size !== total) throw new Error(`search of ${index}: ${docs.size} documents read, the server counted ${total}`)
+        return docs
+      }
+      res = await es(esUrl, 'POST', '/_search/scroll', { scroll: '1m', scroll_id: scrollId })
+    }
+  } finally {
+    if (scrollId) await es(esUrl, 'DELETE', '/_search/scroll', { scroll_id: scrollId }).catch(() => {})
+  }
 }
 
 /** Polls `check` until it returns a truthy value; fails with `what` after `timeoutMs`. */
@@ -272,7 +292,20 @@ async function runCli(t, args, { input = '', env = process.env, timeoutMs = 9000
   return { code, out, err }
 }
 
+/**
+ * A new service key for test `t`: its private key in MES_PRIVATE_KEY until the test ends, and
+ * `seal(value)` sealing a secret for it.
+ */
+function serviceKey(t) {
+  const { generateKeyPair, sealSecret } = require('..')
+  const key = generateKeyPair()
+  process.env.MES_PRIVATE_KEY = key.privateKey
+  t.after(() => delete process.env.MES_PRIVATE_KEY)
+  return { key, seal: (value) => sealSecret(key.publicKey, value) }
+}
+
 module.exports = {
+  serviceKey,
   freePort,
   runCli,
   rng,

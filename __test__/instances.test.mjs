@@ -6,6 +6,8 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { once } from 'node:events'
+import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
@@ -42,20 +44,20 @@ async function leader(runs, afterTerm = 0, timeoutMs = 60000) {
   )
 }
 
-/** A steady load of bulk changes until `stop()` is called. */
-function writeLoad(coll) {
+/** A steady load of bulk changes (`ops` every `pauseMs`, on `_id`s below `ids`) until `stop()` is called. */
+function writeLoad(coll, { ops: count = 20, pauseMs = 100, ids = 400 } = {}) {
   let writing = true
   let next = 100000
   const done = (async () => {
     while (writing) {
       const ops = []
-      for (let k = 0; k < 20; k++) {
-        const id = Math.floor(Math.random() * 400)
+      for (let k = 0; k < count; k++) {
+        const id = Math.floor(Math.random() * ids)
         if (k % 4 === 3) ops.push({ insertOne: { document: { _id: next++, v: 0 } } })
         else ops.push({ updateOne: { filter: { _id: id }, update: { $inc: { v: 1 } } } })
       }
       await coll.bulkWrite(ops, { ordered: false })
-      await new Promise((r) => setTimeout(r, 100))
+      await new Promise((r) => setTimeout(r, pauseMs))
     }
   })()
   return async () => {
@@ -185,5 +187,162 @@ describe('several instances with one name', () => {
     first.child.kill('SIGINT')
     assert.equal((await first.exited)[0], 0)
     await waitFor('the second CLI to take over', () => /lease acquired \(term \d+\)/.test(second.out) && second.out.includes('state: streaming'), 60000)
+  })
+})
+
+describe('a partitioned group (instances: { group })', () => {
+  const ctx = serversFor('partition')
+  const COLLECTIONS = 12
+
+  /** Twelve collections of 100 documents, each with an index of its own, and the options of a group over them. */
+  async function fixture(prefix) {
+    const db = ctx.mongo.db(unique(prefix))
+    const colls = []
+    for (let i = 0; i < COLLECTIONS; i++) {
+      const coll = db.collection(`c${String(i).padStart(2, '0')}`)
+      await coll.insertMany(Array.from({ length: 100 }, (_, k) => ({ _id: k, v: 0 })))
+      colls.push({ coll, namespace: `${db.databaseName}.${coll.collectionName}`, index: unique(`${prefix}-${coll.collectionName}`) })
+    }
+    const options = {
+      name: unique(prefix),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      collections: colls.map(({ namespace, index }) => ({ namespace, index })),
+      batch: { maxDocs: 200, flushIntervalMs: 100 },
+      instances: { group: 'workers' },
+    }
+    const leases = () => ctx.mongo.db('mongo_elastic_sync').collection('checkpoints').find({ kind: 'lease', sync: options.name, ns: { $exists: true } }).toArray()
+    return { colls, options, leases }
+  }
+
+  /** The collections `run` owns, as its last `assignment` event says. */
+  const owned = (run) => run.events.filter((e) => e.type === 'assignment').at(-1)?.collections ?? []
+
+  /** Waits until the live runs own every collection, each exactly once, in fair shares. */
+  async function settled(runs, namespaces, timeoutMs = 60000) {
+    const live = runs.filter((r) => r.child.exitCode === null && r.child.signalCode === null)
+    return waitFor(
+      `${namespaces.length} collections split over ${live.length} instances`,
+      () => {
+        const all = live.flatMap(owned).sort()
+        const shares = live.map((r) => owned(r).length)
+        const fair = Math.max(...shares) - Math.min(...shares) <= 1
+        return JSON.stringify(all) === JSON.stringify([...namespaces].sort()) && fair && shares
+      },
+      timeoutMs,
+    )
+  }
+
+  async function mirrored(colls) {
+    for (const { coll, index } of colls) {
+      const diff = await waitForMirror(ctx, coll, index, (d) => d, 120000)
+      assert.equal(diff.count, await coll.countDocuments(), `${index}: ES equals MongoDB`)
+    }
+  }
+
+  /** Light writes on every collection (about 60 changes/s in all). */
+  function loadAll(colls) {
+    const stops = colls.map(({ coll }) => writeLoad(coll, { ops: 2, pauseMs: 400, ids: 100 }))
+    return () => Promise.all(stops.map((stop) => stop()))
+  }
+
+  it('three instances over 12 collections: each owned by exactly one; SIGKILL of one under writes: the other two take its collections within the lease bound, ES equals MongoDB', { timeout: 400000 }, async (t) => {
+    const { colls, options, leases } = await fixture('part-kill')
+    const namespaces = colls.map((c) => c.namespace)
+    const runs = [instance(t, options), instance(t, options), instance(t, options)]
+    assert.deepEqual(await settled(runs, namespaces), [4, 4, 4])
+    const held = await leases()
+    assert.equal(held.length, COLLECTIONS, 'one lease per collection')
+    assert.equal(new Set(held.map((l) => l.ns)).size, COLLECTIONS)
+    assert.ok(held.every((l) => typeof l.holder === 'string' && l.term >= 1), 'every lease held')
+    await mirrored(colls)
+    runs[0].send('stats')
+    const stats = await waitFor('stats', () => runs[0].events.find((e) => e.type === 'stats'))
+    assert.equal(stats.role, 'member')
+    assert.deepEqual([...stats.ownedCollections].sort(), [...owned(runs[0])].sort())
+
+    const stopLoad = loadAll(colls)
+    await new Promise((r) => setTimeout(r, 1500))
+    const victim = owned(runs[0])
+    runs[0].child.kill('SIGKILL')
+    await runs[0].exited
+    const killedAt = Date.now()
+    // The default lease (10 s) bounds the takeover.
+    await settled(runs.slice(1), namespaces, 15000)
+    const tookMs = Date.now() - killedAt
+    assert.ok(tookMs < 15000, `taken over in ${tookMs} ms`)
+    assert.ok(victim.every((ns) => runs.slice(1).some((r) => owned(r).includes(ns))))
+    await new Promise((r) => setTimeout(r, 1500))
+    await stopLoad()
+    await mirrored(colls)
+    assert.deepEqual(await settled(runs.slice(1), namespaces), [6, 6])
+  })
+
+  it('the CLI runs as a member of the group and prints its share as it changes', { timeout: 300000 }, async (t) => {
+    const { colls, options } = await fixture('part-cli')
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'part-cli-'))
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+    const file = path.join(dir, 'sync.json')
+    fs.writeFileSync(file, JSON.stringify(options))
+    const cli = () => {
+      const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const run = { child, out: '', exited: once(child, 'exit') }
+      child.stdout.on('data', (d) => (run.out += d))
+      t.after(() => child.kill('SIGKILL'))
+      return run
+    }
+    const shares = (run) => [...run.out.matchAll(/Z syncing ([^\n]*)\n/g)].map((m) => m[1].split(', ').length)
+    const first = cli()
+    await waitFor('the first CLI to sync all 12', () => shares(first).at(-1) === COLLECTIONS && first.out.includes('state: streaming'), 60000)
+    const second = cli()
+    await waitFor('each CLI to print a share of 6', () => shares(first).at(-1) === 6 && shares(second).at(-1) === 6, 60000)
+    first.child.kill('SIGINT')
+    assert.equal((await first.exited)[0], 0)
+    await waitFor('the second CLI to sync all 12 again', () => shares(second).at(-1) === COLLECTIONS, 30000)
+    await mirrored(colls)
+  })
+
+  it('a rolling restart of all three under writes loses nothing; every collection stays owned or is being handed over', { timeout: 600000 }, async (t) => {
+    const { colls, options, leases } = await fixture('part-roll')
+    const namespaces = colls.map((c) => c.namespace)
+    const runs = [instance(t, options), instance(t, options), instance(t, options)]
+    await settled(runs, namespaces)
+    await mirrored(colls)
+    // Watches the leases: a collection may be without a holder only while it is handed over.
+    const unheldSince = new Map()
+    let longestUnheldMs = 0
+    let watching = true
+    const watcher = (async () => {
+      while (watching) {
+        const now = Date.now()
+        const byNs = new Map((await leases()).map((l) => [l.ns, l]))
+        for (const ns of namespaces) {
+          const holder = byNs.get(ns)?.holder
+          if (holder) unheldSince.delete(ns)
+          else if (!unheldSince.has(ns)) unheldSince.set(ns, now)
+          else longestUnheldMs = Math.max(longestUnheldMs, now - unheldSince.get(ns))
+        }
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    })()
+    const stopLoad = loadAll(colls)
+    const live = [...runs]
+    for (let i = 0; i < 3; i++) {
+      const old = live.shift()
+      old.send('stop')
+      await waitFor('the instance to stop', () => old.events.some((e) => e.type === 'stopped-by-fixture'), 60000)
+      assert.deepEqual(owned(old), [], 'a stopped instance owns nothing')
+      old.child.kill('SIGKILL')
+      await old.exited
+      await settled(live, namespaces, 30000)
+      live.push(instance(t, options))
+      assert.deepEqual(await settled(live, namespaces, 60000), [4, 4, 4])
+    }
+    await new Promise((r) => setTimeout(r, 1000))
+    await stopLoad()
+    watching = false
+    await watcher
+    assert.ok(longestUnheldMs < 5000, `a collection went without a holder for ${longestUnheldMs} ms`)
+    await mirrored(colls)
   })
 })

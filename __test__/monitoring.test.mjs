@@ -293,9 +293,12 @@ describe('monitoring', () => {
     const exited = new Promise((resolve) => cli.on('exit', (code) => resolve(code)))
     t.after(() => cli.kill('SIGKILL'))
     const base = `http://127.0.0.1:${port}`
-    await waitFor('the CLI streaming, on /readyz', async () => (await get(base, '/readyz', null).catch(() => ({}))).status === 200, 60000)
+    await waitFor('the CLI ready, on /readyz', async () => (await get(base, '/readyz', null).catch(() => ({}))).status === 200, 60000)
     assert.match(out, new RegExp(`monitoring: http://127\\.0\\.0\\.1:${port}/`))
-    assert.equal((await get(base, '/stats', null)).json.collections[`${db}.c`].copied, 1)
+    // Ready is also a copy that makes progress (see Monitoring): the copy is over once streaming.
+    const streaming = async () => (await get(base, '/stats', null)).json.collections[`${db}.c`]
+    const collection = await waitFor('the CLI streaming, on /stats', async () => ((c) => c.phase === 'streaming' && c)(await streaming()), 60000)
+    assert.equal(collection.copied, 1)
     cli.kill('SIGTERM')
     assert.equal(await exited, 0, out)
 

@@ -48,6 +48,8 @@ test('bad options and misuse throw SyncErrors with a code', async () => {
   configError(() => new MongoElasticSync({ name: 'x' }), /mongo/)
   configError(() => new MongoElasticSync(offline({ logger: {} })), /^logger: must be an object with level methods/)
   configError(() => new MongoElasticSync(offline({ logger: 'debug' })), /^logger:/)
+  // serde would read an object from an array holding every field in order: refused by name.
+  configError(() => new MongoElasticSync(offline({ retry: [3, 100, 1000] })), /^retry: must be an object, not an array/)
   const sync = new MongoElasticSync(offline())
   configError(() => sync.setTransform(42), /must be a function/)
   configError(() => sync.events({ maxEvents: 0 }), /maxEvents must be a positive integer/)

@@ -2,7 +2,7 @@
 // Benchmark harness: raw limits, initial copy, engine overhead and stream latency of this engine
 // against a plain Node script and mongo2elastic, on one generated dataset, in one run.
 //
-//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search] [--skip-mongo2elastic]
+//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,filtered,postgres] [--skip-mongo2elastic]
 //                     [--stream-docs N] [--updates N] [--seed N] [--verbose]
 //                     [--rounds N] [--addon DIR] [--out NAME]
 //
@@ -42,6 +42,7 @@ async function measure(run) {
   if (wants('stream')) results.stream = await require('./parts/stream').stream(run)
   if (wants('collections')) results.collections = await require('./parts/collections').collections(run)
   if (wants('search')) results.search = await require('./parts/search').search(run)
+  if (run.opts.only?.has('filtered')) results.filtered = await require('./parts/filtered').filtered(run)
   if (run.opts.only?.has('postgres')) results.postgres = await require('./parts/postgres').postgres(run)
 }
 

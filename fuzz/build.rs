@@ -10,7 +10,7 @@ const NAPI_FUNCTIONS: &[&str] = &[
     "napi_create_uint32", "napi_define_properties", "napi_delete_reference", "napi_fatal_exception", "napi_get_and_clear_last_exception",
     "napi_get_array_length", "napi_get_boolean", "napi_get_cb_info", "napi_get_element", "napi_get_global", "napi_get_named_property",
     "napi_get_null", "napi_get_property", "napi_get_property_names", "napi_get_prototype", "napi_get_reference_value", "napi_get_undefined",
-    "napi_get_value_bigint_words", "napi_get_value_bool", "napi_get_value_double", "napi_get_value_string_utf8", "napi_get_value_uint32",
+    "napi_get_value_bigint_words", "napi_get_value_bool", "napi_get_value_double", "napi_get_value_int64", "napi_get_value_string_utf8", "napi_get_value_uint32",
     "napi_has_own_property", "napi_is_array", "napi_is_error", "napi_is_exception_pending", "napi_is_promise", "napi_reference_unref",
     "napi_reject_deferred", "napi_release_threadsafe_function", "napi_remove_env_cleanup_hook", "napi_resolve_deferred", "napi_set_element",
     "napi_set_named_property", "napi_set_property", "napi_throw", "napi_typeof", "napi_unref_threadsafe_function", "napi_unwrap", "napi_wrap",

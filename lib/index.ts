@@ -2,6 +2,17 @@
 export { MongoElasticSync } from './sync.js'
 export type { SyncOptions, StartOptions, SyncEventMap, SyncEventName, Transform } from './sync.js'
 export { SyncError, isSyncError } from './errors.js'
+export { StoredSync, writeDefinition, readDefinition, definitionHistory, storedDefinitions, setDesired } from './stored.js'
+export type {
+  StoreOptions,
+  StoredDefinition,
+  HistoryRecord,
+  Registration,
+  DefinitionSummary,
+  DefinitionEvent,
+  WriteOptions,
+  StoredSyncOptions,
+} from './stored.js'
 export { loadDefinition, definedOptions, readObjectFile, expandEnvironment, planDefinition, applyDefinition } from './definition.js'
 export type { Definition, DefinedSync, Plan, PlanStep, PlanOptions, ApplyOptions } from './definition.js'
 export { generateKeyPair, sealSecret } from '../index.js'

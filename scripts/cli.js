@@ -34,6 +34,9 @@ function progressBars(enabled) {
 
 const HELP = `Usage: mongo-elastic-sync [run] [--config sync.yaml | -f defs.yaml] [--mongo URI] [--es URL] [--collections db.a,db.b] [--name NAME]
        mongo-elastic-sync plan|apply -f defs.yaml [--name NAME] [--json] [--allow-destructive]
+       mongo-elastic-sync apply -f defs.yaml --store URI [--expect-version N] [--allow-destructive]
+       mongo-elastic-sync run --store URI --name NAME
+       mongo-elastic-sync history --store URI --name NAME [--json]
        mongo-elastic-sync keygen --out FILE
        mongo-elastic-sync encrypt --public-key KEY < value
 
@@ -66,6 +69,13 @@ Definitions: "plan -f FILE" prints what "apply -f FILE" would do for each sync o
 when a plan holds destructive steps (re-copies, removals), unless --allow-destructive; "apply"
 then changes nothing. Run "apply" while the sync's service is stopped.
 
+Stored definitions: with --store URI (env SYNC_STORE): a MongoDB URI (--store-database, default
+mongo_elastic_sync, --store-collection, default sync_definitions) or an Elasticsearch node
+http(s)://… (--store-index, default mongo-elastic-sync-definitions), "apply" stores each sync's definition as its next
+version instead of applying it (secrets must be sealed; exit 4 when another apply came first or an
+instance is applying it; --expect-version N: only if the stored version is still N), "run --name"
+runs a stored sync and applies its new versions live, "history --name" lists its audit history.
+
 Secrets: "keygen --out FILE" writes a new private key to FILE (mode 0600) and prints its public key;
 "encrypt --public-key KEY" seals the value read from stdin for KEY and prints "enc:age:…", usable in
 any secret field (uri, url, password, apiKey, bearerToken, token). The sync opens sealed values with
@@ -88,9 +98,11 @@ function fail(code, message, exitCode = 1) {
   process.exit(exitCode)
 }
 
-const COMMANDS = ['run', 'plan', 'apply', 'keygen', 'encrypt']
+const COMMANDS = ['run', 'plan', 'apply', 'keygen', 'encrypt', 'history']
 /** Exit code of plan/apply when a plan holds destructive steps that were not allowed. */
 const DESTRUCTIVE_EXIT = 3
+/** Exit code of `apply --store` when the stored definition changed since it was read (ERR_CONFLICT). */
+const CONFLICT_EXIT = 4
 
 function parseCommandLine() {
   let parsed
@@ -104,6 +116,11 @@ function parseCommandLine() {
         'public-key': { type: 'string' },
         json: { type: 'boolean' },
         'allow-destructive': { type: 'boolean' },
+        store: { type: 'string' },
+        'store-database': { type: 'string' },
+        'store-collection': { type: 'string' },
+        'store-index': { type: 'string' },
+        'expect-version': { type: 'string' },
         mongo: { type: 'string' },
         es: { type: 'string' },
         collections: { type: 'string' },
@@ -320,9 +337,57 @@ async function encrypt(publicKey) {
   }
 }
 
+/**
+ * `--store URI` (or SYNC_STORE): where definitions are stored. A MongoDB URI (with
+ * `--store-database` and `--store-collection`) or an Elasticsearch node `http(s)://…` (with
+ * `--store-index`); the options of the other kind are refused by the store as ERR_CONFIG.
+ */
+function storeOptions(args) {
+  const uri = args.store ?? envOrFile('SYNC_STORE')
+  if (!uri) return null
+  const store = /^https?:\/\//i.test(uri) ? { elasticsearch: { node: uri } } : { uri }
+  if (args['store-database']) store.database = args['store-database']
+  if (args['store-collection']) store.collection = args['store-collection']
+  if (args['store-index']) store.index = args['store-index']
+  return store
+}
+
+/** `apply -f FILE --store URI`: each sync stored as its next version (its running instances apply it). */
+async function storeDefinitions(args, store) {
+  const expected = args['expect-version']
+  if (expected !== undefined && !/^\d+$/.test(expected)) fail('ERR_USAGE', `--expect-version ${expected}: expected a version number`, 2)
+  const options = { name: args.name, allowDestructive: Boolean(args['allow-destructive']), by: `cli@${require('node:os').hostname()}` }
+  if (expected !== undefined) options.expectedVersion = Number(expected)
+  let written
+  try {
+    written = await require('..').writeDefinition(store, args.file, options)
+  } catch (e) {
+    if (e.code === 'ERR_CONFIG' && e.message.startsWith('the plan holds destructive steps')) fail(e.code, `nothing stored: ${e.message}`, DESTRUCTIVE_EXIT)
+    fail(e.code ?? 'ERR_INTERNAL', e.message, e.code === 'ERR_CONFLICT' ? CONFLICT_EXIT : e.code === 'ERR_CONFIG' ? 2 : 1)
+  }
+  if (args.json) console.log(JSON.stringify(written.map(({ plan: { text, ...plan }, ...w }) => ({ ...w, plan })), null, 2))
+  else for (const w of written) process.stdout.write(`${w.plan.text}stored ${w.name} as version ${w.version}\n`)
+}
+
+/** `history --store URI --name NAME`: the stored sync's audit history, oldest first. */
+async function history(args) {
+  const store = storeOptions(args)
+  if (!store || !args.name) fail('ERR_USAGE', 'history needs --store URI (or SYNC_STORE) and --name NAME', 2)
+  let records
+  try {
+    records = await require('..').definitionHistory(store, args.name)
+  } catch (e) {
+    fail(e.code ?? 'ERR_INTERNAL', e.message, e.code === 'ERR_CONFIG' ? 2 : 1)
+  }
+  if (args.json) return console.log(JSON.stringify(records, null, 2))
+  for (const r of records) console.log(`${r.at} v${r.version} ${r.outcome} by ${r.by}: ${r.summary.trimEnd().replace(/\n/g, '\n    ')}`)
+}
+
 /** `plan` / `apply -f FILE`: the plans, as text or JSON; exit 3 when destructive and not allowed. */
 async function planOrApply(args) {
   if (!args.file) fail('ERR_USAGE', `${args.command} needs -f FILE (a definition)`, 2)
+  const store = storeOptions(args)
+  if (store && args.command === 'apply') return storeDefinitions(args, store)
   const api = require('..')
   const allowDestructive = Boolean(args['allow-destructive'])
   const options = { name: args.name, allowDestructive }
@@ -364,6 +429,7 @@ async function main() {
   if (args.command === 'keygen') return keygen(args.out)
   if (args.command === 'encrypt') return encrypt(args['public-key'])
   if (args.command === 'plan' || args.command === 'apply') return planOrApply(args)
+  if (args.command === 'history') return history(args)
   const healthFile = args['health-file'] ?? process.env.SYNC_HEALTH_FILE
   if (args.healthcheck) healthcheck(healthFile)
   const format = args['log-format'] ?? 'text'
@@ -371,6 +437,8 @@ async function main() {
   logFormat = format
   // Read by the addon when it loads: the engine's own log lines in the same format.
   process.env.MONGO_ELASTIC_SYNC_LOG_FORMAT = format
+  const store = storeOptions(args)
+  if (store) return runStored(args, store, format)
   const options = loadOptions(args)
   const transform = args.transform && (await loadTransform(args.transform))
   const { MongoElasticSync } = require('..')
@@ -382,6 +450,43 @@ async function main() {
     fail(e.code ?? 'ERR_CONFIG', e.message, 2)
   }
   await run(sync, options, { quiet: Boolean(args.quiet), format, health: healthReporter(healthFile) })
+}
+
+/** `run --store URI --name NAME`: the stored sync, following its definition live until SIGINT/SIGTERM. */
+async function runStored(args, store, format) {
+  const name = args.name ?? process.env.SYNC_NAME
+  if (!name) fail('ERR_USAGE', 'run --store needs --name NAME: the stored sync to run', 2)
+  if (args.config || args.file || args.transform) fail('ERR_USAGE', 'run --store takes the options from the store: give no --config, --file or --transform', 2)
+  const { StoredSync } = require('..')
+  let sync
+  try {
+    sync = new StoredSync(store, name)
+  } catch (e) {
+    fail(e.code ?? 'ERR_CONFIG', e.message, 2)
+  }
+  const { say, warn } = printer(format, false)
+  sync.on('event', (event) => {
+    if (event.type === 'definition') {
+      const line = `definition v${event.version} ${event.outcome}${event.outcome === 'rejected' ? `: ${event.summary}` : ''}`
+      const shown = { ...event, error: event.error && { code: event.error.code, message: event.error.message } }
+      return event.outcome === 'rejected' ? warn(line, shown) : say(line, shown)
+    }
+    if (args.quiet && !['state', 'deadLetter', 'leadership'].includes(event.type)) return
+    if (event.type === 'deadLetter' || event.type === 'warning' || event.error) warn(describe(event), event)
+    else say(describe(event), event)
+  })
+  const onSignal = (signal) => {
+    say(`${signal}: stopping (writing what was read, saving the checkpoint)…`)
+    sync.stop().then(() => process.exit(0), (e) => fail(e.code ?? 'ERR_INTERNAL', e.message))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    await sync.start()
+  } catch (e) {
+    fail(e.code ?? 'ERR_INTERNAL', e.message, e.code === 'ERR_CONFIG' ? 2 : 1)
+  }
+  say(`running stored sync ${name} (version ${sync.version}); following its definition`)
 }
 
 async function run(sync, options, { quiet, format, health }) {

@@ -14,7 +14,7 @@
 
 const fs = require('node:fs')
 // The test helpers' seeded PRNG and child-process runner (the sync runs as `__test__/fixtures/run-sync.js`).
-const { rng, runChild } = require('../__test__/helpers.js')
+const { esDocs, rng, runChild } = require('../__test__/helpers.js')
 
 /** Bounds on the least-squares slope after the warm-up, per minute. */
 const DEFAULT_BOUNDS = {
@@ -39,8 +39,9 @@ function slope(xs, ys) {
   return den === 0 ? 0 : num / den
 }
 
-/** Socket inodes of ESTABLISHED TCP connections on this machine (IPv4 and IPv6). */
-function establishedInodes() {
+/** Socket inodes of ESTABLISHED TCP connections on this machine (IPv4 and IPv6), or only of those to `remotePort`. */
+function establishedInodes(remotePort) {
+  const remote = remotePort && `:${remotePort.toString(16).toUpperCase().padStart(4, '0')}`
   const inodes = new Set()
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text
@@ -51,7 +52,7 @@ function establishedInodes() {
     }
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/)
-      if (cols.length > 9 && cols[3] === '01') inodes.add(cols[9])
+      if (cols.length > 9 && cols[3] === '01' && (!remote || cols[2].endsWith(remote))) inodes.add(cols[9])
     }
   }
   return inodes
@@ -248,13 +249,12 @@ async function waitForMirrors(db, esUrl, names, dbName) {
     detail = ''
     for (const name of names) {
       const index = `${dbName}-${name}`.toLowerCase()
-      await fetch(`${esUrl}/${index}/_refresh`, { method: 'POST' }).catch(() => {})
-      const res = await fetch(`${esUrl}/${index}/_search`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ size: 10000, query: { match_all: {} } }) }).catch((e) => ({ ok: false, e }))
-      if (!res.ok) {
-        detail += `${index}: search failed; `
+      // Read whole (a scroll), however many documents: one page would stop at 10,000.
+      const hits = await esDocs(esUrl, index).catch((e) => e)
+      if (hits instanceof Error) {
+        detail += `${index}: ${hits.message}; `
         continue
       }
-      const hits = new Map((await res.json()).hits.hits.map((h) => [h._id, h._source]))
       const docs = await db.collection(name).find({}).toArray()
       let differ = docs.length !== hits.size ? 1 : 0
       for (const d of docs) {
@@ -291,7 +291,7 @@ async function main() {
   }
 }
 
-module.exports = { runSoak, slope, sampleProcess, DEFAULT_BOUNDS }
+module.exports = { runSoak, slope, sampleProcess, establishedInodes, DEFAULT_BOUNDS }
 
 if (require.main === module) {
   main().catch((e) => {

@@ -48,7 +48,7 @@ function main() {
   const checks = [
     ['actionlint', tool('actionlint'), ['-shellcheck', tool('shellcheck'), ...files('.github/workflows', /\.ya?ml$/)]],
     ['hadolint', tool('hadolint'), ['Dockerfile']],
-    ['shellcheck', tool('shellcheck'), [...files('.github/scripts', /\.sh$/), '.ci/run']],
+    ['shellcheck', tool('shellcheck'), [...files('.github/scripts', /\.sh$/), ...files('scripts', /\.sh$/), '.ci/run']],
   ]
   const failed = checks.filter(([name, cmd, args]) => !run(cmd, args, name)).map(([name]) => name)
   if (failed.length) {

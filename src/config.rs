@@ -43,9 +43,16 @@ pub struct SyncConfig {
     pub http: Option<HttpConfig>,
     /// The lease that lets one instance per `name` write (see `crate::coordination`).
     pub lease: LeaseConfig,
+    /// The partitioned mode: the instances of this `name` in a group split the collections
+    /// (none: one instance syncs them all, the others stand by).
+    pub instances: Option<InstancesConfig>,
     /// The search API's settings; with `http`, its routes are served (none: `search()` with the
     /// defaults, no routes).
     pub search: Option<SearchConfig>,
+    /// Where stored definitions live; with `http`, the status page lists them (see `crate::defstore`).
+    pub config_store: Option<StoreConfig>,
+    /// Caps on documents and bytes per second (none: as fast as the outputs take them).
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 impl Default for SyncConfig {
@@ -72,7 +79,10 @@ impl Default for SyncConfig {
             dead_letter_index: None,
             http: None,
             lease: LeaseConfig::default(),
+            instances: None,
             search: None,
+            config_store: None,
+            rate_limit: None,
         }
     }
 }
@@ -178,11 +188,26 @@ pub enum RenamePolicy {
     Ignore,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MongoConfig {
     pub uri: Secret,
     /// TLS settings beyond (and overriding) those in the URI.
     pub tls: Option<MongoTls>,
+    /// A database with more followed collections than this is read through one change stream
+    /// of the database (a server-side `$match` on its followed collections) instead of one
+    /// stream per collection.
+    pub database_stream_threshold: usize,
+}
+
+/// Followed collections of one database past which they share one database change stream.
+pub const DEFAULT_DATABASE_STREAM_THRESHOLD: usize = 50;
+/// Past this many, per-collection streams would need more connections than a server allows.
+pub const MAX_DATABASE_STREAM_THRESHOLD: usize = 10_000;
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig { uri: Secret::default(), tls: None, database_stream_threshold: DEFAULT_DATABASE_STREAM_THRESHOLD }
+    }
 }
 
 /// A PostgreSQL source: tables copied, then followed through logical replication.
@@ -197,17 +222,82 @@ pub struct PostgresConfig {
     pub slot_prefix: String,
     /// The table holding checkpoints (`schema.table`), created when missing.
     pub checkpoint_table: String,
+    /// TLS settings beyond the URI's `sslmode`.
+    pub tls: PostgresTls,
+    /// Follow changes by polling a timestamp column instead of logical replication.
+    pub poll: Option<PollConfig>,
+}
+
+/// TLS to PostgreSQL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostgresTls {
+    /// PEM CA certificate(s) to trust (only these): TLS is then required and the server's
+    /// certificate must chain to one of them and name the host.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its private key, for servers that require one
+    /// (`clientcert=verify-ca`/`verify-full` or `cert` authentication in `pg_hba.conf`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Polling mode: a table's changes are its rows whose `column` moved past the last one read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollConfig {
+    /// A `timestamptz` or `timestamp` column every insert and update sets (e.g. `updated_at`).
+    pub column: String,
+    /// The wait between polls when nothing is left to read.
+    pub interval: Duration,
+    /// Rows whose column is within this of now are read at the next poll (a transaction that
+    /// wrote it and commits within this is not passed over).
+    pub settle: Duration,
+}
+
+impl PollConfig {
+    pub fn new(column: String) -> Self {
+        PollConfig { column, interval: Duration::from_secs(1), settle: Duration::from_secs(1) }
+    }
 }
 
 impl PostgresConfig {
     pub fn new(uri: Secret) -> Self {
-        PostgresConfig { uri, publication: None, slot_prefix: "mes_".into(), checkpoint_table: "public.mongo_elastic_sync_checkpoints".into() }
+        PostgresConfig {
+            uri,
+            publication: None,
+            slot_prefix: "mes_".into(),
+            checkpoint_table: "public.mongo_elastic_sync_checkpoints".into(),
+            tls: PostgresTls::default(),
+            poll: None,
+        }
     }
 
     /// The publication's name for the sync `name`.
     pub fn publication_for(&self, name: &str) -> String {
         self.publication.clone().unwrap_or_else(|| format!("mes_{}", sql_identifier_part(name)))
     }
+}
+
+/// Largest file read for a secret or a key (a path to the wrong file is refused, not read whole).
+pub const MAX_SECRET_FILE: u64 = 1 << 20;
+/// Largest certificate file read (CA bundles included).
+pub const MAX_CERTIFICATE_FILE: u64 = 8 << 20;
+
+/// A file named by option `field`, read whole if it holds at most `max` bytes; `what` names what
+/// it should hold in the error of a larger one (`/dev/zero` included: reading stops past `max`).
+pub fn read_option_file(field: &str, path: &std::path::Path, max: u64, what: &str) -> SyncResult<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|file| file.take(max + 1).read_to_end(&mut bytes));
+    read.map_err(|e| SyncError::config(format!("{field}: cannot read \"{}\": {e}", path.display())))?;
+    if bytes.len() as u64 > max {
+        let limit = if max.is_multiple_of(1 << 20) { format!("{} MiB", max >> 20) } else { format!("{max} bytes") };
+        return Err(SyncError::config(format!("{field}: \"{}\" is larger than {limit}, too large for {what}", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// A text file named by option `field` (see [`read_option_file`]).
+pub fn read_option_text(field: &str, path: &std::path::Path, max: u64, what: &str) -> SyncResult<String> {
+    String::from_utf8(read_option_file(field, path, max, what)?).map_err(|_| SyncError::config(format!("{field}: \"{}\" is not UTF-8 text", path.display())))
 }
 
 /// A name as lowercase letters, digits and `_` (others become `_`), for generated identifiers.
@@ -460,6 +550,43 @@ impl Default for LeaseConfig {
     }
 }
 
+/// The partitioned mode: the live instances of one `name` and `group` split the followed
+/// collections (listed and found by `namespaces`), each owned by one instance through a lease of
+/// its own (lasting `lease.duration`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancesConfig {
+    pub group: String,
+    /// At most this many collections per instance; with too few instances the rest wait,
+    /// unowned, for more to join. Default: no maximum.
+    pub max_collections_per_instance: Option<usize>,
+}
+
+impl InstancesConfig {
+    pub const MAX_GROUP_LEN: usize = 100;
+
+    /// A group of `group`, with the defaults.
+    pub fn new(group: impl Into<String>) -> Self {
+        InstancesConfig { group: group.into(), max_collections_per_instance: None }
+    }
+
+    fn validate(&self, config: &SyncConfig) -> SyncResult<()> {
+        let group = &self.group;
+        if group.trim().is_empty() || group.chars().count() > Self::MAX_GROUP_LEN || group.chars().any(char::is_control) {
+            return Err(config_field("instances.group", format!("must be a non-empty string of at most {} characters", Self::MAX_GROUP_LEN)));
+        }
+        if self.max_collections_per_instance == Some(0) {
+            return Err(config_field("instances.maxCollectionsPerInstance", "must be at least 1".into()));
+        }
+        if config.postgres.is_some() {
+            return Err(config_field("instances", "the partitioned mode coordinates through MongoDB: not available with a postgres source".into()));
+        }
+        if config.mode == SyncMode::Copy {
+            return Err(config_field("instances", "not with mode: 'copy' (a one-shot copy runs in one instance)".into()));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     pub max_docs: usize,
@@ -469,11 +596,75 @@ pub struct BatchConfig {
     pub flush_interval: Duration,
     /// Bulk requests in flight at once per collection during the copy.
     pub concurrency: usize,
+    /// How the Elasticsearch output sizes its `_bulk` requests within `max_docs`/`max_bytes`.
+    pub adaptive: AdaptiveBatchConfig,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_docs: 1000, max_bytes: 8 * 1024 * 1024, flush_interval: Duration::from_millis(1000), concurrency: 2 }
+        BatchConfig {
+            max_docs: 1000,
+            max_bytes: 8 * 1024 * 1024,
+            flush_interval: Duration::from_millis(1000),
+            concurrency: 2,
+            adaptive: AdaptiveBatchConfig::default(),
+        }
+    }
+}
+
+/// Adaptive `_bulk` sizes (see `crate::sink::elasticsearch::adaptive`): requests start at
+/// `batch.maxDocs`/`maxBytes`, shrink on back-pressure (429) or slow replies, and grow back
+/// while replies are fast, never below the floor given here nor above the maxima.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdaptiveBatchConfig {
+    /// Off: every request carries up to `batch.maxDocs`/`maxBytes`.
+    pub enabled: bool,
+    /// The fewest documents a request is shrunk to (at most `batch.maxDocs`).
+    pub min_docs: usize,
+    /// The fewest bytes a request is shrunk to (at most `batch.maxBytes`).
+    pub min_bytes: usize,
+    /// A request slower than this shrinks the next ones; one faster than half of it lets them grow.
+    pub target_latency: Duration,
+}
+
+impl AdaptiveBatchConfig {
+    pub const MIN_TARGET_LATENCY: Duration = Duration::from_millis(100);
+
+    /// The defaults, with the floors lowered to maxima smaller than them.
+    pub fn default_within(max_docs: usize, max_bytes: usize) -> Self {
+        let d = AdaptiveBatchConfig::default();
+        AdaptiveBatchConfig { min_docs: d.min_docs.min(max_docs), min_bytes: d.min_bytes.min(max_bytes), ..d }
+    }
+}
+
+impl Default for AdaptiveBatchConfig {
+    fn default() -> Self {
+        AdaptiveBatchConfig { enabled: false, min_docs: 10, min_bytes: 64 * 1024, target_latency: Duration::from_secs(5) }
+    }
+}
+
+/// `rateLimit`: caps on what one sync hands to its outputs per second, copy and stream alike
+/// (see `crate::pipeline::throttle`); none: no cap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    pub docs_per_second: Option<f64>,
+    /// Counted as the size of the documents' `_bulk` lines.
+    pub bytes_per_second: Option<f64>,
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self) -> SyncResult<()> {
+        if self.docs_per_second.is_none() && self.bytes_per_second.is_none() {
+            return Err(config_field("rateLimit", "give docsPerSecond, bytesPerSecond or both".into()));
+        }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        if !positive(self.docs_per_second) {
+            return Err(config_field("rateLimit.docsPerSecond", "must be a number above 0".into()));
+        }
+        if !positive(self.bytes_per_second) || self.bytes_per_second.is_some_and(|b| b < 1024.0) {
+            return Err(config_field("rateLimit.bytesPerSecond", "must be at least 1024".into()));
+        }
+        Ok(())
     }
 }
 
@@ -601,6 +792,81 @@ impl Default for SearchConfig {
             rate_burst: 40,
             max_body_bytes: 64 * 1024,
         }
+    }
+}
+
+/// Where stored definitions live: a MongoDB collection or an Elasticsearch index.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Mongo(MongoStoreConfig),
+    Elasticsearch(EsStoreConfig),
+}
+
+impl StoreConfig {
+    /// A MongoDB store at `uri` with the default database and collection.
+    pub fn new(uri: Secret) -> Self {
+        StoreConfig::Mongo(MongoStoreConfig::new(uri))
+    }
+
+    pub fn validate(&self) -> SyncResult<()> {
+        match self {
+            StoreConfig::Mongo(mongo) => mongo.validate(),
+            StoreConfig::Elasticsearch(es) => es.validate(),
+        }
+    }
+}
+
+/// A MongoDB collection, with `<collection>_history` and `<collection>_instances` beside it.
+#[derive(Debug, Clone)]
+pub struct MongoStoreConfig {
+    pub uri: Secret,
+    pub database: String,
+    pub collection: String,
+}
+
+impl MongoStoreConfig {
+    pub const DEFAULT_DATABASE: &'static str = "mongo_elastic_sync";
+    pub const DEFAULT_COLLECTION: &'static str = "sync_definitions";
+
+    /// The defaults, with `uri`.
+    pub fn new(uri: Secret) -> Self {
+        MongoStoreConfig { uri, database: Self::DEFAULT_DATABASE.into(), collection: Self::DEFAULT_COLLECTION.into() }
+    }
+
+    pub fn validate(&self) -> SyncResult<()> {
+        let uri = self.uri.expose();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(config_field("configStore.uri", format!("\"{}\" must start with mongodb:// or mongodb+srv://", redact_uri(uri))));
+        }
+        for (field, name) in [("database", &self.database), ("collection", &self.collection)] {
+            if name.is_empty() || name.contains(['$', '\0', '/', ' ']) || (field == "database" && name.contains('.')) {
+                return Err(config_field(&format!("configStore.{field}"), format!("\"{name}\" is not a valid MongoDB {field} name")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An Elasticsearch index, with `<index>-history` and `<index>-instances` beside it.
+#[derive(Debug, Clone)]
+pub struct EsStoreConfig {
+    pub es: EsConfig,
+    pub index: String,
+}
+
+impl EsStoreConfig {
+    pub const DEFAULT_INDEX: &'static str = "mongo-elastic-sync-definitions";
+    /// The suffixes of the sibling indices (history, registrations).
+    pub const SIBLINGS: [&'static str; 2] = ["-history", "-instances"];
+
+    pub fn validate(&self) -> SyncResult<()> {
+        if !(self.es.node.starts_with("http://") || self.es.node.starts_with("https://")) {
+            return Err(config_field("configStore.elasticsearch.node", "must start with http:// or https://".into()));
+        }
+        for suffix in std::iter::once("").chain(Self::SIBLINGS) {
+            check_index_name(&format!("{}{suffix}", self.index)).map_err(|e| config_field("configStore.index", e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -759,6 +1025,9 @@ impl SyncConfig {
         }
         self.validate_outputs()?;
         self.validate_collections()?;
+        if let Some(instances) = &self.instances {
+            instances.validate(self)?;
+        }
         if self.checkpoint.database.is_empty() || self.checkpoint.collection.is_empty() {
             return Err(config_field("checkpoint", "database and collection must be non-empty".into()));
         }
@@ -850,6 +1119,9 @@ impl SyncConfig {
         if self.copy_range_min_docs == 0 {
             return Err(config_field("copyRangeMinDocs", "must be at least 1".into()));
         }
+        if self.mongo.database_stream_threshold > MAX_DATABASE_STREAM_THRESHOLD {
+            return Err(config_field("mongo.databaseStreamThreshold", format!("must be from 0 to {MAX_DATABASE_STREAM_THRESHOLD}")));
+        }
         if self.copy_readers == 0 || self.copy_readers > 64 {
             return Err(config_field("copyReaders", "must be from 1 to 64".into()));
         }
@@ -859,6 +1131,10 @@ impl SyncConfig {
         if self.batch.max_bytes < 1024 {
             return Err(config_field("batch.maxBytes", "must be at least 1024".into()));
         }
+        self.validate_adaptive()?;
+        if let Some(rate) = &self.rate_limit {
+            rate.validate()?;
+        }
         if self.retry.initial_delay > self.retry.max_delay {
             return Err(config_field("retry.initialDelayMs", "must not exceed retry.maxDelayMs".into()));
         }
@@ -867,6 +1143,24 @@ impl SyncConfig {
                 "lease.durationMs",
                 format!("must be from {} to {}", LeaseConfig::MIN_DURATION.as_millis(), LeaseConfig::MAX_DURATION.as_millis()),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl SyncConfig {
+    /// The floors must be usable; above the maxima, they are capped at them (a test's or a
+    /// default's floor next to a small `maxDocs`; the options refuse such floors when given).
+    fn validate_adaptive(&self) -> SyncResult<()> {
+        let adaptive = &self.batch.adaptive;
+        if adaptive.min_docs == 0 {
+            return Err(config_field("batch.adaptive.minDocs", "must be at least 1".into()));
+        }
+        if adaptive.min_bytes < 1024 {
+            return Err(config_field("batch.adaptive.minBytes", "must be at least 1024".into()));
+        }
+        if adaptive.target_latency < AdaptiveBatchConfig::MIN_TARGET_LATENCY {
+            return Err(config_field("batch.adaptive.targetLatencyMs", format!("must be at least {}", AdaptiveBatchConfig::MIN_TARGET_LATENCY.as_millis())));
         }
         Ok(())
     }
@@ -907,6 +1201,17 @@ impl PostgresConfig {
         }
         if Namespace::parse(&self.checkpoint_table).is_err() {
             return Err(field("postgres.checkpointTable", format!("\"{}\" is not \"schema.table\"", self.checkpoint_table)));
+        }
+        if let Some(poll) = &self.poll {
+            if poll.column.is_empty() {
+                return Err(field("postgres.poll.column", "must name a timestamp column".into()));
+            }
+            if poll.interval.is_zero() {
+                return Err(field("postgres.poll.intervalMs", "must be at least 1".into()));
+            }
+            if self.publication.is_some() {
+                return Err(field("postgres.publication", "not used with postgres.poll (polling needs no publication)".into()));
+            }
         }
         Ok(())
     }

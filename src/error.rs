@@ -38,10 +38,13 @@ pub enum ErrorCode {
     LeaseLost,
     /// A bug or an unexpected server reply.
     Internal,
+    /// A stored definition changed since it was read (another writer came first), or an
+    /// instance is applying it: nothing was written.
+    Conflict,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Config,
         ErrorCode::State,
         ErrorCode::MongoUnreachable,
@@ -57,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Search,
         ErrorCode::LeaseLost,
         ErrorCode::Internal,
+        ErrorCode::Conflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Search => "ERR_SEARCH",
             ErrorCode::LeaseLost => "ERR_LEASE_LOST",
             ErrorCode::Internal => "ERR_INTERNAL",
+            ErrorCode::Conflict => "ERR_CONFLICT",
         }
     }
 }

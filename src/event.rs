@@ -124,6 +124,27 @@ pub struct BatchOutcome {
     pub dead_letters: u64,
 }
 
+/// Why the Elasticsearch output changed the size of its `_bulk` requests (`batch.adaptive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchResize {
+    /// Replies came back in under half the target latency: requests grow.
+    Grew,
+    /// A reply took longer than the target latency: requests shrink by a quarter.
+    ShrankSlow,
+    /// The server pushed back (429, a full queue, 413): requests are halved.
+    ShrankPressure,
+}
+
+impl BatchResize {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchResize::Grew => "fast",
+            BatchResize::ShrankSlow => "slow",
+            BatchResize::ShrankPressure => "pressure",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum SyncEvent {
     State {
@@ -182,9 +203,16 @@ pub enum SyncEvent {
         term: u64,
         holder: String,
     },
-    /// The collections this instance syncs now (empty while standing by).
+    /// The collections this instance syncs now (empty while standing by; a partitioned
+    /// member's share, which changes as members join and leave).
     Assignment {
         collections: Vec<String>,
+    },
+    /// The Elasticsearch output changed the most a `_bulk` request carries.
+    BatchSize {
+        docs: u64,
+        bytes: u64,
+        cause: BatchResize,
     },
 }
 

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod coordination;
+pub mod defstore;
 pub mod error;
 pub mod event;
 pub mod monitor;
@@ -23,3 +24,5 @@ pub mod transform;
 mod testkit;
 
 mod binding;
+#[doc(hidden)]
+pub mod fuzzing;

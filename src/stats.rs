@@ -33,7 +33,19 @@ pub struct Stats {
     stages: [StageTimer; Stage::ALL.len()],
     state: Mutex<SyncState>,
     role: Mutex<Option<RoleSnapshot>>,
+    adaptive_batch: Mutex<Option<AdaptiveBatchSnapshot>>,
     collections: RwLock<BTreeMap<String, Arc<CollectionStats>>>,
+}
+
+/// The Elasticsearch output's current `_bulk` size (`batch.adaptive`) and how often it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AdaptiveBatchSnapshot {
+    /// The most documents the next request carries.
+    pub docs: u64,
+    /// The most bytes the next request carries.
+    pub bytes: u64,
+    pub shrinks: u64,
+    pub grows: u64,
 }
 
 /// This instance's part among the instances with the same `name`.
@@ -43,6 +55,8 @@ pub enum Role {
     Leader,
     /// Another instance holds the lease; this one waits to take over.
     Standby,
+    /// A member of a partitioned group (`instances`): it syncs the collections it owns.
+    Member,
 }
 
 impl Role {
@@ -50,12 +64,13 @@ impl Role {
         match self {
             Role::Leader => "leader",
             Role::Standby => "standby",
+            Role::Member => "member",
         }
     }
 }
 
-/// The role, the lease's term (this instance's as leader, the holder's as standby) and the
-/// collections this instance syncs.
+/// The role, the lease's term (this instance's as leader, the holder's as standby; as a member,
+/// the highest term among its collections' leases) and the collections this instance syncs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleSnapshot {
     pub role: Role,
@@ -81,6 +96,8 @@ pub struct StatsSnapshot {
     pub state: SyncState,
     /// With a lease (every MongoDB-backed sync): this instance's role; none before the first look.
     pub role: Option<RoleSnapshot>,
+    /// With an Elasticsearch output and `batch.adaptive` on: its current request size.
+    pub adaptive_batch: Option<AdaptiveBatchSnapshot>,
     /// One entry per collection the sync has worked on, by namespace.
     pub collections: BTreeMap<String, CollectionSnapshot>,
 }
@@ -100,6 +117,7 @@ impl Default for Stats {
             stages: Default::default(),
             state: Mutex::new(SyncState::Idle),
             role: Mutex::new(None),
+            adaptive_batch: Mutex::new(None),
             collections: RwLock::new(BTreeMap::new()),
         }
     }
@@ -117,6 +135,11 @@ impl Stats {
     /// Counts one acknowledged batch of `namespace`: `documents` read from MongoDB for it, in
     /// the given phase; `newest_version` is the highest version among its writes (in the stream,
     /// that of its newest change).
+    /// Drops a collection that is followed no more (dropped): its figures go with it.
+    pub fn forget_collection(&self, namespace: &str) {
+        self.collections.write().expect("collections lock").remove(namespace);
+    }
+
     pub fn record_batch(&self, namespace: &str, phase: Phase, documents: u64, newest_version: Option<i64>, outcome: &BatchOutcome) {
         let read = match phase {
             Phase::Copy => &self.copied,
@@ -162,6 +185,10 @@ impl Stats {
         self.role.lock().expect("role lock").clone()
     }
 
+    pub fn set_adaptive_batch(&self, batch: Option<AdaptiveBatchSnapshot>) {
+        *self.adaptive_batch.lock().expect("adaptive batch lock") = batch;
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let now = now_ms();
@@ -179,6 +206,7 @@ impl Stats {
             stages: StageTimings::from_timers(&self.stages),
             state: self.state(),
             role: self.role(),
+            adaptive_batch: *self.adaptive_batch.lock().expect("adaptive batch lock"),
             collections,
         }
     }
@@ -198,10 +226,12 @@ pub enum Stage {
     BulkRequest,
     /// Saving a checkpoint.
     CheckpointSave,
+    /// A batch waiting for `rateLimit` to let it go.
+    RateLimitWait,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::ReadAheadWait, Stage::Convert, Stage::GroupCommitWait, Stage::BulkRequest, Stage::CheckpointSave];
+    pub const ALL: [Stage; 6] = [Stage::ReadAheadWait, Stage::Convert, Stage::GroupCommitWait, Stage::BulkRequest, Stage::CheckpointSave, Stage::RateLimitWait];
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +271,7 @@ pub struct StageTimings {
     pub group_commit_wait: StageSnapshot,
     pub bulk_request: StageSnapshot,
     pub checkpoint_save: StageSnapshot,
+    pub rate_limit_wait: StageSnapshot,
 }
 
 impl StageTimings {
@@ -252,6 +283,7 @@ impl StageTimings {
             group_commit_wait: at(Stage::GroupCommitWait),
             bulk_request: at(Stage::BulkRequest),
             checkpoint_save: at(Stage::CheckpointSave),
+            rate_limit_wait: at(Stage::RateLimitWait),
         }
     }
 }

@@ -104,6 +104,7 @@ sync.on('event', (event) => {
     case 'warning':
     case 'leadership':
     case 'assignment':
+    case 'batchSize':
       break
     default: {
       const unhandled: never = event
@@ -136,7 +137,7 @@ async function run(signal: AbortSignal): Promise<SyncStats> {
   }
   const stats = sync.stats()
   console.log(stats.state, stats.copied, stats.streamed, stats.valuesAltered, perCollection(stats))
-  const role: 'leader' | 'standby' | undefined = stats.role
+  const role: 'leader' | 'standby' | 'member' | undefined = stats.role
   console.log(role, stats.term, stats.ownedCollections.join(', '), stats.state === 'standby')
   await sync.stop()
   await sync.wait()
@@ -153,11 +154,14 @@ void scoped
 
 const pinoLike: Logger = { level: 'debug', info: (fields: object, msg: string) => console.log(fields, msg), error: () => {} }
 new MongoElasticSync({ ...options, logger: pinoLike })
+new MongoElasticSync({ ...options, instances: { group: 'workers', maxCollectionsPerInstance: 4 } })
 new SyncError('custom', { code: 'ERR_STATE', namespace: 'a.b', cause: new Error('why') })
 
 // Mistakes the types catch:
 // @ts-expect-error `mode` is one of three values
 new MongoElasticSync({ ...options, mode: 'streamOnly' })
+// @ts-expect-error a partitioned group needs its `group`
+new MongoElasticSync({ ...options, instances: { maxCollectionsPerInstance: 4 } })
 // @ts-expect-error outputs are of known types
 new MongoElasticSync({ ...options, outputs: [{ type: 'kafka' }] })
 // @ts-expect-error `namespaces.defaults` has no `namespace`: the patterns choose the collections

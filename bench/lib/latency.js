@@ -30,6 +30,7 @@ function percentile(sorted, p) {
  * @param {string[]} o.ids        ES ids of the documents that may be updated
  * @param {(batch: {id: string, stamp: number}[]) => Promise<void>} o.write  sends one batch
  * @param {number} o.stampBase    stamps are stampBase + 1 … stampBase + updates
+ * @param {(u: {id: string, stamp: number, sentAt: number}) => void} [o.onSend]  told of each update just before its write
  */
 async function measureLatency(o) {
   const { esUrl, index, ids, write, stampBase, log = () => {} } = o
@@ -68,6 +69,7 @@ async function measureLatency(o) {
         if (!q) pendingByDoc.set(u.id, (q = []))
         q.push(u)
       }
+      if (o.onSend) for (const u of batch) o.onSend(u)
       await write(batch)
     }
     return performance.now() - start
@@ -155,6 +157,8 @@ async function measureLatency(o) {
     pollErrors,
     drainLimitMs: drainMs,
   }
+  // Every visible update's latency (ms), so that runs can be pooled (removed before results are saved).
+  Object.defineProperty(result, 'samplesMs', { value: lat.map((v) => Math.round(v)), enumerable: false })
   if (lastPollError) result.lastPollError = lastPollError
   if (writeError) result.writeError = writeError.message
   if (result.unseen) log(`    ${result.unseen} of ${result.updates} updates not visible within ${drainMs / 1000} s after the last write`)

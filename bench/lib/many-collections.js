@@ -114,4 +114,4 @@ async function measureManyCollections(o) {
   return { collections, probes, gapMs, runs }
 }
 
-module.exports = { measureManyCollections }
+module.exports = { measureManyCollections, tail }

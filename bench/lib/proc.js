@@ -120,8 +120,18 @@ class ToolProcess {
 
   /** The first message of `type` (already received or to come); rejects on error, exit or time-out. */
   waitFor(type, timeoutMs) {
+    return this.waitFrom(0, type, timeoutMs)
+  }
+
+  /** The next message of `type`, received after this call (for replies to a request sent next). */
+  waitForNext(type, timeoutMs) {
+    return this.waitFrom(this.messages.length, type, timeoutMs)
+  }
+
+  /** The first message of `type` from the `from`-th received on. */
+  waitFrom(from, type, timeoutMs) {
     const bad = (m) => m.type === 'error' || m.type === 'exit'
-    const seen = this.messages.find((m) => m.type === type || bad(m))
+    const seen = this.messages.slice(from).find((m) => m.type === type || bad(m))
     const settle = (m) => {
       if (m.type === type) return m
       const why = m.type === 'error' ? m.message : `exited (code ${m.code}, signal ${m.signal})`

@@ -9,6 +9,35 @@ const pct = (v) => (v === null || v === undefined ? '—' : `${Math.round(v * 10
 const ms = (v) => (v === null || v === undefined ? '—' : `${num(v)}`)
 const cell = (s) => String(s ?? '—').replace(/\|/g, '\\|').replace(/\n/g, ' ')
 
+const STAGES = ['readAheadWait', 'convert', 'groupCommitWait', 'bulkRequest', 'checkpointSave']
+
+/** Under a pass's table: each tool's own write requests in it (the search server's stalls) and the engine's stages in it. */
+function passDetails(s, pass, line) {
+  const requests = []
+  const stages = []
+  for (const [name, run] of Object.entries(s.runs)) {
+    const x = run?.passes?.[pass.name]
+    if (!x) continue
+    const q = name === 'baseline' ? null : x.requests
+    if (q) requests.push(`${name} ${num(q.count)} requests, p50 / p95 / p99 / max ${ms(q.p50Ms)} / ${ms(q.p95Ms)} / ${ms(q.p99Ms)} / ${ms(q.maxMs)} ms`)
+    if (x.stages) {
+      const parts = STAGES.map((st) => x.stages[st] && `${st} ${num(x.stages[st].count)} × avg ${num(x.stages[st].avgMs, 2)} ms`).filter(Boolean)
+      stages.push(`${name}: ${parts.join('; ')}`)
+    }
+  }
+  const source = []
+  for (const [name, run] of Object.entries(s.runs)) {
+    const d = run?.passes?.[pass.name]?.sourceDelivery
+    if (d) source.push(`${name} ${ms(d.p50Ms)} / ${ms(d.p95Ms)} / ${ms(d.p99Ms)} / ${ms(d.maxMs)} ms`)
+  }
+  if (source.length) line(`MongoDB's own delivery of the same updates to a bare change-stream reader in the harness during each tool's pass, write to event, p50 / p95 / p99 / max: ${source.join('; ')}.`)
+  if (source.length) line()
+  if (requests.length) line(`Each tool's own write requests in this pass, as it timed them (batch to acknowledgement): ${requests.join('; ')}.`)
+  if (requests.length) line()
+  if (stages.length) line(`The engine's stages in this pass (\`stats().stages\`): ${stages.join(' — ')}.`)
+  if (stages.length) line()
+}
+
 function render(r) {
   const out = []
   const line = (s = '') => out.push(s)
@@ -125,12 +154,23 @@ function render(r) {
         )
       }
       line()
+      passDetails(s, pass, line)
+    }
+    if (s.pooled) {
+      line(`## Stream latency, rounds pooled (each tool but the baseline ran ${num(s.rounds)} times, in turn)`)
+      line()
+      line('| tool | pass | updates | p50 ms | p95 ms | p99 ms | max ms | never visible |')
+      line('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+      for (const [name, passes] of Object.entries(s.pooled)) {
+        for (const [pass, p] of Object.entries(passes)) line(`| ${name} | ${pass} | ${num(p.updates)} | ${ms(p.p50Ms)} | ${ms(p.p95Ms)} | ${ms(p.p99Ms)} | ${ms(p.maxMs)} | ${num(p.unseen)} |`)
+      }
+      line()
     }
     const raw = s.runs.baseline?.bulkRequests
     if (raw) {
       line(
-        `The search server's own time per \`_bulk\` request (the harness's baseline, ${num(raw.count)} requests): p50 / p95 / max ` +
-          `${ms(raw.p50Ms)} / ${ms(raw.p95Ms)} / ${ms(raw.maxMs)} ms; its stalls show here, not as a tool's own latency.`,
+        `The search server's own time per \`_bulk\` request (the harness's baseline, ${num(raw.count)} requests): p50 / p95 / p99 / max ` +
+          `${ms(raw.p50Ms)} / ${ms(raw.p95Ms)} / ${ms(raw.p99Ms)} / ${ms(raw.maxMs)} ms; its stalls show here, not as a tool's own latency.`,
       )
       line()
     }
@@ -141,7 +181,7 @@ function render(r) {
         const x = stages[stage]
         return x ? `${stage} ${num(x.count)} × avg ${num(x.count ? x.totalMs / x.count : 0, 2)} ms (max ${num(x.maxMs, 1)})` : null
       }
-      const parts = ['readAheadWait', 'convert', 'groupCommitWait', 'bulkRequest', 'checkpointSave'].map(cellOf).filter(Boolean)
+      const parts = STAGES.map(cellOf).filter(Boolean)
       line(`Where the time of ${name} went (\`stats().stages\`, its whole run): ${parts.join('; ')}.`)
       line()
     }
@@ -155,7 +195,7 @@ function render(r) {
     line()
   }
 
-  if (r.collections && !r.collections.error) {
+  if (r.collections && !r.collections.error && r.collections.runs) {
     const c = r.collections
     line(`## One change among ${num(c.collections)} followed collections`)
     line()
@@ -166,6 +206,27 @@ function render(r) {
     line(
       `After one untimed insert per collection (warm-up), ${num(c.probes)} inserts, one at a time every ${num(c.gapMs)} ms, spread over the collections; each timed from just before the insert ` +
         'to its record in the file output (no Elasticsearch in the path). Every followed collection keeps a change-stream read waiting on a connection of its own.',
+    )
+    line()
+  }
+
+  const k = r.collections?.thousand
+  if (k && !k.error) {
+    line(`## ${num(k.collections)} collections of one database`)
+    line()
+    line('| engine | start ms | warm-up ms | MongoDB connections | RSS growth MiB | p50 ms | p95 ms | max ms |')
+    line('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for (const run of k.runs) {
+      if (run.error) line(`| ${cell(run.name)} | failed: ${cell(run.error)} | | | | | | |`)
+      else line(`| ${cell(run.name)} | ${num(run.startMs)} | ${num(run.warmMs)} | ${num(run.connections)} | ${num(run.rssGrowthMiB)} | ${ms(run.p50Ms)} | ${ms(run.p95Ms)} | ${ms(run.maxMs)} |`)
+    }
+    line()
+    if (k.seedMs != null) line(`Creating the collections (one insert each, by the harness) took ${num(k.seedMs)} ms; warm-up = one insert per collection until all are in the file.`)
+    if (k.seedMs != null) line()
+    line(
+      `Stream mode into the file output. Connections (this process's to MongoDB, the harness's own subtracted) and resident memory growth after a warm-up insert in every ` +
+        `collection and 4 idle seconds (idle pooled connections close after 1 s); then ${num(k.probes)} inserts, one every ${num(k.gapMs)} ms in collections spread over all, ` +
+        'each timed until its record is in the file.',
     )
     line()
   }
@@ -187,6 +248,9 @@ function render(r) {
     line()
   }
 
+  if (r.postgres) renderPostgres(r.postgres, line)
+  if (r.filtered) renderFiltered(r.filtered, line)
+
   if (r.errors && r.errors.length) {
     line('## Errors')
     line()
@@ -194,6 +258,42 @@ function render(r) {
     line()
   }
   return out.join('\n')
+}
+
+/** The PostgreSQL part (`--only postgres`): copy docs/s against the `pg` script, stream latency against the baseline. */
+function renderPostgres(p, line) {
+  line('## PostgreSQL source')
+  line()
+  line('| copy | docs/s | seconds | indexed |')
+  line('| --- | ---: | ---: | ---: |')
+  for (const [name, c] of [['engine (`mode: \'copy\'`)', p.copyEngine], ['Node script with `pg`', p.copyNode]]) {
+    line(`| ${name} | ${num(c?.docsPerSec)} | ${num(c?.sec, 2)} | ${num(c?.indexed)} |`)
+  }
+  line(`| ratio engine / script | ${num(p.copyRatio, 2)} | | |`)
+  line()
+  line('| stream, 100 updates/s | p50 ms | p95 ms | p99 ms | max ms | seen |')
+  line('| --- | ---: | ---: | ---: | ---: | ---: |')
+  for (const [name, l] of [['engine (logical replication)', p.streamEngine], ['harness: PostgreSQL, then `_bulk`', p.streamBaseline]]) {
+    line(`| ${name} | ${ms(l?.p50Ms)} | ${ms(l?.p95Ms)} | ${ms(l?.p99Ms)} | ${ms(l?.maxMs)} | ${num(l?.seen)} / ${num(l?.updates)} |`)
+  }
+  line()
+  line(`${num(p.docs)} rows (~0.8 KB). Each update timed from its write to PostgreSQL until the index shows it.`)
+  line()
+}
+
+/** The filtered part (`--only filtered`): a filtered collection's stream throughput against an unfiltered one's. */
+function renderFiltered(f, line) {
+  line('## Filtered collection: stream throughput')
+  line()
+  line('| engine following | changes/s | seconds | received | engine CPU s / 100k | MongoDB CPU s / 100k |')
+  line('| --- | ---: | ---: | ---: | ---: | ---: |')
+  for (const [name, x] of Object.entries(f.runs)) {
+    line(`| ${name}${x.error ? ` (ERROR: ${x.error})` : ''} | ${num(x.changesPerSec)} | ${num(x.seconds, 2)} | ${num(x.received)} / ${num(x.updates)} | ${num(x.cpuSecPer100k, 2)} | ${num(x.mongoCpuSecPer100k, 2)} |`)
+  }
+  if (f.ratios) line(`| ratio filtered / unfiltered | ${num(f.ratios.changesPerSec, 3)} | | | ${num(f.ratios.cpuPerChange, 3)} | ${num(f.ratios.mongoCpuPerChange, 3)} |`)
+  line()
+  line(`${num(f.docs)} documents, ${num(f.updates)} updates: ${f.note}.`)
+  line()
 }
 
 function noteOf(x) {
@@ -207,6 +307,8 @@ function noteOf(x) {
     if (c.retries) parts.push(`${c.retries} retries`)
     if (c.processErrors) parts.push(`${c.processErrors} process errors`)
   }
+  if (x.adaptiveBatch) parts.push(`batch.adaptive ended at ${num(x.adaptiveBatch.docs)} docs / ${num(x.adaptiveBatch.bytes)} B after ${x.adaptiveBatch.shrinks} shrinks, ${x.adaptiveBatch.grows} grows`)
+  if (x.counters?.retries && x.notes?.length) parts.push(`first retry: ${x.notes[0].slice(0, 160)}`)
   if (x.notes && x.notes.length && (x.counters?.failed || x.counters?.deadLetters || x.counters?.processErrors)) parts.push(`e.g. ${x.notes[0].slice(0, 160)}`)
   return parts.join('; ')
 }

@@ -43,6 +43,8 @@ function copyFigures(run, p, { msg, marks: [m0, m1], servers: [s0, s1], wallMs, 
     threads: m1?.threads ?? null,
     serverCpu: serverCpu(s0, s1, processed ?? indexed),
     counters: msg?.counters,
+    // The engine's `_bulk` size controller at the end (batch.adaptive on): size, shrinks, grows.
+    adaptiveBatch: msg?.stats?.adaptiveBatch,
     notes: msg?.notes,
     ...(timeoutNote ? { error: notes.shift() } : {}),
     ...(notes.length ? { note: notes.join('; ') } : {}),

@@ -7,6 +7,7 @@ const { runCopy } = require('../lib/run-copy')
 const { countDocs, deleteIndex } = require('../lib/es')
 const { redisProblem } = require('../lib/redis')
 const { round } = require('../lib/util')
+const { ENGINE_VARIANTS } = require('../lib/options')
 
 /** results.copy; `limits` is results.limits (for each tool's share of min(read, load)). */
 async function copy(run, limits) {
@@ -14,11 +15,15 @@ async function copy(run, limits) {
   const copy = {}
   const common = { mode: 'copy', mongoUrl: run.mongoUrl, esUrl: run.esUrl, namespace: `${dbName}.docs` }
   const counter = (index) => () => countDocs(run.esUrl, index).finally(() => deleteIndex(run.esUrl, index))
-  let index = `bench-${runId}-copy-engine`
-  copy.engine = await step('copy: engine', () =>
-    runCopy(run, 'engine', 'engine.js', { ...common, index, name: `bench-${runId}-copy`, checkpointDb: dbName, addonPath: run.addonDir }, { countIndexed: counter(index) }),
-  )
-  index = `bench-${runId}-copy-node`
+  // One engine run per --engine-variants entry that changes the copy (flushIntervalMs only matters while streaming).
+  const variants = run.opts.engineVariants.filter((v) => v !== 'flush100')
+  for (const [i, v] of (variants.length ? variants : ['default']).entries()) {
+    const label = v === 'default' ? 'engine' : `engine (batch.${v.replace('-', ' ')})`
+    const index = `bench-${runId}-copy-engine${i || ''}`
+    const config = { ...common, index, name: `bench-${runId}-copy${i || ''}`, checkpointDb: dbName, addonPath: run.addonDir, batch: ENGINE_VARIANTS[v] }
+    copy[label] = await step(`copy: ${label}`, () => runCopy(run, label.replace(/[()]/g, ''), 'engine.js', config, { countIndexed: counter(index) }))
+  }
+  let index = `bench-${runId}-copy-node`
   copy['node script'] = await step('copy: node script', () => runCopy(run, 'node script', 'node-script.js', { ...common, index }, { countIndexed: counter(index) }))
   if (run.opts.skipM2e) copy.mongo2elastic = { skipped: '--skip-mongo2elastic' }
   else {

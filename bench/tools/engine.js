@@ -10,6 +10,8 @@ const { MongoElasticSync } = require(config.addonPath || path.resolve(__dirname,
 
 async function main() {
   const counters = { batches: 0, indexed: 0, conflicts: 0, deadLetters: 0, retries: 0, warnings: 0, bulkMs: 0 }
+  // Each stream batch's time to acknowledgement (ms), so the harness can tell the search server's stalls per pass.
+  const batchMs = []
   const notes = []
   const note = (s) => notes.length < 5 && notes.push(s)
   let resolveDone
@@ -21,10 +23,12 @@ async function main() {
     name: config.name,
     mongo: { uri: config.mongoUrl },
     elasticsearch: { node: config.esUrl },
-    collections: [{ namespace: config.namespace, index: config.index }],
+    collections: [{ namespace: config.namespace, index: config.index, ...(config.filter ? { filter: config.filter } : {}) }],
     checkpoint: { database: config.checkpointDb },
   }
-  if (config.flushIntervalMs != null) options.batch = { flushIntervalMs: config.flushIntervalMs }
+  // `batch` options of the run's variant (bench --engine-variants), e.g. { adaptive: { enabled: true } }.
+  if (config.batch) options.batch = { ...config.batch }
+  if (config.flushIntervalMs != null) options.batch = { ...options.batch, flushIntervalMs: config.flushIntervalMs }
   let t0 = performance.now()
   const sync = new MongoElasticSync(options)
   // The cost of a JS transform hook: every document crosses into JS and back.
@@ -45,6 +49,7 @@ async function main() {
         counters.conflicts += e.conflicts
         counters.deadLetters += e.deadLetters
         counters.bulkMs += e.tookMs // time Elasticsearch took to acknowledge, as the engine saw it
+        if (e.phase === 'stream' && batchMs.length < 100000) batchMs.push(e.tookMs)
         break
       case 'deadLetter':
         note(`dead letter ${e.id}: ${e.reason}`)
@@ -76,7 +81,7 @@ async function main() {
   await streaming
   send('streaming', { copyMs, docs: done.copied, counters, notes })
   // Counters on request, so the harness can see what the stream did.
-  process.on('message', (m) => m && m.type === 'counters' && send('counters', { counters, notes, stats: sync.stats() }))
+  process.on('message', (m) => m && m.type === 'counters' && send('counters', { counters, notes, stats: sync.stats(), batchMs }))
 }
 
 main().catch(fail)

@@ -17,6 +17,9 @@ const STREAM_BATCH = 500
 async function main() {
   const counters = { batches: 0, indexed: 0, failed: 0, events: 0, bulkMs: 0 }
   const notes = []
+  // Each stream `_bulk` request's time (ms), so the harness can tell the search server's stalls per pass.
+  const batchMs = []
+  let streaming = false
   await loaded()
   const t0 = performance.now()
   const mongo = await MongoClient.connect(config.mongoUrl)
@@ -29,6 +32,7 @@ async function main() {
     const t = performance.now()
     const res = await es.bulk({ operations })
     counters.bulkMs += performance.now() - t
+    if (streaming && batchMs.length < 100000) batchMs.push(performance.now() - t)
     if (!counters.batches) counters.firstBatchMs = performance.now() - t0
     counters.batches++
     for (const item of res.items) {
@@ -110,8 +114,9 @@ async function main() {
     await idle
     await mongo.close()
   })
+  streaming = true
   send('streaming', { copyMs, docs: copied, counters, notes })
-  process.on('message', (m) => m && m.type === 'counters' && send('counters', { counters, notes }))
+  process.on('message', (m) => m && m.type === 'counters' && send('counters', { counters, notes, batchMs }))
   pump()
   try {
     for await (const ev of stream) {

@@ -77,9 +77,12 @@ async function waitReady(port, child, logFile) {
 
 /**
  * Starts a private PostgreSQL (superuser `postgres`, password in the URL) and resolves with
- * { url, port, password, dir, stop() }; `settings` adds `-c key=value` server settings.
+ * { url, port, password, dir, stop() }; `settings` adds `-c key=value` server settings; `ssl:
+ * { certFile, keyFile }` turns TLS on with that certificate (plain connections still allowed);
+ * with `ssl.clientCaFile`, TLS sessions must also present a client certificate of that CA
+ * (`clientcert=verify-ca`; plain sessions are unchanged).
  */
-async function startPostgres({ name = 'pg', settings = {} } = {}) {
+async function startPostgres({ name = 'pg', settings = {}, ssl = null } = {}) {
   const bin = binDir()
   const as = runAs()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `mes-${String(name).replace(/[^A-Za-z0-9_-]/g, '_')}-`))
@@ -88,9 +91,26 @@ async function startPostgres({ name = 'pg', settings = {} } = {}) {
   const data = path.join(dir, 'data')
   const pwfile = path.join(dir, 'pw')
   fs.writeFileSync(pwfile, PASSWORD + '\n')
+  const tls = {}
+  if (ssl) {
+    // The server reads its key only if no one else can (0600, its own user).
+    fs.copyFileSync(ssl.certFile, path.join(dir, 'server.crt'))
+    fs.copyFileSync(ssl.keyFile, path.join(dir, 'server.key'))
+    fs.chmodSync(path.join(dir, 'server.key'), 0o600)
+    Object.assign(tls, { ssl: 'on', ssl_cert_file: path.join(dir, 'server.crt'), ssl_key_file: path.join(dir, 'server.key') })
+    if (ssl.clientCaFile) {
+      fs.copyFileSync(ssl.clientCaFile, path.join(dir, 'client-ca.crt'))
+      tls.ssl_ca_file = path.join(dir, 'client-ca.crt')
+    }
+  }
   chownTree(dir, as)
   const init = command(as, path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-sync', '--locale=C'])
   execFileSync(init.cmd, init.args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
+  if (ssl && ssl.clientCaFile) {
+    // Checked first: a TLS session from 127.0.0.1 needs a client certificate of the CA (and the password).
+    const hba = path.join(data, 'pg_hba.conf')
+    fs.writeFileSync(hba, 'hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n' + fs.readFileSync(hba, 'utf8'))
+  }
   const [port] = await proc.freePorts(1)
   const all = {
     listen_addresses: HOST,
@@ -101,6 +121,7 @@ async function startPostgres({ name = 'pg', settings = {} } = {}) {
     fsync: 'off',
     synchronous_commit: 'off',
     full_page_writes: 'off',
+    ...tls,
     ...settings,
   }
   const args = ['-D', data, '-p', String(port), ...Object.entries(all).flatMap(([k, v]) => ['-c', `${k}=${v}`])]

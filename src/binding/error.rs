@@ -63,6 +63,10 @@ pub enum ErrorCode {
     /// An `events()` iterator fell more than its buffer behind; it ends with this error.
     #[napi(value = "ERR_EVENTS_OVERFLOW")]
     EventsOverflow,
+    /// A stored definition changed since it was read (another writer came first), or an
+    /// instance is applying it: nothing was written.
+    #[napi(value = "ERR_CONFLICT")]
+    Conflict,
 }
 
 impl From<error::ErrorCode> for ErrorCode {
@@ -84,6 +88,7 @@ impl From<error::ErrorCode> for ErrorCode {
             C::Search => ErrorCode::Search,
             C::LeaseLost => ErrorCode::LeaseLost,
             C::Internal => ErrorCode::Internal,
+            C::Conflict => ErrorCode::Conflict,
         }
     }
 }

@@ -117,8 +117,18 @@ pub enum SyncEventJs {
         term: i64,
         holder: String,
     },
-    /// The collections this instance syncs now (empty while standing by).
+    /// The collections this instance syncs now (empty while standing by; a partitioned
+    /// member's share, which changes as members join and leave).
     Assignment { collections: Vec<String> },
+    /// The Elasticsearch output changed the most one `_bulk` request carries (`batch.adaptive`):
+    /// `cause` is `'pressure'` (429, a full queue, 413: halved), `'slow'` (a reply slower than the
+    /// target: cut by a quarter) or `'fast'` (replies under half the target: grown).
+    BatchSize {
+        docs: i64,
+        bytes: i64,
+        #[napi(ts_type = "'pressure' | 'slow' | 'fast'")]
+        cause: String,
+    },
 }
 
 impl From<&SyncEvent> for SyncEventJs {
@@ -147,6 +157,7 @@ impl From<&SyncEvent> for SyncEventJs {
             SyncEvent::Warning { namespace, message } => SyncEventJs::Warning { namespace, message },
             SyncEvent::Leadership { change, term, holder } => SyncEventJs::Leadership { change: change.as_str().to_string(), term: n(term), holder },
             SyncEvent::Assignment { collections } => SyncEventJs::Assignment { collections },
+            SyncEvent::BatchSize { docs, bytes, cause } => SyncEventJs::BatchSize { docs: n(docs), bytes: n(bytes), cause: cause.as_str().to_string() },
         }
     }
 }

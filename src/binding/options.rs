@@ -15,8 +15,9 @@ use serde::Deserialize;
 use super::outputs::OutputOptions;
 use super::parse::parse;
 use crate::config::{
-    index_from_template, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls, HistoryLostPolicy, LeaseConfig,
-    MongoConfig, MongoTls, Namespace, OperationFilter, RenamePolicy, RetryConfig, Secret, SyncConfig, SyncMode,
+    index_from_template, AdaptiveBatchConfig, BatchConfig, CheckpointConfig, CollectionConfig, Discovery, DropPolicy, EsAuth, EsConfig, EsTls,
+    HistoryLostPolicy, InstancesConfig, LeaseConfig, MongoConfig, MongoTls, Namespace, OperationFilter, RateLimitConfig, RenamePolicy, RetryConfig, Secret,
+    SyncConfig, SyncMode, DEFAULT_DATABASE_STREAM_THRESHOLD,
 };
 use crate::error::{SyncError, SyncResult};
 use crate::secrets;
@@ -105,6 +106,14 @@ pub struct SyncOptions {
     pub search: Option<super::search::SearchOptions>,
     /// The lease that lets one instance per `name` sync while the others wait as standbys.
     pub lease: Option<LeaseOptions>,
+    /// The partitioned mode: the running instances of this `name` with the same `group` split
+    /// the collections between them, each collection synced by one instance at a time.
+    pub instances: Option<InstancesOptions>,
+    /// Where stored definitions live (a MongoDB collection); with `http`, the status page lists
+    /// them and their instances, and starts or stops them (see README, "Definitions as code").
+    pub config_store: Option<super::defstore::StoreOptions>,
+    /// Caps on documents and bytes per second sent to the outputs (default: none).
+    pub rate_limit: Option<SyncRateLimitOptions>,
     /// A file holding the service's private key (from `mongo-elastic-sync keygen`), which opens
     /// the sealed (`'enc:age:…'`) values of secret fields; else `MES_PRIVATE_KEY_FILE` or
     /// `MES_PRIVATE_KEY` in the environment.
@@ -121,7 +130,24 @@ pub struct LeaseOptions {
     pub duration_ms: Option<u32>,
 }
 
-fn kind_of(value: &serde_json::Value) -> &'static str {
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstancesOptions {
+    /// The group's name: instances with the same `name` and `group` split the collections.
+    pub group: String,
+    /// At most this many collections per instance (default: no maximum); with too few
+    /// instances the rest wait, unowned, for more to join.
+    pub max_collections_per_instance: Option<u32>,
+}
+
+impl InstancesOptions {
+    fn into_config(self) -> InstancesConfig {
+        InstancesConfig { max_collections_per_instance: self.max_collections_per_instance.map(|v| v as usize), ..InstancesConfig::new(self.group) }
+    }
+}
+
+pub(super) fn kind_of(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -168,6 +194,9 @@ pub struct MongoOptions {
     pub uri_file: Option<String>,
     /// TLS settings, in addition to (and overriding) `tls=true&tlsCAFile=…` in the URI.
     pub tls: Option<MongoTlsOptions>,
+    /// A database with more followed collections than this (default 50) is read through one
+    /// change stream of the database instead of one per collection; 0: always.
+    pub database_stream_threshold: Option<u32>,
 }
 
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -360,6 +389,41 @@ pub struct BatchOptions {
     pub flush_interval_ms: Option<u32>,
     /// Bulk requests in flight at once per collection during the copy (default 2).
     pub concurrency: Option<u32>,
+    /// How the Elasticsearch output sizes its `_bulk` requests within `maxDocs`/`maxBytes`
+    /// (default: fixed at the maxima; with `enabled: true`, from 10 documents / 64 KiB up,
+    /// aiming at replies within 5 s).
+    pub adaptive: Option<AdaptiveBatchOptions>,
+}
+
+/// Adaptive `_bulk` sizes: requests start at `maxDocs`/`maxBytes`, are halved on back-pressure
+/// (HTTP 429, items refused with 429, 413) and cut by a quarter after a reply slower than
+/// `targetLatencyMs`, and grow back by a sixteenth of the maxima after each reply faster than
+/// half of it. The current size is in `stats().adaptiveBatch`, each change a `batchSize` event.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdaptiveBatchOptions {
+    /// `true`: sized from how the last requests went; `false` (the default): every request
+    /// carries up to `maxDocs`/`maxBytes`.
+    pub enabled: Option<bool>,
+    /// Fewest documents a request is shrunk to (default 10, at most `maxDocs`).
+    pub min_docs: Option<u32>,
+    /// Fewest bytes a request is shrunk to (default 65536, from 1024 to `maxBytes`).
+    pub min_bytes: Option<u32>,
+    /// Replies slower than this shrink the requests; faster than half of it, they grow (default 5000, at least 100).
+    pub target_latency_ms: Option<u32>,
+}
+
+/// `rateLimit`: caps on what the sync hands to its outputs per second, for the copy and the
+/// stream alike (one budget shared by all its collections); a batch waits until it fits.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncRateLimitOptions {
+    /// Most documents (writes and deletes) per second, above 0.
+    pub docs_per_second: Option<f64>,
+    /// Most bytes per second, as the size of the documents' `_bulk` lines (at least 1024).
+    pub bytes_per_second: Option<f64>,
 }
 
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -387,7 +451,7 @@ pub(super) fn credential(at: &str, key: &str, value: Option<String>, file: Optio
         (Some(value), None) => Ok(Some(Secret::new(value))),
         (None, None) => Ok(None),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| SyncError::config(format!("{field}: cannot read \"{path}\": {e}")))?;
+            let text = crate::config::read_option_text(&field, path.as_ref(), crate::config::MAX_SECRET_FILE, "a secret")?;
             let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
             if value.is_empty() {
                 return Err(SyncError::config(format!("{field}: \"{path}\" is empty")));
@@ -533,6 +597,7 @@ impl MongoOptions {
                     allow_invalid_certificates: t.allow_invalid_certificates.unwrap_or(defaults.allow_invalid_certificates),
                 }
             }),
+            database_stream_threshold: self.database_stream_threshold.map_or(DEFAULT_DATABASE_STREAM_THRESHOLD, |n| n as usize),
         })
     }
 }
@@ -593,20 +658,35 @@ impl NamespaceOptions {
     }
 }
 
-fn path(value: Option<String>) -> Option<PathBuf> {
+pub(super) fn path(value: Option<String>) -> Option<PathBuf> {
     value.map(PathBuf::from)
 }
 
-/// `startAt` as a cluster time.
-fn start_at(text: &str) -> SyncResult<mongodb::bson::Timestamp> {
+/// `startAt` on the source's clock: a cluster time (MongoDB), or the polled column's time in
+/// microseconds (PostgreSQL's polling mode). PostgreSQL's logical replication has no such
+/// start: a slot begins where it is created.
+fn start_at(text: &str, postgres: Option<&crate::config::PostgresConfig>) -> SyncResult<mongodb::bson::Timestamp> {
     let at = mongodb::bson::DateTime::parse_rfc3339_str(text)
         .map_err(|_| SyncError::config(format!("startAt: \"{text}\" is not an ISO-8601 time such as 2026-01-31T12:00:00Z")))?;
-    let secs = u32::try_from(at.timestamp_millis().div_euclid(1000)).map_err(|_| SyncError::config(format!("startAt: \"{text}\" is out of range")))?;
-    Ok(mongodb::bson::Timestamp { time: secs, increment: 0 })
+    let out_of_range = || SyncError::config(format!("startAt: \"{text}\" is out of range"));
+    match postgres {
+        None => {
+            let secs = u32::try_from(at.timestamp_millis().div_euclid(1000)).map_err(|_| out_of_range())?;
+            Ok(mongodb::bson::Timestamp { time: secs, increment: 0 })
+        }
+        Some(pg) if pg.poll.is_some() => {
+            let micros = u64::try_from(at.timestamp_millis()).map_err(|_| out_of_range())? * 1000;
+            Ok(crate::source::postgres::lsn_time(micros))
+        }
+        Some(_) => Err(SyncError::config(
+            "startAt: not available with PostgreSQL logical replication (a table's replication slot begins where it is created; \
+             the changes before it cannot be read): leave it out to follow from start(), or use postgres.poll to start from a time",
+        )),
+    }
 }
 
-fn sync_mode(mode: Option<ModeOption>, start: Option<&str>) -> SyncResult<SyncMode> {
-    let start_at = start.map(start_at).transpose()?;
+fn sync_mode(mode: Option<ModeOption>, start: Option<&str>, postgres: Option<&crate::config::PostgresConfig>) -> SyncResult<SyncMode> {
+    let start_at = start.map(|text| start_at(text, postgres)).transpose()?;
     Ok(match (mode, start_at) {
         (None, None) => SyncMode::default(),
         (Some(ModeOption::CopyAndStream), None) => SyncMode::CopyAndStream,
@@ -621,6 +701,7 @@ impl SyncOptions {
         let d = SyncConfig::default();
         let template = self.index_template.unwrap_or(d.index_template.clone());
         let (mongo, postgres, entries) = source_options(self.mongo, self.postgres, self.collections, self.tables)?;
+        let mongo_uri = mongo.uri.clone();
         let collections = entries
             .into_iter()
             .enumerate()
@@ -635,6 +716,7 @@ impl SyncOptions {
             None => d.outputs.clone(),
             Some(list) => list.into_iter().enumerate().map(|(i, o)| o.into_config(&format!("outputs[{i}]"))).collect::<SyncResult<_>>()?,
         };
+        let mode = sync_mode(self.mode, self.start_at.as_deref(), postgres.as_ref())?;
         let config = SyncConfig {
             name: self.name,
             mongo,
@@ -645,18 +727,21 @@ impl SyncOptions {
             discovery: self.namespaces.map(|n| n.into_config(&template)).transpose()?,
             index_template: template,
             checkpoint: self.checkpoint.map_or(d.checkpoint.clone(), |c| c.into_config(&d.checkpoint)),
-            batch: self.batch.map_or(d.batch.clone(), |b| b.into_config(&d.batch)),
+            batch: self.batch.map_or(Ok(d.batch.clone()), |b| b.into_config(&d.batch))?,
             retry: self.retry.map_or(d.retry.clone(), |r| r.into_config(&d.retry)),
             on_drop: self.on_drop.unwrap_or(d.on_drop),
             on_rename: self.on_rename.unwrap_or(d.on_rename),
             on_history_lost: self.on_history_lost.unwrap_or(d.on_history_lost),
-            mode: sync_mode(self.mode, self.start_at.as_deref())?,
+            mode,
             copy_readers: self.copy_readers.map_or(d.copy_readers, |v| v as usize),
             copy_range_min_docs: self.copy_range_min_docs.map_or(d.copy_range_min_docs, u64::from),
             dead_letter_index: self.dead_letter_index,
             http: self.http.map(super::http::HttpOptions::into_config).transpose()?,
             lease: LeaseConfig { duration: self.lease.and_then(|l| l.duration_ms).map_or(d.lease.duration, |v| Duration::from_millis(v.into())) },
+            instances: self.instances.map(InstancesOptions::into_config),
             search: self.search.map(super::search::SearchOptions::into_config).transpose()?,
+            config_store: self.config_store.map(|s| s.into_config(Some(&mongo_uri))).transpose()?,
+            rate_limit: self.rate_limit.map(|r| RateLimitConfig { docs_per_second: r.docs_per_second, bytes_per_second: r.bytes_per_second }),
         };
         config.validate()?;
         Ok(config)
@@ -690,13 +775,34 @@ impl CheckpointOptions {
 }
 
 impl BatchOptions {
-    fn into_config(self, d: &BatchConfig) -> BatchConfig {
-        BatchConfig {
-            max_docs: self.max_docs.map_or(d.max_docs, |v| v as usize),
-            max_bytes: self.max_bytes.map_or(d.max_bytes, |v| v as usize),
+    fn into_config(self, d: &BatchConfig) -> SyncResult<BatchConfig> {
+        let max_docs = self.max_docs.map_or(d.max_docs, |v| v as usize);
+        let max_bytes = self.max_bytes.map_or(d.max_bytes, |v| v as usize);
+        let a = AdaptiveBatchConfig::default_within(max_docs, max_bytes);
+        let adaptive = match self.adaptive {
+            None => a,
+            Some(o) => {
+                if o.min_docs.is_some_and(|v| v as usize > max_docs) {
+                    return Err(SyncError::config(format!("batch.adaptive.minDocs: must not exceed batch.maxDocs ({max_docs})")));
+                }
+                if o.min_bytes.is_some_and(|v| v as usize > max_bytes) {
+                    return Err(SyncError::config(format!("batch.adaptive.minBytes: must not exceed batch.maxBytes ({max_bytes})")));
+                }
+                AdaptiveBatchConfig {
+                    enabled: o.enabled.unwrap_or(a.enabled),
+                    min_docs: o.min_docs.map_or(a.min_docs, |v| v as usize),
+                    min_bytes: o.min_bytes.map_or(a.min_bytes, |v| v as usize),
+                    target_latency: o.target_latency_ms.map_or(a.target_latency, ms),
+                }
+            }
+        };
+        Ok(BatchConfig {
+            max_docs,
+            max_bytes,
             flush_interval: self.flush_interval_ms.map_or(d.flush_interval, ms),
             concurrency: self.concurrency.map_or(d.concurrency, |v| v as usize),
-        }
+            adaptive,
+        })
     }
 }
 
@@ -727,6 +833,54 @@ mod tests {
             options[k] = v.clone();
         }
         sync_config(options).expect_err("invalid options").message
+    }
+
+    #[test]
+    fn instances_need_a_group_have_no_maximum_by_default_and_strict_keys() {
+        assert_eq!(sync_config(base()).unwrap().instances, None);
+        let mut options = base();
+        options["instances"] = json!({ "group": "workers" });
+        assert_eq!(sync_config(options.clone()).unwrap().instances, Some(InstancesConfig::new("workers")));
+        options["instances"] = json!({ "group": "workers", "maxCollectionsPerInstance": 5 });
+        assert_eq!(sync_config(options).unwrap().instances.and_then(|i| i.max_collections_per_instance), Some(5));
+        assert_eq!(error(json!({ "instances": { "group": " " } })), "instances.group: must be a non-empty string of at most 100 characters");
+        assert_eq!(error(json!({ "instances": { "group": "g", "maxCollectionsPerInstance": 0 } })), "instances.maxCollectionsPerInstance: must be at least 1");
+        assert_eq!(
+            error(json!({ "instances": { "group": "g", "mode": "copy" } })),
+            "instances.mode: unknown option (known: `group`, `maxCollectionsPerInstance`)"
+        );
+        let missing = error(json!({ "instances": { "maxCollectionsPerInstance": 2 } }));
+        assert!(missing.starts_with("instances") && missing.contains("group"), "{missing}");
+        assert_eq!(error(json!({ "instances": { "group": "g" }, "mode": "copy" })), "instances: not with mode: 'copy' (a one-shot copy runs in one instance)");
+    }
+
+    #[test]
+    fn adaptive_batches_and_rate_limits_are_read_and_checked() {
+        let config = sync_config(base()).unwrap();
+        assert!(!config.batch.adaptive.enabled && config.rate_limit.is_none(), "fixed batches by default, no cap");
+        let mut options = base();
+        options["batch"] = json!({ "maxDocs": 5, "adaptive": { "enabled": true, "targetLatencyMs": 800 } });
+        options["rateLimit"] = json!({ "docsPerSecond": 50, "bytesPerSecond": 2048.5 });
+        let config = sync_config(options).unwrap();
+        assert_eq!(config.batch.adaptive.min_docs, 5, "the default floor is capped at a smaller maxDocs");
+        assert_eq!(config.batch.adaptive.target_latency, Duration::from_millis(800));
+        assert_eq!(config.rate_limit, Some(RateLimitConfig { docs_per_second: Some(50.0), bytes_per_second: Some(2048.5) }));
+        let cases = [
+            (json!({ "batch": { "adaptive": { "enabled": false, "minDocs": 0 } } }), "batch.adaptive.minDocs: must be at least 1"),
+            (json!({ "batch": { "maxDocs": 50, "adaptive": { "minDocs": 51 } } }), "batch.adaptive.minDocs: must not exceed batch.maxDocs (50)"),
+            (json!({ "batch": { "adaptive": { "minBytes": 100 } } }), "batch.adaptive.minBytes: must be at least 1024"),
+            (json!({ "batch": { "adaptive": { "targetLatencyMs": 10 } } }), "batch.adaptive.targetLatencyMs: must be at least 100"),
+            (json!({ "batch": { "adaptive": { "minDoc": 1 } } }), "batch.adaptive.minDoc: unknown option"),
+            (json!({ "rateLimit": {} }), "rateLimit: give docsPerSecond, bytesPerSecond or both"),
+            (json!({ "rateLimit": { "docsPerSecond": 0 } }), "rateLimit.docsPerSecond: must be a number above 0"),
+            (json!({ "rateLimit": { "docsPerSecond": -3 } }), "rateLimit.docsPerSecond: must be a number above 0"),
+            (json!({ "rateLimit": { "bytesPerSecond": 10 } }), "rateLimit.bytesPerSecond: must be at least 1024"),
+            (json!({ "rateLimit": { "docsPerSecond": "fast" } }), "rateLimit.docsPerSecond: invalid type"),
+        ];
+        for (patch, wanted) in cases {
+            let message = error(patch.clone());
+            assert!(message.starts_with(wanted), "{patch}: {message}");
+        }
     }
 
     #[test]
@@ -829,6 +983,19 @@ mod tests {
             "postgres.slotPrefix: must be lowercase letters, digits and '_'"
         );
         assert!(error(json!({ "tables": ["a.b"] })).starts_with("tables: only with a postgres source"));
+        let uri = "postgres://u:p@127.0.0.1/db";
+        let poll = pg(json!({ "postgres": { "uri": uri, "poll": { "column": "updated_at", "intervalMs": 250 }, "tls": { "caFile": "/ca.pem" } } }))
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert_eq!(poll.poll, Some(crate::config::PollConfig { interval: Duration::from_millis(250), ..crate::config::PollConfig::new("updated_at".into()) }));
+        assert_eq!(poll.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "colum": "x" } } })), "postgres.poll.colum: unknown option, did you mean `column`?");
+        assert_eq!(message(json!({ "postgres": { "uri": uri, "tls": { "ca": "x" } } })), "postgres.tls.ca: unknown option (known: `caFile`, `certFile`, `keyFile`)");
+        assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "column": "" } } })), "postgres.poll.column: must name a timestamp column");
+        assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "column": "u", "intervalMs": 0 } } })), "postgres.poll.intervalMs: must be at least 1");
+        assert!(message(json!({ "postgres": { "uri": uri, "publication": "p", "poll": { "column": "u" } } }))
+            .starts_with("postgres.publication: not used with postgres.poll"));
     }
 
     #[test]
@@ -866,6 +1033,10 @@ mod tests {
         assert!(missing.starts_with("outputs[0].tokenFile: cannot read \""), "{missing}");
         let empty = file("empty", "\n");
         assert_eq!(error(json!({ "mongo": { "uriFile": empty } })), format!("mongo.uriFile: \"{empty}\" is empty"));
+        // A path to the wrong file (a log, a disk image) is refused before it is read whole.
+        let huge = file("huge", &"x".repeat(2 << 20));
+        let refused = error(json!({ "elasticsearch": { "node": "http://h", "apiKeyFile": huge } }));
+        assert_eq!(refused, format!("elasticsearch.apiKeyFile: \"{huge}\" is larger than 1 MiB, too large for a secret"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,60 +10,16 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::options::sync_config;
+use super::top_level_options;
 use crate::error::ErrorCode;
 
-/// Every top-level option (what an error's path may start with, besides an unknown key given).
-const TOP: &[&str] = &[
-    "name",
-    "mongo",
-    "elasticsearch",
-    "outputs",
-    "collections",
-    "namespaces",
-    "indexTemplate",
-    "checkpoint",
-    "batch",
-    "retry",
-    "onDrop",
-    "onRename",
-    "onHistoryLost",
-    "deadLetterIndex",
-    "mode",
-    "copyReaders",
-    "copyRangeMinDocs",
-    "startAt",
-    "http",
-    "options",
-];
+/// What an error's path may start with besides a top-level option (or an unknown key given).
+const OTHER_ROOTS: &[&str] = &["options"];
 
-/// A valid tree using most options (no file paths that exist, no network at parse time).
+/// A valid tree using most options (no file paths that exist, no network at parse time); the
+/// same file seeds the config fuzz target (`fuzz/seeds/make_seeds.py`).
 fn base() -> Value {
-    json!({
-        "name": "props",
-        "mongo": { "uri": "mongodb://127.0.0.1:27017/?replicaSet=rs0", "tls": { "allowInvalidCertificates": false } },
-        "elasticsearch": { "node": "http://127.0.0.1:9200", "username": "u", "password": "p", "requestTimeoutMs": 1000, "compression": true },
-        "outputs": [{ "type": "elasticsearch" }, { "type": "stdout" }],
-        "collections": [
-            "shop.orders",
-            { "namespace": "shop.users", "index": "users-v1", "routing": "_id.tenant", "alias": "people",
-              "fields": { "include": ["a", "b.c"], "rename": { "a": "x" }, "add": { "src": "$namespace" }, "flatten": "_" },
-              "operations": ["insert", "update"], "filter": { "kind": "keep" }, "decimalAsNumber": true, "keepIdAs": "mongoId" }
-        ],
-        "namespaces": { "include": ["logs\\..*"], "exclude": ["logs\\.tmp"], "discoveryIntervalMs": 5000, "defaults": { "index": "l-{db}-{coll}" } },
-        "indexTemplate": "{db}-{coll}",
-        "checkpoint": { "database": "meta", "collection": "cp" },
-        "batch": { "maxDocs": 500, "maxBytes": 1048576, "flushIntervalMs": 100, "concurrency": 2 },
-        "retry": { "maxAttempts": 5, "initialDelayMs": 10, "maxDelayMs": 100 },
-        "onDrop": "deleteIndex",
-        "onRename": "recopy",
-        "onHistoryLost": "resync",
-        "deadLetterIndex": "dead",
-        "mode": "stream",
-        "startAt": "2026-01-01T00:00:00Z",
-        "copyReaders": 2,
-        "copyRangeMinDocs": 1000,
-        "http": { "host": "127.0.0.1", "port": 0, "token": "0123456789abcdef", "readyMaxLagMs": 1000 }
-    })
+    serde_json::from_str(include_str!("testdata/options-full.json")).expect("testdata/options-full.json is JSON")
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -165,7 +121,7 @@ fn check(tree: Value) -> Result<(), TestCaseError> {
         Err(e) => {
             prop_assert_eq!(e.code, ErrorCode::Config, "{}", e.message);
             let head = e.message.split([':', '.', '[', ' ']).next().unwrap_or_default();
-            let names_path = TOP.contains(&head) || top_keys.iter().any(|k| k == head);
+            let names_path = top_level_options().contains(&head) || OTHER_ROOTS.contains(&head) || top_keys.iter().any(|k| k == head);
             prop_assert!(names_path, "the error names an option's path: {:?}\n(tree {})", e.message, tree);
         }
     }

@@ -4,6 +4,7 @@
 
 use serde::de::{self, DeserializeOwned};
 
+use super::strict::{Strict, ARRAY_FOR_OBJECT};
 use crate::error::{SyncError, SyncResult};
 
 /// Marks an error message that carries the path of a nested parse (see [`parse_nested`]).
@@ -11,13 +12,13 @@ const NESTED: char = '\u{1f}';
 
 /// Deserializes `value` as `T`; an error is `ERR_CONFIG` naming the field.
 pub fn parse<T: DeserializeOwned>(value: serde_json::Value) -> SyncResult<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| SyncError::config(describe(&e.path().to_string(), &e.inner().to_string())))
+    serde_path_to_error::deserialize(Strict(value)).map_err(|e| SyncError::config(describe(&e.path().to_string(), &e.inner().to_string())))
 }
 
 /// For a `Deserialize` impl that parses part of the tree on its own (after reading a tag): the
 /// inner error keeps its path, which [`parse`] appends to the outer one.
 pub fn parse_nested<T: DeserializeOwned, E: de::Error>(value: serde_json::Value) -> Result<T, E> {
-    serde_path_to_error::deserialize(value).map_err(|e| E::custom(format!("{NESTED}{}{NESTED}{}", e.path(), e.inner())))
+    serde_path_to_error::deserialize(Strict(value)).map_err(|e| E::custom(format!("{NESTED}{}{NESTED}{}", e.path(), e.inner())))
 }
 
 /// `path: message`, in the words of the options (an unknown key is named in the path).
@@ -41,8 +42,8 @@ fn describe(path: &str, message: &str) -> String {
     if let Some((key, _)) = named(message, "missing field `") {
         return format!("{}: required", join(&path, &key));
     }
-    // serde reads a struct from an array too (by position): say what is wanted instead.
-    if message.starts_with("invalid length ") && message.contains(", expected struct ") {
+    // serde would read a struct from an array (by position); `Strict` refuses it.
+    if message == ARRAY_FOR_OBJECT {
         return format!("{}: must be an object, not an array", shown(&path));
     }
     if path == "." {
@@ -141,5 +142,34 @@ mod tests {
         );
         let nested = format!("{NESTED}tls{NESTED}unknown field `caFil`, expected one of `caFile`, `serverName`");
         assert_eq!(describe("outputs[1]", &nested), "outputs[1].tls.caFil: unknown option, did you mean `caFile`?");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Probe {
+        max_docs: u32,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u32,
+        b: Vec<u32>,
+    }
+
+    fn message<T: std::fmt::Debug>(result: SyncResult<T>) -> String {
+        result.expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn an_array_is_never_read_as_an_object_even_with_every_field_in_order() {
+        use serde_json::json;
+        assert!(message(parse::<Probe>(json!([5, null]))).contains("options: must be an object, not an array"));
+        assert!(message(parse::<Probe>(json!({"maxDocs": 5, "inner": [1, [2]]}))).contains("inner: must be an object, not an array"));
+        let nested = json!({"maxDocs": 5, "inner": {"a": 1, "b": [2, 3]}});
+        assert_eq!(parse::<Probe>(nested).expect("an object is read").inner.expect("inner").b, vec![2, 3]);
     }
 }

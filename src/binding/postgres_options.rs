@@ -7,8 +7,8 @@ use napi_derive::napi;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::options::{credential, CollectionEntry, CollectionOptions};
-use crate::config::PostgresConfig;
+use super::options::{credential, ms, path, CollectionEntry, CollectionOptions};
+use crate::config::{PollConfig, PostgresConfig, PostgresTls};
 use crate::error::{SyncError, SyncResult};
 
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -27,6 +27,37 @@ pub struct PostgresOptions {
     pub slot_prefix: Option<String>,
     /// Where checkpoints are kept, `"schema.table"` (default `'public.mongo_elastic_sync_checkpoints'`).
     pub checkpoint_table: Option<String>,
+    /// TLS settings beyond the URI's `sslmode`.
+    pub tls: Option<PostgresTlsOptions>,
+    /// Follow changes by polling a timestamp column, where logical replication is not allowed
+    /// (no slot, no publication; deletes are not seen).
+    pub poll: Option<PollOptions>,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresTlsOptions {
+    /// PEM file of the CA(s) to trust: TLS is then used whatever `sslmode` says, and the
+    /// server's certificate must chain to one of them and name the host.
+    pub ca_file: Option<String>,
+    /// PEM client certificate, for servers that require one (with `keyFile`); TLS is then used.
+    pub cert_file: Option<String>,
+    /// PEM private key of `certFile` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+}
+
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PollOptions {
+    /// A `timestamptz` or `timestamp` column that every insert and update sets, e.g. `'updated_at'`.
+    pub column: String,
+    /// Wait between polls once nothing is left to read (default 1000).
+    pub interval_ms: Option<u32>,
+    /// Rows whose column is less than this old wait for a later poll, so that a transaction
+    /// committing within it after writing the column is not passed over (default 1000).
+    pub settle_ms: Option<u32>,
 }
 
 impl PostgresOptions {
@@ -37,6 +68,11 @@ impl PostgresOptions {
             publication: self.publication,
             slot_prefix: self.slot_prefix.unwrap_or(defaults.slot_prefix.clone()),
             checkpoint_table: self.checkpoint_table.unwrap_or(defaults.checkpoint_table.clone()),
+            tls: self.tls.map_or(defaults.tls.clone(), |t| PostgresTls { ca_file: path(t.ca_file), cert_file: path(t.cert_file), key_file: path(t.key_file) }),
+            poll: self.poll.map(|p| {
+                let poll = PollConfig::new(p.column);
+                PollConfig { interval: p.interval_ms.map_or(poll.interval, ms), settle: p.settle_ms.map_or(poll.settle, ms), ..poll }
+            }),
             ..defaults
         })
     }

@@ -25,15 +25,35 @@ pub struct SyncStats {
     /// Where the time of the writes went, per stage (totals since the sync was made).
     pub stages: StageTimings,
     pub state: SyncState,
-    /// `'leader'` (holds the lease of its `name` and syncs) or `'standby'` (waits to take over);
-    /// absent before the first look at the lease.
+    /// `'leader'` (holds the lease of its `name` and syncs), `'standby'` (waits to take over) or
+    /// `'member'` (of a partitioned group: syncs the collections it owns); absent before the
+    /// first look at the lease.
     pub role: Option<Role>,
-    /// The lease's fencing term: this instance's as leader, the holder's as standby.
+    /// The lease's fencing term: this instance's as leader, the holder's as standby, the highest
+    /// of its collections' as a member.
     pub term: Option<i64>,
     /// The collections this instance syncs now.
     pub owned_collections: Vec<String>,
+    /// With an Elasticsearch output and `batch.adaptive` on (off by default): the current size of
+    /// its `_bulk` requests and how often it changed.
+    pub adaptive_batch: Option<AdaptiveBatchStats>,
     /// Per collection, by `"db.collection"`.
     pub collections: BTreeMap<String, NativeCollectionStats>,
+}
+
+/// The most documents and bytes the next `_bulk` request carries, and the changes so far.
+#[napi(object)]
+pub struct AdaptiveBatchStats {
+    pub docs: i64,
+    pub bytes: i64,
+    pub shrinks: i64,
+    pub grows: i64,
+}
+
+impl From<core::AdaptiveBatchSnapshot> for AdaptiveBatchStats {
+    fn from(s: core::AdaptiveBatchSnapshot) -> Self {
+        AdaptiveBatchStats { docs: n(s.docs), bytes: n(s.bytes), shrinks: n(s.shrinks), grows: n(s.grows) }
+    }
 }
 
 /// This instance's part among those with the same `name`.
@@ -41,6 +61,7 @@ pub struct SyncStats {
 pub enum Role {
     Leader,
     Standby,
+    Member,
 }
 
 impl From<core::Role> for Role {
@@ -48,6 +69,7 @@ impl From<core::Role> for Role {
         match role {
             core::Role::Leader => Role::Leader,
             core::Role::Standby => Role::Standby,
+            core::Role::Member => Role::Member,
         }
     }
 }
@@ -110,7 +132,8 @@ pub struct StageTiming {
 
 /// The engine's stages: `readAheadWait` (the stream waiting for its next change), `convert` (one
 /// document to JSON), `groupCommitWait` (a ready stream batch waiting for the one in flight),
-/// `bulkRequest` (one request to the outputs, answer included), `checkpointSave`.
+/// `bulkRequest` (one request to the outputs, answer included), `checkpointSave`,
+/// `rateLimitWait` (a batch held back by `rateLimit`).
 #[napi(object)]
 pub struct StageTimings {
     pub read_ahead_wait: StageTiming,
@@ -118,6 +141,7 @@ pub struct StageTimings {
     pub group_commit_wait: StageTiming,
     pub bulk_request: StageTiming,
     pub checkpoint_save: StageTiming,
+    pub rate_limit_wait: StageTiming,
 }
 
 impl From<core::StageSnapshot> for StageTiming {
@@ -134,6 +158,7 @@ impl From<core::StageTimings> for StageTimings {
             group_commit_wait: s.group_commit_wait.into(),
             bulk_request: s.bulk_request.into(),
             checkpoint_save: s.checkpoint_save.into(),
+            rate_limit_wait: s.rate_limit_wait.into(),
         }
     }
 }
@@ -177,6 +202,7 @@ impl From<StatsSnapshot> for SyncStats {
             role: s.role.as_ref().map(|r| r.role.into()),
             term: s.role.as_ref().map(|r| n(r.term)),
             owned_collections: s.role.map(|r| r.owned_collections).unwrap_or_default(),
+            adaptive_batch: s.adaptive_batch.map(AdaptiveBatchStats::from),
             collections: s.collections.into_iter().map(|(ns, c)| (ns, c.into())).collect(),
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use mongodb::bson::Document;
 
-use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
+use super::{fenced_off, stored_term, CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
 use crate::error::SyncResult;
 
@@ -49,7 +49,7 @@ impl CheckpointStore for MemoryCheckpointStore {
     async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
         let mut saved = self.saved.lock().expect("store lock");
         let doc = saved.entry(ns.clone()).or_default();
-        if term_of(doc) > term {
+        if stored_term(ns, doc)? > term {
             return Err(fenced_off(ns, term));
         }
         doc.insert("term", term as i64);
@@ -66,7 +66,7 @@ impl MemoryCheckpointStore {
         let mut doc = checkpoint.to_document()?;
         let mut saved = self.saved.lock().expect("store lock");
         if let Some(term) = term {
-            if saved.get(ns).map_or(0, term_of) > term {
+            if saved.get(ns).map(|d| stored_term(ns, d)).transpose()?.unwrap_or(0) > term {
                 return Err(fenced_off(ns, term));
             }
             doc.insert("term", term as i64);
@@ -75,8 +75,4 @@ impl MemoryCheckpointStore {
         self.saves.lock().expect("store lock").push((ns.clone(), checkpoint.clone()));
         Ok(())
     }
-}
-
-fn term_of(doc: &Document) -> u64 {
-    doc.get_i64("term").unwrap_or(0).max(0) as u64
 }

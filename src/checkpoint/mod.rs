@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Namespace;
 use crate::error::{ErrorCode, SyncError, SyncResult};
+use crate::source::mongo::whole_number;
 
 pub use memory::MemoryCheckpointStore;
 pub use mongo_store::MongoCheckpointStore;
@@ -49,6 +50,18 @@ pub fn fenced_off(ns: &Namespace, term: u64) -> SyncError {
     SyncError::new(ErrorCode::LeaseLost, format!("the checkpoint of {ns} is held by a later lease term than this instance's ({term}): not saved"))
 }
 
+/// The lease term a checkpoint document holds (0 when none): any whole, non-negative number, as
+/// written by this engine (Int64), an older one, or by hand (mongosh writes doubles); anything
+/// else is an error, never read as 0 (which would let any holder write).
+pub fn stored_term(ns: &Namespace, doc: &Document) -> SyncResult<u64> {
+    match doc.get("term") {
+        None | Some(Bson::Null) => Ok(0),
+        Some(term) => whole_number(Some(term)).ok_or_else(|| {
+            SyncError::new(ErrorCode::Checkpoint, format!("the checkpoint of {ns} holds a term that is not a whole number of 0 or more: {term}"))
+        }),
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CollectionCheckpoint {
@@ -61,7 +74,10 @@ pub struct CollectionCheckpoint {
     pub copy_ranges: Vec<CopyRange>,
     pub copy_done: bool,
     pub copied: u64,
-    /// The change stream position up to which everything is acknowledged.
+    /// The change stream position up to which everything is acknowledged. Stored verbatim,
+    /// beside serde (see [`CollectionCheckpoint::to_document`]): a token is opaque, and serde
+    /// would read keys such as `$code` or `$oid` in it as BSON types.
+    #[serde(skip)]
     pub resume_token: Option<Document>,
     /// `resume_token` is the token of an `invalidate` event (a drop or rename ended the
     /// stream): the server accepts it only as `startAfter`, never as `resumeAfter`.
@@ -119,13 +135,14 @@ impl CollectionCheckpoint {
     /// The stored form: the fields, camelCased, and `schema`.
     pub fn to_document(&self) -> SyncResult<Document> {
         let mut doc = mongodb::bson::to_document(self).map_err(|e| SyncError::new(ErrorCode::Internal, format!("cannot serialise a checkpoint: {e}")))?;
+        doc.insert("resumeToken", self.resume_token.clone().map_or(Bson::Null, Bson::Document));
         doc.insert("schema", SCHEMA as i32);
         Ok(doc)
     }
 
     /// Reads a stored checkpoint of `ns`, of this schema or an earlier one; other fields of the
     /// document (its key, name, time of update) are ignored.
-    pub fn from_document(ns: &Namespace, doc: Document) -> SyncResult<Self> {
+    pub fn from_document(ns: &Namespace, mut doc: Document) -> SyncResult<Self> {
         let schema = match doc.get("schema") {
             None | Some(Bson::Null) => 1,
             Some(Bson::Int32(v)) => *v as i64,
@@ -138,7 +155,38 @@ impl CollectionCheckpoint {
                 format!("checkpoint of {ns} has schema {schema}, written by a newer version of mongo-elastic-sync (this one reads up to {SCHEMA})"),
             ));
         }
-        mongodb::bson::from_document(doc).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is invalid: {e}")))
+        let resume_token = match doc.remove("resumeToken") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::Document(token)) => Some(token),
+            Some(other) => {
+                let kind = other.element_type();
+                return Err(SyncError::new(
+                    ErrorCode::Checkpoint,
+                    format!("checkpoint of {ns} has a \"resumeToken\" that is not a document (BSON type {kind:?})"),
+                ));
+            }
+        };
+        let checkpoint: Self =
+            mongodb::bson::from_document(doc).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is invalid: {e}")))?;
+        Ok(CollectionCheckpoint { resume_token, ..checkpoint })
+    }
+}
+
+impl CollectionCheckpoint {
+    /// The stored form as JSON text (canonical extended JSON, so that every BSON type reads back
+    /// exactly), as kept where documents are not BSON (PostgreSQL).
+    pub fn to_json(&self) -> SyncResult<String> {
+        Ok(Bson::Document(self.to_document()?).into_canonical_extjson().to_string())
+    }
+
+    /// Reads a checkpoint of `ns` stored by [`CollectionCheckpoint::to_json`].
+    pub fn from_json(ns: &Namespace, text: &str) -> SyncResult<Self> {
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not JSON: {e}")))?;
+        match Bson::try_from(json) {
+            Ok(Bson::Document(doc)) => CollectionCheckpoint::from_document(ns, doc),
+            _ => Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not a document"))),
+        }
     }
 }
 
@@ -169,6 +217,26 @@ mod tests {
         Namespace::parse("shop.orders").unwrap()
     }
 
+    /// A term written by hand (mongosh writes numbers as doubles) or by an older version fences
+    /// as the same number written as Int64; one that is no whole number is an error, never 0.
+    #[tokio::test]
+    async fn a_later_term_of_any_number_type_fences_off() {
+        for later in [Bson::Double(5.0), Bson::Int32(5), Bson::Int64(5)] {
+            let store = MemoryCheckpointStore::default();
+            store.put_document(&ns(), doc! {"term": later.clone()});
+            let refused = store.load_fenced(&ns(), 3).await.expect_err("a later term fences off");
+            assert_eq!(refused.code, ErrorCode::LeaseLost, "{later}: {}", refused.message);
+            assert!(store.load_fenced(&ns(), 5).await.is_ok(), "{later}: the same term loads");
+        }
+        for odd in [Bson::Double(4.5), Bson::String("7".into()), Bson::Double(-1.0)] {
+            let store = MemoryCheckpointStore::default();
+            store.put_document(&ns(), doc! {"term": odd.clone()});
+            let refused = store.load_fenced(&ns(), 9).await.expect_err("an unreadable term is refused");
+            assert_eq!(refused.code, ErrorCode::Checkpoint, "{odd}: {}", refused.message);
+            assert!(refused.message.contains("term"), "{}", refused.message);
+        }
+    }
+
     /// A checkpoint exactly as versions before the schema stamp wrote it.
     fn schema_1_document() -> Document {
         let oid = ObjectId::parse_str("65f0c0ffee00000000000001").unwrap();
@@ -189,6 +257,29 @@ mod tests {
             "replaces": null,
             "updatedAt": DateTime::from_millis(1_700_000_000_000),
         }
+    }
+
+    /// A resume token is opaque: whatever keys the server puts in it (here ones that look like
+    /// extended JSON, as the fuzz target `change_event` found) are saved and loaded verbatim,
+    /// never read as a type (a `{$code: …}` token was saved as JavaScript code, then refused on
+    /// load: the sync could not restart).
+    #[test]
+    fn a_resume_token_of_any_shape_is_saved_and_loaded_verbatim() {
+        let tokens = [
+            doc! {"_id": {"$code": "8265F0C0FF000000012B"}},
+            doc! {"$oid": "not hex", "_data": "82"},
+            doc! {"_data": {"$numberLong": "1"}},
+            doc! {"$code": "x", "$scope": {"a": 1}},
+        ];
+        for token in tokens {
+            let cp = CollectionCheckpoint { resume_token: Some(token.clone()), ..Default::default() };
+            let stored = cp.to_document().expect("serialises");
+            assert_eq!(stored.get_document("resumeToken").ok(), Some(&token), "stored as it is");
+            let loaded = CollectionCheckpoint::from_document(&ns(), stored).expect("loads");
+            assert_eq!(loaded.resume_token, Some(token));
+        }
+        let odd = CollectionCheckpoint::from_document(&ns(), doc! {"resumeToken": "82"}).expect_err("a token that is no document");
+        assert!(odd.message.contains("resumeToken"), "{}", odd.message);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mongodb::bson::{Bson, Document};
 
 use super::{fenced_off, CheckpointStore, CollectionCheckpoint};
 use crate::config::Namespace;
@@ -64,7 +63,7 @@ impl CheckpointStore for PostgresCheckpointStore {
             .await
             .map_err(|e| failed(&format!("cannot read the checkpoint of {ns}"), &e))?;
         let Some(row) = row else { return Ok(CollectionCheckpoint::default()) };
-        parse_checkpoint(ns, &row.get::<_, String>(0))
+        CollectionCheckpoint::from_json(ns, &row.get::<_, String>(0))
     }
 
     async fn load_fenced(&self, ns: &Namespace, term: u64) -> SyncResult<CollectionCheckpoint> {
@@ -82,7 +81,7 @@ impl CheckpointStore for PostgresCheckpointStore {
         if row.get::<_, i64>(1) > term as i64 {
             return Err(fenced_off(ns, term));
         }
-        parse_checkpoint(ns, &row.get::<_, String>(0))
+        CollectionCheckpoint::from_json(ns, &row.get::<_, String>(0))
     }
 
     async fn save_fenced(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
@@ -98,8 +97,7 @@ impl PostgresCheckpointStore {
     /// Saves; with a term, only where no later term has been (else nothing is updated: the
     /// refusal).
     async fn save_at(&self, ns: &Namespace, cp: &CollectionCheckpoint, term: Option<u64>) -> SyncResult<()> {
-        let doc: Document = cp.to_document()?;
-        let json = Bson::Document(doc).into_canonical_extjson().to_string();
+        let json = cp.to_json()?;
         let sql = format!(
             "INSERT INTO {0} AS t (name, namespace, checkpoint, updated_at, term) VALUES ($1, $2, $3::text::jsonb, now(), COALESCE($4::bigint, 0)) \
              ON CONFLICT (name, namespace) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now(), \
@@ -118,14 +116,5 @@ impl PostgresCheckpointStore {
         }
         self.acked.set(ns, cp.resume_token.as_ref());
         Ok(())
-    }
-}
-
-fn parse_checkpoint(ns: &Namespace, text: &str) -> SyncResult<CollectionCheckpoint> {
-    let json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not JSON: {e}")))?;
-    match Bson::try_from(json) {
-        Ok(Bson::Document(doc)) => CollectionCheckpoint::from_document(ns, doc),
-        _ => Err(SyncError::new(ErrorCode::Checkpoint, format!("checkpoint of {ns} is not a document"))),
     }
 }

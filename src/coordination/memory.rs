@@ -1,10 +1,12 @@
-//! A lease kept in memory: for instances within one process (tests, embedding).
+//! Leases kept in memory: for instances within one process (tests, embedding).
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::group::{GroupStore, MemberRecord};
 use super::{Instance, LeaseRecord, LeaseStore};
 use crate::error::SyncResult;
 
@@ -64,5 +66,41 @@ impl LeaseStore for MemoryLeaseStore {
             }
         });
         Ok(())
+    }
+}
+
+/// A partitioned group kept in memory: members and collection leases for instances within one
+/// process (tests, embedding).
+#[derive(Default)]
+pub struct MemoryGroupStore {
+    members: Mutex<BTreeMap<String, MemberRecord>>,
+    leases: Mutex<BTreeMap<String, Arc<MemoryLeaseStore>>>,
+}
+
+#[async_trait]
+impl GroupStore for MemoryGroupStore {
+    async fn heartbeat(&self, me: &Instance, duration: Duration) -> SyncResult<()> {
+        let mut members = self.members.lock().expect("members lock");
+        let version = members.get(&me.id).map_or(1, |m| m.version + 1);
+        members.insert(me.id.clone(), MemberRecord { id: me.id.clone(), version, duration, host: me.host.clone(), pid: me.pid });
+        Ok(())
+    }
+
+    async fn leave(&self, me: &Instance) -> SyncResult<()> {
+        self.members.lock().expect("members lock").remove(&me.id);
+        Ok(())
+    }
+
+    async fn members(&self) -> SyncResult<Vec<MemberRecord>> {
+        Ok(self.members.lock().expect("members lock").values().cloned().collect())
+    }
+
+    async fn leases(&self) -> SyncResult<BTreeMap<String, LeaseRecord>> {
+        let leases = self.leases.lock().expect("leases lock");
+        Ok(leases.iter().filter_map(|(ns, l)| l.with(|r| r.clone()).map(|r| (ns.clone(), r))).collect())
+    }
+
+    fn lease(&self, namespace: &str) -> Arc<dyn LeaseStore> {
+        self.leases.lock().expect("leases lock").entry(namespace.to_string()).or_default().clone()
     }
 }

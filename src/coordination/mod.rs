@@ -16,8 +16,13 @@
 //! - A holder that stops cleanly releases the lease: a standby takes over at its next look. A
 //!   holder whose process is gone on the same machine (same boot, same PID namespace) is known
 //!   dead at once.
+//!
+//! In the partitioned mode (`instances`), the same leases exist per collection, and the members
+//! of a group split the collections between them (see [`group`] and [`assignment`]).
 
+mod assignment;
 mod fence;
+pub mod group;
 mod memory;
 mod mongo;
 
@@ -31,9 +36,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::LeaseConfig;
 use crate::error::{ErrorCode, SyncError, SyncResult};
 
+pub use assignment::plan;
 pub use fence::{FencedSink, FencedStore};
-pub use memory::MemoryLeaseStore;
-pub use mongo::MongoLeaseStore;
+pub use group::{owners, GroupStore, MemberRecord, Membership};
+pub use memory::{MemoryGroupStore, MemoryLeaseStore};
+pub use mongo::{MongoGroupStore, MongoLeaseStore};
 
 /// The stored lease of a sync name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +77,12 @@ impl Instance {
 
     /// Whether the holder of `record` is a process of this machine that no longer exists.
     fn holder_is_gone(&self, record: &LeaseRecord) -> bool {
-        !self.host.is_empty() && record.host == self.host && record.pid != self.pid && !pid_alive(record.pid)
+        self.process_is_gone(&record.host, record.pid)
+    }
+
+    /// Whether the process `pid` of `host` is one of this machine that no longer exists.
+    fn process_is_gone(&self, host: &str, pid: u32) -> bool {
+        !self.host.is_empty() && host == self.host && pid != self.pid && !pid_alive(pid)
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::*;
 use crate::checkpoint::{CheckpointStore, CollectionCheckpoint, MemoryCheckpointStore};
 use crate::config::Namespace;
+use crate::coordination::group::GroupStore;
 
 fn config(ms: u64) -> LeaseConfig {
     LeaseConfig { duration: Duration::from_millis(ms) }
@@ -104,4 +105,70 @@ fn this_process_is_alive_and_a_reaped_one_is_not() {
     assert!(me.holder_is_gone(&record(pid)));
     assert!(!me.holder_is_gone(&record(std::process::id())));
     assert!(!me.holder_is_gone(&LeaseRecord { host: "elsewhere".into(), ..record(pid) }), "a process elsewhere is never known dead");
+}
+
+fn ids(items: &[&str]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_is_live_while_its_heartbeat_moves_and_gone_once_it_stops_or_leaves() {
+    let group = MemoryGroupStore::default();
+    let (a, b, beat) = (instance("a"), instance("b"), Duration::from_secs(4));
+    let mut seen_by_a = Membership::new(a.clone());
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a"]), "this instance always counts");
+    group.heartbeat(&a, beat).await.unwrap();
+    group.heartbeat(&b, beat).await.unwrap();
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a", "b"]));
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        group.heartbeat(&b, beat).await.unwrap();
+        assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a", "b"]), "a beating member stays");
+    }
+    // b stops beating: gone once a has seen the same version for the duration, by a's clock.
+    tokio::time::advance(Duration::from_millis(3_900)).await;
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a", "b"]));
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a"]));
+    group.heartbeat(&b, beat).await.unwrap();
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a", "b"]), "back once it beats again");
+    group.leave(&b).await.unwrap();
+    assert_eq!(seen_by_a.live(&group.members().await.unwrap()), ids(&["a"]), "a member that leaves is gone at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_collection_has_a_lease_and_a_term_of_its_own() {
+    let group = Arc::new(MemoryGroupStore::default());
+    let elector = |ns: &str, id: &str| Elector::new(group.lease(ns), instance(id), config(4_000));
+    let (mut a1, mut b1, mut b2) = (elector("db.c1", "a"), elector("db.c1", "b"), elector("db.c2", "b"));
+    let (Look::Acquired(term), sent) = a1.look().await.unwrap() else { panic!("a takes c1") };
+    let c1 = a1.lead(term, sent);
+    let (Look::Acquired(term), sent) = b2.look().await.unwrap() else { panic!("b takes c2, whose lease is free") };
+    let c2 = b2.lead(term, sent);
+    assert_eq!(b1.look().await.unwrap().0, Look::Held { holder: "a".into(), term: 1 }, "c1 is a's");
+    let owned = owners(&group.leases().await.unwrap());
+    assert_eq!(owned.into_iter().collect::<Vec<_>>(), [("db.c1".to_string(), "a".to_string()), ("db.c2".to_string(), "b".to_string())]);
+
+    // Checkpoints are fenced by their own collection's term.
+    let store = MemoryCheckpointStore::default();
+    let (n1, n2) = (Namespace::parse("db.c1").unwrap(), Namespace::parse("db.c2").unwrap());
+    let at = |copied| CollectionCheckpoint { copied, ..Default::default() };
+    store.load_fenced(&n1, c1.term()).await.unwrap();
+    store.save_fenced(&n1, &at(5), c1.term()).await.unwrap();
+    store.save_fenced(&n2, &at(7), c2.term()).await.unwrap();
+
+    // a stops renewing c1 (paused or dead); c2 is renewed all along and stays b's.
+    c1.heartbeat.abort();
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(c1.guard().is_lost(), "a stopped writing c1 before anyone could take it");
+    c2.guard().check().expect("c2 is still b's");
+    assert_eq!(b1.look().await.unwrap().0, Look::Acquired(2), "c1 taken over, at its next term");
+    assert_eq!(store.load_fenced(&n1, 2).await.unwrap().copied, 5);
+    assert_eq!(store.save_fenced(&n1, &at(6), 1).await.unwrap_err().code, ErrorCode::LeaseLost, "c1's former owner can no longer save");
+    assert_eq!(elector("db.c2", "a").look().await.unwrap().0, Look::Held { holder: "b".into(), term: 1 });
+    c2.release().await.unwrap();
+    assert_eq!(elector("db.c2", "a").look().await.unwrap().0, Look::Acquired(2), "a released collection is taken at once");
 }

@@ -153,6 +153,8 @@ impl StatusBoard {
             }
             // The role shows as the state (`standby`) and in `/stats`.
             SyncEvent::Leadership { .. } | SyncEvent::Assignment { .. } => {}
+            // The size of requests shows in `/stats` (`adaptiveBatch`).
+            SyncEvent::BatchSize { .. } => {}
         }
     }
 
@@ -254,6 +256,8 @@ impl StatusSource for StatusBoard {
             state: board.state,
             state_since: board.state_since,
             role: Role::current(stats.role.as_ref()),
+            term: stats.role.as_ref().map(|r| r.term),
+            owned_collections: stats.role.as_ref().filter(|r| r.role == crate::stats::Role::Member).map(|r| r.owned_collections.clone()),
             error: board.error.clone(),
             server: board.server.clone(),
             started_at: self.started_at,

@@ -12,6 +12,7 @@
 //! state can be seen), and closes at `stop()`.
 
 mod board;
+mod definition_routes;
 mod health;
 mod meter;
 mod metrics;
@@ -48,11 +49,14 @@ pub struct Monitor {
     server: tokio::sync::Mutex<Option<server::Server>>,
     /// With the `search` option: the search routes' client.
     search: std::sync::Mutex<Option<Arc<SearchClient>>>,
+    /// With the `configStore` option: the stored definitions' routes.
+    store: Option<crate::config::StoreConfig>,
 }
 
 impl Monitor {
     /// Follows `events` from now on; serves nothing until [`Monitor::serve`].
     pub fn new(config: Arc<SyncConfig>, http: HttpConfig, events: &EventBus, stats: Arc<Stats>) -> Arc<Self> {
+        let store = config.config_store.clone();
         let board = Arc::new(StatusBoard::new(config, stats));
         let metrics = Arc::new(metrics::Metrics::new(board.clone()));
         let (b, m) = (board.clone(), metrics.clone());
@@ -60,7 +64,7 @@ impl Monitor {
             b.observe(event);
             m.observe(event);
         });
-        Arc::new(Monitor { config: http, board, metrics, events: events.clone(), server: tokio::sync::Mutex::new(None), search: Default::default() })
+        Arc::new(Monitor { config: http, board, metrics, events: events.clone(), server: tokio::sync::Mutex::new(None), search: Default::default(), store })
     }
 
     /// Serves the search routes with `client` (from the next [`Monitor::serve`] on).
@@ -74,7 +78,7 @@ impl Monitor {
         let mut server = self.server.lock().await;
         if server.is_none() {
             let search = self.search.lock().expect("search lock").clone();
-            let started = server::Server::start(&self.config, self.board.clone(), self.metrics.clone(), search).await?;
+            let started = server::Server::start(&self.config, self.board.clone(), self.metrics.clone(), search, self.store.clone()).await?;
             if !self.config.is_loopback() && self.config.token.is_none() {
                 self.events.emit(SyncEvent::Warning {
                     namespace: String::new(),

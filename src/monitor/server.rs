@@ -11,7 +11,8 @@
 //! | `GET /public_key` | the service's public key (`age1…`, text) for sealing secrets; 404 without a private key |
 //! | `GET /`, `/status.js`, `/status.css` | the status page (static; it reads `/events` or `/stats`) |
 //!
-//! With the `search` option, also the search routes (see `search_routes`).
+//! With the `search` option, also the search routes (see `search_routes`); with `configStore`,
+//! the stored definitions' routes (see `definition_routes`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,11 +37,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use super::definition_routes::{self, DefinitionsApp};
 use super::health;
 use super::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use super::search_routes::{self, PeerAddr, RateLimiter, SearchApp};
 use super::snapshot::StatusSource;
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, StoreConfig};
 use crate::error::{SyncError, SyncResult};
 use crate::search::SearchClient;
 
@@ -86,7 +88,13 @@ pub struct Server {
 impl Server {
     /// Binds `config.host:port` and serves until stopped. Fails with `ERR_CONFIG` when the
     /// address cannot be listened on.
-    pub async fn start(config: &HttpConfig, source: Arc<dyn StatusSource>, metrics: Arc<Metrics>, search: Option<Arc<SearchClient>>) -> SyncResult<Server> {
+    pub async fn start(
+        config: &HttpConfig,
+        source: Arc<dyn StatusSource>,
+        metrics: Arc<Metrics>,
+        search: Option<Arc<SearchClient>>,
+        store: Option<StoreConfig>,
+    ) -> SyncResult<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(|e| SyncError::config(format!("http: cannot listen on {}:{}: {e}", config.host, config.port)))?;
@@ -105,7 +113,7 @@ impl Server {
             let limiter = Arc::new(RateLimiter::new(client.config().rate_per_second, client.config().rate_burst));
             SearchApp { client, limiter }
         });
-        let task = tokio::spawn(accept_loop(listener, router(app, search), shutdown.clone()));
+        let task = tokio::spawn(accept_loop(listener, router(app, search, store.map(DefinitionsApp::new)), shutdown.clone()));
         tracing::info!(%addr, "monitoring server listening");
         Ok(Server { addr, shutdown, task: Some(task) })
     }
@@ -145,7 +153,22 @@ fn search_router(app: &App, search: SearchApp) -> Router<App> {
     limited.route("/openapi.json", get(search_routes::openapi))
 }
 
-fn router(app: App, search: Option<SearchApp>) -> Router {
+/// The stored definitions' routes: listing behind the token (as `/stats`); starting and stopping
+/// only with a token configured (403 without one) and given (401).
+fn definitions_router(app: &App, store: DefinitionsApp) -> Router<App> {
+    let control = Router::new()
+        .route("/definitions/{name}/start", post(definition_routes::start))
+        .route("/definitions/{name}/stop", post(definition_routes::stop))
+        .with_state(store.clone())
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_control));
+    let list = Router::new()
+        .route("/definitions", get(definition_routes::list))
+        .with_state(store)
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    control.merge(list)
+}
+
+fn router(app: App, search: Option<SearchApp>, store: Option<DefinitionsApp>) -> Router {
     let data = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -158,7 +181,11 @@ fn router(app: App, search: Option<SearchApp>) -> Router {
         .route("/status.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/status.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/public_key", get(public_key));
-    let mut routes = data.merge(page).layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+    let mut routes = data.merge(page);
+    if let Some(store) = store {
+        routes = routes.merge(definitions_router(&app, store));
+    }
+    let mut routes = routes.layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
     if let Some(search) = search {
         routes = routes.merge(search_router(&app, search));
     }
@@ -236,7 +263,15 @@ async fn require_token(State(app): State<App>, request: Request, next: Next) -> 
     next.run(request).await
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+/// Starting or stopping syncs: never without a token configured (403), else as [`require_token`].
+async fn require_control(State(app): State<App>, request: Request, next: Next) -> Response {
+    if app.token.is_none() {
+        return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": "starting and stopping syncs needs the server's token (http.token)" }));
+    }
+    require_token(State(app), request, next).await
+}
+
+pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).expect("status values serialize");
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

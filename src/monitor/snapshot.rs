@@ -26,11 +26,13 @@ pub enum Role {
 
 impl Role {
     /// The role of this instance, as the engine's lease decided it: standby while another
-    /// instance with the same name holds the lease, active otherwise.
+    /// instance with the same name holds the lease (or, in a partitioned group, while it owns
+    /// no collection), active otherwise.
     pub fn current(engine: Option<&crate::stats::RoleSnapshot>) -> Role {
-        match engine.map(|r| r.role) {
-            Some(crate::stats::Role::Standby) => Role::Standby,
-            Some(crate::stats::Role::Leader) | None => Role::Active,
+        match engine {
+            Some(r) if r.role == crate::stats::Role::Standby => Role::Standby,
+            Some(r) if r.role == crate::stats::Role::Member && r.owned_collections.is_empty() => Role::Standby,
+            _ => Role::Active,
         }
     }
 
@@ -81,6 +83,10 @@ pub struct StatusSnapshot {
     /// Since when it is in this state (ms since the Unix epoch).
     pub state_since: u64,
     pub role: Role,
+    /// The lease term this instance holds or waits behind, when it coordinates with others.
+    pub term: Option<u64>,
+    /// A member of a partitioned group (`instances`): the collections it owns now.
+    pub owned_collections: Option<Vec<String>>,
     /// Why the sync failed (secrets redacted), while it is `failed`.
     pub error: Option<ErrorInfo>,
     /// The search server, once it answered (e.g. `elasticsearch 8.15.0`).

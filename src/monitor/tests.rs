@@ -37,7 +37,7 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
     };
     Arc::new(SyncConfig {
         name: "shop-sync".into(),
-        mongo: MongoConfig { uri: Secret::new("mongodb://app:mongo-pass-123@127.0.0.1:27017/?replicaSet=rs0"), tls: None },
+        mongo: MongoConfig { uri: Secret::new("mongodb://app:mongo-pass-123@127.0.0.1:27017/?replicaSet=rs0"), tls: None, ..Default::default() },
         postgres: None,
         elasticsearch: Some(EsConfig {
             node: "http://elastic:es-pass-456@127.0.0.1:9200".into(),
@@ -62,7 +62,10 @@ fn config(token: Option<&str>) -> Arc<SyncConfig> {
         dead_letter_index: None,
         http: Some(HttpConfig { host: "127.0.0.1".into(), port: 0, token: token.map(Secret::new), ready_max_lag: Duration::from_secs(5), public_key: None }),
         lease: Default::default(),
+        instances: None,
         search: None,
+        config_store: None,
+        rate_limit: None,
     })
 }
 
@@ -229,6 +232,21 @@ async fn a_standby_instance_is_alive_not_ready_and_shows_its_role() {
     h.state(SyncState::Streaming, None);
     h.stats.set_role(Some(crate::stats::RoleSnapshot { role: crate::stats::Role::Leader, term: 4, owned_collections: vec!["shop.orders".into()] }));
     assert_eq!(h.get("/stats").await.json()["role"], "active");
+    assert_eq!(h.get("/stats").await.json()["term"], 4);
+}
+
+#[tokio::test]
+async fn a_partitioned_member_shows_its_term_and_the_collections_it_owns() {
+    let h = harness(None).await;
+    h.state(SyncState::Streaming, None);
+    let owned = vec!["shop.orders".to_string(), "shop.users".to_string()];
+    h.stats.set_role(Some(crate::stats::RoleSnapshot { role: crate::stats::Role::Member, term: 7, owned_collections: owned }));
+    let stats = h.get("/stats").await.json();
+    assert_eq!((stats["role"].as_str(), stats["term"].as_u64()), (Some("active"), Some(7)));
+    assert_eq!(stats["ownedCollections"], serde_json::json!(["shop.orders", "shop.users"]));
+    h.stats.set_role(None);
+    let alone = h.get("/stats").await.json();
+    assert!(alone["term"].is_null() && alone["ownedCollections"].is_null(), "{alone}");
 }
 
 #[tokio::test]
@@ -526,6 +544,37 @@ async fn first_event(h: &Harness) -> String {
         text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
     }
     text
+}
+
+/// A monitor of `config(token)` with a `configStore` (unreachable: no request may get as far as it).
+async fn store_harness(token: Option<&'static str>) -> (Arc<Monitor>, String) {
+    let mut config = (*config(token)).clone();
+    config.config_store = Some(crate::config::StoreConfig::new(Secret::new("mongodb://store:store-pass-1@127.0.0.1:9/?serverSelectionTimeoutMS=500")));
+    let config = Arc::new(config);
+    let monitor = Monitor::new(config.clone(), config.http.clone().expect("http"), &EventBus::default(), Arc::new(Stats::default()));
+    monitor.serve().await.expect("listens");
+    let addr = monitor.local_addr().await.expect("address");
+    (monitor, format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn starting_and_stopping_stored_syncs_needs_a_configured_token() {
+    let client = reqwest::Client::new();
+    let (open, base) = store_harness(None).await;
+    let reply = client.post(format!("{base}/definitions/orders/stop")).send().await.expect("request");
+    assert_eq!(reply.status(), 403, "a server without a token starts or stops nothing");
+    assert!(reply.text().await.expect("body").contains("http.token"));
+    open.shutdown().await;
+    let (guarded, base) = store_harness(Some(TOKEN)).await;
+    for path in ["/definitions/orders/stop", "/definitions/orders/start"] {
+        assert_eq!(client.post(format!("{base}{path}")).send().await.expect("request").status(), 401, "{path} without the token");
+        assert_eq!(client.post(format!("{base}{path}")).bearer_auth("http-token-012345678X").send().await.expect("request").status(), 401, "{path}");
+    }
+    assert_eq!(client.get(format!("{base}/definitions")).send().await.expect("request").status(), 401);
+    let reply = client.get(format!("{base}/definitions")).bearer_auth(TOKEN).send().await.expect("request");
+    assert_eq!(reply.status(), 503, "past the token, the unreachable store is reported");
+    assert!(!reply.text().await.expect("body").contains("store-pass-1"), "the store's password never shows");
+    guarded.shutdown().await;
 }
 
 #[tokio::test]

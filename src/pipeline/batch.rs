@@ -98,11 +98,27 @@ impl Batch {
     }
 }
 
+/// Holds the batch back until `rateLimit` lets it go; a stop during the wait ends it unwritten
+/// (nothing of it is checkpointed).
+async fn throttle(ctx: &Context, batch: &Batch) -> PhaseResult<()> {
+    let Some(limiter) = &ctx.rate_limit else { return Ok(()) };
+    let wait = limiter.reserve(batch.writes.len(), batch.bytes);
+    if wait.is_zero() {
+        return Ok(());
+    }
+    ctx.stats.record_stage(Stage::RateLimitWait, wait);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => Ok(()),
+        _ = ctx.cancel.cancelled() => Err(super::Halt::Stopped),
+    }
+}
+
 /// Writes the batch and reports it; returns once everything in it is acknowledged or dead-lettered.
 pub async fn commit(ctx: &Context, namespace: &str, target: &Target, phase: Phase, batch: Batch) -> PhaseResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
+    throttle(ctx, &batch).await?;
     let started = Instant::now();
     let _in_flight = ctx.stats.collection(namespace).in_flight(batch.bytes);
     let index = target.index.as_str();

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::{CheckpointStore, CollectionCheckpoint, MongoCheckpointStore};
 use crate::config::{Namespace, SyncConfig};
-use crate::coordination::{LeaseStore, MongoLeaseStore};
+use crate::coordination::{GroupStore, LeaseStore, MongoGroupStore, MongoLeaseStore};
 use crate::error::SyncResult;
 use crate::event::EventBus;
 use crate::sink::{Sink, SinkContext};
@@ -32,6 +32,12 @@ pub trait Connector: Send + Sync + 'static {
     /// Where the instances with the same `name` contend for the lease; none: this instance
     /// syncs without one.
     async fn lease(&self, config: &SyncConfig, events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>>;
+
+    /// Where the members of a partitioned group (`instances`) meet and keep their collections'
+    /// leases; none: this connector cannot coordinate a group.
+    async fn group(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn GroupStore>>> {
+        Ok(None)
+    }
 
     /// This connector, to connect again for later lease terms.
     fn to_shared(&self) -> Arc<dyn Connector>;
@@ -58,6 +64,12 @@ impl Connector for MongoConnector {
         Ok(Some(Arc::new(MongoLeaseStore::new(source.client(), &config.checkpoint, &config.name))))
     }
 
+    async fn group(&self, config: &SyncConfig, events: &EventBus) -> SyncResult<Option<Arc<dyn GroupStore>>> {
+        let Some(instances) = &config.instances else { return Ok(None) };
+        let source = MongoSource::connect(config, events).await?;
+        Ok(Some(Arc::new(MongoGroupStore::new(source.client(), &config.checkpoint, &config.name, &instances.group))))
+    }
+
     fn to_shared(&self) -> Arc<dyn Connector> {
         Arc::new(self.clone())
     }
@@ -78,7 +90,7 @@ impl Connector for PostgresConnector {
         let acked = AckedPositions::default();
         let source = PostgresSource::connect(config, pg, acked.clone()).await?;
         let table = Namespace::parse(&pg.checkpoint_table).map_err(|e| crate::error::SyncError::config(format!("postgres.checkpointTable: {e}")))?;
-        let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::parse(pg.uri.expose())?, &table, &config.name, acked).await?;
+        let store = crate::checkpoint::PostgresCheckpointStore::open(PgTarget::new(pg)?, &table, &config.name, acked).await?;
         let sink = crate::monitor::build_sink(self.monitor.as_deref(), config, sink_context)?;
         Ok(Connections { source: Arc::new(source), sink, store: Arc::new(store) })
     }

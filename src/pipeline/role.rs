@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::partition::Partition;
 use super::supervisor::{self, Prepared};
 use super::{set_state, Connector, Halt, PhaseResult, Setup};
-use crate::coordination::{Elector, Instance, Leadership, Look};
-use crate::error::SyncResult;
+use crate::coordination::{Elector, Instance, Leadership, LeaseGuard, Look};
+use crate::error::{SyncError, SyncResult};
 use crate::event::{LeadershipChange, SyncEvent, SyncState};
 use crate::stats::{Role, RoleSnapshot};
 
@@ -22,6 +23,8 @@ pub(super) enum First {
     Leader(Prepared, Elector, Leadership),
     /// Another instance holds it.
     Standby(Elector),
+    /// A member of a partitioned group (`instances`), owning its first share.
+    Partitioned(Box<Partition>),
 }
 
 impl First {
@@ -31,20 +34,32 @@ impl First {
             First::Alone(p) | First::Leader(p, ..) if p.ctx.is_copying() => SyncState::Copying,
             First::Alone(_) | First::Leader(..) => SyncState::Streaming,
             First::Standby(_) => SyncState::Standby,
+            First::Partitioned(p) => p.state(),
         };
         set_state(&setup.stats, &setup.events, state, None);
     }
 
     /// A start cut short by `stop()`: a lease just taken is let go.
     pub(super) async fn abandon(self) {
-        if let First::Leader(_, _, leadership) = self {
-            let _ = leadership.release().await;
+        match self {
+            First::Leader(_, _, leadership) => {
+                let _ = leadership.release().await;
+            }
+            First::Partitioned(partition) => {
+                let _ = (*partition).leave().await;
+            }
+            First::Alone(_) | First::Standby(_) => {}
         }
     }
 }
 
 /// Connects to the lease (if the connector has one) and looks once: leader (prepared), or standby.
 pub(super) async fn first_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken) -> PhaseResult<First> {
+    if setup.config.instances.is_some() {
+        let group = connector.group(&setup.config, &setup.events).await?;
+        let group = group.ok_or_else(|| SyncError::config("instances: this source has no place to coordinate a group (the partitioned mode needs MongoDB)"))?;
+        return Ok(First::Partitioned(Box::new(super::partition::join(setup, connector, group, cancel).await?)));
+    }
     let Some(store) = connector.lease(&setup.config, &setup.events).await? else {
         return Ok(First::Alone(setup.prepare(connector, cancel.clone(), None).await?));
     };
@@ -77,6 +92,7 @@ pub(super) async fn serve(setup: Setup, connector: Arc<dyn Connector>, first: Fi
         First::Alone(prepared) => return supervisor::run_all(prepared).await,
         First::Leader(prepared, elector, leadership) => (elector, Some((prepared, leadership))),
         First::Standby(elector) => (elector, None),
+        First::Partitioned(partition) => return (*partition).serve().await,
     };
     loop {
         let (prepared, leadership) = match term.take() {
@@ -132,14 +148,19 @@ async fn next_term(setup: &Setup, connector: &dyn Connector, elector: &mut Elect
 /// Prepares one term's run: its work stops when the sync stops or the lease is lost.
 async fn prepare_term(setup: &Setup, connector: &dyn Connector, cancel: &CancellationToken, leadership: &Leadership) -> PhaseResult<Prepared> {
     let term_cancel = cancel.child_token();
-    let (lost, stop) = (leadership.guard().lost().clone(), term_cancel.clone());
+    stop_when_lost(leadership.guard(), &term_cancel);
+    setup.prepare(connector, term_cancel, Some(leadership.guard())).await
+}
+
+/// Cancels `stop` when the lease of `guard` is lost.
+pub(super) fn stop_when_lost(guard: &LeaseGuard, stop: &CancellationToken) {
+    let (lost, stop) = (guard.lost().clone(), stop.clone());
     tokio::spawn(async move {
         tokio::select! {
             _ = lost.cancelled() => stop.cancel(),
             _ = stop.cancelled() => {}
         }
     });
-    setup.prepare(connector, term_cancel, Some(leadership.guard())).await
 }
 
 fn acquired(setup: &Setup, elector: &Elector, term: u64) {
@@ -153,7 +174,7 @@ fn standing_by(setup: &Setup, holder: &str, term: u64) {
 }
 
 /// Records the role and the collections this instance syncs, and tells when the latter change.
-fn assign(setup: &Setup, role: Role, term: u64, owned_collections: Vec<String>) {
+pub(super) fn assign(setup: &Setup, role: Role, term: u64, owned_collections: Vec<String>) {
     let before = setup.stats.role().map(|r| r.owned_collections).unwrap_or_default();
     let changed = before != owned_collections;
     setup.stats.set_role(Some(RoleSnapshot { role, term, owned_collections: owned_collections.clone() }));

@@ -1,14 +1,14 @@
 //! The collection tasks of a run: started, watched (one failing stops the others, cleanly), and
 //! joined by the collections `namespaces` patterns find while it runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use mongodb::bson::Timestamp;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::collection::CollectionSync;
+use super::collection::{CollectionSync, Ended};
 use super::prepare::{discover, Ready};
 use super::Context;
 use super::Halt;
@@ -28,19 +28,39 @@ pub(super) struct Prepared {
 
 struct Supervisor {
     ctx: Arc<Context>,
-    tasks: JoinSet<SyncResult<()>>,
+    tasks: JoinSet<(Namespace, SyncResult<Ended>)>,
     known: HashSet<Namespace>,
     seen_at: Option<Timestamp>,
+    /// Collections dropped and followed no more, with the time right after their drop: found
+    /// again (re-created), a stream-only one starts there at the earliest, never before its drop.
+    /// Kept until `seen_at` passes it.
+    dropped: HashMap<Namespace, Timestamp>,
     first_error: Option<SyncError>,
 }
 
 impl Supervisor {
     fn spawn(&mut self, ready: Ready) {
-        self.known.insert(ready.config.namespace.clone());
-        let (ctx, stats) = (self.ctx.clone(), self.ctx.stats.collection(&ready.config.namespace.to_string()));
         let namespace = ready.config.namespace.clone();
-        let task = async move { CollectionSync::new(&ctx, ready.config, ready.checkpoint).run(ready.feed).await.map_err(|e| e.in_collection(&namespace)) };
-        self.tasks.spawn(stats.track(task).in_current_span());
+        self.known.insert(namespace.clone());
+        let (ctx, stats) = (self.ctx.clone(), self.ctx.stats.collection(&namespace.to_string()));
+        let in_collection = namespace.clone();
+        let task = async move { CollectionSync::new(&ctx, ready.config, ready.checkpoint).run(ready.feed).await.map_err(|e| e.in_collection(&in_collection)) };
+        self.tasks.spawn(async move { (namespace, stats.track(task).await) }.in_current_span());
+    }
+
+    /// A collection's task ended: a failure stops the others; a dropped collection is
+    /// forgotten, so that discovery finds it again if it comes back.
+    fn ended(&mut self, namespace: Namespace, result: SyncResult<Ended>) {
+        match result {
+            Err(e) => self.fail(e),
+            Ok(Ended::Finished) => {}
+            Ok(Ended::Dropped(at)) => {
+                self.ctx.stats.forget_collection(&namespace.to_string());
+                self.ctx.source.forget_stream(&namespace);
+                self.known.remove(&namespace);
+                self.dropped.insert(namespace, Timestamp { time: at.time, increment: at.increment.saturating_add(1) });
+            }
+        }
     }
 
     fn fail(&mut self, error: SyncError) {
@@ -52,9 +72,10 @@ impl Supervisor {
     /// Starts the collections the patterns find now.
     async fn discover_more(&mut self) {
         let discovery = self.ctx.config.discovery.as_ref().expect("polling only with discovery");
-        match discover(&self.ctx, discovery, &mut self.known, self.seen_at).await {
+        match discover(&self.ctx, discovery, &mut self.known, self.seen_at, &self.dropped).await {
             Ok((found, now)) => {
                 self.seen_at = Some(now);
+                self.dropped.retain(|_, after| *after > now);
                 for ready in found {
                     let change = CollectionChange::Discovered { index: ready.config.index.clone() };
                     self.ctx.events.emit(SyncEvent::Change { namespace: ready.config.namespace.to_string(), change });
@@ -73,7 +94,7 @@ impl Supervisor {
 
 pub(super) async fn run_all(prepared: Prepared) -> SyncResult<()> {
     let Prepared { ctx, collections, seen_at, known } = prepared;
-    let mut sup = Supervisor { ctx: ctx.clone(), tasks: JoinSet::new(), known, seen_at, first_error: None };
+    let mut sup = Supervisor { ctx: ctx.clone(), tasks: JoinSet::new(), known, seen_at, dropped: HashMap::new(), first_error: None };
     for ready in collections {
         sup.spawn(ready);
     }
@@ -84,10 +105,10 @@ pub(super) async fn run_all(prepared: Prepared) -> SyncResult<()> {
     loop {
         tokio::select! {
             joined = sup.tasks.join_next(), if !sup.tasks.is_empty() => {
-                let Some(joined) = joined else { continue };
-                let result = joined.unwrap_or_else(|e| Err(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))));
-                if let Err(e) = result {
-                    sup.fail(e);
+                match joined {
+                    Some(Ok((namespace, result))) => sup.ended(namespace, result),
+                    Some(Err(e)) => sup.fail(SyncError::new(ErrorCode::Internal, format!("collection task panicked: {e}"))),
+                    None => continue,
                 }
             }
             _ = poll.tick(), if discovery.is_some() && !ctx.cancel.is_cancelled() => sup.discover_more().await,

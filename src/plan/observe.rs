@@ -68,5 +68,5 @@ pub(super) fn es_sink(config: &SyncConfig) -> SyncResult<Option<EsSink>> {
     let mut retry = config.retry.clone();
     retry.max_attempts = Some(retry.max_attempts.map_or(ATTEMPTS, |n| n.min(ATTEMPTS)));
     let ctx = SinkContext { retry, events: EventBus::default(), stats: Arc::new(Stats::default()), cancel: Default::default() };
-    EsSink::new(es, ctx).map(Some)
+    EsSink::new(es, &config.batch, ctx).map(Some)
 }

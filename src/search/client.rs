@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde::Serialize;
@@ -18,8 +17,9 @@ use super::mapping::{FieldInfo, Fields};
 use super::model::{PageLimits, SearchRequest};
 use super::query::{build_query, build_sort, check_source_fields, source_filter, Tiebreaker};
 use crate::config::{EsConfig, SearchConfig};
-use crate::error::{cause_chain, SyncResult};
+use crate::error::SyncResult;
 use crate::event::EventBus;
+use crate::sink::elasticsearch::{send_json, JsonReply};
 
 /// Index information older than this is read again (new fields appear as the sync writes).
 const INDEX_INFO_TTL: Duration = Duration::from_secs(30);
@@ -110,28 +110,6 @@ pub struct SearchClient {
     no_pit: AtomicBool,
 }
 
-struct Reply {
-    status: u16,
-    body: Value,
-}
-
-impl Reply {
-    fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    fn error_type(&self) -> &str {
-        self.body.pointer("/error/type").and_then(Value::as_str).unwrap_or("")
-    }
-
-    /// The server's reason, for messages.
-    fn reason(&self) -> String {
-        let root = self.body.pointer("/error/root_cause/0/reason").or_else(|| self.body.pointer("/error/reason")).or_else(|| self.body.get("error"));
-        let reason = root.map_or_else(|| self.body.to_string(), |r| r.as_str().map_or_else(|| r.to_string(), str::to_string));
-        format!("HTTP {}: {}", self.status, reason.chars().take(500).collect::<String>())
-    }
-}
-
 impl SearchClient {
     /// A client of the server `es` describes (the same options, TLS and auth, as the sync's).
     pub fn new(es: &EsConfig, config: SearchConfig, scope: IndexScope, events: &EventBus) -> SyncResult<Self> {
@@ -148,17 +126,8 @@ impl SearchClient {
         &self.config
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> SearchResult<Reply> {
-        let body = body.map(|b| serde_json::to_vec(b).expect("JSON serializes"));
-        let response = self.client.send(method, path, HeaderMap::new(), None::<&()>, body, None).await.map_err(|e| SearchError::Server(cause_chain(&e)))?;
-        let status = response.status_code().as_u16();
-        let bytes = response.bytes().await.map_err(|e| SearchError::Server(cause_chain(&e)))?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Ok(Reply { status, body })
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> SearchResult<JsonReply> {
+        send_json(&self.client, method, path, &[], body).await.map_err(SearchError::Server)
     }
 
     /// A reply that must be a success; `index` names a missing index in the error.

@@ -113,7 +113,7 @@ pub fn load_key(option_file: Option<&str>) -> SyncResult<Option<PrivateKey>> {
 }
 
 fn read_key_file(what: &str, path: &str) -> SyncResult<String> {
-    std::fs::read_to_string(path).map_err(|e| SyncError::config(format!("{what}: cannot read \"{path}\": {e}")))
+    crate::config::read_option_text(what, path.as_ref(), crate::config::MAX_SECRET_FILE, "a private key")
 }
 
 /// Replaces every sealed value of a secret field (see [`SECRET_FIELDS`]) in an options tree by its

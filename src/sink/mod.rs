@@ -135,7 +135,7 @@ pub fn build(config: &SyncConfig, ctx: &SinkContext) -> SyncResult<Arc<dyn Sink>
         let sink: Arc<dyn Sink> = match output {
             OutputConfig::Elasticsearch => {
                 let es = config.elasticsearch.as_ref().expect("validated: an elasticsearch output has its options");
-                Arc::new(elasticsearch::EsSink::new(es, ctx.clone())?)
+                Arc::new(elasticsearch::EsSink::new(es, &config.batch, ctx.clone())?)
             }
             OutputConfig::File(c) => Arc::new(record::RecordSink::new(file::FileTransport::new(c.clone()), ctx)),
             OutputConfig::Stdout => Arc::new(record::RecordSink::new(stdout::StdoutTransport::default(), ctx)),

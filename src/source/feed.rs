@@ -50,6 +50,16 @@ impl FeedSender {
         };
         self.tx.send((item, permit)).await.is_ok()
     }
+
+    /// The consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// An item can be queued without waiting (by count; an item without a size needs no more).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
 }
 
 /// The consumer's end: items in stream order. Dropping it stops the reader.

@@ -120,6 +120,13 @@ pub trait ChangeSource: Send + Sync {
         self.now().await
     }
 
+    /// Notes collections about to be followed (before their streams open), so that a source
+    /// can choose how to read them (MongoDB: one stream per database past a threshold).
+    fn plan_streams(&self, _followed: &[Namespace]) {}
+
+    /// A collection is followed no more (it was dropped).
+    fn forget_stream(&self, _ns: &Namespace) {}
+
     /// Whether a collection's change history still reaches back to `at` (a stream could start there).
     async fn history_reaches(&self, ns: &Namespace, at: Timestamp) -> SyncResult<bool>;
 

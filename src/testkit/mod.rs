@@ -1,6 +1,7 @@
 //! Test support for the engine: a scripted change source, an in-memory sink and the in-memory
 //! checkpoint store, wired into a [`SyncEngine`] through its [`Connector`] seam.
 
+pub mod bson;
 pub mod sink;
 pub mod source;
 
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::MemoryCheckpointStore;
 use crate::config::{CheckpointConfig, CollectionConfig, MongoConfig, Namespace, OutputConfig, RetryConfig, Secret, SyncConfig, SyncMode};
-use crate::coordination::{LeaseStore, MemoryLeaseStore};
+use crate::coordination::{GroupStore, LeaseStore, MemoryGroupStore, MemoryLeaseStore};
 use crate::error::SyncResult;
 use crate::event::{EventBus, SyncEvent};
 use crate::pipeline::{Connections, Connector};
@@ -30,6 +31,8 @@ pub struct Parts {
     pub store: Arc<MemoryCheckpointStore>,
     /// The lease the engines built on these parts contend for; none: no lease.
     pub lease: Option<Arc<MemoryLeaseStore>>,
+    /// Where the members of a partitioned group meet (with `instances`).
+    pub group: Option<Arc<MemoryGroupStore>>,
 }
 
 #[async_trait]
@@ -40,6 +43,10 @@ impl Connector for Parts {
 
     async fn lease(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn LeaseStore>>> {
         Ok(self.lease.clone().map(|l| l as Arc<dyn LeaseStore>))
+    }
+
+    async fn group(&self, _config: &SyncConfig, _events: &EventBus) -> SyncResult<Option<Arc<dyn GroupStore>>> {
+        Ok(self.group.clone().map(|g| g as Arc<dyn GroupStore>))
     }
 
     fn to_shared(&self) -> Arc<dyn Connector> {
@@ -56,7 +63,7 @@ pub fn ns(text: &str) -> Namespace {
 pub fn config(collections: &[&str]) -> SyncConfig {
     let mut config = SyncConfig {
         name: "test".into(),
-        mongo: MongoConfig { uri: Secret::new("mongodb://scripted"), tls: None },
+        mongo: MongoConfig { uri: Secret::new("mongodb://scripted"), tls: None, ..Default::default() },
         postgres: None,
         elasticsearch: None,
         outputs: vec![OutputConfig::Stdout],
@@ -75,7 +82,10 @@ pub fn config(collections: &[&str]) -> SyncConfig {
         dead_letter_index: None,
         http: None,
         lease: Default::default(),
+        instances: None,
         search: None,
+        config_store: None,
+        rate_limit: None,
     };
     config.batch.flush_interval = Duration::from_millis(20);
     config

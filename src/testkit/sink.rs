@@ -136,6 +136,8 @@ pub struct MemorySink {
     held: AtomicBool,
     waiting: AtomicUsize,
     block_prepare: AtomicBool,
+    /// Indices whose preparation never finishes.
+    block_prepare_of: Mutex<Vec<String>>,
     /// Held writes, once let through, answer [`Flow::Stopped`] without writing.
     stop_held: AtomicBool,
 }
@@ -148,6 +150,7 @@ impl Default for MemorySink {
             held: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             block_prepare: AtomicBool::new(false),
+            block_prepare_of: Mutex::new(Vec::new()),
             stop_held: AtomicBool::new(false),
         }
     }
@@ -190,6 +193,16 @@ impl MemorySink {
         self.block_prepare.store(true, Ordering::SeqCst);
     }
 
+    /// The preparation of `index` never finishes from now on (others go on).
+    pub fn block_prepare_of(&self, index: &str) {
+        self.block_prepare_of.lock().expect("sink").push(index.to_string());
+    }
+
+    /// The indices prepared so far, in order.
+    pub fn prepared(&self) -> Vec<String> {
+        self.state.lock().expect("sink").prepared.iter().map(|(index, _)| index.clone()).collect()
+    }
+
     pub fn fail_next_write(&self, e: SyncError) {
         self.state.lock().expect("sink").write_faults.push_back(e);
     }
@@ -225,7 +238,7 @@ impl Sink for MemorySink {
     }
 
     async fn prepare_index(&self, index: &str, collection: Option<&CollectionConfig>) -> SyncResult<Flow<()>> {
-        if self.block_prepare.load(Ordering::SeqCst) {
+        if self.block_prepare.load(Ordering::SeqCst) || self.block_prepare_of.lock().expect("sink").iter().any(|i| i == index) {
             std::future::pending::<()>().await;
         }
         let mut s = self.state.lock().expect("sink");

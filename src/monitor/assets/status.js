@@ -54,7 +54,10 @@ function renderHeader(s) {
   $('name').textContent = s.name
   $('state').textContent = s.state
   $('state').dataset.state = s.state
-  $('role').textContent = s.role
+  // A partitioned member: how many collections it owns (listed on hover), and its term.
+  const owned = s.ownedCollections
+  $('role').textContent = owned ? `${s.role} · owns ${owned.length}` : s.role
+  $('role').title = s.term == null ? 'role of this instance' : `term ${s.term}${owned ? `: ${owned.join(', ') || 'no collection'}` : ''}`
   $('server').textContent = s.server ? `→ ${s.server}` : ''
   document.title = `${s.state} · ${s.name} · mongo-elastic-sync`
   $('failure').hidden = !s.error
@@ -268,6 +271,29 @@ async function connect() {
     delay = Math.min(delay * 2, 15000)
   }
 }
+
+/** With a configStore: the stored definitions, their instances, and start/stop buttons (token needed). */
+async function definitions() {
+  const response = await fetch('definitions', { headers: headers() }).catch(() => null)
+  if (!response || !response.ok) return
+  const { definitions: list } = await response.json()
+  $('definitions-section').hidden = false
+  const rows = list.map((d) => {
+    const instances = d.instances.map((i) => `${i.host}:${i.pid} ${i.state} v${i.version}`).join(', ') || 'none'
+    const action = d.desired === 'running' ? 'stop' : 'start'
+    const button = el('button', { type: 'button' }, action)
+    button.addEventListener('click', async () => {
+      const done = await fetch(`definitions/${encodeURIComponent(d.name)}/${action}`, { method: 'POST', headers: headers() }).catch(() => null)
+      button.textContent = done && done.ok ? `${action} asked` : `refused (${done ? done.status : 'unreachable'})`
+    })
+    const cells = [d.name, `v${d.version}`, d.appliedVersion == null ? '–' : `v${d.appliedVersion}`, d.desired, d.collections.join(', '), instances]
+    return el('tr', {}, ...cells.map((c) => el('td', {}, c)), el('td', {}, button))
+  })
+  $('definitions').querySelector('tbody').replaceChildren(...rows)
+}
+
+setInterval(() => definitions().catch(() => {}), 5000)
+definitions().catch(() => {})
 
 $('login').addEventListener('submit', (e) => {
   e.preventDefault()

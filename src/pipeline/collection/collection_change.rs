@@ -28,7 +28,10 @@ use crate::transform::{delete_write, version_of};
 pub(super) struct PendingDrop {
     /// The drop to apply per `onDrop` if it was a plain one (none for a bare `invalidate`).
     change: Option<CollectionChange>,
-    version: i64,
+    /// When the drop happened (its version is made from it).
+    at: Timestamp,
+    /// When the `invalidate` after it happened (a stream there reads nothing before it).
+    invalidated_at: Option<Timestamp>,
     /// When the stream after the `invalidate` was opened: its first change settles it, or an
     /// idle turn once it has been quiet for `Timing::drop_settles_after`.
     pub reopened: Option<Instant>,
@@ -77,7 +80,8 @@ impl CollectionSync<'_> {
         token: Option<Document>,
         state: &mut StreamBatch<'_>,
     ) -> PhaseResult<Option<Flow>> {
-        let version = version_of(cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 }));
+        let at = cluster_time.unwrap_or(Timestamp { time: 0, increment: 0 });
+        let version = version_of(at);
         let missed = std::mem::take(&mut state.missed);
         match &change {
             CollectionChange::Rename { to } if *to == self.config.namespace => Ok(Some(self.replaced(Some(change)))),
@@ -93,7 +97,7 @@ impl CollectionSync<'_> {
             }
             _ if self.ctx.source.has_documents(&self.config.namespace).await? => Ok(Some(self.replaced(Some(change)))),
             _ => {
-                state.pending_drop = Some(PendingDrop { change: Some(change), version, reopened: None });
+                state.pending_drop = Some(PendingDrop { change: Some(change), at, invalidated_at: None, reopened: None });
                 Ok(None)
             }
         }
@@ -102,19 +106,22 @@ impl CollectionSync<'_> {
     /// The stream ended with `invalidate` (after a drop or rename); it goes on after it. Its
     /// token is saved as such (the server resumes from it only with `startAfter`), unless a
     /// drop before it is not settled yet: then the position stays before the drop.
-    pub(super) async fn on_invalidate(&mut self, token: Option<Document>, state: &mut StreamBatch<'_>) -> SyncResult<ChangeFeed> {
+    pub(super) async fn on_invalidate(&mut self, token: Option<Document>, at: Option<Timestamp>, state: &mut StreamBatch<'_>) -> SyncResult<ChangeFeed> {
         self.emit(CollectionChange::Invalidate);
         let Some(token) = token else {
             return Err(SyncError::new(ErrorCode::Mongo, format!("invalidate event of {} has no usable token", self.namespace())));
         };
         self.invalidated = Some(token.clone());
         match &mut state.pending_drop {
-            Some(pending) => pending.reopened = Some(Instant::now()),
+            Some(pending) => (pending.reopened, pending.invalidated_at) = (Some(Instant::now()), at),
             None if std::mem::take(&mut state.renamed) => {
                 self.set_position(token.clone());
                 self.save().await?;
             }
-            None => state.pending_drop = Some(PendingDrop { change: None, version: 0, reopened: Some(Instant::now()) }),
+            None => {
+                let at0 = Timestamp { time: 0, increment: 0 };
+                state.pending_drop = Some(PendingDrop { change: None, at: at0, invalidated_at: at, reopened: Some(Instant::now()) });
+            }
         }
         self.open_feed(&StreamStart::StartAfter(token)).await
     }
@@ -132,9 +139,12 @@ impl CollectionSync<'_> {
             return Ok(Some(self.replaced(pending.change)));
         }
         if let Some(change) = pending.change {
-            self.apply_drop(pending.version).await?;
+            self.apply_drop(version_of(pending.at)).await?;
             state.target = self.target();
             self.emit(change);
+            if self.found_by_pattern() {
+                return self.unfollow(pending.at.max(pending.invalidated_at.unwrap_or(pending.at))).await.map(Some);
+            }
         }
         if !changed {
             state.emptied = EmptiedWatch::Watching;
@@ -144,6 +154,23 @@ impl CollectionSync<'_> {
         self.set_position(token);
         self.save().await?;
         Ok(None)
+    }
+
+    /// Whether the collection was found by a `namespaces` pattern (not listed in `collections`).
+    fn found_by_pattern(&self) -> bool {
+        self.ctx.config.discovery.is_some() && !self.ctx.config.collections.iter().any(|c| c.namespace == self.config.namespace)
+    }
+
+    /// A dropped collection that a pattern found is followed no more (its stream and the
+    /// connection its reads hold go), so that collections created and dropped without end do
+    /// not pile up. Its checkpoint starts over, keeping only its concrete indices: if discovery
+    /// finds it again, it is copied (or, stream only, followed from after `ended_at`, its drop
+    /// or the `invalidate` after it) as a new one.
+    async fn unfollow(&mut self, ended_at: Timestamp) -> PhaseResult<Flow> {
+        let CollectionCheckpoint { physical_index, generation, replaces, .. } = std::mem::take(&mut self.checkpoint);
+        self.checkpoint = CollectionCheckpoint { physical_index, generation, replaces, ..Default::default() };
+        self.save().await?;
+        Ok(Flow::Dropped(ended_at))
     }
 
     /// On an idle turn after a drop was settled with the collection empty: documents there now,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use mongodb::bson::{Bson, Document, RawDocument, Timestamp};
 use tokio::sync::mpsc;
@@ -188,7 +189,11 @@ impl CollectionSync<'_> {
         let mut progress = ProgressMeter::new(self.checkpoint.copied, total);
         let flow = self.write_copy(rx, &target, &mut progress).await;
         reader_tasks.abort_all();
+        // Saves are spaced out: however the copy ended (a stop, a failure the retry policy may
+        // retry), what was acknowledged is saved, so that only the rest is read again.
+        let saved = if !matches!(flow, Ok(Flow::Done)) && self.position_unsaved { self.save().await } else { Ok(()) };
         if flow? == Flow::Stopped {
+            saved?;
             return Ok(Flow::Stopped);
         }
         self.checkpoint.copy_done = true;
@@ -207,11 +212,20 @@ impl CollectionSync<'_> {
         let mut acks = InOrder::<_, Halt>::new(ctx.config.batch.concurrency);
         let (mut reader_done, mut stopping) = (false, false);
         let mut history_check = tokio::time::interval_at(tokio::time::Instant::now() + ctx.timing.history_check_every, ctx.timing.history_check_every);
+        history_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The probe runs alongside the writes: a slow answer does not hold up the copy.
+        let mut probe: Option<BoxFuture<'static, SyncResult<bool>>> = None;
         while !((reader_done || stopping) && acks.is_empty()) {
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled(), if !stopping => stopping = true,
-                _ = history_check.tick() => self.check_history().await?,
+                reaches = async { probe.as_mut().expect("checked").await }, if probe.is_some() => {
+                    probe = None;
+                    if !reaches? {
+                        return Err(self.history_lost().into());
+                    }
+                }
+                _ = history_check.tick(), if probe.is_none() => probe = Some(self.history_probe()),
                 acked = acks.next(), if !acks.is_empty() => {
                     self.acknowledge_copy(acked.expect("not empty")?).await?;
                     if let Some(event) = progress.event(&ns, &target.index, self.checkpoint.copied, false) {
@@ -228,19 +242,23 @@ impl CollectionSync<'_> {
     }
 
     /// The stream starts where the copy began: a copy that outlasts the change history can
-    /// never reach its stream, which is better known now than at its end.
-    async fn check_history(&self) -> SyncResult<()> {
-        let (ns, start_at) = (&self.config.namespace, self.start_at());
-        if self.ctx.source.history_reaches(ns, start_at).await? {
-            return Ok(());
-        }
+    /// never reach its stream, which is better known now than at its end. Whether the history
+    /// still reaches the copy's start point, asked of the source without borrowing the copy.
+    fn history_probe(&self) -> BoxFuture<'static, SyncResult<bool>> {
+        let (source, ns, start_at) = (self.ctx.source.clone(), self.config.namespace.clone(), self.start_at());
+        Box::pin(async move { source.history_reaches(&ns, start_at).await })
+    }
+
+    /// The copy outlasted the change history: reported, and the error that ends it.
+    fn history_lost(&self) -> SyncError {
+        let ns = &self.config.namespace;
         let message = format!(
             "the copy of {ns} has taken longer than the change history (the oplog window) reaches back: the changes made since it \
              began are no longer in the history, so it cannot go on to stream them. Enlarge the oplog (replSetResizeOplog, or \
              oplogMinRetentionHours) or make the copy faster (copyReaders, batch.concurrency, a faster search server)"
         );
         self.ctx.warn(ns, message.clone());
-        Err(SyncError::new(ErrorCode::HistoryLost, message))
+        SyncError::new(ErrorCode::HistoryLost, message)
     }
 
     async fn acknowledge_copy(&mut self, ack: CopyAck) -> SyncResult<()> {
@@ -251,7 +269,12 @@ impl CollectionSync<'_> {
             }
             CopyAck::RangeDone(range) => self.checkpoint.copy_ranges[range].done = true,
         }
-        self.save().await
+        // One save per batch was a write to the user's database per batch (and an oplog entry).
+        self.position_unsaved = true;
+        if self.last_save.elapsed() >= self.ctx.timing.copy_checkpoint_every {
+            self.save().await?;
+        }
+        Ok(())
     }
 
     /// Ranges for a fresh copy: split at a sample of `_id`s when the collection is large enough

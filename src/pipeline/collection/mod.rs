@@ -75,13 +75,14 @@ impl<'a> CollectionSync<'a> {
     /// policy (backoff, `retry` events, `retry.maxAttempts` failures in a row; a failure after
     /// the checkpoint moved counts as the first). `feed`, opened (and so validated) at start,
     /// serves the first stream phase.
-    pub async fn run(mut self, feed: Option<ChangeFeed>) -> SyncResult<()> {
+    pub async fn run(mut self, feed: Option<ChangeFeed>) -> SyncResult<Ended> {
         let ctx = self.ctx;
         let policy = RetryPolicy::new(&ctx.config.retry, &ctx.stats, &ctx.events, &ctx.cancel);
         let mark = self.checkpoint.clone();
         let what = format!("syncing {}", self.config.namespace);
         match policy.run(&what, Runs { sync: &mut self, feed, mark }).await {
-            Ok(_done_or_stopped) => Ok(()),
+            Ok(crate::retry::Flow::Done(ended)) => Ok(ended),
+            Ok(crate::retry::Flow::Stopped) => Ok(Ended::Finished),
             Err(RunError::Failed(e)) => Err(e),
             Err(RunError::GaveUp(GaveUp { attempts, cause, .. })) => {
                 Err(SyncError::new(ErrorCode::MongoUnreachable, format!("{cause} (failed {attempts} attempts in a row; see retry.maxAttempts)")))
@@ -91,10 +92,11 @@ impl<'a> CollectionSync<'a> {
 
     /// One attempt of the run: the phases, again after a re-copy begins or lost history is
     /// dealt with, until they end, fail for good, or fail transiently (a retry).
-    async fn attempt(&mut self, feed: &mut Option<ChangeFeed>, mark: &mut CollectionCheckpoint) -> Attempt<(), RunError> {
+    async fn attempt(&mut self, feed: &mut Option<ChangeFeed>, mark: &mut CollectionCheckpoint) -> Attempt<Ended, RunError> {
         loop {
             let halt = match self.run_phases(feed.take()).await {
-                Ok(Flow::Done) => return Attempt::Done(()),
+                Ok(Flow::Done) => return Attempt::Done(Ended::Finished),
+                Ok(Flow::Dropped(at)) => return Attempt::Done(Ended::Dropped(at)),
                 Ok(Flow::Stopped) | Err(Halt::Stopped) => return Attempt::Stopped,
                 Ok(Flow::Recopy(reason)) => begin_resync(self.ctx, &self.config, &mut self.checkpoint, &reason).await.err(),
                 Err(Halt::Failed(error)) => match self.recover(error, mark).await {
@@ -151,7 +153,7 @@ impl<'a> CollectionSync<'a> {
     async fn ensure_start_point(&mut self) -> SyncResult<()> {
         if let (SyncMode::Stream { start_at }, false) = (self.ctx.config.mode, self.checkpoint.copy_done) {
             // Stream only, after a resync (start() set the others' start points).
-            self.checkpoint.start_at = Some(super::prepare::stream_only_start(self.ctx, start_at).await?);
+            self.checkpoint.start_at = Some(super::prepare::stream_only_start(&*self.ctx.source, start_at).await?);
             self.checkpoint.copy_done = true;
             self.save().await?;
         }
@@ -198,12 +200,21 @@ pub(super) async fn on_history_lost(ctx: &Context, config: &CollectionConfig, ch
     Ok(ctx.store.save(&config.namespace, checkpoint).await?)
 }
 
+/// How a collection's run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Stopped, or done (a one-shot copy).
+    Finished,
+    /// Found by a pattern, then dropped at this time: no longer followed (see `Flow::Dropped`).
+    Dropped(Timestamp),
+}
+
 /// How a failed run of the phases goes on.
 enum Recovery {
     /// Run the phases again at once.
     Again,
     /// The attempt ends so.
-    Ends(Attempt<(), RunError>),
+    Ends(Attempt<Ended, RunError>),
 }
 
 /// How a collection's run fails: for good, or transiently `retry.maxAttempts` times in a row.
@@ -228,9 +239,9 @@ struct Runs<'s, 'a> {
 }
 
 impl Retryable for Runs<'_, '_> {
-    type Output = ();
+    type Output = Ended;
     type Error = RunError;
-    async fn attempt(&mut self) -> Attempt<(), RunError> {
+    async fn attempt(&mut self) -> Attempt<Ended, RunError> {
         self.sync.attempt(&mut self.feed, &mut self.mark).await
     }
 }

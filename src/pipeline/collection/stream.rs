@@ -182,7 +182,7 @@ impl<'a> CollectionSync<'a> {
             }
             ChangeKind::Collection(CollectionChange::Invalidate) => {
                 self.flush(state).await?;
-                *feed = self.on_invalidate(token, state).await?;
+                *feed = self.on_invalidate(token, cluster_time, state).await?;
                 Ok(None)
             }
             ChangeKind::Collection(change) => {
@@ -211,7 +211,12 @@ impl<'a> CollectionSync<'a> {
             return Ok(Some(flow));
         }
         if self.position_unsaved {
-            self.save_position(true).await?;
+            // Caught up: saved once `stream_checkpoint_every` has passed since the last save, so
+            // that a slow stream (a change or two per batch) does not write a checkpoint per batch.
+            if !self.save_due() {
+                return Ok(None);
+            }
+            self.save().await?;
         } else if state.last_saved.elapsed() >= self.ctx.timing.idle_checkpoint_every {
             if let Some(token) = position.filter(|t| self.checkpoint.resume_token.as_ref() != Some(t)) {
                 self.set_position(token);
@@ -361,11 +366,11 @@ impl<'a> CollectionSync<'a> {
         Ok(())
     }
 
-    /// A batch was acknowledged while reading on; once caught up, its position is saved at once.
+    /// A batch was acknowledged while reading on; its position is saved at most once per
+    /// `stream_checkpoint_every` (see `save_position`), and by the next idle moment after that.
     async fn on_acknowledged(&mut self, token: Option<Document>, state: &mut StreamBatch<'a>, feed: &ChangeFeed) -> SyncResult<()> {
         self.acknowledge(token).await?;
-        if state.is_empty() && feed.is_empty() {
-            self.save_position(true).await?;
+        if state.is_empty() && feed.is_empty() && !self.position_unsaved {
             state.last_saved = Instant::now();
         }
         Ok(())
@@ -392,9 +397,14 @@ impl<'a> CollectionSync<'a> {
     /// `stream_checkpoint_every` (a replay of that much after a crash is harmless, and a
     /// checkpoint write per batch would load the store); always when `force`d (idle, stop, errors).
     pub(super) async fn save_position(&mut self, force: bool) -> SyncResult<()> {
-        if self.position_unsaved && (force || self.last_save.elapsed() >= self.ctx.timing.stream_checkpoint_every) {
+        if self.position_unsaved && (force || self.save_due()) {
             self.save().await?;
         }
         Ok(())
+    }
+
+    /// `stream_checkpoint_every` has passed since the position was last saved.
+    fn save_due(&self) -> bool {
+        self.last_save.elapsed() >= self.ctx.timing.stream_checkpoint_every
     }
 }

@@ -1,9 +1,9 @@
 //! Collection-level changes: drop, rename, invalidate, lost history and the re-copy.
 
-use mongodb::bson::doc;
+use mongodb::bson::{doc, Timestamp};
 
 use super::*;
-use crate::config::{DropPolicy, HistoryLostPolicy, RenamePolicy};
+use crate::config::{DropPolicy, HistoryLostPolicy, RenamePolicy, SyncMode};
 use crate::error::ErrorCode;
 use crate::source::StreamStart;
 use crate::testkit::{config, ns};
@@ -466,4 +466,75 @@ async fn re_copies_that_each_outlast_the_history_window_end_in_err_history_lost(
     let recopies = events.all().iter().filter(|e| matches!(e, SyncEvent::Warning { message, .. } if message.contains("copying again"))).count();
     assert_eq!(recopies, 2, "two re-copies, then it gives up: {}", err.message);
     parts.sink.open();
+}
+
+/// A configuration following every collection of `db` by pattern, looking for new ones often.
+fn by_pattern(mode: SyncMode) -> SyncConfig {
+    let mut cfg = config(&[]);
+    cfg.mode = mode;
+    cfg.discovery = Some(crate::config::Discovery {
+        include: vec![regex::Regex::new("^db\\..*$").unwrap()],
+        exclude: vec![],
+        defaults: crate::config::CollectionConfig::template("{coll}".into()),
+        interval: std::time::Duration::from_millis(100),
+    });
+    cfg
+}
+
+fn discovered(events: &Events, namespace: &str) -> usize {
+    events.changes().iter().filter(|(n, op)| n == namespace && op == "discovered").count()
+}
+
+/// Issue 23's soak: a dropped collection found by a pattern stayed followed (its task, its stream
+/// and the connection its reads hold), so collections of ever-new names piled up. Once its drop
+/// settles it is followed no more; re-created, it is found again and copied, then streamed.
+#[tokio::test]
+async fn a_dropped_collection_a_pattern_found_is_followed_no_more_and_found_again() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(2));
+    let (engine, events) = streaming(by_pattern(SyncMode::CopyAndStream), &parts).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.drop_collection(&c);
+    eventually("c followed no more", || async { (!engine.stats().collections.contains_key("db.c")).then_some(()) }).await;
+    assert!(events.changes().contains(&("db.c".into(), "drop".into())), "the drop was applied first");
+    assert!(parts.sink.docs("c").is_empty());
+    parts.source.insert(&c, [doc! {"_id": 7_i64, "v": 1}]);
+    // Found at start without a `discovered` event; found again with one.
+    eventually("c found again", || async { (discovered(&events, "db.c") == 1).then_some(()) }).await;
+    mirrored(&parts, &c, "c").await;
+    parts.source.update(&c, 7, doc! {"v": 2});
+    mirrored(&parts, &c, "c").await;
+    assert_eq!(engine.stats().state, SyncState::Streaming);
+    engine.stop().await.unwrap();
+}
+
+/// Stream only, a collection found again after its drop is followed from right after the drop,
+/// never from before it (which would read the drop again), even when the last look for new
+/// collections was earlier.
+#[tokio::test]
+async fn stream_only_a_collection_found_again_starts_after_its_drop() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let (engine, events) = streaming(by_pattern(SyncMode::Stream { start_at: None }), &parts).await;
+    parts.source.insert(&c, [doc! {"_id": 2_i64, "v": 0}]);
+    eventually("the insert", || async { (parts.sink.docs("c").len() == 1).then_some(()) }).await;
+    // The scripted clock: `now()` is just after the last entry, the drop is the next one.
+    use crate::source::ChangeSource as _;
+    let before = parts.source.now().await.unwrap();
+    let drop_at = Timestamp { time: before.time + 1, increment: 1 };
+    parts.source.drop_collection(&c);
+    eventually("c followed no more", || async { (!engine.stats().collections.contains_key("db.c")).then_some(()) }).await;
+    parts.source.insert(&c, [doc! {"_id": 3_i64, "v": 0}]);
+    // Found at start without a `discovered` event; found again with one.
+    eventually("c found again", || async { (discovered(&events, "db.c") == 1).then_some(()) }).await;
+    eventually("the insert after the re-creation", || async { parts.sink.docs("c").contains_key("3").then_some(()) }).await;
+    let (_, start) = parts.source.opened().into_iter().rev().find(|(n, _)| *n == c).expect("c's stream");
+    match start {
+        StreamStart::AtOperationTime(at) => assert!(at > drop_at, "opened at {at:?}, not after the drop at {drop_at:?}"),
+        other => panic!("opened at {other:?}"),
+    }
+    assert_eq!(parts.sink.docs("c").len(), 1, "only the new document: the drop emptied the index, and was not applied again after the re-creation");
+    engine.stop().await.unwrap();
 }

@@ -106,3 +106,41 @@ async fn stop_during_a_start_that_cannot_prepare_its_index_ends_it() {
     assert_eq!(engine.stats().state, SyncState::Stopped);
     engine.wait().await.unwrap();
 }
+
+/// Collections are prepared side by side (a checkpoint read, a start point, an index each: at a
+/// thousand collections, one after another took 82 s against the local servers), so one whose
+/// index is slow to prepare does not hold the others back.
+#[tokio::test]
+async fn collections_are_prepared_side_by_side() {
+    let parts = Parts::default();
+    parts.sink.block_prepare_of("a");
+    let (engine, _) = super::engine(config(&["db.a", "db.b", "db.c"]));
+    let starting = tokio::spawn({
+        let (engine, parts) = (engine.clone(), parts.clone());
+        async move { engine.start_with(&parts).await }
+    });
+    let prepared = || async {
+        let prepared = parts.sink.prepared();
+        (prepared.contains(&"b".to_string()) && prepared.contains(&"c".to_string())).then_some(prepared)
+    };
+    let prepared = eventually("b and c prepared while a waits", prepared).await;
+    assert!(!prepared.contains(&"a".to_string()), "{prepared:?}");
+    engine.stop().await.unwrap();
+    assert!(starting.await.unwrap().is_err(), "start() ends with the stop");
+}
+
+/// `rateLimit` caps the whole sync: every collection's context of a run (a partitioned member
+/// makes one per owned collection) takes from the same buckets.
+#[test]
+fn every_context_of_a_run_takes_from_one_rate_limit() {
+    let mut cfg = config(&["db.c"]);
+    cfg.rate_limit = Some(crate::config::RateLimitConfig { docs_per_second: Some(10.0), bytes_per_second: None });
+    let (engine, _) = super::engine(cfg);
+    let setup = engine.setup();
+    let parts = Parts::default();
+    let context = || setup.context(Arc::new(parts.source.clone()), parts.sink.clone(), parts.store.clone(), Default::default(), Arc::default());
+    let (first, second) = (context(), context());
+    let limit = |ctx: &super::super::Context| ctx.rate_limit.as_ref().expect("a rate limit").reserve(10, 0);
+    assert_eq!(limit(&first), Duration::ZERO, "a second's worth goes at once");
+    assert!(limit(&second) >= Duration::from_millis(900), "the second context waits for the same bucket");
+}

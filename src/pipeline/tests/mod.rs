@@ -4,6 +4,7 @@
 mod changes;
 mod instances;
 mod lifecycle;
+mod partition;
 mod retries;
 mod stream;
 
@@ -28,6 +29,7 @@ fn engine_with(config: SyncConfig, adjust: impl FnOnce(&mut Timing)) -> (Arc<Syn
     engine.timing = Timing {
         stream_checkpoint_every: Duration::from_millis(10),
         idle_checkpoint_every: Duration::from_millis(50),
+        copy_checkpoint_every: Duration::ZERO,
         history_check_every: Duration::from_millis(20),
         drop_settles_after: Duration::ZERO,
     };

@@ -71,14 +71,66 @@ async fn a_position_is_saved_only_after_its_batch_is_acknowledged() {
     again.stop().await.unwrap();
 }
 
+/// A collection copied by an earlier run reports what its checkpoint counts (the status page
+/// and `stats()` showed 0 copied after a restart).
 #[tokio::test]
-async fn the_copy_checkpoints_each_range_only_after_its_batches_are_acknowledged() {
+async fn a_restart_reports_the_documents_copied_before() {
+    let parts = Parts::default();
+    let orders = ns("shop.orders");
+    parts.source.insert(&orders, docs(5));
+    let (engine, _) = streaming(config(&["shop.orders"]), &parts).await;
+    engine.stop().await.unwrap();
+    let (again, _) = streaming(config(&["shop.orders"]), &parts).await;
+    let stats = eventually("the collection's stats", || async { again.stats().collections.get("shop.orders").cloned() }).await;
+    assert_eq!((stats.copied, stats.total_estimate), (5, 5));
+    again.stop().await.unwrap();
+}
+
+/// Issue 19: a slow stream (caught up after every batch of one change) saved its position after
+/// each batch: one checkpoint write per change, on the user's database, in the stream's path. It
+/// is saved at most once per `stream_checkpoint_every`, and the newest by the next idle moment.
+#[tokio::test]
+async fn a_slow_stream_saves_its_position_at_most_once_per_interval() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let every = Duration::from_millis(400);
+    let (engine, _) = engine_with(config(&["db.c"]), |t| t.stream_checkpoint_every = every);
+    engine.start_with(&parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    let saved = || parts.store.get(&c).and_then(|cp| cp.resume_token);
+    eventually("a first position", || async { saved() }).await;
+    tokio::time::sleep(every).await;
+    let saves = || engine.stats().stages.checkpoint_save.count;
+    let before = saves();
+    let started = std::time::Instant::now();
+    for v in 1..=10_i64 {
+        parts.source.update(&c, 1, doc! {"v": v});
+        eventually("the change written", || async { (parts.sink.docs("c")["1"]["v"] == v).then_some(()) }).await;
+    }
+    let windows = (started.elapsed().as_millis() / every.as_millis()) as u64 + 1;
+    let made = saves() - before;
+    assert!(made <= windows, "{made} checkpoint saves for 10 changes over {windows} interval(s) of {every:?}");
+    // The position of the last change (entry 11: the insert, then 10 updates) is saved by an idle moment.
+    let last = format!("{:016x}", 11);
+    eventually("the last change's position saved", || async { saved().filter(|t| t.get_str("_data").is_ok_and(|d| d.starts_with(&last))) }).await;
+    engine.stop().await.unwrap();
+}
+
+/// Ten documents of `db.c` copied in batches of four, every write held at the output.
+fn held_copy_of_ten() -> (Parts, Namespace, SyncConfig) {
     let parts = Parts::default();
     let c = ns("db.c");
     parts.source.insert(&c, docs(10));
     let mut cfg = config(&["db.c"]);
     cfg.batch.max_docs = 4;
     parts.sink.hold();
+    (parts, c, cfg)
+}
+
+#[tokio::test]
+async fn the_copy_checkpoints_each_range_only_after_its_batches_are_acknowledged() {
+    let (parts, c, cfg) = held_copy_of_ten();
     let (engine, _) = super::engine(cfg);
     engine.start_with(&parts).await.unwrap();
     eventually("a copy batch to wait", || async { (parts.sink.waiting() >= 1).then_some(()) }).await;
@@ -93,6 +145,30 @@ async fn the_copy_checkpoints_each_range_only_after_its_batches_are_acknowledged
     wait_state(&engine, SyncState::Streaming).await;
     mirrored(&parts, &c, "c").await;
     engine.stop().await.unwrap();
+}
+
+/// Issue 19: a checkpoint write per copy batch was a write to the user's database per batch
+/// (and an oplog entry each). Saves are spaced out; a stop still saves what was acknowledged.
+#[tokio::test]
+async fn the_copy_saves_its_position_at_most_so_often_and_what_was_acknowledged_when_stopped() {
+    let (parts, c, cfg) = held_copy_of_ten();
+    let (engine, _) = super::engine_with(cfg, |t| t.copy_checkpoint_every = std::time::Duration::from_secs(3600));
+    engine.start_with(&parts).await.unwrap();
+    eventually("a copy batch to wait", || async { (parts.sink.waiting() >= 1).then_some(()) }).await;
+    parts.sink.release(1);
+    eventually("the first batch written", || async { (parts.sink.docs("c").len() == 4).then_some(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cp = parts.store.get(&c).unwrap();
+    assert_eq!((cp.copied, cp.copy_ranges[0].last_id.clone()), (0, None), "not saved within the interval");
+    stop_then(&engine, || {
+        parts.sink.stop_held_writes();
+        parts.sink.open();
+    })
+    .await;
+    // Whatever was written before the stop took hold is acknowledged, and saved.
+    let (cp, written) = (parts.store.get(&c).unwrap(), parts.sink.docs("c").len() as u64);
+    assert!(written >= 4, "{written}");
+    assert_eq!((cp.copied, cp.copy_ranges[0].last_id.clone()), (written, Some(mongodb::bson::Bson::Int64(written as i64))), "saved at the stop");
 }
 
 /// Issue 13, item 19: with a filter, an update out of it was turned into a delete even when

@@ -57,7 +57,7 @@ fn authorization(auth: &EsAuth) -> Option<String> {
 /// Certificate verification and client certificates for HTTPS nodes.
 fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> SyncResult<TransportBuilder> {
     let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| SyncError::config(format!("elasticsearch.tls.{field}: cannot read {}: {e}", path.display())))
+        crate::config::read_option_file(&format!("elasticsearch.tls.{field}"), path, crate::config::MAX_CERTIFICATE_FILE, "a certificate or key")
     };
     if !tls.reject_unauthorized {
         events.emit(SyncEvent::Warning {
@@ -82,4 +82,52 @@ fn apply_tls(mut builder: TransportBuilder, tls: &EsTls, events: &EventBus) -> S
         _ => return Err(SyncError::config("elasticsearch.tls: certFile and keyFile go together")),
     }
     Ok(builder)
+}
+
+/// A reply of the server to a JSON request (the search API and the Elasticsearch definition
+/// store): its status and body (`Null` when empty, a string when it is not JSON).
+pub struct JsonReply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl JsonReply {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error's `type` (empty when none).
+    pub fn error_type(&self) -> &str {
+        self.body.pointer("/error/type").and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+
+    /// The server's reason, for messages: the root cause's, else the error's, else the body.
+    pub fn reason(&self) -> String {
+        let root = self.body.pointer("/error/root_cause/0/reason").or_else(|| self.body.pointer("/error/reason")).or_else(|| self.body.get("error"));
+        let reason = root.map_or_else(|| self.body.to_string(), |r| r.as_str().map_or_else(|| r.to_string(), str::to_string));
+        format!("HTTP {}: {}", self.status, reason.chars().take(500).collect::<String>())
+    }
+}
+
+/// Sends one request with a JSON body (if any) to `path` (from the root, e.g. `/index/_doc/1`)
+/// and reads the reply whatever its status; `Err` is the transport's failure, as a cause chain.
+pub async fn send_json(
+    client: &Elasticsearch,
+    method: elasticsearch::http::Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Option<&serde_json::Value>,
+) -> Result<JsonReply, String> {
+    let body = body.map(|b| serde_json::to_vec(b).expect("JSON serializes"));
+    let query = (!query.is_empty()).then_some(query);
+    let response =
+        client.send(method, path, elasticsearch::http::headers::HeaderMap::new(), query, body, None).await.map_err(|e| crate::error::cause_chain(&e))?;
+    let status = response.status_code().as_u16();
+    let bytes = response.bytes().await.map_err(|e| crate::error::cause_chain(&e))?;
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Ok(JsonReply { status, body })
 }

@@ -1,5 +1,6 @@
 //! Elasticsearch / OpenSearch sink: versioned `_bulk` writes with per-item classification.
 
+pub mod adaptive;
 mod client;
 mod encoder;
 mod error;
@@ -15,8 +16,9 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub use client::build_client;
+pub use client::{build_client, send_json, JsonReply};
 pub use encoder::encoded_len;
 pub use error::EsError;
 pub use inspect::IndexState;
+pub use response::{read_bulk_reply, BulkReply, ItemOutcome, Reply};
 pub use service::{EsSink, ServerInfo};

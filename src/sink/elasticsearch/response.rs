@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::error::EsError;
+
 /// A reply read whole: status and body.
 #[derive(Debug)]
 pub struct Reply {
@@ -51,7 +53,27 @@ pub enum ItemOutcome {
 #[derive(Deserialize)]
 struct BulkResponse {
     #[serde(default)]
-    items: Vec<std::collections::HashMap<String, BulkItem>>,
+    items: Vec<std::collections::HashMap<String, ObjectOnly<BulkItem>>>,
+}
+
+/// `T` read only from a JSON object: a derived struct also takes an array of its fields by
+/// position (`[201]` as `{"status": 201}`), which no server sends as an answer.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,13 +90,38 @@ pub enum BulkReplyError {
     Unreadable(#[from] serde_json::Error),
     #[error("_bulk response has {got} items for {sent} writes")]
     ItemCount { got: usize, sent: usize },
-    #[error("empty _bulk response item")]
-    EmptyItem,
+    #[error("_bulk response item has {0} actions instead of one")]
+    ItemActions(usize),
+}
+
+/// What a `_bulk` reply that is not transient (see `retry::answer`) means for the writes sent.
+#[derive(Debug)]
+pub enum BulkReply {
+    /// One outcome per write, in request order.
+    Items(Vec<ItemOutcome>),
+    /// HTTP 413: the writes must go in smaller requests.
+    TooLarge,
+    /// The request was refused as a whole, or the reply does not answer it.
+    Failed(EsError),
+}
+
+/// Reads the reply to a `_bulk` request of `sent` writes; `what` names the request in errors.
+pub fn read_bulk_reply(reply: &Reply, sent: usize, what: &str) -> BulkReply {
+    if reply.status == 413 {
+        return BulkReply::TooLarge;
+    }
+    if !reply.is_success() {
+        return BulkReply::Failed(EsError::Refused { what: format!("{what} refused"), reply: reply.describe() });
+    }
+    match parse_bulk_response(&reply.body, sent) {
+        Ok(outcomes) => BulkReply::Items(outcomes),
+        Err(e) => BulkReply::Failed(EsError::BadReply { what: what.to_string(), reason: e.to_string() }),
+    }
 }
 
 /// One outcome per item, in request order; an error if the reply does not match the request.
 pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<ItemOutcome>, BulkReplyError> {
-    let parsed: BulkResponse = serde_json::from_slice(body)?;
+    let ObjectOnly(parsed) = serde_json::from_slice::<ObjectOnly<BulkResponse>>(body)?;
     if parsed.items.len() != expected_items {
         return Err(BulkReplyError::ItemCount { got: parsed.items.len(), sent: expected_items });
     }
@@ -82,8 +129,11 @@ pub fn parse_bulk_response(body: &[u8], expected_items: usize) -> Result<Vec<Ite
         .items
         .into_iter()
         .map(|item| {
-            let (action, result) = item.into_iter().next().ok_or(BulkReplyError::EmptyItem)?;
-            Ok(classify(&action, result.status, result.error.as_ref()))
+            if item.len() != 1 {
+                return Err(BulkReplyError::ItemActions(item.len()));
+            }
+            let (action, result) = item.into_iter().next().ok_or(BulkReplyError::ItemActions(0))?;
+            Ok(classify(&action, result.0.status, result.0.error.as_ref()))
         })
         .collect()
 }
@@ -128,6 +178,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn items_and_replies_that_are_arrays_are_unreadable() {
+        // A derived struct also takes an array of its fields by position: a reply shaped so
+        // answers nothing and must not be read as one that does.
+        for body in [&br#"{"items":[{"index":[201]}]}"#[..], br#"[[{"index":{"status":201}}]]"#, br#"{"items":[{"index":[201, null]}]}"#] {
+            let got = parse_bulk_response(body, 1);
+            assert!(matches!(got, Err(BulkReplyError::Unreadable(_))), "{}: {got:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
     fn every_kind_of_item_is_classified() {
         let body = br#"{"errors":true,"items":[
             {"index":{"status":201,"result":"created"}},
@@ -157,6 +217,17 @@ mod tests {
         let out = parse_bulk_response(br#"{"items":[{"index":{"status":600}}]}"#, 1).unwrap();
         assert_eq!(out[0], ItemOutcome::Retryable("status 600".into()));
         assert!(super::super::retry::is_retryable_status(600));
+    }
+
+    /// Found while writing the fuzz target `bulk_response` (which now checks it): an item naming
+    /// several actions was classified by whichever one a hash map gave first, which varies from
+    /// one process to the next.
+    #[test]
+    fn an_item_with_several_actions_is_no_answer() {
+        let body = br#"{"items":[{"index":{"status":201},"delete":{"status":500}}]}"#;
+        let error = parse_bulk_response(body, 1).unwrap_err();
+        assert_eq!(error.to_string(), "_bulk response item has 2 actions instead of one");
+        assert_eq!(parse_bulk_response(br#"{"items":[{}]}"#, 1).unwrap_err().to_string(), "_bulk response item has 0 actions instead of one");
     }
 
     #[test]

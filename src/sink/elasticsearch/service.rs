@@ -8,13 +8,14 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
+use super::adaptive::{chunk_len, is_pressure, SharedSizer};
 use super::client::build_client;
 use super::encoder::encode_all;
 use super::error::EsError;
-use super::response::{parse_bulk_response, ItemOutcome, Reply};
-use super::retry::answer;
+use super::response::{read_bulk_reply, BulkReply, ItemOutcome, Reply};
+use super::retry::{answer, Transient};
 use super::task::TasksApi;
-use crate::config::{redact_uri, CollectionConfig, EsConfig};
+use crate::config::{redact_uri, BatchConfig, CollectionConfig, EsConfig};
 use crate::error::{cause_chain, SyncResult};
 use crate::event::SyncEvent;
 use crate::retry::{proceed, Attempt, Flow, RetryPolicy, Retryable};
@@ -36,12 +37,24 @@ pub struct EsSink {
     node: String,
     ctx: SinkContext,
     tasks_api: Arc<TasksApi>,
+    /// Sizes the `_bulk` requests within the batch limits (none: `batch.adaptive.enabled` off).
+    sizer: Option<Arc<SharedSizer>>,
 }
 
 impl EsSink {
-    pub fn new(config: &EsConfig, ctx: SinkContext) -> SyncResult<Self> {
+    pub fn new(config: &EsConfig, batch: &BatchConfig, ctx: SinkContext) -> SyncResult<Self> {
         let (client, node) = build_client(config, &ctx.events)?;
-        Ok(EsSink { client, node, ctx, tasks_api: Arc::default() })
+        let sizer = SharedSizer::new(batch).map(Arc::new);
+        ctx.stats.set_adaptive_batch(sizer.as_ref().map(|s| s.snapshot()));
+        Ok(EsSink { client, node, ctx, tasks_api: Arc::default(), sizer })
+    }
+
+    pub(super) fn sizer(&self) -> Option<&SharedSizer> {
+        self.sizer.as_deref()
+    }
+
+    pub(super) fn context(&self) -> &SinkContext {
+        &self.ctx
     }
 
     pub(super) async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, ndjson: bool) -> Result<Reply, elasticsearch::Error> {
@@ -265,30 +278,67 @@ impl Retryable for BulkAttempt<'_> {
     type Output = BulkEnd;
     type Error = EsError;
 
+    /// Sends what is pending in requests sized by the adaptive controller (one request without
+    /// it), one after the other, until all are settled or one fails transiently: then the
+    /// rest waits for the next attempt, after the backoff.
     async fn attempt(&mut self) -> Attempt<BulkEnd, EsError> {
+        let mut unsent = std::mem::take(self.pending);
+        let mut progressed = false;
+        while !unsent.is_empty() {
+            let limit = self.sink.bulk_limit();
+            let len = limit.map_or(unsent.len(), |(limit, _)| chunk_len(self.target, &unsent, limit));
+            let rest = unsent.split_off(len);
+            *self.pending = std::mem::replace(&mut unsent, rest);
+            let sent = self.send_pending(limit.map(|(_, epoch)| epoch)).await;
+            if matches!(sent, Attempt::Done(BulkEnd::Finished)) {
+                progressed = true;
+                continue;
+            }
+            // What this request left (retryable items) goes first, then the requests not sent.
+            self.pending.append(&mut unsent);
+            return match sent {
+                Attempt::Retry(cause) if progressed => Attempt::Partial(cause),
+                other => other,
+            };
+        }
+        Attempt::Done(BulkEnd::Finished)
+    }
+}
+
+impl BulkAttempt<'_> {
+    /// One `_bulk` request of everything in `pending`; `epoch`: the controller's, when it sized it.
+    async fn send_pending(&mut self, epoch: Option<u64>) -> Attempt<BulkEnd, EsError> {
         let what = || format!("bulk write to \"{}\"", self.target.index);
         let body = encode_all(self.target, self.pending.iter());
+        let timer = epoch.map(|epoch| self.sink.start_timer(epoch, self.pending.len(), body.len()));
+        let observe = |pressure: bool| timer.map(|t| self.sink.observe(t, pressure));
         let reply = match answer(self.sink.request(Method::Post, "/_bulk", Some(body), true).await) {
             Ok(reply) => reply,
-            Err(transient) => return Attempt::Retry(transient.to_string()),
+            Err(transient) => {
+                if matches!(&transient, Transient::Reply(r) if r.status == 429) {
+                    observe(true);
+                }
+                return Attempt::Retry(transient.to_string());
+            }
         };
-        if reply.status == 413 {
-            return Attempt::Done(BulkEnd::TooLarge);
-        }
-        if !reply.is_success() {
-            return Attempt::Fail(EsError::Refused { what: format!("{} refused", what()), reply: reply.describe() });
-        }
-        let outcomes = match parse_bulk_response(&reply.body, self.pending.len()) {
-            Ok(outcomes) => outcomes,
-            Err(e) => return Attempt::Fail(EsError::BadReply { what: what(), reason: e.to_string() }),
+        let outcomes = match read_bulk_reply(&reply, self.pending.len(), &what()) {
+            BulkReply::Items(outcomes) => outcomes,
+            BulkReply::TooLarge => {
+                observe(true);
+                return Attempt::Done(BulkEnd::TooLarge);
+            }
+            BulkReply::Failed(e) => return Attempt::Fail(e),
         };
         let sent = self.pending.len();
         let mut cause = String::new();
+        let mut pressure = false;
         for (write, outcome) in std::mem::take(self.pending).into_iter().zip(outcomes) {
             if let Some(transient) = settle(self.report, write, outcome, self.pending) {
+                pressure |= is_pressure(&transient);
                 cause = transient;
             }
         }
+        observe(pressure);
         match self.pending.len() {
             0 => Attempt::Done(BulkEnd::Finished),
             left if left < sent => Attempt::Partial(format!("{left} of {sent} items: {cause}")),

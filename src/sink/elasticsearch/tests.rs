@@ -20,7 +20,7 @@ fn context(max_attempts: u32) -> SinkContext {
 
 fn sink(es: &FakeEs, ctx: SinkContext) -> EsSink {
     let config = EsConfig { node: es.url.clone(), auth: EsAuth::None, request_timeout: Duration::from_secs(10), compression: false, tls: EsTls::default() };
-    EsSink::new(&config, ctx).expect("a client")
+    EsSink::new(&config, &crate::config::BatchConfig::default(), ctx).expect("a client")
 }
 
 fn writes(n: usize) -> Vec<DocumentWrite> {
@@ -177,4 +177,45 @@ async fn a_missing_index_is_nothing_to_do_and_failures_are_errors() {
     let err = sink.reindex("a", "b").await.unwrap_err();
     assert!(matches!(&err, EsError::GaveUp(GaveUp { attempts: 3, .. })), "{err}");
     assert!(err.to_string().starts_with("reindex \"a\" into \"b\" failed after 3 attempts: HTTP 503"), "{err}");
+}
+
+/// A 429 halves the requests that follow, the retry included; `stats()` and a `batchSize`
+/// event show it. Without the controller the same writes go in one request per attempt.
+#[tokio::test]
+async fn back_pressure_halves_the_requests_and_shows_in_stats_and_events() {
+    use crate::event::{BatchResize, SyncEvent};
+    let es = FakeEs::start(State::default()).await;
+    es.state().failures.push_back(("POST /_bulk".to_string(), 429));
+    let ctx = context(5);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = seen.clone();
+    ctx.events.subscribe(move |e| {
+        if let SyncEvent::BatchSize { docs, cause, .. } = e {
+            events.lock().unwrap().push((*docs, *cause));
+        }
+    });
+    let stats = ctx.stats.clone();
+    let config = EsConfig { node: es.url.clone(), auth: EsAuth::None, request_timeout: Duration::from_secs(10), compression: false, tls: EsTls::default() };
+    let mut batch = crate::config::BatchConfig { max_docs: 100, ..Default::default() };
+    batch.adaptive.enabled = true;
+    let adaptive = EsSink::new(&config, &batch, ctx).expect("a client");
+    assert_eq!(stats.snapshot().adaptive_batch.map(|a| a.docs), Some(100), "starts at maxDocs");
+    assert!(matches!(adaptive.bulk(&Target::index("a"), writes(100)).await, Ok(Flow::Done(_))));
+    assert_eq!(es.state().count("POST /_bulk"), 3, "refused whole, then two halves: {:?} {:?}", es.state().requests, stats.snapshot().adaptive_batch);
+    assert_eq!(es.state().indices["a"].len(), 100);
+    let now = stats.snapshot().adaptive_batch.expect("turned on");
+    // Halved to 50 by the 429, then grown by 1/16 of maxDocs (6) after each of the two fast replies.
+    assert_eq!((now.docs, now.shrinks, now.grows), (62, 1, 2));
+    assert_eq!(seen.lock().unwrap().first(), Some(&(50, BatchResize::ShrankPressure)));
+
+    let es = FakeEs::start(State::default()).await;
+    es.state().failures.push_back(("POST /_bulk".to_string(), 429));
+    let mut off = batch.clone();
+    off.adaptive.enabled = false;
+    let ctx = context(5);
+    let stats = ctx.stats.clone();
+    let fixed = EsSink::new(&EsConfig { node: es.url.clone(), ..config }, &off, ctx).expect("a client");
+    assert!(matches!(fixed.bulk(&Target::index("a"), writes(100)).await, Ok(Flow::Done(_))));
+    assert_eq!(es.state().count("POST /_bulk"), 2, "the retry sends the whole batch again");
+    assert_eq!(stats.snapshot().adaptive_batch, None);
 }

@@ -38,6 +38,16 @@ pub async fn open(collection: &Collection<Document>, start: &StreamStart, max_aw
     opened.map(|s| s.with_type::<RawDocumentBuf>()).map_err(|e| open_error(&format!("{}.{}", ns.db, ns.coll), &e))
 }
 
+/// Opens the change stream of database `db` at `at`, reading only the changes of `collections`
+/// (filtered by the server) and those of the database as a whole.
+pub async fn open_database(client: &Client, db: &str, collections: &[&str], at: Timestamp, max_await: Duration) -> SyncResult<RawStream> {
+    let only = doc! {"$match": {"$or": [{"ns.coll": {"$in": collections}}, {"operationType": {"$in": ["dropDatabase", "invalidate"]}}]}};
+    let database = client.database(db);
+    let watch = database.watch().pipeline([only]).full_document(FullDocumentType::UpdateLookup).max_await_time(max_await);
+    let opened = watch.start_at_operation_time(at).await;
+    opened.map(|s| s.with_type::<RawDocumentBuf>()).map_err(|e| open_error(&format!("database {db}"), &e))
+}
+
 /// Opening a stream at a position that is gone is lost history, not a passing fault.
 fn open_error(ns: &str, err: &mongodb::error::Error) -> SyncError {
     let mut e = mongo_error(format!("cannot open the change stream of {ns}"), err);

@@ -4,7 +4,7 @@
 //!
 //! `cargo test change_stream::props`; longer: `PROPTEST_CASES=20000 cargo test --release change_stream::props`.
 
-use mongodb::bson::{doc, Binary, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use proptest::prelude::*;
 
 use super::change_item;
@@ -12,44 +12,22 @@ use crate::config::Namespace;
 use crate::error::ErrorCode;
 use crate::event::CollectionChange;
 use crate::source::{ChangeKind, StreamItem};
+use crate::testkit::bson::{arb_bson, Nan};
 use crate::transform::Operation;
-
-fn arb_bson() -> impl Strategy<Value = Bson> {
-    let leaf = prop_oneof![
-        Just(Bson::Null),
-        any::<bool>().prop_map(Bson::Boolean),
-        any::<i32>().prop_map(Bson::Int32),
-        any::<i64>().prop_map(Bson::Int64),
-        any::<f64>().prop_map(Bson::Double),
-        ".{0,8}".prop_map(Bson::String),
-        (any::<u32>(), any::<u32>()).prop_map(|(time, increment)| Bson::Timestamp(Timestamp { time, increment })),
-        any::<i64>().prop_map(|ms| Bson::DateTime(DateTime::from_millis(ms))),
-        prop::collection::vec(any::<u8>(), 0..8).prop_map(|bytes| Bson::Binary(Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes })),
-        Just(Bson::MinKey),
-        Just(Bson::Undefined),
-    ];
-    leaf.prop_recursive(3, 12, 3, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(Bson::Array),
-            prop::collection::vec(("[a-z_]{1,6}", inner), 0..3).prop_map(|kv| Bson::Document(kv.into_iter().collect())),
-        ]
-    })
-}
 
 const OPERATIONS: &[&str] =
     &["insert", "update", "replace", "delete", "drop", "dropDatabase", "rename", "invalidate", "createIndexes", "modify", "create", "shardCollection"];
 
 /// A change document as a server might send it, each field present or not, well typed or not.
 fn arb_event() -> impl Strategy<Value = Document> {
-    let operation = prop_oneof![4 => prop::sample::select(OPERATIONS).prop_map(|s| Bson::String(s.to_string())), 1 => arb_bson()];
-    let token = prop_oneof![3 => "[0-9A-F]{2,40}".prop_map(|d| Bson::Document(doc! {"_data": d})), 1 => arb_bson()];
-    let cluster_time =
-        prop_oneof![3 => (any::<u32>(), any::<u32>()).prop_map(|(time, increment)| Bson::Timestamp(Timestamp { time, increment })), 1 => arb_bson()];
-    let ns = prop_oneof![3 => Just(Bson::Document(doc! {"db": "d", "coll": "c"})), 1 => arb_bson()];
-    let key = prop_oneof![3 => arb_bson().prop_map(|id| Bson::Document(doc! {"_id": id})), 1 => arb_bson()];
-    let full =
-        prop_oneof![2 => prop::collection::vec(("[a-z_]{1,6}", arb_bson()), 0..4).prop_map(|kv| Bson::Document(kv.into_iter().collect())), 1 => arb_bson()];
-    let to = prop_oneof![2 => Just(Bson::Document(doc! {"db": "d", "coll": "other"})), 1 => Just(Bson::Document(doc! {"db": "d"})), 1 => arb_bson()];
+    let operation = prop_oneof![4 => prop::sample::select(OPERATIONS).prop_map(|s| Bson::String(s.to_string())), 1 => arb_bson(Nan::Allowed)];
+    let token = prop_oneof![3 => "[0-9A-F]{2,40}".prop_map(|d| Bson::Document(doc! {"_data": d})), 1 => arb_bson(Nan::Allowed)];
+    let cluster_time = prop_oneof![3 => (any::<u32>(), any::<u32>()).prop_map(|(time, increment)| Bson::Timestamp(Timestamp { time, increment })), 1 => arb_bson(Nan::Allowed)];
+    let ns = prop_oneof![3 => Just(Bson::Document(doc! {"db": "d", "coll": "c"})), 1 => arb_bson(Nan::Allowed)];
+    let key = prop_oneof![3 => arb_bson(Nan::Allowed).prop_map(|id| Bson::Document(doc! {"_id": id})), 1 => arb_bson(Nan::Allowed)];
+    let full = prop_oneof![2 => prop::collection::vec(("[a-z_]{1,6}", arb_bson(Nan::Allowed)), 0..4).prop_map(|kv| Bson::Document(kv.into_iter().collect())), 1 => arb_bson(Nan::Allowed)];
+    let to =
+        prop_oneof![2 => Just(Bson::Document(doc! {"db": "d", "coll": "other"})), 1 => Just(Bson::Document(doc! {"db": "d"})), 1 => arb_bson(Nan::Allowed)];
     let present = prop::collection::vec(any::<bool>(), 8);
     (operation, token, cluster_time, ns, key, full, to, present).prop_map(|(operation, token, cluster_time, ns, key, full, to, present)| {
         let mut d = Document::new();

@@ -26,6 +26,30 @@ const TRANSIENT_CODES: [i32; 13] = [
     13436, // NotPrimaryOrSecondary
 ];
 
+/// MongoDB's DuplicateKey, as a write error (insert, update) or a command error (findAndModify):
+/// how the engine's conditional upserts (checkpoints, leases, definitions) learn they lost.
+pub fn is_duplicate_key(err: &Error) -> bool {
+    match &*err.kind {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
+
+/// A whole number of 0 or more as stored in a document the engine keeps in MongoDB (a term, a
+/// version, a duration): written by this engine (Int64), an older one (Int32) or by hand
+/// (mongosh writes doubles). Anything else, a fraction or a negative number included, is `None`:
+/// the caller says what is wrong rather than reading it as 0.
+pub fn whole_number(value: Option<&mongodb::bson::Bson>) -> Option<u64> {
+    use mongodb::bson::Bson;
+    match value? {
+        Bson::Int64(v) => u64::try_from(*v).ok(),
+        Bson::Int32(v) => u64::try_from(*v).ok(),
+        Bson::Double(v) if *v >= 0.0 && v.fract() == 0.0 && *v < 2f64.powi(63) => Some(*v as u64),
+        _ => None,
+    }
+}
+
 /// Maps a driver error to an engine error. Network and server-selection failures get
 /// `MongoUnreachable`, which the pipeline treats as transient once it runs.
 pub fn mongo_error(context: impl std::fmt::Display, err: &Error) -> SyncError {
@@ -70,6 +94,32 @@ mod tests {
     fn command_error(code: i32, name: &str) -> Error {
         let c: CommandError = mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": "boom" }).unwrap();
         Error::from(ErrorKind::Command(c))
+    }
+
+    /// A duplicate key is one whether the server reports it as a write error or (findAndModify)
+    /// a command error: the defstore's copy knew only the first.
+    #[test]
+    fn a_duplicate_key_is_recognised_in_either_form() {
+        assert!(is_duplicate_key(&command_error(11000, "DuplicateKey")));
+        assert!(!is_duplicate_key(&command_error(2, "BadValue")));
+        let write: mongodb::error::WriteError = mongodb::bson::from_document(doc! { "code": 11000, "errmsg": "E11000" }).unwrap();
+        assert!(is_duplicate_key(&Error::from(ErrorKind::Write(mongodb::error::WriteFailure::WriteError(write)))));
+    }
+
+    /// Numbers the engine stores (terms, versions, durations) read back whatever wrote them;
+    /// a fraction, a negative number or another type is no number, never 0.
+    #[test]
+    fn whole_numbers_of_any_writer_read_back() {
+        use mongodb::bson::Bson;
+        for (stored, read) in [(Bson::Int64(7), Some(7)), (Bson::Int32(7), Some(7)), (Bson::Double(7.0), Some(7)), (Bson::Int64(0), Some(0))] {
+            assert_eq!(whole_number(Some(&stored)), read, "{stored}");
+        }
+        for odd in
+            [Bson::Double(7.5), Bson::Int64(-1), Bson::Int32(-3), Bson::Double(-1.0), Bson::Double(f64::NAN), Bson::Double(1e19), Bson::String("7".into())]
+        {
+            assert_eq!(whole_number(Some(&odd)), None, "{odd}");
+        }
+        assert_eq!(whole_number(None), None);
     }
 
     #[test]

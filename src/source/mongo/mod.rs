@@ -4,9 +4,11 @@
 pub mod change_stream;
 mod connect;
 pub mod copy;
+mod database_stream;
 mod discovery;
 mod error;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +23,9 @@ use crate::config::{Namespace, SyncConfig};
 use crate::error::{cause_chain, SyncResult};
 use crate::event::EventBus;
 
-pub use error::{is_history_lost, mongo_error};
+use database_stream::DatabaseStreams;
+pub use database_stream::DbPosition;
+pub use error::{is_duplicate_key, is_history_lost, mongo_error, whole_number};
 
 /// How long one getMore waits when there are no changes. The server answers as soon as there
 /// are some, so this sets only how often an idle stream is asked again (and its position
@@ -31,12 +35,16 @@ const MAX_AWAIT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct MongoSource {
     client: Client,
+    /// The databases read through one stream for all their followed collections.
+    databases: Arc<DatabaseStreams>,
 }
 
 impl MongoSource {
     /// Connects (and pings) with the configured URI and TLS options.
     pub async fn connect(config: &SyncConfig, events: &EventBus) -> SyncResult<Self> {
-        Ok(MongoSource { client: connect::connect(config, events).await? })
+        let client = connect::connect(config, events).await?;
+        let databases = Arc::new(DatabaseStreams::new(client.clone(), config.mongo.database_stream_threshold, MAX_AWAIT));
+        Ok(MongoSource { client, databases })
     }
 
     pub fn client(&self) -> &Client {
@@ -92,7 +100,18 @@ impl ChangeSource for MongoSource {
         }
     }
 
+    fn plan_streams(&self, followed: &[Namespace]) {
+        self.databases.plan(followed);
+    }
+
+    fn forget_stream(&self, ns: &Namespace) {
+        self.databases.forget(ns);
+    }
+
     async fn open_stream(&self, ns: &Namespace, start: &StreamStart, limits: FeedLimits, cancel: CancellationToken) -> SyncResult<ChangeFeed> {
+        if let Some(from) = self.databases.shared_start(ns, start) {
+            return Ok(self.databases.open(ns, from, limits));
+        }
         let stream = change_stream::open(&self.collection(ns), start, MAX_AWAIT).await?;
         let ns = ns.clone();
         Ok(ChangeFeed::spawn(limits, move |tx| change_stream::read_ahead(stream, ns, tx, cancel)))
@@ -134,21 +153,14 @@ impl ChangeSource for MongoSource {
 
     async fn lookup(&self, ns: &Namespace, id: &Bson, filter: Option<&Document>, not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>> {
         let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {id} in {ns}"), &e);
-        let query = match filter {
-            Some(filter) => doc! {"$and": [{"_id": id.clone()}, filter.clone()]},
-            None => doc! {"_id": id.clone()},
-        };
+        let query = copy::and_filter(doc! {"_id": id.clone()}, filter);
         let mut session = self.session_after(not_before).await.map_err(failed)?;
         self.raw_collection(ns).find_one(query).session(&mut session).await.map_err(failed)
     }
 
     async fn lookup_many(&self, ns: &Namespace, ids: &[Bson], filter: Option<&Document>, not_before: Option<Timestamp>, max_bytes: usize) -> SyncResult<Found> {
         let failed = |e: mongodb::error::Error| mongo_error(format!("cannot look up {} documents in {ns}", ids.len()), &e);
-        let by_id = doc! {"_id": {"$in": ids}};
-        let query = match filter {
-            Some(filter) => doc! {"$and": [by_id, filter.clone()]},
-            None => by_id,
-        };
+        let query = copy::and_filter(doc! {"_id": {"$in": ids}}, filter);
         let mut session = self.session_after(not_before).await.map_err(failed)?;
         let mut cursor = self.raw_collection(ns).find(query).session(&mut session).await.map_err(failed)?;
         let mut found = Found { documents: Vec::new(), complete: true };

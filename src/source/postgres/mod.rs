@@ -3,9 +3,9 @@
 //! built-in `pgoutput` plugin the change stream.
 //!
 //! Each table has its own replication slot (`<slotPrefix><name>_<schema>_<table>`), created
-//! when its copy starts (after the publication covers the table): the slot's consistent point
-//! is the copy's start point, so the stream begins exactly where the copy's reads begin and
-//! retains the WAL from there. Positions are LSNs: a change's version is its transaction's
+//! when its copy starts (after the publication covers the table), exporting its snapshot: the
+//! copy reads that snapshot ([`snapshot`]), the slot's consistent point is the copy's start
+//! point, and the stream begins exactly there (retaining the WAL from there). Positions are LSNs: a change's version is its transaction's
 //! commit LSN (changes of a row commit in LSN order, as row locks serialise them), copied rows
 //! carry the slot's start LSN, so a change after the start always wins. The slot's confirmed
 //! flush LSN moves only when a checkpoint holding that position is durable
@@ -14,6 +14,8 @@
 
 pub mod connect;
 pub mod pgoutput;
+pub mod poll;
+pub mod snapshot;
 mod stream;
 pub mod table;
 pub mod types;
@@ -86,13 +88,16 @@ pub struct PostgresSource {
     copy_only: bool,
     acked: AckedPositions,
     described: Mutex<HashMap<Namespace, Arc<Table>>>,
+    /// Per table whose copy this process began: the snapshot its slot exported, held until
+    /// its stream opens.
+    exported: Mutex<HashMap<Namespace, snapshot::Exported>>,
 }
 
 impl PostgresSource {
     /// Connects (so that bad credentials fail `start()`), reads every table's description and
     /// makes sure the publication covers them.
     pub async fn connect(config: &SyncConfig, pg: &PostgresConfig, acked: AckedPositions) -> SyncResult<Self> {
-        let target = PgTarget::parse(pg.uri.expose())?;
+        let target = PgTarget::new(pg)?;
         let client = target.connect().await?;
         let source = PostgresSource {
             client: SharedClient::new(target.clone(), Some(client)),
@@ -104,12 +109,16 @@ impl PostgresSource {
             copy_only: config.mode == SyncMode::Copy,
             acked,
             described: Mutex::new(HashMap::new()),
+            exported: Mutex::new(HashMap::new()),
         };
         for ns in &source.tables {
-            source.table(ns, false).await?;
-            // A missing publication (or table in it) fails start(), not a collection later.
-            if !source.copy_only {
-                source.ensure_publication(ns).await?;
+            let table = source.table(ns, false).await?;
+            match &source.config.poll {
+                // A polled column that is missing or not a timestamp fails start().
+                Some(poll) => drop(poll::column_of(&table, poll)?),
+                // A missing publication (or table in it) fails start(), not a collection later.
+                None if !source.copy_only => source.ensure_publication(ns).await?,
+                None => {}
             }
         }
         Ok(source)
@@ -183,20 +192,50 @@ impl PostgresSource {
         client.batch_execute(&sql).await.map_err(|e| pg_error(&format!("cannot add {ns} to publication {}", self.publication), &e))
     }
 
-    /// A fresh slot for the table (an old one, left by an earlier copy, is dropped); its
-    /// consistent point.
-    async fn create_slot(&self, ns: &Namespace) -> SyncResult<u64> {
-        self.ensure_publication(ns).await?;
-        let client = self.client().await?;
+    /// Drops the table's slot left by an earlier copy, if any.
+    async fn drop_old_slot(&self, ns: &Namespace) -> SyncResult<()> {
         let slot = self.slot_name(ns);
-        let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot create replication slot {slot} for {ns}"), &e);
-        client
+        self.client()
+            .await?
             .query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
             .await
             .map_err(|e| pg_error(&format!("cannot drop the old replication slot {slot}"), &e))?;
-        let row = client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await.map_err(failed)?;
+        Ok(())
+    }
+
+    /// A fresh slot for a table that streams without a copy; its consistent point.
+    async fn create_slot(&self, ns: &Namespace) -> SyncResult<u64> {
+        self.ensure_publication(ns).await?;
+        self.drop_old_slot(ns).await?;
+        let slot = self.slot_name(ns);
+        let failed = |e: tokio_postgres::Error| pg_error(&format!("cannot create replication slot {slot} for {ns}"), &e);
+        let row = self.client().await?.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await.map_err(failed)?;
         let text: String = row.get(0);
         parse_lsn(&text).ok_or_else(|| SyncError::new(ErrorCode::Internal, format!("replication slot {slot}: unreadable LSN {text}")))
+    }
+
+    /// A fresh slot for a table about to be copied, exporting its snapshot (held for the
+    /// copy's readers); its consistent point.
+    async fn create_slot_for_copy(&self, ns: &Namespace) -> SyncResult<u64> {
+        self.ensure_publication(ns).await?;
+        self.drop_old_slot(ns).await?;
+        let (lsn, exported) = snapshot::Exported::create(&self.target, &self.slot_name(ns), &self.publication).await?;
+        self.exported.lock().expect("exported lock").insert(ns.clone(), exported);
+        Ok(lsn)
+    }
+
+    /// A scan's session, in the table's exported snapshot when this process holds it; `false`
+    /// when it reads current rows (the snapshot is gone: the copy was resumed, or its session lost).
+    async fn scan_client(&self, ns: &Namespace) -> SyncResult<(tokio_postgres::Client, bool)> {
+        let client = self.target.connect().await?;
+        let Some(name) = self.exported.lock().expect("exported lock").get(ns).map(|e| e.name.clone()) else { return Ok((client, false)) };
+        if snapshot::import(&client, &name).await.is_ok() {
+            return Ok((client, true));
+        }
+        // The exporting session was lost (and the snapshot with it).
+        self.exported.lock().expect("exported lock").remove(ns);
+        client.batch_execute("ROLLBACK").await.map_err(|e| pg_error(&format!("copy of {ns} failed"), &e))?;
+        Ok((client, false))
     }
 
     /// The slot's WAL status, if it exists (`lost` once its WAL was removed).
@@ -209,6 +248,33 @@ impl PostgresSource {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// Polling, not streaming, the changes (and not copy-only: a copy reads the table as usual).
+    fn polls(&self) -> bool {
+        self.config.poll.is_some() && !self.copy_only
+    }
+
+    /// The server's clock, in microseconds since 1970: polling mode's versions.
+    async fn clock_micros(&self) -> SyncResult<u64> {
+        let sql = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8";
+        let row = self.client().await?.query_one(sql, &[]).await.map_err(|e| pg_error("cannot read the server's clock", &e))?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// Polls the table from `start` on.
+    async fn open_poll(&self, ns: &Namespace, start: &StreamStart, limits: FeedLimits, cancel: CancellationToken) -> SyncResult<ChangeFeed> {
+        let poll = self.config.poll.clone().expect("polling");
+        let cursor = match start {
+            StreamStart::ResumeAfter(token) | StreamStart::StartAfter(token) => poll::Cursor::of_token(token)
+                .ok_or_else(|| SyncError::new(ErrorCode::HistoryLost, format!("saved position of {ns} is not a polling position: {token}")))?,
+            StreamStart::AtOperationTime(t) => poll::Cursor::From(time_lsn(*t)),
+        };
+        let table = self.table(ns, true).await?;
+        let column = poll::column_of(&table, &poll)?;
+        let client = self.target.connect().await?;
+        let poller = poll::Poller { client, table, column, config: poll, cursor, page: limits.items.clamp(1, 10_000) as i64, cancel };
+        Ok(ChangeFeed::spawn(limits, move |tx| poller.run(tx)))
+    }
+
     async fn current_lsn(&self) -> SyncResult<u64> {
         let row = self.client().await?.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(|e| pg_error("cannot read the WAL position", &e))?;
         let text: String = row.get(0);
@@ -219,22 +285,34 @@ impl PostgresSource {
 #[async_trait]
 impl ChangeSource for PostgresSource {
     async fn now(&self) -> SyncResult<Timestamp> {
+        if self.polls() {
+            return Ok(lsn_time(self.clock_micros().await?));
+        }
         Ok(lsn_time(self.current_lsn().await?))
     }
 
-    /// The table's slot, created now: the copy that follows reads from there on.
+    /// The table's slot, created now: the copy that follows reads its exported snapshot.
     async fn start_point(&self, ns: &Namespace) -> SyncResult<Timestamp> {
         if self.copy_only {
             return self.now().await;
         }
-        Ok(lsn_time(self.create_slot(ns).await?))
+        if self.polls() {
+            // The first poll reads every row: the copy reads none (see `poll`).
+            return Ok(lsn_time(0));
+        }
+        Ok(lsn_time(self.create_slot_for_copy(ns).await?))
     }
 
     async fn history_reaches(&self, ns: &Namespace, _at: Timestamp) -> SyncResult<bool> {
-        Ok(self.copy_only || self.slot_status(ns).await?.is_some_and(|s| s != "lost"))
+        Ok(self.copy_only || self.polls() || self.slot_status(ns).await?.is_some_and(|s| s != "lost"))
     }
 
     async fn open_stream(&self, ns: &Namespace, start: &StreamStart, limits: FeedLimits, cancel: CancellationToken) -> SyncResult<ChangeFeed> {
+        if self.polls() {
+            return self.open_poll(ns, start, limits, cancel).await;
+        }
+        // The copy is done: its snapshot is let go.
+        self.exported.lock().expect("exported lock").remove(ns);
         let (lsn, saved) = match start {
             StreamStart::ResumeAfter(token) | StreamStart::StartAfter(token) => {
                 (lsn_of_token(token).ok_or_else(|| SyncError::new(ErrorCode::HistoryLost, format!("saved position of {ns} is not an LSN: {token}")))?, true)
@@ -258,6 +336,9 @@ impl ChangeSource for PostgresSource {
     }
 
     async fn estimated_count(&self, ns: &Namespace) -> u64 {
+        if self.polls() {
+            return 0;
+        }
         let Ok(client) = self.client().await else { return 0 };
         let name = format!("{}.{}", quote(&ns.db), quote(&ns.coll));
         // Never analyzed (reltuples -1): counted.
@@ -272,8 +353,8 @@ impl ChangeSource for PostgresSource {
     async fn plan_ranges(&self, ns: &Namespace, readers: usize) -> SyncResult<RangePlan> {
         let table = self.table(ns, false).await?;
         let single = vec![CopyRange { single_type: true, ..Default::default() }];
-        let [key] = table.key[..] else { return Ok(RangePlan { ranges: single, warning: None }) };
-        let column = &table.columns[key];
+        let ([key], false) = (&table.key[..], self.polls()) else { return Ok(RangePlan { ranges: single, warning: None }) };
+        let column = &table.columns[*key];
         if !matches!(column.ty, types::PgType::Int32 | types::PgType::Int64) {
             return Ok(RangePlan { ranges: single, warning: None });
         }
@@ -289,11 +370,17 @@ impl ChangeSource for PostgresSource {
         if options.filter.is_some() {
             return Err(SyncError::config(format!("{ns}: filter is not supported for PostgreSQL tables")));
         }
+        if self.polls() {
+            return Ok(futures::stream::empty().boxed());
+        }
         // Described afresh: columns may have changed since start (a re-copy).
         let table = self.table(ns, true).await?;
-        let client = Arc::new(self.target.connect().await?);
-        let scan = stream::Scan::new(table, range, options.batch_size.max(1) as i64)?;
-        Ok(scan.into_stream(client).map(|doc| doc.and_then(|doc| crate::source::raw_of(&doc))).boxed())
+        let (client, in_snapshot) = self.scan_client(ns).await?;
+        let mut scan = stream::Scan::new(table, range, options.batch_size.max(1) as i64)?;
+        if !in_snapshot {
+            scan.end_at_last_key(&client).await?;
+        }
+        Ok(scan.into_stream(Arc::new(client)).map(|doc| doc.and_then(|doc| crate::source::raw_of(&doc))).boxed())
     }
 
     async fn lookup(&self, ns: &Namespace, id: &Bson, _filter: Option<&Document>, _not_before: Option<Timestamp>) -> SyncResult<Option<RawDocumentBuf>> {

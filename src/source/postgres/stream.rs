@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connect::{pg_error, wire_error, PgTarget};
 use super::pgoutput::{self, Message, Relation, Value};
-use super::table::Table;
+use super::table::{quote, Table};
 use super::{lsn_time, lsn_token, AckedPositions};
 use crate::checkpoint::CopyRange;
 use crate::error::{ErrorCode, SyncError, SyncResult};
@@ -37,6 +37,8 @@ pub struct Scan {
     after: Option<Vec<String>>,
     lower: Option<Vec<String>>,
     upper: Option<Vec<String>>,
+    /// The last key read, inclusive (a range read without the snapshot: its end when it began).
+    through: Option<Vec<String>>,
     page: i64,
     done: bool,
     buffer: VecDeque<Document>,
@@ -49,6 +51,7 @@ impl Scan {
             after: key(&range.last_id)?,
             lower: key(&range.lower)?,
             upper: key(&range.upper)?,
+            through: None,
             table: table.clone(),
             page,
             done: false,
@@ -71,10 +74,34 @@ impl Scan {
         if let Some(upper) = &self.upper {
             bound("<", upper, &mut params);
         }
+        if let Some(through) = &self.through {
+            bound("<=", through, &mut params);
+        }
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let order = t.key_row();
         let order = &order[1..order.len() - 1];
         (format!("SELECT {} FROM {}{filter} ORDER BY {order} LIMIT {}", t.select_list(), t.sql_name(), self.page), params)
+    }
+
+    /// For a read of current rows (not the exported snapshot): an open-ended range ends at the
+    /// greatest key present now, so that it does not follow rows inserted while it reads. Rows
+    /// past it were committed after the slot's consistent point (which is before now): the
+    /// stream brings them.
+    pub async fn end_at_last_key(&mut self, client: &Client) -> SyncResult<()> {
+        if self.upper.is_some() {
+            return Ok(());
+        }
+        let t = &self.table;
+        let keys: Vec<String> = t.key.iter().enumerate().map(|(n, &i)| format!("{}::text AS k{n}", quote(&t.columns[i].name))).collect();
+        let order: Vec<String> = t.key.iter().map(|&i| format!("{} DESC", quote(&t.columns[i].name))).collect();
+        let sql = format!("SELECT {} FROM {} ORDER BY {} LIMIT 1", keys.join(", "), t.sql_name(), order.join(", "));
+        let row = client.query_opt(&sql, &[]).await.map_err(|e| pg_error(&format!("cannot read the last key of {}", t.ns), &e))?;
+        match row {
+            Some(row) => self.through = Some((0..t.key.len()).map(|n| row.get(n)).collect()),
+            // Empty now: whatever comes is streamed.
+            None => self.done = true,
+        }
+        Ok(())
     }
 
     async fn next_page(&mut self, client: &Client) -> SyncResult<()> {
@@ -334,4 +361,26 @@ impl Reader {
 /// A change at `commit`; `position`: where to resume after it (only at transaction ends).
 fn change(position: Option<u64>, commit: u64, kind: ChangeKind, size: usize) -> StreamItem {
     StreamItem::Change(Box::new(Change { token: position.map(lsn_token), cluster_time: Some(lsn_time(commit)), kind, size }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Namespace;
+    use crate::source::postgres::table::TableColumn;
+    use crate::source::postgres::types::PgType;
+
+    #[test]
+    fn a_range_read_without_the_snapshot_ends_at_its_last_key_inclusive() {
+        let column = |name: &str| TableColumn { name: name.into(), ty: PgType::Int32, type_sql: "integer".into() };
+        let table = Arc::new(Table { ns: Namespace::parse("public.t").unwrap(), columns: vec![column("id"), column("v")], key: vec![0] });
+        let mut scan = Scan::new(table, &CopyRange { lower: Some(Bson::Int64(10)), single_type: true, ..Default::default() }, 50).unwrap();
+        let (open, params) = scan.sql();
+        assert_eq!(open, "SELECT \"id\"::text AS c0, \"v\"::text AS c1 FROM \"public\".\"t\" WHERE (\"id\") >= ($1::text::integer) ORDER BY \"id\" LIMIT 50");
+        assert_eq!(params, ["10"]);
+        scan.through = Some(vec!["99".into()]);
+        let (bounded, params) = scan.sql();
+        assert!(bounded.contains("WHERE (\"id\") >= ($1::text::integer) AND (\"id\") <= ($2::text::integer) ORDER BY"), "{bounded}");
+        assert_eq!(params, ["10", "99"]);
+    }
 }

@@ -66,7 +66,7 @@ impl PgType {
     pub fn to_bson(&self, text: &str) -> Result<Bson, TypeError> {
         let fail = |reason: &str| TypeError { ty: self.clone(), text: text.chars().take(100).collect(), reason: reason.into() };
         Ok(match self {
-            PgType::Bool => Bson::Boolean(text == "t" || text == "true"),
+            PgType::Bool => Bson::Boolean(boolean(text).ok_or_else(|| fail("not a boolean (PostgreSQL writes t or f, and true or false cast to text)"))?),
             PgType::Int32 => Bson::Int32(text.parse().map_err(|_| fail("not a 32-bit integer"))?),
             PgType::Int64 => Bson::Int64(text.parse().map_err(|_| fail("not a 64-bit integer"))?),
             PgType::Float => Bson::Double(match text {
@@ -85,6 +85,16 @@ impl PgType {
             PgType::Array(element) => Bson::Array(parse_array(text).map_err(fail)?.into_iter().map(|e| e.to_bson(element)).collect::<Result<_, _>>()?),
             PgType::Text => Bson::String(text.to_string()),
         })
+    }
+}
+
+/// A boolean in one of the forms PostgreSQL writes: `t`/`f` (its output, as `pgoutput` and
+/// arrays give it) or `true`/`false` (`::text`, as the copy reads it); nothing else.
+fn boolean(text: &str) -> Option<bool> {
+    match text {
+        "t" | "true" => Some(true),
+        "f" | "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -155,8 +165,13 @@ impl ArrayItem {
     }
 }
 
+/// The most nested levels an array literal may have: PostgreSQL's own limit on dimensions
+/// (`MAXDIM`). Deeper text is refused, not read by an unbounded recursion.
+pub const MAX_ARRAY_DEPTH: usize = 6;
+
 /// Parses an array literal such as `{1,NULL,"a \"b\"",{2,3}}` (an optional `[1:2]=`
 /// dimension prefix is skipped). Elements are separated by `,` (every built-in type but `box`).
+/// At most [`MAX_ARRAY_DEPTH`] levels.
 pub fn parse_array(text: &str) -> Result<Vec<ArrayItem>, &'static str> {
     let text = match text.find("={") {
         Some(at) if text.starts_with('[') => &text[at + 1..],
@@ -166,14 +181,18 @@ pub fn parse_array(text: &str) -> Result<Vec<ArrayItem>, &'static str> {
     if chars.next() != Some('{') {
         return Err("an array literal starts with '{'");
     }
-    let items = array_items(&mut chars)?;
+    let items = array_items(&mut chars, 1)?;
     if chars.next().is_some() {
         return Err("text after the array's closing '}'");
     }
     Ok(items)
 }
 
-fn array_items(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<Vec<ArrayItem>, &'static str> {
+/// The elements of the array (at nesting level `depth`) whose `{` was just read, through its `}`.
+fn array_items(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, depth: usize) -> Result<Vec<ArrayItem>, &'static str> {
+    if depth > MAX_ARRAY_DEPTH {
+        return Err("more than 6 nested levels (PostgreSQL arrays have at most 6 dimensions)");
+    }
     let mut items = Vec::new();
     if chars.peek() == Some(&'}') {
         chars.next();
@@ -183,7 +202,7 @@ fn array_items(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<V
         let item = match chars.peek() {
             Some('{') => {
                 chars.next();
-                ArrayItem::Nested(array_items(chars)?)
+                ArrayItem::Nested(array_items(chars, depth + 1)?)
             }
             Some('"') => {
                 chars.next();
@@ -225,6 +244,7 @@ fn array_items(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<V
 #[cfg(test)]
 mod tests {
     use mongodb::bson::doc;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -289,6 +309,99 @@ mod tests {
         assert!(ints.to_bson("{1,2").is_err());
         let stamps = PgType::Array(Box::new(PgType::Timestamptz));
         assert_eq!(b(stamps, r#"{"2024-01-01 00:00:00+00"}"#), Bson::Array(vec!["2024-01-01T00:00:00Z".into()]));
+    }
+
+    #[test]
+    fn booleans_are_only_the_forms_postgresql_writes() {
+        for (text, value) in [("t", true), ("f", false), ("true", true), ("false", false)] {
+            assert_eq!(b(PgType::Bool, text), Bson::Boolean(value), "{text}");
+        }
+        for text in ["", "T", "F", "TRUE", "yes", "no", "1", "0", "on", "tru", " t", "t ", "maybe"] {
+            let err = PgType::Bool.to_bson(text).unwrap_err();
+            assert!(err.to_string().contains("not a boolean"), "{text:?}: {err}");
+        }
+        let bools = PgType::Array(Box::new(PgType::Bool));
+        assert_eq!(b(bools.clone(), "{t,f,NULL}"), Bson::Array(vec![true.into(), false.into(), Bson::Null]));
+        assert!(bools.to_bson("{t,yes}").unwrap_err().to_string().contains("not a boolean"));
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_its_table_and_column() {
+        use crate::config::Namespace;
+        use crate::source::postgres::table::{Table, TableColumn};
+        let column = |name: &str, ty: PgType| TableColumn { name: name.into(), ty, type_sql: "x".into() };
+        let table = Table {
+            ns: Namespace::parse("public.flags").unwrap(),
+            columns: vec![column("id", PgType::Int32), column("ok", PgType::Bool), column("grid", PgType::Array(Box::new(PgType::Int32)))],
+            key: vec![0],
+        };
+        let row = |ok: &str, grid: &str| table.document(&[Some("1".into()), Some(ok.into()), Some(grid.into())]);
+        assert_eq!(row("t", "{{1}}").unwrap().get_bool("ok"), Ok(true));
+        let err = row("yes", "{1}").unwrap_err();
+        assert!(err.message.contains("table public.flags, column ok: cannot read \"yes\" as Bool: not a boolean"), "{}", err.message);
+        let deep = format!("{}1{}", "{".repeat(7), "}".repeat(7));
+        let err = row("f", &deep).unwrap_err();
+        assert!(err.message.contains("column grid") && err.message.contains("more than 6 nested levels"), "{}", err.message);
+    }
+
+    #[test]
+    fn array_nesting_is_bounded_by_postgresql_dimensions() {
+        let ints = PgType::Array(Box::new(PgType::Int32));
+        let nested = |levels: usize| format!("{}7{}", "{".repeat(levels), "}".repeat(levels));
+        let mut value = b(ints.clone(), &nested(MAX_ARRAY_DEPTH));
+        for _ in 0..MAX_ARRAY_DEPTH {
+            let Bson::Array(mut items) = value else { panic!("{value:?}") };
+            assert_eq!(items.len(), 1);
+            value = items.remove(0);
+        }
+        assert_eq!(value, Bson::Int32(7));
+        let err = ints.to_bson(&nested(MAX_ARRAY_DEPTH + 1)).unwrap_err();
+        assert!(err.to_string().contains("more than 6 nested levels"), "{err}");
+        // Hostile text: a recursion per '{' would overflow the stack long before the end.
+        assert!(parse_array(&"{".repeat(1_000_000)).is_err());
+        assert!(parse_array(&nested(500_000)).is_err());
+    }
+
+    /// An array literal as PostgreSQL's `array_out` writes it: elements quoted when they must be.
+    fn render(items: &[ArrayItem]) -> String {
+        let element = |item: &ArrayItem| match item {
+            ArrayItem::Null => "NULL".to_string(),
+            ArrayItem::Nested(inner) => render(inner),
+            ArrayItem::Text(t) if !t.is_empty() && !t.eq_ignore_ascii_case("NULL") && !t.contains(|c: char| "{},\"\\".contains(c) || c.is_whitespace()) => {
+                t.clone()
+            }
+            ArrayItem::Text(t) => format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")),
+        };
+        format!("{{{}}}", items.iter().map(element).collect::<Vec<_>>().join(","))
+    }
+
+    fn arb_items() -> impl Strategy<Value = Vec<ArrayItem>> {
+        let leaf = prop_oneof![Just(ArrayItem::Null), ".{0,12}".prop_map(ArrayItem::Text), "[a-z{}\",\\\\ ]{0,6}".prop_map(ArrayItem::Text)];
+        // The top level plus up to five nested: PostgreSQL's six dimensions.
+        let item = leaf.prop_recursive((MAX_ARRAY_DEPTH - 1) as u32, 64, 4, |inner| prop::collection::vec(inner, 1..4).prop_map(ArrayItem::Nested));
+        prop::collection::vec(item, 0..5)
+    }
+
+    proptest! {
+        #[test]
+        fn arrays_as_postgresql_writes_them_read_back(items in arb_items()) {
+            prop_assert_eq!(parse_array(&render(&items)), Ok(items));
+        }
+
+        #[test]
+        fn any_text_is_read_or_refused_never_a_panic(text in "[{}\",\\\\a-c N]{0,64}") {
+            if let Ok(items) = parse_array(&text) {
+                prop_assert_eq!(parse_array(&render(&items)), Ok(items));
+            }
+        }
+
+        #[test]
+        fn a_boolean_is_one_of_four_texts(text in prop_oneof![any::<String>(), "[tfrueals]{1,5}"]) {
+            let read = PgType::Bool.to_bson(&text).ok();
+            let expected = boolean(&text).map(Bson::Boolean);
+            prop_assert_eq!(read, expected);
+            prop_assert_eq!(boolean(&text).is_some(), ["t", "f", "true", "false"].contains(&text.as_str()));
+        }
     }
 
     #[test]
