@@ -991,7 +991,10 @@ mod tests {
         assert_eq!(poll.poll, Some(crate::config::PollConfig { interval: Duration::from_millis(250), ..crate::config::PollConfig::new("updated_at".into()) }));
         assert_eq!(poll.tls.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "colum": "x" } } })), "postgres.poll.colum: unknown option, did you mean `column`?");
-        assert_eq!(message(json!({ "postgres": { "uri": uri, "tls": { "ca": "x" } } })), "postgres.tls.ca: unknown option (known: `caFile`, `certFile`, `keyFile`)");
+        assert_eq!(
+            message(json!({ "postgres": { "uri": uri, "tls": { "ca": "x" } } })),
+            "postgres.tls.ca: unknown option (known: `caFile`, `certFile`, `keyFile`)"
+        );
         assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "column": "" } } })), "postgres.poll.column: must name a timestamp column");
         assert_eq!(message(json!({ "postgres": { "uri": uri, "poll": { "column": "u", "intervalMs": 0 } } })), "postgres.poll.intervalMs: must be at least 1");
         assert!(message(json!({ "postgres": { "uri": uri, "publication": "p", "poll": { "column": "u" } } }))
