@@ -42,17 +42,20 @@ const COUNT: &str = "dbStreamCount";
 const JOIN_WINDOW: Duration = Duration::from_millis(50);
 /// How often every collection gets an idle turn.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
-/// How often the position of a collection with nothing new moves on to the safe time (each
-/// move is a checkpoint save per collection; a restart replays at most about this much), at
-/// least: see [`move_every`].
-const MOVE_EVERY: Duration = Duration::from_secs(30);
-/// The time a move waits per member, so that a thousand members' saves (a move each) are spread
-/// over 100 s instead of 1,000 saves every 30 s, more than the local server writes.
-const MOVE_PER_MEMBER: Duration = Duration::from_millis(100);
+/// How far (in cluster time) the position of a collection with nothing new may fall behind the
+/// safe time before it moves on (each move is a checkpoint save; a restart replays at most about
+/// this much), at least: see [`move_after`].
+const MOVE_AFTER: Duration = Duration::from_secs(30);
+/// The lag allowed per member: a thousand members move about twice a second (a save each),
+/// each once per 500 s, instead of all at once.
+const MOVE_AFTER_PER_MEMBER: Duration = Duration::from_millis(500);
+/// Positions moved on per idle turn: the steady rate is at most 2 a second (each member once
+/// per [`move_after`]), so a backlog (every member joined at once) clears four times as fast.
+const MOVES_PER_TURN: usize = 8;
 
-/// How often positions move on to the safe time with `members` collections in the hub.
-fn move_every(members: usize) -> Duration {
-    MOVE_EVERY.max(MOVE_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX))
+/// How far a quiet position may lag the safe time with `members` collections in the hub.
+fn move_after(members: usize) -> Duration {
+    MOVE_AFTER.max(MOVE_AFTER_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX))
 }
 
 /// Where a collection stands in its database's stream: every change of it before `at`, and its
@@ -222,23 +225,11 @@ struct Hub {
     /// before it has been read.
     last_read: Option<Timestamp>,
     last_refresh: Instant,
-    last_move: Instant,
 }
 
 impl Hub {
     fn new(client: Client, db: String, max_await: Duration, joins: mpsc::UnboundedReceiver<Join>) -> Self {
-        Hub {
-            client,
-            db,
-            max_await,
-            joins,
-            orphaned: false,
-            members: HashMap::new(),
-            stream: None,
-            last_read: None,
-            last_refresh: Instant::now(),
-            last_move: Instant::now(),
-        }
+        Hub { client, db, max_await, joins, orphaned: false, members: HashMap::new(), stream: None, last_read: None, last_refresh: Instant::now() }
     }
 
     /// Reads until every handle on the hub is gone; with no collection to serve, its stream is
@@ -401,21 +392,20 @@ impl Hub {
     }
 
     /// At most every [`REFRESH_EVERY`], every collection with room in its feed gets an idle
-    /// turn with its position (drops settle, positions are saved now and then), moved on, at
-    /// most every [`move_every`], to the safe time: the last change read.
+    /// turn with its position (drops settle, positions are saved now and then). Positions that
+    /// lag the safe time (the last change read) by [`move_after`] move on to it, a few per turn,
+    /// furthest behind first: moving all at once made a thousand checkpoint saves at once, and
+    /// a collection with a change waited behind them.
     async fn refresh(&mut self) {
         if self.last_refresh.elapsed() < REFRESH_EVERY {
             return;
         }
         self.last_refresh = Instant::now();
-        let safe = self.last_read.filter(|_| self.last_move.elapsed() >= move_every(self.members.len()));
-        if safe.is_some() {
-            self.last_move = Instant::now();
-        }
-        let position = safe.map(|at| DbPosition { at, count: 0 });
+        let moving = self.due_to_move();
+        let safe = self.last_read.map(|at| DbPosition { at, count: 0 });
         let mut gone = Vec::new();
         for (coll, member) in self.members.iter_mut().filter(|(_, m)| m.tx.has_room()) {
-            let token = member.idle_token(position);
+            let token = member.idle_token(safe.filter(|_| moving.contains(coll)));
             if !member.tx.send(StreamItem::Idle(Some(token))).await {
                 gone.push(coll.clone());
             }
@@ -423,6 +413,18 @@ impl Hub {
         for coll in gone {
             self.members.remove(&coll);
         }
+    }
+
+    /// The members whose positions move on to the safe time this turn (see [`Hub::refresh`]).
+    fn due_to_move(&self) -> HashSet<String> {
+        let Some(safe) = self.last_read else { return HashSet::new() };
+        let lag_allowed = move_after(self.members.len()).as_secs();
+        let mut due: Vec<(&String, DbPosition)> = (self.members.iter())
+            .filter(|(_, m)| m.tx.has_room() && u64::from(safe.time.saturating_sub(m.delivered.at.time)) >= lag_allowed)
+            .map(|(coll, m)| (coll, m.delivered))
+            .collect();
+        due.sort_by_key(|(_, delivered)| *delivered);
+        due.into_iter().take(MOVES_PER_TURN).map(|(coll, _)| coll.clone()).collect()
     }
 
     /// The stream failed: every collection reading it gets the error (and, per its policy,
@@ -499,7 +501,43 @@ mod tests {
         assert_eq!(member.idle_token(Some(DbPosition { at: at(11, 1), count: 0 })), saved, "an earlier safe time does not move it back");
         let moved = member.idle_token(Some(DbPosition { at: at(12, 1), count: 0 }));
         assert_eq!(moved, DbPosition { at: at(12, 1), count: 0 }.token(None));
-        assert!(move_every(1000) > MOVE_EVERY && move_every(10) == MOVE_EVERY);
+    }
+
+    /// Quiet positions lagging the safe time by [`move_after`] move on to it a few per turn,
+    /// furthest behind first; those within the lag stay (a thousand collections moving at once
+    /// made a thousand checkpoint saves at once).
+    #[tokio::test]
+    async fn quiet_positions_move_on_to_the_safe_time_a_few_per_turn() {
+        let (joins_tx, joins) = mpsc::unbounded_channel();
+        drop(joins_tx);
+        let client = Client::with_uri_str("mongodb://127.0.0.1:1").await.expect("client");
+        let mut hub = Hub::new(client, "db".into(), Duration::from_secs(1), joins);
+        let mut feeds = Vec::new();
+        for i in 0..20u32 {
+            let (tx, feed) = test_sender().await;
+            // 12 far behind (the first ones furthest), 8 within the allowed lag.
+            let time = if i < 12 { 100 + i } else { 990 };
+            hub.members.insert(format!("c{i}"), Member { tx, delivered: DbPosition { at: at(time, 1), count: 0 }, seen: None, data: None });
+            feeds.push(feed);
+        }
+        hub.last_read = Some(at(1000, 1));
+        let moved_after_turn = |hub: &Hub| {
+            let mut moved: Vec<u32> = (0..20).filter(|i| hub.members[&format!("c{i}")].delivered.at == at(1000, 1)).collect();
+            moved.sort_unstable();
+            moved
+        };
+        hub.last_refresh = Instant::now() - REFRESH_EVERY;
+        hub.refresh().await;
+        assert_eq!(moved_after_turn(&hub), (0..8).collect::<Vec<_>>(), "the 8 furthest behind move first");
+        hub.refresh().await;
+        assert_eq!(moved_after_turn(&hub).len(), 8, "one turn per REFRESH_EVERY");
+        hub.last_refresh = Instant::now() - REFRESH_EVERY;
+        hub.refresh().await;
+        assert_eq!(moved_after_turn(&hub), (0..12).collect::<Vec<_>>(), "the rest of those behind, not those within the lag");
+        for feed in &mut feeds {
+            assert!(matches!(feed.next().await, Some(StreamItem::Idle(Some(_)))), "every member had an idle turn");
+        }
+        assert_eq!((move_after(20), move_after(1000)), (MOVE_AFTER, Duration::from_secs(500)));
     }
 
     async fn test_sender() -> (FeedSender, ChangeFeed) {
