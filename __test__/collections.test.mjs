@@ -181,4 +181,53 @@ describe('many collections in one database', () => {
     await mirrored(names)
     assert.ok(!run.events.some((e) => e.type === 'state' && e.state === 'failed'), JSON.stringify(run.events.filter((e) => e.type === 'state')))
   })
+
+  test('a start with many collections loads and saves their checkpoints together under the lease term; one held by a later term stops the start', { timeout: 240000 }, async (t) => {
+    const db = ctx.mongo.db(unique('manycp'))
+    const names = Array.from({ length: 40 }, (_, i) => `c${String(i).padStart(2, '0')}`)
+    for (const n of names) await db.collection(n).insertOne({ _id: 1, v: 'before' })
+    const name = unique('manycp')
+    const options = {
+      name,
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      mode: 'stream',
+      collections: names.map((n) => ({ namespace: `${db.databaseName}.${n}`, index: `${name}-${n}` })),
+      batch: { flushIntervalMs: 50 },
+    }
+    const checkpoints = ctx.mongo.db('mongo_elastic_sync').collection('checkpoints')
+    const saved = async () => new Map((await checkpoints.find({ name, namespace: { $exists: true } }).toArray()).map((d) => [d.namespace, d]))
+    const updatesNow = async () => (await ctx.mongo.db('admin').command({ serverStatus: 1 })).opcounters
+    const before = await updatesNow()
+    let run = child(t, options)
+    await streaming(run)
+    const during = await updatesNow()
+    const term = run.events.find((e) => e.type === 'leadership' && e.change === 'acquired')?.term
+    assert.ok(term >= 1, 'the lease acquired')
+    // Every collection's checkpoint holds the lease's term and its start point (stream mode).
+    const first = await saved()
+    assert.deepEqual([...first.keys()].sort(), names.map((n) => `${db.databaseName}.${n}`))
+    for (const [ns, d] of first) {
+      assert.equal(Number(d.term), term, `${ns}: the lease's term`)
+      assert.ok(d.startAt && d.copyDone === true, `${ns}: a start point saved: ${JSON.stringify(d)}`)
+    }
+    // 40 collections one by one took a fenced read and a start-point save each (80 updates).
+    t.diagnostic(`opcounters during the start: ${JSON.stringify(Object.fromEntries(Object.keys(during).map((k) => [k, during[k] - before[k]])))}`)
+    assert.ok((during.update ?? 0) - (before.update ?? 0) < 40, `updates during the start: ${during.update - before.update}`)
+    await db.collection('c07').updateOne({ _id: 1 }, { $set: { v: 'streamed' } })
+    await waitFor('the change indexed', async () => (await esDocs(ctx.esUrl, `${name}-c07`)).get('1')?.v === 'streamed', 30000)
+    run.child.kill('SIGTERM')
+    await run.exited
+
+    // A later term (another instance took over meanwhile) holds one of them: this instance's
+    // start stops there; the checkpoint is not moved back, no other is given a lower term.
+    await checkpoints.updateOne({ name, namespace: `${db.databaseName}.c13` }, { $set: { term: term + 100 } })
+    run = child(t, options)
+    const refused = await waitFor('the start refused', () => run.events.find((e) => e.type === 'start-failed'), 60000)
+    assert.equal(refused.code, 'ERR_LEASE_LOST')
+    assert.match(refused.message, new RegExp(`${db.databaseName}\\.c13 is held by a later lease term`))
+    const second = await saved()
+    assert.equal(Number(second.get(`${db.databaseName}.c13`).term), term + 100)
+    for (const [ns, d] of second) assert.ok(Number(d.term) >= Number(first.get(ns).term), `${ns}: its term went back`)
+  })
 })

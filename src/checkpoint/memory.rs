@@ -2,6 +2,7 @@
 //! where a restart need not resume.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use crate::error::SyncResult;
 pub struct MemoryCheckpointStore {
     saved: Mutex<HashMap<Namespace, Document>>,
     saves: Mutex<Vec<(Namespace, CollectionCheckpoint)>>,
+    busy: AtomicBool,
 }
 
 impl MemoryCheckpointStore {
@@ -27,6 +29,11 @@ impl MemoryCheckpointStore {
     /// Stores a document as it is, e.g. one in an earlier format.
     pub fn put_document(&self, ns: &Namespace, doc: Document) {
         self.saved.lock().expect("store lock").insert(ns.clone(), doc);
+    }
+
+    /// Reports itself busy (see [`CheckpointStore::busy`]) or not; saves still go through.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
     }
 
     /// Every save so far, in order.
@@ -58,6 +65,10 @@ impl CheckpointStore for MemoryCheckpointStore {
 
     async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
         self.save_at(ns, checkpoint, Some(term))
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
     }
 }
 

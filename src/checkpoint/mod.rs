@@ -43,6 +43,49 @@ pub trait CheckpointStore: Send + Sync {
     /// `save` by the holder of lease term `term`: refused with `ERR_LEASE_LOST` once a later
     /// term has loaded or saved this checkpoint.
     async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()>;
+
+    /// `load` of many collections (a start with a thousand of them), in their order; the first
+    /// failure ends it. Stores that can read them in a few round trips instead of one each.
+    async fn load_many(&self, namespaces: &[Namespace]) -> SyncResult<Vec<CollectionCheckpoint>> {
+        let mut loaded = Vec::with_capacity(namespaces.len());
+        for ns in namespaces {
+            loaded.push(self.load(ns).await?);
+        }
+        Ok(loaded)
+    }
+
+    /// Whether its writes in flight are at their bound (a save now would wait behind others):
+    /// position saves that can wait are put off then, so that a collection with changes to
+    /// write does not queue behind a thousand others' saves.
+    fn busy(&self) -> bool {
+        false
+    }
+
+    /// `save` of many checkpoints (the start points of a thousand collections), as
+    /// [`CheckpointStore::load_many`].
+    async fn save_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)]) -> SyncResult<()> {
+        for (ns, checkpoint) in checkpoints {
+            self.save(ns, checkpoint).await?;
+        }
+        Ok(())
+    }
+
+    /// `save_fenced` of many checkpoints, as [`CheckpointStore::save_many`].
+    async fn save_fenced_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)], term: u64) -> SyncResult<()> {
+        for (ns, checkpoint) in checkpoints {
+            self.save_fenced(ns, checkpoint, term).await?;
+        }
+        Ok(())
+    }
+
+    /// `load_fenced` of many collections, as [`CheckpointStore::load_many`].
+    async fn load_fenced_many(&self, namespaces: &[Namespace], term: u64) -> SyncResult<Vec<CollectionCheckpoint>> {
+        let mut loaded = Vec::with_capacity(namespaces.len());
+        for ns in namespaces {
+            loaded.push(self.load_fenced(ns, term).await?);
+        }
+        Ok(loaded)
+    }
 }
 
 /// The refusal of a checkpoint save or load by a holder whose term is over.

@@ -93,4 +93,26 @@ impl CheckpointStore for FencedStore {
         self.guard.check()?;
         self.inner.save_fenced(ns, checkpoint, term.max(self.guard.term())).await
     }
+
+    async fn load_many(&self, namespaces: &[Namespace]) -> SyncResult<Vec<CollectionCheckpoint>> {
+        self.inner.load_fenced_many(namespaces, self.guard.term()).await
+    }
+
+    async fn load_fenced_many(&self, namespaces: &[Namespace], term: u64) -> SyncResult<Vec<CollectionCheckpoint>> {
+        self.inner.load_fenced_many(namespaces, term.max(self.guard.term())).await
+    }
+
+    fn busy(&self) -> bool {
+        self.inner.busy()
+    }
+
+    async fn save_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)]) -> SyncResult<()> {
+        self.guard.check()?;
+        self.inner.save_fenced_many(checkpoints, self.guard.term()).await
+    }
+
+    async fn save_fenced_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)], term: u64) -> SyncResult<()> {
+        self.guard.check()?;
+        self.inner.save_fenced_many(checkpoints, term.max(self.guard.term())).await
+    }
 }

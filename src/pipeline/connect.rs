@@ -134,6 +134,34 @@ impl CheckpointStore for ObservedStore {
         self.inner.load_fenced(ns, term).await
     }
 
+    async fn load_many(&self, namespaces: &[Namespace]) -> SyncResult<Vec<CollectionCheckpoint>> {
+        self.inner.load_many(namespaces).await
+    }
+
+    async fn load_fenced_many(&self, namespaces: &[Namespace], term: u64) -> SyncResult<Vec<CollectionCheckpoint>> {
+        self.inner.load_fenced_many(namespaces, term).await
+    }
+
+    fn busy(&self) -> bool {
+        self.inner.busy()
+    }
+
+    async fn save_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)]) -> SyncResult<()> {
+        let started = std::time::Instant::now();
+        self.inner.save_many(checkpoints).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
+        checkpoints.iter().for_each(|(ns, _)| self.saved(ns));
+        Ok(())
+    }
+
+    async fn save_fenced_many(&self, checkpoints: &[(Namespace, CollectionCheckpoint)], term: u64) -> SyncResult<()> {
+        let started = std::time::Instant::now();
+        self.inner.save_fenced_many(checkpoints, term).await?;
+        self.stats.record_stage(crate::stats::Stage::CheckpointSave, started.elapsed());
+        checkpoints.iter().for_each(|(ns, _)| self.saved(ns));
+        Ok(())
+    }
+
     async fn save_fenced(&self, ns: &Namespace, checkpoint: &CollectionCheckpoint, term: u64) -> SyncResult<()> {
         let started = std::time::Instant::now();
         self.inner.save_fenced(ns, checkpoint, term).await?;

@@ -74,6 +74,9 @@ pub(crate) struct Timing {
     /// been quiet this long (a replacement's contents may arrive without a change: SecantusDB's
     /// `$out` drops, then renames).
     pub drop_settles_after: Duration,
+    /// A position save that can wait is put off while the checkpoint store is busy, for at
+    /// most this long since the collection's last save.
+    pub save_put_off_at_most: Duration,
 }
 
 impl Default for Timing {
@@ -84,6 +87,7 @@ impl Default for Timing {
             copy_checkpoint_every: Duration::from_secs(1),
             history_check_every: Duration::from_secs(60),
             drop_settles_after: Duration::from_secs(1),
+            save_put_off_at_most: Duration::from_secs(60),
         }
     }
 }

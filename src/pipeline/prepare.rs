@@ -53,25 +53,41 @@ pub(super) async fn prepare_all(ctx: Arc<Context>) -> PhaseResult<Prepared> {
 const PREPARE_AT_ONCE: usize = 16;
 
 /// Prepares collections (each with where its stream starts, see [`prepare_collection`]), up to
-/// [`PREPARE_AT_ONCE`] at a time, in their order; the first failure ends it, naming its collection.
+/// [`PREPARE_AT_ONCE`] at a time, in their order, their checkpoints loaded together first; the
+/// first failure ends it, naming its collection.
 async fn prepare_many(ctx: &Context, collections: impl Iterator<Item = (CollectionConfig, Option<Timestamp>)>) -> PhaseResult<Vec<Ready>> {
     use futures::{FutureExt, StreamExt, TryStreamExt};
+    let collections: Vec<(CollectionConfig, Option<Timestamp>)> = collections.collect();
+    let namespaces: Vec<Namespace> = collections.iter().map(|(c, _)| c.namespace.clone()).collect();
+    let mut checkpoints = ctx.store.load_many(&namespaces).await?;
+    let mut starting = Vec::new();
+    for ((c, from), checkpoint) in collections.iter().zip(checkpoints.iter_mut()) {
+        if set_start_point(ctx, *from, checkpoint) {
+            starting.push((c.namespace.clone(), checkpoint.clone()));
+        }
+    }
+    ctx.store.save_many(&starting).await?;
     // Boxed one by one (a closure returning the futures is not `Send` for every lifetime).
-    let preparing: Vec<futures::future::BoxFuture<'_, PhaseResult<Ready>>> =
-        collections.map(|(c, from)| async move { prepare_collection(ctx, &c, from).await.map_err(|e| e.in_collection(&c.namespace)) }.boxed()).collect();
+    let preparing: Vec<futures::future::BoxFuture<'_, PhaseResult<Ready>>> = (collections.into_iter().zip(checkpoints))
+        .map(|((c, from), checkpoint)| async move { prepare_loaded(ctx, &c, from, checkpoint).await.map_err(|e| e.in_collection(&c.namespace)) }.boxed())
+        .collect();
     futures::stream::iter(preparing).buffered(PREPARE_AT_ONCE).try_collect().await
 }
 
-/// Loads a collection's checkpoint and prepares its index. A saved stream position is checked
-/// now, so that lost history fails `start()` (or, with `onHistoryLost: 'resync'`, starts the
-/// re-copy at once). `stream_from`, in stream mode, for a collection without a saved position:
-/// where it is followed from (`startAt` or the time of `start()`; for a collection found while
-/// the sync runs, the last moment it was known not to be there), so none of its changes is missed.
+/// Loads a collection's checkpoint and prepares it (see [`prepare_loaded`]).
 pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stream_from: Option<Timestamp>) -> PhaseResult<Ready> {
-    let mut checkpoint = ctx.store.load(&c.namespace).await?;
-    if let (Some(at), None, SyncMode::Stream { .. }) = (stream_from, &checkpoint.start_at, ctx.config.mode) {
-        checkpoint.start_at = Some(at);
-        checkpoint.copy_done = true;
+    let checkpoint = ctx.store.load(&c.namespace).await?;
+    prepare_loaded(ctx, c, stream_from, checkpoint).await
+}
+
+/// Prepares a collection from its loaded checkpoint and its index. A saved stream position is
+/// checked now, so that lost history fails `start()` (or, with `onHistoryLost: 'resync'`, starts
+/// the re-copy at once). `stream_from`, in stream mode, for a collection without a saved
+/// position: where it is followed from (`startAt` or the time of `start()`; for a collection
+/// found while the sync runs, the last moment it was known not to be there), so none of its
+/// changes is missed.
+async fn prepare_loaded(ctx: &Context, c: &CollectionConfig, stream_from: Option<Timestamp>, mut checkpoint: CollectionCheckpoint) -> PhaseResult<Ready> {
+    if set_start_point(ctx, stream_from, &mut checkpoint) {
         ctx.store.save(&c.namespace, &checkpoint).await?;
     }
     let feed = open_first_stream(ctx, c, &mut checkpoint).await?;
@@ -83,6 +99,15 @@ pub(super) async fn prepare_collection(ctx: &Context, c: &CollectionConfig, stre
     }
     ctx.sink.prepare_index(checkpoint.physical_index.as_deref().unwrap_or(&c.index), Some(&index_settings(c, &checkpoint))).await.proceed()?;
     Ok(Ready { config: c.clone(), checkpoint, feed })
+}
+
+/// In stream mode, a collection without a saved start point starts at `stream_from`: whether
+/// it was set (and is to be saved before the collection runs).
+fn set_start_point(ctx: &Context, stream_from: Option<Timestamp>, checkpoint: &mut CollectionCheckpoint) -> bool {
+    let (Some(at), None, SyncMode::Stream { .. }) = (stream_from, &checkpoint.start_at, ctx.config.mode) else { return false };
+    checkpoint.start_at = Some(at);
+    checkpoint.copy_done = true;
+    true
 }
 
 /// Opens the stream of a collection that streams first (from a saved position, its start

@@ -217,7 +217,7 @@ impl<'a> CollectionSync<'a> {
                 return Ok(None);
             }
             self.save().await?;
-        } else if state.last_saved.elapsed() >= self.ctx.timing.idle_checkpoint_every {
+        } else if state.last_saved.elapsed() >= self.ctx.timing.idle_checkpoint_every && self.may_save_now() {
             if let Some(token) = position.filter(|t| self.checkpoint.resume_token.as_ref() != Some(t)) {
                 self.set_position(token);
                 self.save().await?;
@@ -403,8 +403,17 @@ impl<'a> CollectionSync<'a> {
         Ok(())
     }
 
-    /// `stream_checkpoint_every` has passed since the position was last saved.
+    /// `stream_checkpoint_every` has passed since the position was last saved (and the save
+    /// may go now, see `may_save_now`).
     fn save_due(&self) -> bool {
-        self.last_save.elapsed() >= self.ctx.timing.stream_checkpoint_every
+        self.last_save.elapsed() >= self.ctx.timing.stream_checkpoint_every && self.may_save_now()
+    }
+
+    /// A position save that can wait goes now unless the checkpoint store is busy: then it is
+    /// put off (for `save_put_off_at_most` at most), so that this collection reads and writes
+    /// its changes instead of queueing behind others' saves (a thousand collections' saves,
+    /// due together, held a change back for 30 s).
+    fn may_save_now(&self) -> bool {
+        !self.ctx.store.busy() || self.last_save.elapsed() >= self.ctx.timing.save_put_off_at_most
     }
 }

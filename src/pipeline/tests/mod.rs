@@ -32,6 +32,7 @@ fn engine_with(config: SyncConfig, adjust: impl FnOnce(&mut Timing)) -> (Arc<Syn
         copy_checkpoint_every: Duration::ZERO,
         history_check_every: Duration::from_millis(20),
         drop_settles_after: Duration::ZERO,
+        save_put_off_at_most: Duration::from_secs(60),
     };
     adjust(&mut engine.timing);
     let events = Events::default();

@@ -117,6 +117,37 @@ async fn a_slow_stream_saves_its_position_at_most_once_per_interval() {
     engine.stop().await.unwrap();
 }
 
+/// While the checkpoint store is busy (its writes in flight at their bound), a streaming
+/// collection writes its changes and puts its position saves off, for at most
+/// `save_put_off_at_most`: a thousand collections' saves due together held a change back 30 s.
+#[tokio::test]
+async fn a_busy_store_puts_off_position_saves_not_changes() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let put_off = Duration::from_millis(800);
+    let (engine, _) = engine_with(config(&["db.c"]), |t| t.save_put_off_at_most = put_off);
+    engine.start_with(&parts).await.expect("start");
+    wait_state(&engine, SyncState::Streaming).await;
+    let saves = || parts.store.history().len();
+    eventually("a first position", || async { parts.store.get(&c).and_then(|cp| cp.resume_token) }).await;
+    parts.store.set_busy(true);
+    let (before, busy_since) = (saves(), std::time::Instant::now());
+    for v in 1..=3_i64 {
+        parts.source.update(&c, 1, doc! {"v": v});
+        eventually("the change written", || async { (parts.sink.docs("c")["1"]["v"] == v).then_some(()) }).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if busy_since.elapsed() < put_off / 2 {
+        assert_eq!(saves(), before, "no position saved while the store is busy");
+    }
+    // Put off at most so long: saved even though the store stays busy.
+    eventually("the position saved after the put-off", || async { (saves() > before).then_some(()) }).await;
+    assert!(busy_since.elapsed() >= put_off / 2, "saved after {:?}, before the put-off ran out", busy_since.elapsed());
+    parts.store.set_busy(false);
+    engine.stop().await.unwrap();
+}
+
 /// Ten documents of `db.c` copied in batches of four, every write held at the output.
 fn held_copy_of_ten() -> (Parts, Namespace, SyncConfig) {
     let parts = Parts::default();
