@@ -278,6 +278,35 @@ describe('a partitioned group (instances: { group })', () => {
     assert.deepEqual(await settled(runs.slice(1), namespaces), [6, 6])
   })
 
+  it('a group over a namespaces pattern: the collections found are split, one created while it runs is owned by exactly one, ES equals MongoDB', { timeout: 300000 }, async (t) => {
+    const db = ctx.mongo.db(unique('partpat'))
+    const prefix = unique('partpat')
+    const colls = []
+    const add = async (name) => {
+      const coll = db.collection(name)
+      await coll.insertMany(Array.from({ length: 50 }, (_, k) => ({ _id: k, v: 0 })))
+      colls.push({ coll, namespace: `${db.databaseName}.${name}`, index: `${prefix}-${name}` })
+    }
+    for (let i = 0; i < 6; i++) await add(`p${i}`)
+    const options = {
+      name: unique('partpat'),
+      mongo: { uri: ctx.mongoUrl },
+      elasticsearch: { node: ctx.esUrl },
+      namespaces: { include: [`${db.databaseName}\\..*`], discoveryIntervalMs: 500, defaults: { index: `${prefix}-{coll}` } },
+      batch: { maxDocs: 200, flushIntervalMs: 100 },
+      instances: { group: 'workers' },
+    }
+    const runs = [instance(t, options), instance(t, options)]
+    assert.deepEqual(await settled(runs, colls.map((c) => c.namespace)), [3, 3])
+    await mirrored(colls)
+    await add('p6')
+    const shares = await settled(runs, colls.map((c) => c.namespace))
+    assert.deepEqual([...shares].sort(), [3, 4])
+    await colls[6].coll.updateOne({ _id: 1 }, { $set: { v: 1 } })
+    await colls[0].coll.deleteOne({ _id: 2 })
+    await mirrored(colls)
+  })
+
   it('the CLI runs as a member of the group and prints its share as it changes', { timeout: 300000 }, async (t) => {
     const { colls, options } = await fixture('part-cli')
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'part-cli-'))
