@@ -70,7 +70,7 @@ export declare class MongoElasticSync {
   setTransform(transform: (doc: Record<string, unknown>, ctx: TransformContext) => Record<string, unknown> | null | Promise<Record<string, unknown> | null>): void
   /**
    * Connects and starts syncing; resolves once it runs. Rejects with `ERR_CONFIG`,
-   * `ERR_MONGO_UNREACHABLE`, `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
+   * `ERR_MONGO_UNREACHABLE` (`ERR_POSTGRES_UNREACHABLE`), `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
    * While the sync runs it keeps the Node.js process alive.
    */
   start(): Promise<void>
@@ -236,7 +236,7 @@ export interface ElasticsearchTlsOptions {
 }
 
 /** Stable error codes: the `code` of every error the package throws, rejects with or reports. */
-export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW' | 'ERR_CONFLICT'
+export type ErrorCode = 'ERR_CONFIG' | 'ERR_STATE' | 'ERR_MONGO_UNREACHABLE' | 'ERR_ES_UNREACHABLE' | 'ERR_MONGO' | 'ERR_POSTGRES_UNREACHABLE' | 'ERR_POSTGRES' | 'ERR_ELASTICSEARCH' | 'ERR_OUTPUT_UNREACHABLE' | 'ERR_OUTPUT' | 'ERR_HISTORY_LOST' | 'ERR_EVENT_TOO_LARGE' | 'ERR_CHECKPOINT' | 'ERR_SEARCH_INPUT' | 'ERR_SEARCH' | 'ERR_LEASE_LOST' | 'ERR_INTERNAL' | 'ERR_LISTENER' | 'ERR_EVENTS_OVERFLOW' | 'ERR_CONFLICT'
 
 /** Which fields reach the index; dotted paths, reaching into arrays of documents. */
 export interface FieldOptions {

@@ -340,7 +340,7 @@ describe('PostgreSQL source', () => {
 
     const wrong = new MongoElasticSync({ ...opts, name: unique('pgtlsbad'), postgres: { uri: pg.url, tls: { caFile: certs.otherCaFile } } })
     const err = await wrong.start().then(() => null, (e) => e)
-    assert.equal(err?.code, 'ERR_MONGO_UNREACHABLE')
+    assert.equal(err?.code, 'ERR_POSTGRES_UNREACHABLE')
     assert.match(err.message, /TLS certificate is not trusted: it does not chain to the CA in postgres\.tls\.caFile/)
     assert.doesNotMatch(err.message, new RegExp(pg.password))
     const missing = new MongoElasticSync({ ...opts, name: unique('pgtlsmissing'), postgres: { uri: pg.url, tls: { caFile: '/nonexistent-ca.pem' } } })
@@ -382,7 +382,7 @@ describe('PostgreSQL source', () => {
     const bad = new MongoElasticSync({ ...options(unique('pgbad'), [`public.${table}`]), postgres: { uri: badUri } })
     const err = await bad.start().then(() => null, (e) => e)
     assert.ok(err, 'start() rejects')
-    assert.equal(err.code, 'ERR_MONGO_UNREACHABLE')
+    assert.equal(err.code, 'ERR_POSTGRES_UNREACHABLE')
     assert.match(err.message, /password authentication failed/)
     assert.doesNotMatch(err.message, /wrong-password-123/)
 

@@ -146,7 +146,7 @@ export class MongoElasticSync extends EventEmitter {
 
   /**
    * Connects and starts syncing; resolves once it runs (rejects with `ERR_CONFIG`,
-   * `ERR_MONGO_UNREACHABLE`, `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST`, `ERR_STATE`…). While it
+   * `ERR_MONGO_UNREACHABLE` (`ERR_POSTGRES_UNREACHABLE`), `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST`, `ERR_STATE`…). While it
    * runs it keeps the process alive. Aborting `signal` stops it; if that happens before it
    * started, `start()` rejects with an `AbortError` once it is stopped again.
    */

@@ -15,6 +15,11 @@ pub enum ErrorCode {
     EsUnreachable,
     /// A MongoDB operation failed after the sync had started.
     Mongo,
+    /// PostgreSQL could not be reached or refused the connection (auth, TLS, DNS), or one of its
+    /// sessions ended: the PostgreSQL source's `MongoUnreachable`.
+    PostgresUnreachable,
+    /// A PostgreSQL operation failed after the sync had started, or its reply was unreadable.
+    Postgres,
     /// Elasticsearch failed permanently (not retryable, or retries exhausted).
     Elasticsearch,
     /// An output other than Elasticsearch (file, stdout, TCP, NATS) could not be opened or reached at start.
@@ -44,12 +49,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Config,
         ErrorCode::State,
         ErrorCode::MongoUnreachable,
         ErrorCode::EsUnreachable,
         ErrorCode::Mongo,
+        ErrorCode::PostgresUnreachable,
+        ErrorCode::Postgres,
         ErrorCode::Elasticsearch,
         ErrorCode::OutputUnreachable,
         ErrorCode::Output,
@@ -70,6 +77,8 @@ impl ErrorCode {
             ErrorCode::MongoUnreachable => "ERR_MONGO_UNREACHABLE",
             ErrorCode::EsUnreachable => "ERR_ES_UNREACHABLE",
             ErrorCode::Mongo => "ERR_MONGO",
+            ErrorCode::PostgresUnreachable => "ERR_POSTGRES_UNREACHABLE",
+            ErrorCode::Postgres => "ERR_POSTGRES",
             ErrorCode::Elasticsearch => "ERR_ELASTICSEARCH",
             ErrorCode::OutputUnreachable => "ERR_OUTPUT_UNREACHABLE",
             ErrorCode::Output => "ERR_OUTPUT",
@@ -82,6 +91,16 @@ impl ErrorCode {
             ErrorCode::Internal => "ERR_INTERNAL",
             ErrorCode::Conflict => "ERR_CONFLICT",
         }
+    }
+
+    /// A source (MongoDB or PostgreSQL) out of reach for now: worth retrying once running.
+    pub fn is_source_unreachable(self) -> bool {
+        matches!(self, ErrorCode::MongoUnreachable | ErrorCode::PostgresUnreachable)
+    }
+
+    /// Any error of a source, transient or not.
+    pub fn is_source(self) -> bool {
+        self.is_source_unreachable() || matches!(self, ErrorCode::Mongo | ErrorCode::Postgres)
     }
 }
 
@@ -169,5 +188,17 @@ mod tests {
     fn message_keeps_the_cause_chain() {
         let err = SyncError::caused_by(ErrorCode::EsUnreachable, "cannot reach Elasticsearch", &Outer(Leaf));
         assert_eq!(err.to_string(), "ERR_ES_UNREACHABLE: cannot reach Elasticsearch: request failed: connection refused");
+    }
+
+    #[test]
+    fn both_sources_out_of_reach_are_transient() {
+        for code in [ErrorCode::MongoUnreachable, ErrorCode::PostgresUnreachable] {
+            assert!(code.is_source_unreachable() && code.is_source(), "{code:?}");
+        }
+        for code in [ErrorCode::Mongo, ErrorCode::Postgres] {
+            assert!(!code.is_source_unreachable() && code.is_source(), "{code:?}");
+        }
+        assert!(!ErrorCode::EsUnreachable.is_source());
+        assert_eq!(ErrorCode::PostgresUnreachable.as_str(), "ERR_POSTGRES_UNREACHABLE");
     }
 }

@@ -26,6 +26,12 @@ pub enum ErrorCode {
     /// A MongoDB operation failed permanently while syncing.
     #[napi(value = "ERR_MONGO")]
     Mongo,
+    /// PostgreSQL cannot be reached (or refuses auth/TLS) at `start()`, or a session ended.
+    #[napi(value = "ERR_POSTGRES_UNREACHABLE")]
+    PostgresUnreachable,
+    /// A PostgreSQL operation failed permanently while syncing.
+    #[napi(value = "ERR_POSTGRES")]
+    Postgres,
     /// Elasticsearch refused a request permanently, or retries ran out.
     #[napi(value = "ERR_ELASTICSEARCH")]
     Elasticsearch,
@@ -78,6 +84,8 @@ impl From<error::ErrorCode> for ErrorCode {
             C::MongoUnreachable => ErrorCode::MongoUnreachable,
             C::EsUnreachable => ErrorCode::EsUnreachable,
             C::Mongo => ErrorCode::Mongo,
+            C::PostgresUnreachable => ErrorCode::PostgresUnreachable,
+            C::Postgres => ErrorCode::Postgres,
             C::Elasticsearch => ErrorCode::Elasticsearch,
             C::OutputUnreachable => ErrorCode::OutputUnreachable,
             C::Output => ErrorCode::Output,

@@ -89,7 +89,7 @@ impl MongoElasticSync {
     }
 
     /// Connects and starts syncing; resolves once it runs. Rejects with `ERR_CONFIG`,
-    /// `ERR_MONGO_UNREACHABLE`, `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
+    /// `ERR_MONGO_UNREACHABLE` (`ERR_POSTGRES_UNREACHABLE`), `ERR_ES_UNREACHABLE`, `ERR_HISTORY_LOST` or `ERR_STATE`.
     /// While the sync runs it keeps the Node.js process alive.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn start<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {

@@ -43,10 +43,10 @@ impl PostgresCheckpointStore {
     }
 }
 
-/// Out of reach: retried (`ERR_MONGO_UNREACHABLE`, the source's code); else `ERR_CHECKPOINT`.
+/// Out of reach: retried (`ERR_POSTGRES_UNREACHABLE`); else `ERR_CHECKPOINT`.
 fn failed(context: &str, e: &tokio_postgres::Error) -> SyncError {
     let mut err = pg_error(context, e);
-    if err.code != ErrorCode::MongoUnreachable {
+    if err.code != ErrorCode::PostgresUnreachable {
         err.code = ErrorCode::Checkpoint;
     }
     err

@@ -188,7 +188,7 @@ impl Elector {
                 }
                 // A standby outlives MongoDB's outages and errors: it only ever reads and
                 // compare-and-sets, so trying again is safe.
-                Err(e) if matches!(e.code, ErrorCode::MongoUnreachable | ErrorCode::Mongo) => {
+                Err(e) if e.code.is_source() => {
                     tracing::warn!("looking at the lease failed (will try again): {e}")
                 }
                 Err(e) => return Err(e),

@@ -51,17 +51,20 @@ pub enum RetryCause {
     Connection,
     /// MongoDB unreachable (the change stream or the copy resumes after it).
     Mongo,
+    /// PostgreSQL unreachable (the copy or the replication session resumes after it).
+    Postgres,
     Other,
 }
 
 impl RetryCause {
-    pub const ALL: [RetryCause; 7] = [
+    pub const ALL: [RetryCause; 8] = [
         RetryCause::RateLimited,
         RetryCause::ServerError,
         RetryCause::Blocked,
         RetryCause::Timeout,
         RetryCause::Connection,
         RetryCause::Mongo,
+        RetryCause::Postgres,
         RetryCause::Other,
     ];
 
@@ -73,6 +76,7 @@ impl RetryCause {
             RetryCause::Timeout => "timeout",
             RetryCause::Connection => "connection",
             RetryCause::Mongo => "mongo",
+            RetryCause::Postgres => "postgres",
             RetryCause::Other => "other",
         }
     }
@@ -86,6 +90,8 @@ impl RetryCause {
         let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
         if text.starts_with("err_mongo") {
             RetryCause::Mongo
+        } else if text.starts_with("err_postgres") {
+            RetryCause::Postgres
         } else if status == Some(429) || has(&["too_many_requests", "es_rejected_execution"]) {
             RetryCause::RateLimited
         } else if has(&["cluster_block_exception", "index_closed_exception"]) {
@@ -285,6 +291,7 @@ mod tests {
             ("bulk write: error sending request: operation timed out", RetryCause::Timeout),
             ("bulk write: error sending request for url (http://127.0.0.1:9200/_bulk): connection refused", RetryCause::Connection),
             ("ERR_MONGO_UNREACHABLE: change stream of shop.orders: connection pool cleared", RetryCause::Mongo),
+            ("ERR_POSTGRES_UNREACHABLE: the replication session of public.orders ended", RetryCause::Postgres),
             ("file output: No space left on device (os error 28)", RetryCause::Other),
             ("bulk write to idx-500: 12 of 500 items: 409 strange", RetryCause::Other),
         ];

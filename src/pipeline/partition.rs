@@ -141,7 +141,7 @@ impl Partition {
             }
             match self.round().await {
                 Ok(()) | Err(Halt::Stopped) => {}
-                Err(Halt::Failed(e)) if matches!(e.code, ErrorCode::MongoUnreachable | ErrorCode::Mongo) => {
+                Err(Halt::Failed(e)) if e.code.is_source() => {
                     tracing::warn!("coordinating the group failed (will try again): {e}")
                 }
                 Err(Halt::Failed(e)) => self.failure = Some(e),

@@ -83,7 +83,7 @@ impl Supervisor {
                 }
             }
             Err(Halt::Stopped) => {}
-            Err(Halt::Failed(e)) if e.code == ErrorCode::MongoUnreachable || e.code == ErrorCode::Mongo => {
+            Err(Halt::Failed(e)) if e.code.is_source() => {
                 let message = format!("looking for new collections failed (will try again): {e}");
                 self.ctx.events.emit(SyncEvent::Warning { namespace: String::new(), message });
             }

@@ -106,7 +106,7 @@ pub struct ScanOptions {
 /// A scan's documents, raw as the cursor reads them.
 pub type DocumentStream = BoxStream<'static, SyncResult<RawDocumentBuf>>;
 
-/// A database the pipeline reads from. Errors carry engine codes: `MongoUnreachable` for what
+/// A database the pipeline reads from. Errors carry engine codes: `MongoUnreachable` (`PostgresUnreachable`) for what
 /// is worth retrying, `HistoryLost` for a position the stream cannot resume from.
 #[async_trait]
 pub trait ChangeSource: Send + Sync {

@@ -41,13 +41,25 @@ pub(super) struct CollectionSync<'a> {
     index_deleted: bool,
     /// The collection's conversion options and field rules, prepared once for the stream.
     converter: RawConverter,
+    /// The code of the last transient source failure: the sync's when retries run out.
+    transient: ErrorCode,
 }
 
 impl<'a> CollectionSync<'a> {
     pub fn new(ctx: &'a Context, config: CollectionConfig, checkpoint: CollectionCheckpoint) -> Self {
         let invalidated = checkpoint.resume_token.clone().filter(|_| checkpoint.token_is_invalidate);
         let converter = RawConverter::new(&config.convert, &config.fields);
-        CollectionSync { ctx, config, checkpoint, position_unsaved: false, last_save: Instant::now(), invalidated, index_deleted: false, converter }
+        CollectionSync {
+            ctx,
+            config,
+            checkpoint,
+            position_unsaved: false,
+            last_save: Instant::now(),
+            invalidated,
+            index_deleted: false,
+            converter,
+            transient: ErrorCode::MongoUnreachable,
+        }
     }
 
     fn namespace(&self) -> String {
@@ -85,7 +97,7 @@ impl<'a> CollectionSync<'a> {
             Ok(crate::retry::Flow::Stopped) => Ok(Ended::Finished),
             Err(RunError::Failed(e)) => Err(e),
             Err(RunError::GaveUp(GaveUp { attempts, cause, .. })) => {
-                Err(SyncError::new(ErrorCode::MongoUnreachable, format!("{cause} (failed {attempts} attempts in a row; see retry.maxAttempts)")))
+                Err(SyncError::new(self.transient, format!("{cause} (failed {attempts} attempts in a row; see retry.maxAttempts)")))
             }
         }
     }
@@ -118,12 +130,15 @@ impl<'a> CollectionSync<'a> {
     async fn recover(&mut self, error: SyncError, mark: &mut CollectionCheckpoint) -> Recovery {
         let ctx = self.ctx;
         match error.code {
-            ErrorCode::MongoUnreachable if ctx.cancel.is_cancelled() => Recovery::Ends(Attempt::Stopped),
-            ErrorCode::MongoUnreachable if self.checkpoint != *mark => {
+            code if code.is_source_unreachable() && ctx.cancel.is_cancelled() => Recovery::Ends(Attempt::Stopped),
+            code if code.is_source_unreachable() => {
+                self.transient = code;
+                if self.checkpoint == *mark {
+                    return Recovery::Ends(Attempt::Retry(error.to_string()));
+                }
                 *mark = self.checkpoint.clone();
                 Recovery::Ends(Attempt::Partial(error.to_string()))
             }
-            ErrorCode::MongoUnreachable => Recovery::Ends(Attempt::Retry(error.to_string())),
             // An event too large to read blocks the stream as lost history does: a re-copy gets past it.
             ErrorCode::HistoryLost | ErrorCode::EventTooLarge => match on_history_lost(ctx, &self.config, &mut self.checkpoint, error).await {
                 Ok(()) => Recovery::Again,

@@ -134,3 +134,23 @@ async fn max_attempts_applies_to_the_source() {
     assert!(err.message.contains("3 attempts"), "{}", err.message);
     assert_eq!(attempts(&events), vec![1, 2], "two retries after the first attempt: three attempts");
 }
+
+/// A PostgreSQL source out of reach is retried as MongoDB is, and when retries run out the
+/// sync fails with its code (it said `ERR_MONGO_UNREACHABLE`).
+#[tokio::test]
+async fn a_postgres_source_out_of_reach_is_retried_and_fails_with_its_own_code() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    for _ in 0..5 {
+        parts.source.fail_next_open(SyncError::new(ErrorCode::PostgresUnreachable, "the replication session of db.c ended (scripted)"));
+    }
+    let mut cfg = config(&["db.c"]);
+    cfg.retry.max_attempts = Some(3);
+    let (engine, events) = super::engine(cfg);
+    engine.start_with(&parts).await.unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), engine.wait()).await.expect("the sync gives up").unwrap_err();
+    assert_eq!(err.code, ErrorCode::PostgresUnreachable, "{err}");
+    assert!(err.message.contains("3 attempts"), "{}", err.message);
+    assert_eq!(attempts(&events), vec![1, 2], "retried as a MongoDB source is");
+}

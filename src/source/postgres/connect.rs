@@ -210,16 +210,16 @@ fn roots(ca_file: Option<&Path>) -> SyncResult<rustls::RootCertStore> {
 }
 
 /// A SQL error as an engine error: refused connections and lost sessions are worth retrying
-/// (`ERR_MONGO_UNREACHABLE`, the source's code), other server errors are not (`ERR_MONGO`).
+/// (`ERR_POSTGRES_UNREACHABLE`), other server errors are not (`ERR_POSTGRES`).
 pub fn pg_error(context: &str, e: &tokio_postgres::Error) -> SyncError {
     let (code, detail) = match e.as_db_error() {
         // 28xxx: authentication; 3D000: no such database; 57P0x: shutting down; 55006: a slot
         // still held by a session that is ending.
         Some(db) if db.code().code().starts_with("28") || ["3D000", "55006"].contains(&db.code().code()) || db.code().code().starts_with("57P") => {
-            (ErrorCode::MongoUnreachable, format!("{} ({})", db.message(), db.code().code()))
+            (ErrorCode::PostgresUnreachable, format!("{} ({})", db.message(), db.code().code()))
         }
-        Some(db) => (ErrorCode::Mongo, format!("{} ({})", db.message(), db.code().code())),
-        None => (ErrorCode::MongoUnreachable, crate::error::cause_chain(e)),
+        Some(db) => (ErrorCode::Postgres, format!("{} ({})", db.message(), db.code().code())),
+        None => (ErrorCode::PostgresUnreachable, crate::error::cause_chain(e)),
     };
     SyncError::new(code, format!("{context}: {detail}"))
 }
@@ -232,9 +232,24 @@ pub fn wire_error(context: &str, e: &PgWireError) -> SyncError {
     let code = if lost.iter().any(|l| text.contains(l)) || (text.contains("replication slot") && text.contains("does not exist")) {
         ErrorCode::HistoryLost
     } else if e.is_io() || e.is_auth() || e.is_tls() || e.is_transient() || text.contains("is active for PID") {
-        ErrorCode::MongoUnreachable
+        ErrorCode::PostgresUnreachable
     } else {
-        ErrorCode::Mongo
+        ErrorCode::Postgres
     };
     SyncError::new(code, format!("{context}: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_out_of_reach_is_postgres_unreachable_and_names_no_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target = PgTarget::parse(&format!("postgres://app:hunter2-secret@127.0.0.1:{port}/shop?connect_timeout=5")).unwrap();
+        let err = target.connect().await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PostgresUnreachable, "{err}");
+        assert!(err.to_string().starts_with("ERR_POSTGRES_UNREACHABLE: cannot connect to PostgreSQL at 127.0.0.1:"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
 }

@@ -34,7 +34,7 @@ impl Exported {
         let rows = session.simple_query(&format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT")).await.map_err(|e| failed(&e))?;
         // slot_name, consistent_point, snapshot_name, output_plugin
         let column = |i: usize| rows.first().and_then(|row| row.get(i)).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
-        let unreadable = || SyncError::new(ErrorCode::Mongo, format!("replication slot {slot}: the server's reply to its creation is unreadable"));
+        let unreadable = || SyncError::new(ErrorCode::Postgres, format!("replication slot {slot}: the server's reply to its creation is unreadable"));
         let lsn = column(1).and_then(|text| parse_lsn(&text)).ok_or_else(unreadable)?;
         let name = column(2).ok_or_else(unreadable)?;
         Ok((lsn, Exported { name, _session: session }))

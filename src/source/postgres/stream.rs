@@ -214,7 +214,7 @@ impl Reader {
                 Err(_) => continue,
                 Ok(Ok(Some(event))) => self.items(event, &mut position, &mut lookups).await.unwrap_or_else(|e| vec![StreamItem::Failed(e)]),
                 Ok(Ok(None)) => {
-                    vec![StreamItem::Failed(SyncError::new(ErrorCode::MongoUnreachable, format!("the replication session of {} ended", self.table.ns)))]
+                    vec![StreamItem::Failed(SyncError::new(ErrorCode::PostgresUnreachable, format!("the replication session of {} ended", self.table.ns)))]
                 }
                 Ok(Err(e)) => vec![StreamItem::Failed(wire_error(&format!("replication of {} failed", self.table.ns), &e))],
             };
@@ -242,7 +242,7 @@ impl Reader {
             }
             ReplicationEvent::KeepAlive { wal_end, .. } if position.commit.is_none() => vec![StreamItem::Idle(Some(lsn_token(wal_end.0)))],
             ReplicationEvent::XLogData { data, .. } => {
-                let message = pgoutput::decode(&data).map_err(|e| SyncError::new(ErrorCode::Mongo, format!("replication of {}: {e}", self.table.ns)))?;
+                let message = pgoutput::decode(&data).map_err(|e| SyncError::new(ErrorCode::Postgres, format!("replication of {}: {e}", self.table.ns)))?;
                 self.on_message(message, data.len(), position, lookups).await?
             }
             _ => vec![],

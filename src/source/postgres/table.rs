@@ -104,7 +104,7 @@ impl Table {
             let value = match value {
                 None => Bson::Null,
                 Some(text) => {
-                    column.ty.to_bson(text).map_err(|e| SyncError::new(ErrorCode::Mongo, format!("table {}, column {}: {e}", self.ns, column.name)))?
+                    column.ty.to_bson(text).map_err(|e| SyncError::new(ErrorCode::Postgres, format!("table {}, column {}: {e}", self.ns, column.name)))?
                 }
             };
             doc.insert(column.name.clone(), value);
@@ -114,11 +114,11 @@ impl Table {
 
     /// The `_id` of the key's texts (in key order).
     pub fn id_of(&self, key: &[Option<String>]) -> SyncResult<Bson> {
-        let missing = || SyncError::new(ErrorCode::Mongo, format!("a row of {} has a NULL or missing primary key column", self.ns));
+        let missing = || SyncError::new(ErrorCode::Postgres, format!("a row of {} has a NULL or missing primary key column", self.ns));
         if let [single] = key {
             let column = &self.columns[self.key[0]];
             let text = single.as_deref().ok_or_else(missing)?;
-            return column.ty.to_bson(text).map_err(|e| SyncError::new(ErrorCode::Mongo, format!("table {}, key {}: {e}", self.ns, column.name)));
+            return column.ty.to_bson(text).map_err(|e| SyncError::new(ErrorCode::Postgres, format!("table {}, key {}: {e}", self.ns, column.name)));
         }
         let parts =
             key.iter().map(|k| k.as_deref().map(|t| t.replace('\\', "\\\\").replace(':', "\\:")).ok_or_else(missing)).collect::<SyncResult<Vec<_>>>()?;
