@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
 const { serversFor, unique, es, esDocs, runCli } = require('./helpers.js')
-const { generateKeyPair, planDefinition, sealSecret } = require('..')
+const { applyDefinition, generateKeyPair, planDefinition, sealSecret } = require('..')
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const GOLDEN = path.join(HERE, 'fixtures', 'plans')
 const DOCS = 120
@@ -131,5 +131,48 @@ describe('plan and apply', () => {
     assert.equal(settled.code, 0, settled.err)
     assertGolden('applied.txt', settled.out, u)
     assert.ok(!outputs.join('').includes(ctx.mongoUrl), 'the opened MongoDB URI is never printed')
+  })
+  // The plan compared mappings only: settings and aliases changed in a definition planned
+  // "unchanged" and never reached the existing index.
+  test('changed settings and a new alias: dynamic ones applied in place, a static one re-copies; then nothing left to do', async () => {
+    const u = unique('plansettings')
+    await seed(u)
+    const sync = (collections) => ({ version: 1, syncs: { [u]: { mongo: { uri: ctx.mongoUrl }, elasticsearch: { node: ctx.esUrl }, collections } } })
+    const v1 = sync([
+      { namespace: `${u}.a`, index: `${u}_a`, settings: { number_of_replicas: 0, refresh_interval: '1s' } },
+      { namespace: `${u}.b`, index: `${u}_b`, settings: { number_of_shards: 1 } },
+    ])
+    const v2 = sync([
+      { namespace: `${u}.a`, index: `${u}_a`, settings: { number_of_replicas: 0, refresh_interval: '5s' }, alias: `${u}_a_read` },
+      { namespace: `${u}.b`, index: `${u}_b`, settings: { number_of_shards: 2 } },
+    ])
+    await applyDefinition(v1)
+    const [unchanged] = await planDefinition(v1)
+    assert.deepEqual(unchanged.steps.map((s) => s.kind), ['unchanged', 'unchanged'], unchanged.text)
+
+    const [plan] = await planDefinition(v2)
+    assertGolden('settings.txt', plan.text, u)
+    assert.deepEqual(plan.steps[0], {
+      kind: 'updateIndex', namespace: `${u}.a`, index: `${u}_a`, alias: `${u}_a_read`, fields: [],
+      settings: [{ key: 'index.refresh_interval', from: '1s', to: '5s', dynamic: true }],
+    })
+    assert.equal(plan.steps[1].kind, 'recopy')
+    assert.ok(plan.destructive)
+    await assert.rejects(applyDefinition(v2), (e) => e.code === 'ERR_CONFIG' && /destructive/.test(e.message))
+
+    await applyDefinition(v2, { allowDestructive: true })
+    const settings = async (index) => Object.entries((await es(ctx.esUrl, 'GET', `/${index}/_settings?flat_settings=true`)).body)[0]
+    const [aName, aSettings] = await settings(`${u}_a`)
+    assert.equal(aName, `${u}_a`, 'changed in place: the same index')
+    assert.equal(aSettings.settings['index.refresh_interval'], '5s')
+    assert.deepEqual(Object.keys((await es(ctx.esUrl, 'GET', `/${u}_a/_alias`)).body[`${u}_a`].aliases), [`${u}_a_read`])
+    assert.equal((await es(ctx.esUrl, 'GET', `/${u}_a_read/_count`)).body.count, DOCS, 'the new alias reads the index')
+    const [bName, bSettings] = await settings(`${u}_b`)
+    assert.equal(bName, `${u}_b-1`, 're-copied into a new index behind the alias')
+    assert.equal(bSettings.settings['index.number_of_shards'], '2')
+    assert.equal((await esDocs(ctx.esUrl, `${u}_b`)).size, DOCS)
+
+    const [settled] = await planDefinition(v2)
+    assert.deepEqual(settled.steps.map((s) => s.kind), ['unchanged', 'unchanged'], settled.text)
   })
 })

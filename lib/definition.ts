@@ -85,6 +85,16 @@ export function definedOptions(pathOrObject: string | Definition, name?: string)
 export type PlanStep =
   | { kind: 'copy'; namespace: string; index: string }
   | { kind: 'mapFields'; namespace: string; index: string; fields: string[] }
+  | {
+      kind: 'updateIndex'
+      namespace: string
+      index: string
+      /** Configured settings the index does not have; each dynamic (set in place). */
+      settings: { key: string; from: string | null; to: string; dynamic: boolean }[]
+      /** The configured alias, added. */
+      alias: string | null
+      fields: string[]
+    }
   | { kind: 'recopy'; namespace: string; index: string; reason: string }
   | { kind: 'remove'; namespace: string }
   | { kind: 'unchanged'; namespace: string; index: string }

@@ -1,4 +1,4 @@
-//! Carries out a plan: fields mapped in place, re-copies begun (a new index, then the engine's
+//! Carries out a plan: fields mapped and dynamic settings and aliases changed in place, re-copies begun (a new index, then the engine's
 //! copy and atomic alias swap), removed collections' checkpoints deleted, new collections copied;
 //! then the applied definition is recorded, with one audit record per apply.
 
@@ -12,7 +12,7 @@ use crate::checkpoint::{CheckpointStore, MongoCheckpointStore};
 use crate::config::{CollectionConfig, SyncConfig, SyncMode};
 use crate::error::{ErrorCode, SyncError, SyncResult};
 use crate::pipeline::SyncEngine;
-use crate::sink::elasticsearch::EsSink;
+use crate::sink::elasticsearch::{EsSink, SettingChange};
 use crate::source::mongo_error;
 
 /// Carries out `plan` (made from `config` by [`super::diff`]); returns once every new or
@@ -28,6 +28,7 @@ pub async fn apply(config: &SyncConfig, plan: &Plan) -> SyncResult<()> {
                 let wanted = c.index_body.as_ref().and_then(|b| b.get("mappings")).cloned().unwrap_or_default();
                 es.put_mappings(index, &wanted).await?;
             }
+            (Step::UpdateIndex { index, settings, alias, fields, .. }, Some(c), Some(es)) => update_index(es, c, index, settings, alias, fields).await?,
             (Step::Recopy { .. }, Some(c), es) => begin_recopy(&store, es, c).await?,
             (Step::Remove { namespace }, _, _) => {
                 let checkpoints = client.database(&config.checkpoint.database).collection::<Document>(&config.checkpoint.collection);
@@ -43,6 +44,21 @@ pub async fn apply(config: &SyncConfig, plan: &Plan) -> SyncResult<()> {
         engine.wait().await?;
     }
     record(&client, config, plan).await
+}
+
+/// Dynamic settings, a missing alias and new fields, changed in place.
+async fn update_index(es: &EsSink, c: &CollectionConfig, index: &str, settings: &[SettingChange], alias: &Option<String>, fields: &[String]) -> SyncResult<()> {
+    let body = c.index_body.clone().unwrap_or_default();
+    if !settings.is_empty() {
+        es.put_settings(index, body.get("settings").unwrap_or(&serde_json::Value::Null), settings).await?;
+    }
+    if let Some(alias) = alias {
+        es.add_alias(index, alias).await?;
+    }
+    if !fields.is_empty() {
+        es.put_mappings(index, body.get("mappings").unwrap_or(&serde_json::Value::Null)).await?;
+    }
+    Ok(())
 }
 
 /// The collection's checkpoint points at a new index (created with the configured settings,

@@ -16,7 +16,7 @@ pub use apply::apply;
 pub use observe::observe;
 
 use crate::config::{CollectionConfig, SyncConfig};
-use crate::sink::elasticsearch::IndexState;
+use crate::sink::elasticsearch::{IndexSetup, IndexState, SettingChange};
 
 /// One thing `apply` would do for one collection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,6 +26,9 @@ pub enum Step {
     Copy { namespace: String, index: String },
     /// The configured mappings add fields the index does not map: mapped in place.
     MapFields { namespace: String, index: String, fields: Vec<String> },
+    /// Dynamic settings differ or the configured alias is missing (and perhaps fields are
+    /// unmapped): changed in place (`PUT _settings`, `_aliases`, `PUT _mapping`).
+    UpdateIndex { namespace: String, index: String, settings: Vec<SettingChange>, alias: Option<String>, fields: Vec<String> },
     /// Copied again into a new index, then the alias `index` moves to it in one step and the old
     /// index is dropped (readers never see a half-filled index).
     Recopy { namespace: String, index: String, reason: String },
@@ -45,6 +48,7 @@ impl Step {
         match self {
             Step::Copy { namespace, .. }
             | Step::MapFields { namespace, .. }
+            | Step::UpdateIndex { namespace, .. }
             | Step::Recopy { namespace, .. }
             | Step::Remove { namespace }
             | Step::Unchanged { namespace, .. } => namespace,
@@ -70,6 +74,8 @@ pub struct Observed {
     pub applied: BTreeMap<String, String>,
     /// Per configured collection's index: how it compares with the configured mappings.
     pub indices: BTreeMap<String, IndexState>,
+    /// Per configured collection's existing index: how its settings and aliases compare.
+    pub setups: BTreeMap<String, IndexSetup>,
 }
 
 /// What decides the documents' content in the index: a change of it needs a re-copy.
@@ -108,11 +114,19 @@ fn collection_step(c: &CollectionConfig, observed: &Observed) -> Step {
     if let Some(conflict) = conflict {
         return Step::Recopy { namespace, index: index.clone(), reason: format!("mappings: \"{index}\" {conflict}") };
     }
+    let setup = observed.setups.get(&index).cloned().unwrap_or_default();
+    let fixed: Vec<String> = setup.settings.iter().filter(|s| !s.dynamic).map(SettingChange::describe).collect();
+    if !fixed.is_empty() {
+        return Step::Recopy { namespace, index, reason: format!("settings: {} (static: only a new index takes them)", fixed.join(", ")) };
+    }
     if observed.applied.get(&namespace).is_some_and(|applied| *applied != fingerprint(c)) {
         return Step::Recopy { namespace, index, reason: "field rules, filter, conversion, pipeline or routing changed".into() };
     }
     if matches!(observed.indices.get(&index), Some(IndexState::Missing)) {
         return Step::Recopy { namespace, index: index.clone(), reason: format!("the index \"{index}\" is missing") };
+    }
+    if !setup.settings.is_empty() || setup.missing_alias.is_some() {
+        return Step::UpdateIndex { namespace, index, settings: setup.settings, alias: setup.missing_alias, fields: added };
     }
     if !added.is_empty() {
         return Step::MapFields { namespace, index, fields: added };
@@ -128,6 +142,9 @@ impl Plan {
             let line = match step {
                 Step::Copy { namespace, index } => format!("  + copy      {namespace} → {index} (new)"),
                 Step::MapFields { namespace, index, fields } => format!("  ~ map       {namespace} → {index}: new fields {}", fields.join(", ")),
+                Step::UpdateIndex { namespace, index, settings, alias, fields } => {
+                    format!("  ~ update    {namespace} → {index}: {}", update_text(settings, alias, fields))
+                }
                 Step::Recopy { namespace, index, reason } => {
                     format!("  ! re-copy   {namespace} → {index}: {reason}; copied into a new index, then the alias swaps (destructive)")
                 }
@@ -143,6 +160,21 @@ impl Plan {
         let _ = writeln!(out, "{changes} to change, {destructive} destructive");
         out
     }
+}
+
+/// `settings index.refresh_interval 1s → 5s; alias "x" added; new fields a, b`.
+fn update_text(settings: &[SettingChange], alias: &Option<String>, fields: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !settings.is_empty() {
+        parts.push(format!("settings {}", settings.iter().map(SettingChange::describe).collect::<Vec<_>>().join(", ")));
+    }
+    if let Some(alias) = alias {
+        parts.push(format!("alias \"{alias}\" added"));
+    }
+    if !fields.is_empty() {
+        parts.push(format!("new fields {}", fields.join(", ")));
+    }
+    parts.join("; ")
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub async fn observe(config: &SyncConfig) -> SyncResult<Observed> {
         for c in &config.collections {
             let wanted = c.index_body.as_ref().and_then(|b| b.get("mappings"));
             observed.indices.insert(c.index.clone(), es.index_state(&c.index, wanted).await?);
+            let settings = c.index_body.as_ref().and_then(|b| b.get("settings"));
+            if let Some(setup) = es.index_setup(&c.index, settings, c.alias.as_deref()).await? {
+                observed.setups.insert(c.index.clone(), setup);
+            }
         }
     }
     Ok(observed)

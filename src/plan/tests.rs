@@ -38,6 +38,7 @@ fn each_kind_of_change_gets_its_step() {
         ]
         .map(|(k, v)| (k.to_string(), v))
         .into(),
+        ..Observed::default()
     };
     let plan = diff(&cfg, &observed);
     let rules = "field rules, filter, conversion, pipeline or routing changed".to_string();
@@ -69,9 +70,70 @@ fn nothing_changed_is_not_destructive_and_discovered_collections_are_not_removed
         checkpoints: vec!["shop.items".into(), "shop.new_a".into()],
         applied: [("shop.items".to_string(), fingerprint(&items))].into(),
         indices: [("items".to_string(), exists(None, &[]))].into(),
+        ..Observed::default()
     };
     let plan = diff(&cfg, &observed);
     assert_eq!(plan.steps, [Step::Unchanged { namespace: "shop.items".into(), index: "items".into() }]);
     assert!(!plan.destructive);
     assert_eq!(plan.render(), "sync \"shop\":\n    unchanged shop.items → items\n0 to change, 0 destructive\n");
+}
+
+fn setting(key: &str, from: Option<&str>, to: &str, dynamic: bool) -> SettingChange {
+    SettingChange { key: key.into(), from: from.map(str::to_string), to: to.into(), dynamic }
+}
+
+/// The plan compared mappings only: a changed analyzer, shard count or refresh interval, or a
+/// new alias, planned "unchanged" and was never applied to the existing index.
+#[test]
+fn settings_and_aliases_are_planned_static_ones_as_a_recopy() {
+    let [tuned, sharded, aliased, plain] =
+        [("shop.tuned", "tuned"), ("shop.sharded", "sharded"), ("shop.aliased", "aliased"), ("shop.plain", "plain")].map(|(ns, i)| collection(ns, i));
+    let cfg = config(vec![tuned.clone(), sharded.clone(), aliased.clone(), plain.clone()]);
+    let refresh = setting("index.refresh_interval", Some("1s"), "5s", true);
+    let shards = setting("index.number_of_shards", Some("1"), "2", false);
+    let observed = Observed {
+        checkpoints: ["shop.tuned", "shop.sharded", "shop.aliased", "shop.plain"].map(String::from).to_vec(),
+        applied: [&tuned, &sharded, &aliased, &plain].map(|c| (c.namespace.to_string(), fingerprint(c))).into(),
+        indices: [("tuned", exists(None, &["note"])), ("sharded", exists(None, &[])), ("aliased", exists(None, &[])), ("plain", exists(None, &[]))]
+            .map(|(k, v)| (k.to_string(), v))
+            .into(),
+        setups: [
+            ("tuned", IndexSetup { settings: vec![refresh.clone()], missing_alias: None }),
+            ("sharded", IndexSetup { settings: vec![refresh.clone(), shards], missing_alias: None }),
+            ("aliased", IndexSetup { settings: vec![], missing_alias: Some("shop-aliased".into()) }),
+            ("plain", IndexSetup::default()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into(),
+    };
+    let plan = diff(&cfg, &observed);
+    assert_eq!(
+        plan.steps,
+        [
+            Step::UpdateIndex { namespace: "shop.tuned".into(), index: "tuned".into(), settings: vec![refresh], alias: None, fields: vec!["note".into()] },
+            Step::Recopy {
+                namespace: "shop.sharded".into(),
+                index: "sharded".into(),
+                reason: "settings: index.number_of_shards 1 → 2 (static: only a new index takes them)".into()
+            },
+            Step::UpdateIndex {
+                namespace: "shop.aliased".into(),
+                index: "aliased".into(),
+                settings: vec![],
+                alias: Some("shop-aliased".into()),
+                fields: vec![]
+            },
+            Step::Unchanged { namespace: "shop.plain".into(), index: "plain".into() },
+        ]
+    );
+    assert!(plan.destructive, "the static setting needs a re-copy");
+    let text = plan.render();
+    assert!(text.contains("  ~ update    shop.tuned → tuned: settings index.refresh_interval 1s → 5s; new fields note\n"), "{text}");
+    assert!(text.contains("  ~ update    shop.aliased → aliased: alias \"shop-aliased\" added\n"), "{text}");
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        json["steps"][0],
+        json!({ "kind": "updateIndex", "namespace": "shop.tuned", "index": "tuned", "alias": null, "fields": ["note"],
+            "settings": [{ "key": "index.refresh_interval", "from": "1s", "to": "5s", "dynamic": true }] })
+    );
 }

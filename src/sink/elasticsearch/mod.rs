@@ -12,6 +12,7 @@ mod response;
 mod response_props;
 pub mod retry;
 mod service;
+mod setup;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -22,3 +23,4 @@ pub use error::EsError;
 pub use inspect::IndexState;
 pub use response::{read_bulk_reply, BulkReply, ItemOutcome, Reply};
 pub use service::{EsSink, ServerInfo};
+pub use setup::{IndexSetup, SettingChange};
