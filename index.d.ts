@@ -437,6 +437,11 @@ export interface NativeSyncStats {
   adaptiveBatch?: AdaptiveBatchStats
   /** Per collection, by `"db.collection"`. */
   collections: Record<string, NativeCollectionStats>
+  /**
+   * Tasks alive in the engine's runtime, shared by every sync of the process (after
+   * `start()`): a count that keeps growing is a leak (the soak checks its slope).
+   */
+  runtimeTasks?: number
 }
 
 /** Change records published to NATS JetStream, deduplicated by `Nats-Msg-Id`. */

@@ -238,9 +238,9 @@ function onJsonLines(stream, fn) {
  * The sync in a child process (`fixtures/run-sync.js`, which it can be killed out of); `events`
  * fills with its events as they arrive, `exited` resolves with its exit.
  */
-function runChild(options, mode = 'run') {
+function runChild(options, mode = 'run', env = process.env) {
   const fixture = path.join(__dirname, 'fixtures', 'run-sync.js')
-  const child = spawn(process.execPath, [fixture, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [fixture, JSON.stringify(options), mode], { stdio: ['ignore', 'pipe', 'inherit'], env })
   const events = []
   onJsonLines(child.stdout, (event) => events.push(event))
   return { child, events, exited: once(child, 'exit') }

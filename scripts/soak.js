@@ -2,7 +2,7 @@
 // Soak: the sync in a child process under a steady mixed load (inserts, updates, deletes, and
 // collections created and dropped in turn, over a fixed set of names) for SOAK_MINUTES (default 60). Every 10 s it samples
 // the child's resident memory, open file descriptors, established TCP connections and threads
-// (from /proc; Linux). After the warm-up it fits a least-squares line to each series and fails
+// (from /proc; Linux) and the tasks alive in its engine's runtime (its `stats().runtimeTasks`). After the warm-up it fits a least-squares line to each series and fails
 // when a slope is over its bound; at the end every collection's index must equal it.
 //
 //   npm run soak                              # one hour, local servers started here
@@ -22,6 +22,7 @@ const DEFAULT_BOUNDS = {
   fds: 0.2,
   connections: 0.2,
   threads: 0.05,
+  tasks: 0.5,
 }
 
 /** Least-squares slope of `ys` over `xs`. */
@@ -77,6 +78,12 @@ function sampleProcess(pid) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** The runtime's live task count in the child's latest `fixture-stats` line (null before one). */
+function latestTasks(events) {
+  for (let i = events.length - 1; i >= 0; i--) if (events[i].type === 'fixture-stats') return events[i].runtimeTasks ?? null
+  return null
+}
 
 /** What the sync's events tell: streaming yet, a failure, errors, batches, dead letters. */
 function seenIn(events) {
@@ -174,7 +181,7 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     retry: { initialDelayMs: 100, maxDelayMs: 2000 },
   }
   const writer = startWriter(db, { opsPerSec, rotateEverySec, liveCollections: 3, random })
-  const run = runChild(options)
+  const run = runChild(options, 'run', { ...process.env, SYNC_FIXTURE_STATS_MS: '5000' })
   const samples = []
   const started = Date.now()
   const endAt = started + minutes * 60_000
@@ -183,9 +190,9 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     while (Date.now() < endAt && !seenIn(run.events).failed && run.child.exitCode === null) {
       await sleep(Math.min(10_000, Math.max(0, endAt - Date.now())))
       if (run.child.exitCode !== null) break
-      const s = { atMin: (Date.now() - started) / 60_000, ...sampleProcess(run.child.pid) }
+      const s = { atMin: (Date.now() - started) / 60_000, ...sampleProcess(run.child.pid), tasks: latestTasks(run.events) }
       samples.push(s)
-      log(`soak ${s.atMin.toFixed(1)} min: rss ${(s.rssBytes / 2 ** 20).toFixed(1)} MiB, fds ${s.fds}, connections ${s.connections}, threads ${s.threads}, ops ${writer.totals.ops}`)
+      log(`soak ${s.atMin.toFixed(1)} min: rss ${(s.rssBytes / 2 ** 20).toFixed(1)} MiB, fds ${s.fds}, connections ${s.connections}, threads ${s.threads}, tasks ${s.tasks}, ops ${writer.totals.ops}`)
     }
   } finally {
     await writer.stop()
@@ -203,7 +210,9 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     fds: slope(xs, after.map((s) => s.fds)),
     connections: slope(xs, after.map((s) => s.connections)),
     threads: slope(xs, after.map((s) => s.threads)),
+    tasks: slope(xs, after.map((s) => s.tasks)),
   }
+  if (after.some((s) => !Number.isInteger(s.tasks))) problems.push('the runtime task count was not reported (stats().runtimeTasks)')
   if (after.length < 3) problems.push(`only ${after.length} samples after the warm-up`)
   for (const [key, value] of Object.entries(slopes)) {
     if (value > bounds[key]) problems.push(`${key} grows by ${value.toFixed(3)} a minute after the warm-up (bound ${bounds[key]})`)
@@ -229,7 +238,7 @@ async function runSoak({ mongo, mongoUrl, esUrl, minutes, opsPerSec = 60, seed =
     load: { opsPerSecTarget: opsPerSec, opsPerSecHeld: Number((totals.ops / (durationMin * 60)).toFixed(1)), ...totals },
     samples: samples.length,
     warmupMin: minutes * warmupFraction,
-    slopesPerMin: { rssBytes: Math.round(slopes.rssBytesPerMin), fds: round3(slopes.fds), connections: round3(slopes.connections), threads: round3(slopes.threads) },
+    slopesPerMin: { rssBytes: Math.round(slopes.rssBytesPerMin), fds: round3(slopes.fds), connections: round3(slopes.connections), threads: round3(slopes.threads), tasks: round3(slopes.tasks) },
     bounds,
     rssMiB: samples.length ? { first: mib(samples[0].rssBytes), last: mib(samples.at(-1).rssBytes), max: mib(Math.max(...samples.map((s) => s.rssBytes))) } : null,
     last: samples.at(-1) ?? null,

@@ -35,6 +35,8 @@ pub struct Stats {
     role: Mutex<Option<RoleSnapshot>>,
     adaptive_batch: Mutex<Option<AdaptiveBatchSnapshot>>,
     collections: RwLock<BTreeMap<String, Arc<CollectionStats>>>,
+    /// The runtime the sync runs on (set at `start`), for its live task count.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
 }
 
 /// The Elasticsearch output's current `_bulk` size (`batch.adaptive`) and how often it changed.
@@ -100,6 +102,9 @@ pub struct StatsSnapshot {
     pub adaptive_batch: Option<AdaptiveBatchSnapshot>,
     /// One entry per collection the sync has worked on, by namespace.
     pub collections: BTreeMap<String, CollectionSnapshot>,
+    /// Tasks alive in the runtime the sync runs on (shared by every sync of the process): a
+    /// count that grows without bound is a leak. None before `start`.
+    pub runtime_tasks: Option<u64>,
 }
 
 impl Default for Stats {
@@ -119,6 +124,7 @@ impl Default for Stats {
             role: Mutex::new(None),
             adaptive_batch: Mutex::new(None),
             collections: RwLock::new(BTreeMap::new()),
+            runtime: Mutex::new(None),
         }
     }
 }
@@ -135,6 +141,11 @@ impl Stats {
     /// Counts one acknowledged batch of `namespace`: `documents` read from MongoDB for it, in
     /// the given phase; `newest_version` is the highest version among its writes (in the stream,
     /// that of its newest change).
+    /// Remembers the runtime the sync runs on (the caller's), whose tasks `snapshot` counts.
+    pub fn set_runtime(&self) {
+        *self.runtime.lock().expect("runtime lock") = tokio::runtime::Handle::try_current().ok();
+    }
+
     /// Drops a collection that is followed no more (dropped): its figures go with it.
     pub fn forget_collection(&self, namespace: &str) {
         self.collections.write().expect("collections lock").remove(namespace);
@@ -208,6 +219,7 @@ impl Stats {
             role: self.role(),
             adaptive_batch: *self.adaptive_batch.lock().expect("adaptive batch lock"),
             collections,
+            runtime_tasks: self.runtime.lock().expect("runtime lock").as_ref().map(|h| h.metrics().num_alive_tasks() as u64),
         }
     }
 }
@@ -576,5 +588,19 @@ mod tests {
         for phase in CollectionPhase::ALL {
             assert_eq!(CollectionPhase::from_u8(phase as u8), phase);
         }
+    }
+
+    #[tokio::test]
+    async fn the_runtime_tasks_are_counted_once_started() {
+        let stats = Stats::default();
+        assert_eq!(stats.snapshot().runtime_tasks, None, "not started");
+        stats.set_runtime();
+        let before = stats.snapshot().runtime_tasks.expect("counted once started");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move { rx.await.ok() });
+        assert_eq!(stats.snapshot().runtime_tasks, Some(before + 1));
+        tx.send(()).unwrap();
+        task.await.unwrap();
+        assert_eq!(stats.snapshot().runtime_tasks, Some(before));
     }
 }

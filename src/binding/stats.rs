@@ -39,6 +39,9 @@ pub struct SyncStats {
     pub adaptive_batch: Option<AdaptiveBatchStats>,
     /// Per collection, by `"db.collection"`.
     pub collections: BTreeMap<String, NativeCollectionStats>,
+    /// Tasks alive in the engine's runtime, shared by every sync of the process (after
+    /// `start()`): a count that keeps growing is a leak (the soak checks its slope).
+    pub runtime_tasks: Option<i64>,
 }
 
 /// The most documents and bytes the next `_bulk` request carries, and the changes so far.
@@ -204,6 +207,7 @@ impl From<StatsSnapshot> for SyncStats {
             owned_collections: s.role.map(|r| r.owned_collections).unwrap_or_default(),
             adaptive_batch: s.adaptive_batch.map(AdaptiveBatchStats::from),
             collections: s.collections.into_iter().map(|(ns, c)| (ns, c.into())).collect(),
+            runtime_tasks: s.runtime_tasks.map(n),
         }
     }
 }

@@ -327,6 +327,7 @@ impl SyncEngine {
     /// lease that another instance holds, resolves at once in the `standby` state.
     pub async fn start_with(&self, connector: &dyn Connector) -> SyncResult<()> {
         let (cancel, done) = self.begin_run().await?;
+        self.stats.set_runtime();
         let (setup, connector) = (self.setup(), connector.to_shared());
         // No lock is held from here on: `stop()` during the preparation (which may wait on an
         // output retrying for as long as it fails) cancels it.
