@@ -120,7 +120,7 @@ fn check_row(table: &Table, row: &[Value]) {
     let texts: Vec<Option<String>> = row.iter().map(|v| if let Value::Text(t) = v { Some(t.clone()) } else { None }).collect();
     match table.document(&texts) {
         Ok(doc) => assert!(doc.contains_key("_id")),
-        Err(e) => assert!(e.code == ErrorCode::Mongo && e.message.contains("public.t"), "{}", e.message),
+        Err(e) => assert!(e.code == ErrorCode::Postgres && e.message.contains("public.t"), "{}", e.message),
     }
     let key: Vec<Option<String>> = table.key.iter().map(|&i| texts.get(i).cloned().flatten()).collect();
     if let (Ok(id), true) = (table.id_of(&key), key.len() > 1) {
