@@ -118,6 +118,12 @@ function render(r) {
       )
       line()
     }
+    if (o.read) {
+      line(
+        `Bare driver read (batchSize 1000, best of the rounds): ${num(o.read.docsPerSec)} docs/s; copy into the discarding endpoint ÷ that read: engine ×${num(o.read.engineRatio, 2)}, Node script ×${num(o.read.scriptRatio, 2)} (target for the engine: ≥ ×0.95).`,
+      )
+      line()
+    }
     if (o.transformCost) {
       line(`A JS transform hook (\`setTransform\`, every document into JS and back) vs none: throughput ×${num(o.transformCost.docsPerSec, 2)}, CPU per doc ×${num(o.transformCost.cpuPerDoc, 2)}.`)
       line()

@@ -79,4 +79,4 @@ async function limits(run) {
   return L
 }
 
-module.exports = { limits }
+module.exports = { limits, readAll }

@@ -6,6 +6,7 @@
 'use strict'
 
 const { runCopy } = require('../lib/run-copy')
+const { readAll } = require('./limits')
 const { startFakeEs } = require('../lib/fake-es')
 const { round } = require('../lib/util')
 
@@ -27,6 +28,8 @@ async function oneRound(run, n, rounds) {
     fakeEs.reset()
     rounds[tool].push(withInFlight(await step(`overhead: ${tool} (round ${n})`, () => runCopy(run, label, script, config, { countIndexed: fakeCount }))))
   }
+  // The bare driver read of the same collection in the same round: the copy's read target (issue 19).
+  rounds.read.push(await step(`overhead: bare driver read, batchSize 1000 (round ${n})`, () => readAll(run.db.collection('docs'), { batchSize: 1000 }, run.N)))
 }
 
 /** The best round of each tool, with every round's throughput in its note. */
@@ -43,9 +46,12 @@ function best(rounds) {
 /** results.overhead: the runs, the JS transform's cost and the engine's ratios to the Node script. */
 async function overhead(run) {
   run.fakeEs = await startFakeEs()
-  const rounds = { engine: [], 'engine + JS transform': [], 'node script': [] }
+  const rounds = { engine: [], 'engine + JS transform': [], 'node script': [], read: [] }
   for (let r = 1; r <= run.opts.rounds; r++) await oneRound(run, r, rounds)
+  const reads = rounds.read.filter(ok)
+  delete rounds.read
   const runs = best(rounds)
+  const read = reads.length ? Math.max(...reads.map((x) => x.docsPerSec)) : null
   await run.fakeEs.close()
   run.fakeEs = null
   const e = runs.engine
@@ -53,6 +59,8 @@ async function overhead(run) {
   const h = runs['engine + JS transform']
   return {
     runs,
+    // Engine docs/s into the discarding endpoint ÷ the best bare driver read of the run (target ≥ 0.95).
+    read: read ? { docsPerSec: read, rounds: reads, engineRatio: ok(e) ? round(e.docsPerSec / read, 3) : null, scriptRatio: ok(n) ? round(n.docsPerSec / read, 3) : null } : null,
     transformCost: ok(e) && ok(h) ? { docsPerSec: round(h.docsPerSec / e.docsPerSec, 3), cpuPerDoc: round(h.cpuSecPer100k / e.cpuSecPer100k, 3) } : null,
     ratios:
       ok(e) && ok(n)
