@@ -1,6 +1,7 @@
-//! Carries out a plan: fields mapped and dynamic settings and aliases changed in place, re-copies begun (a new index, then the engine's
-//! copy and atomic alias swap), removed collections' checkpoints deleted, new collections copied;
-//! then the applied definition is recorded, with one audit record per apply.
+//! Carries out a plan: fields mapped and dynamic settings and aliases changed in place, re-copies
+//! begun (a new index, then the engine's copy and atomic alias swap), removed collections'
+//! checkpoints deleted, new collections copied; then the applied definition is recorded, with one
+//! audit record per apply.
 
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::ReturnDocument;
@@ -48,15 +49,15 @@ pub async fn apply(config: &SyncConfig, plan: &Plan) -> SyncResult<()> {
 
 /// Dynamic settings, a missing alias and new fields, changed in place.
 async fn update_index(es: &EsSink, c: &CollectionConfig, index: &str, settings: &[SettingChange], alias: &Option<String>, fields: &[String]) -> SyncResult<()> {
-    let body = c.index_body.clone().unwrap_or_default();
+    let part = |name: &str| c.index_body.as_ref().and_then(|b| b.get(name)).unwrap_or(&serde_json::Value::Null);
     if !settings.is_empty() {
-        es.put_settings(index, body.get("settings").unwrap_or(&serde_json::Value::Null), settings).await?;
+        es.put_settings(index, part("settings"), settings).await?;
     }
     if let Some(alias) = alias {
         es.add_alias(index, alias).await?;
     }
     if !fields.is_empty() {
-        es.put_mappings(index, body.get("mappings").unwrap_or(&serde_json::Value::Null)).await?;
+        es.put_mappings(index, part("mappings")).await?;
     }
     Ok(())
 }

@@ -4,10 +4,20 @@
 use elasticsearch::http::Method;
 
 use super::error::EsError;
+use super::response::Reply;
 use super::service::{expect_success, mapping_conflict, EsSink};
 use crate::retry::Flow;
 
 type EsResult<T> = Result<T, EsError>;
+
+/// The reply to a request of `plan` or `apply`; a stop (they have no stop of their own, so it
+/// is unexpected) is an error naming the request.
+pub(super) fn replied(flow: Flow<Reply>, what: &str) -> EsResult<Reply> {
+    match flow {
+        Flow::Done(reply) => Ok(reply),
+        Flow::Stopped => Err(EsError::BadReply { what: what.into(), reason: "stopped".into() }),
+    }
+}
 
 /// How an existing index's mappings compare with the configured ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +33,7 @@ impl EsSink {
     /// `index` (or the index the alias `index` points to) compared with the `wanted` mappings.
     pub async fn index_state(&self, index: &str, wanted: Option<&serde_json::Value>) -> EsResult<IndexState> {
         let what = format!("read the mappings of \"{index}\"");
-        let reply = match self.send(&what, Method::Get, &format!("/{index}/_mapping"), None).await? {
-            Flow::Done(reply) => reply,
-            Flow::Stopped => return Err(EsError::BadReply { what, reason: "stopped".into() }),
-        };
+        let reply = replied(self.send(&what, Method::Get, &format!("/{index}/_mapping"), None).await?, &what)?;
         if reply.status == 404 {
             return Ok(IndexState::Missing);
         }
@@ -42,10 +49,7 @@ impl EsSink {
     pub async fn put_mappings(&self, index: &str, wanted: &serde_json::Value) -> EsResult<()> {
         let what = format!("map new fields of \"{index}\"");
         let body = serde_json::to_vec(&serde_json::json!({ "properties": wanted.get("properties").cloned().unwrap_or_default() })).expect("serialising JSON");
-        match self.send_expecting(&what, Method::Put, &format!("/{index}/_mapping"), Some(&body), &[]).await? {
-            Flow::Done(_) => Ok(()),
-            Flow::Stopped => Err(EsError::BadReply { what, reason: "stopped".into() }),
-        }
+        replied(self.send_expecting(&what, Method::Put, &format!("/{index}/_mapping"), Some(&body), &[]).await?, &what).map(drop)
     }
 }
 

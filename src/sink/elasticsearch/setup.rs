@@ -8,8 +8,8 @@ use elasticsearch::http::Method;
 use serde::Serialize;
 
 use super::error::EsError;
+use super::inspect::replied;
 use super::service::{expect_success, EsSink};
-use crate::retry::Flow;
 
 type EsResult<T> = Result<T, EsError>;
 
@@ -106,10 +106,7 @@ impl EsSink {
         let body: serde_json::Map<String, serde_json::Value> = changes.iter().filter_map(|c| Some((c.key.clone(), values.get(&c.key)?.clone()))).collect();
         let body = serde_json::to_vec(&body).expect("serialising JSON");
         let what = format!("change the settings of \"{index}\"");
-        match self.send_expecting(&what, Method::Put, &format!("/{index}/_settings"), Some(&body), &[]).await? {
-            Flow::Done(_) => Ok(()),
-            Flow::Stopped => Err(EsError::BadReply { what, reason: "stopped".into() }),
-        }
+        replied(self.send_expecting(&what, Method::Put, &format!("/{index}/_settings"), Some(&body), &[]).await?, &what).map(drop)
     }
 
     /// Adds `alias` to the concrete index behind `index`.
@@ -119,18 +116,12 @@ impl EsSink {
             return Err(EsError::BadReply { what, reason: "the index is gone".into() });
         };
         let body = serde_json::to_vec(&serde_json::json!({ "actions": [{ "add": { "index": concrete, "alias": alias } }] })).expect("serialising JSON");
-        match self.send_expecting(&what, Method::Post, "/_aliases", Some(&body), &[]).await? {
-            Flow::Done(_) => Ok(()),
-            Flow::Stopped => Err(EsError::BadReply { what, reason: "stopped".into() }),
-        }
+        replied(self.send_expecting(&what, Method::Post, "/_aliases", Some(&body), &[]).await?, &what).map(drop)
     }
 
     /// A GET whose reply is keyed by the concrete index: its name and its `field`; none on 404.
     async fn read_keyed(&self, what: &str, path: &str, field: &str) -> EsResult<Option<(String, serde_json::Value)>> {
-        let reply = match self.send(what, Method::Get, path, None).await? {
-            Flow::Done(reply) => reply,
-            Flow::Stopped => return Err(EsError::BadReply { what: what.into(), reason: "stopped".into() }),
-        };
+        let reply = replied(self.send(what, Method::Get, path, None).await?, what)?;
         if reply.status == 404 {
             return Ok(None);
         }
