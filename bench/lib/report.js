@@ -118,6 +118,18 @@ function render(r) {
       )
       line()
     }
+    if (o.sourceCost) {
+      const { rounds, mongoCpu: m, firstBatch: f } = o.sourceCost
+      const met = (r) => (r === null ? 'not measured' : r <= 1 ? 'met' : 'not met')
+      line(
+        `What the copy costs the source, medians over ${num(rounds)} rounds (engine and script in the same round, their order turned each round): ` +
+          `MongoDB CPU s / 100k engine ${num(m.engine, 2)} vs script ${num(m.script, 2)}, median of the rounds' ratios ×${num(m.ratio, 3)} ` +
+          `(each round: ${m.ratios.map((r) => `×${num(r, 2)}`).join(', ')}; target ≤ ×1.0: ${met(m.ratio)}); ` +
+          `first batch acknowledged after ms engine ${num(f.engine)} vs script ${num(f.script)}, ×${num(f.ratio, 3)} ` +
+          `(each round: ${f.ratios.map((r) => `×${num(r, 2)}`).join(', ')}; target ≤ ×1.0: ${met(f.ratio)}).`,
+      )
+      line()
+    }
     if (o.read) {
       line(
         `Bare driver read (batchSize 1000, best of the rounds): ${num(o.read.docsPerSec)} docs/s; copy into the discarding endpoint ÷ that read: engine ×${num(o.read.engineRatio, 2)}, Node script ×${num(o.read.scriptRatio, 2)} (target for the engine: ≥ ×0.95).`,

@@ -17,6 +17,13 @@ function withTimeout(promise, ms, what) {
 
 const round = (v, d = 0) => (v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d)
 const per100k = (sec, docs) => (docs ? round((sec / docs) * 100000, 2) : null)
+/** The middle value of the finite numbers in `values` (the mean of the two middle ones for an even count), or null. */
+function median(values) {
+  const v = values.filter(Number.isFinite).sort((a, b) => a - b)
+  if (!v.length) return null
+  const mid = Math.floor(v.length / 2)
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
+}
 
 function writeAtomic(file, text) {
   const tmp = `${file}.${process.pid}.tmp`
@@ -24,4 +31,4 @@ function writeAtomic(file, text) {
   fs.renameSync(tmp, file)
 }
 
-module.exports = { log, withTimeout, round, per100k, writeAtomic }
+module.exports = { log, withTimeout, round, per100k, median, writeAtomic }
