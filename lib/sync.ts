@@ -154,10 +154,13 @@ export class MongoElasticSync extends EventEmitter {
     const { signal } = options
     if (signal?.aborted) throw abortError(signal)
     let stopping: Promise<void> | undefined
+    // ERR_STATE: nothing ran when the stop reached the engine: start() failed, or the stop got
+    // there before the start did (both run on the engine's threads, in either order).
+    let stopMissed = false
     const onAbort = (): void => {
-      // (ERR_STATE: start() failed, so there is nothing to stop.)
       stopping = this.stop().catch((error: unknown) => {
-        if ((toSyncError(error) as Partial<SyncError>).code !== 'ERR_STATE') this.#failed(error)
+        if ((toSyncError(error) as Partial<SyncError>).code === 'ERR_STATE') stopMissed = true
+        else this.#failed(error)
       })
     }
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -175,6 +178,8 @@ export class MongoElasticSync extends EventEmitter {
     }
     if (stopping !== undefined && signal !== undefined) {
       await stopping
+      // Started after the stop found nothing running: stopped now.
+      if (stopMissed) await this.stop()
       throw abortError(signal)
     }
     if (signal !== undefined) this.#native.wait().then(detach, detach)
