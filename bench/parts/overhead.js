@@ -50,7 +50,7 @@ function best(rounds) {
  * What the copy costs the source, engine against Node script, over every round (issue 19's
  * targets: MongoDB CPU per copied document and time to the first acknowledged batch, each
  * ≤ ×1.0). Single rounds differ by ±10–30% on this shared machine, so each tool's median and
- * the median of the rounds' own ratios (engine and script ran back to back in a round).
+ * the median of the rounds' own ratios (engine and script in the same round, their order turned).
  */
 function sourceCost(rounds) {
   const pairs = rounds.engine.map((e, i) => [e, rounds['node script'][i]]).filter(([e, n]) => ok(e) && ok(n))
