@@ -74,7 +74,10 @@ export declare class MongoElasticSync {
    * While the sync runs it keeps the Node.js process alive.
    */
   start(): Promise<void>
-  /** Stops reading, writes what was read, saves the checkpoint, then resolves. */
+  /**
+   * Stops reading, writes what was read, saves the checkpoint, then resolves. Also ends a
+   * `start()` called before it that has not resolved yet (that start rejects with `ERR_STATE`).
+   */
   stop(): Promise<void>
   /** Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed. */
   wait(): Promise<void>

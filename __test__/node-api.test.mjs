@@ -277,6 +277,19 @@ test('AbortSignal and `await using` stop a sync', async (t) => {
     assert.equal(never.stats().state, 'idle')
   })
 
+  await t.test('stop() called right after start(), neither awaited: the start is ended, whichever reaches the engine first', async () => {
+    // Both calls run as futures on the engine's threads; when the stop got there first it found
+    // nothing running (ERR_STATE) and the sync went on streaming. Repeated, since that order is a race.
+    for (let i = 0; i < 15; i++) {
+      const sync = new MongoElasticSync(options('small', { mode: 'stream' }))
+      const starting = sync.start()
+      const stopping = sync.stop()
+      await assert.rejects(starting, (e) => e.code === 'ERR_STATE', `attempt ${i + 1}`)
+      await stopping
+      assert.equal(sync.stats().state, 'stopped', `attempt ${i + 1}`)
+    }
+  })
+
   await t.test('`await using` stops a running sync at the end of its scope, however it is left', async () => {
     // Node 20 has no `await using` syntax: the fixture is TypeScript, compiled as users compile it.
     const out = mkdtempSync(path.join(os.tmpdir(), 'await-using-'))

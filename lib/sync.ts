@@ -154,13 +154,11 @@ export class MongoElasticSync extends EventEmitter {
     const { signal } = options
     if (signal?.aborted) throw abortError(signal)
     let stopping: Promise<void> | undefined
-    // ERR_STATE: nothing ran when the stop reached the engine: start() failed, or the stop got
-    // there before the start did (both run on the engine's threads, in either order).
-    let stopMissed = false
+    // The engine ends a start the stop was called after, even one it has not begun yet; ERR_STATE
+    // here: nothing ran to stop (start() failed).
     const onAbort = (): void => {
       stopping = this.stop().catch((error: unknown) => {
-        if ((toSyncError(error) as Partial<SyncError>).code === 'ERR_STATE') stopMissed = true
-        else this.#failed(error)
+        if ((toSyncError(error) as Partial<SyncError>).code !== 'ERR_STATE') this.#failed(error)
       })
     }
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -178,14 +176,15 @@ export class MongoElasticSync extends EventEmitter {
     }
     if (stopping !== undefined && signal !== undefined) {
       await stopping
-      // Started after the stop found nothing running: stopped now.
-      if (stopMissed) await this.stop()
       throw abortError(signal)
     }
     if (signal !== undefined) this.#native.wait().then(detach, detach)
   }
 
-  /** Stops reading, writes what was read, saves the checkpoint, then resolves. */
+  /**
+   * Stops reading, writes what was read, saves the checkpoint, then resolves. Also ends a
+   * `start()` called before it that has not resolved yet (that start rejects with `ERR_STATE`).
+   */
   async stop(): Promise<void> {
     try {
       await this.#native.stop()

@@ -96,7 +96,10 @@ impl MongoElasticSync {
         let engine = self.engine.clone();
         let waiter = self.engine.clone();
         let span = self.span();
-        env.spawn_future_with_callback(async move { Ok(engine.start().instrument(span).await) }, move |env, started| {
+        // Numbered now, on the caller's thread: a stop() called after this ends this start,
+        // whichever of the two futures reaches the engine first.
+        let call = self.engine.call_start();
+        env.spawn_future_with_callback(async move { Ok(engine.start_called(call).instrument(span).await) }, move |env, started| {
             started.map_err(|e| js_error(env, &e))?;
             // A pending promise holds the event loop open until the sync stops or fails.
             env.spawn_future(async move {
@@ -107,12 +110,14 @@ impl MongoElasticSync {
         })
     }
 
-    /// Stops reading, writes what was read, saves the checkpoint, then resolves.
+    /// Stops reading, writes what was read, saves the checkpoint, then resolves. Also ends a
+    /// `start()` called before it that has not resolved yet (that start rejects with `ERR_STATE`).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let engine = self.engine.clone();
         let span = self.span();
-        promise(env, async move { engine.stop().instrument(span).await })
+        let call = self.engine.call_stop();
+        promise(env, async move { engine.stop_called(call).instrument(span).await })
     }
 
     /// Resolves when the sync has stopped; rejects with the error (and its `code`) if it failed.

@@ -9,6 +9,7 @@
 
 mod ack;
 mod batch;
+mod calls;
 mod collection;
 mod connect;
 mod partition;
@@ -40,6 +41,7 @@ use crate::source::ChangeSource;
 use crate::stats::{CollectionPhase, Stats, StatsSnapshot};
 use crate::transform::hook::DocumentHook;
 
+pub use calls::{StartCall, StopCall};
 pub use connect::{Connections, Connector, MongoConnector, PostgresConnector};
 
 /// How a phase or a run ended.
@@ -246,8 +248,16 @@ impl Setup {
 type Finished = Option<Result<(), SyncError>>;
 
 struct Run {
+    /// The `start()` call that began it: a stop called before that start ends it, a later one not.
+    start: StartCall,
     cancel: CancellationToken,
     finished: watch::Receiver<Finished>,
+}
+
+/// What a stop found: the run it ended, or one started after it (left running).
+enum StopOutcome {
+    EndedRun,
+    LeftLater,
 }
 
 pub struct SyncEngine {
@@ -255,6 +265,8 @@ pub struct SyncEngine {
     events: EventBus,
     stats: Arc<Stats>,
     run: tokio::sync::Mutex<Option<Run>>,
+    /// `start()` and `stop()` in the order they were called.
+    calls: calls::Calls,
     hook: Mutex<Option<Arc<dyn DocumentHook>>>,
     timing: Timing,
     /// The HTTP server's state and metrics, with the `http` option.
@@ -269,7 +281,17 @@ impl SyncEngine {
         config.validate()?;
         let (config, events, stats) = (Arc::new(config), EventBus::default(), Arc::new(Stats::default()));
         let monitor = config.http.clone().map(|http| Monitor::new(config.clone(), http, &events, stats.clone()));
-        Ok(SyncEngine { config, events, stats, run: Default::default(), hook: Mutex::new(None), timing: Timing::default(), monitor, search: Mutex::new(None) })
+        Ok(SyncEngine {
+            config,
+            events,
+            stats,
+            run: Default::default(),
+            calls: Default::default(),
+            hook: Mutex::new(None),
+            timing: Timing::default(),
+            monitor,
+            search: Mutex::new(None),
+        })
     }
 
     /// The search API over the indices this sync manages (or `search.indices`); `ERR_CONFIG`
@@ -317,21 +339,42 @@ impl SyncEngine {
     /// Connects to MongoDB and the configured outputs, checks the saved positions and starts
     /// syncing; resolves once it runs.
     pub async fn start(&self) -> SyncResult<()> {
+        self.start_called(self.call_start()).await
+    }
+
+    /// Numbers a `start()` call as it is made, before its future runs: a binding calls this on
+    /// the caller's thread, then runs [`start_called`](Self::start_called) with it. A stop called
+    /// after this ends that start even if the stop's future runs first.
+    pub fn call_start(&self) -> StartCall {
+        self.calls.start()
+    }
+
+    /// Runs a numbered `start()` call (see [`call_start`](Self::call_start)).
+    pub async fn start_called(&self, call: StartCall) -> SyncResult<()> {
         match self.config.postgres {
-            Some(_) => self.start_with(&PostgresConnector { monitor: self.monitor.clone() }).await,
-            None => self.start_with(&MongoConnector { monitor: self.monitor.clone() }).await,
+            Some(_) => self.run_start(call, &PostgresConnector { monitor: self.monitor.clone() }).await,
+            None => self.run_start(call, &MongoConnector { monitor: self.monitor.clone() }).await,
         }
     }
 
     /// `start`, with the source, outputs and checkpoint store that `connector` gives. With a
     /// lease that another instance holds, resolves at once in the `standby` state.
     pub async fn start_with(&self, connector: &dyn Connector) -> SyncResult<()> {
-        let (cancel, done) = self.begin_run().await?;
+        self.run_start(self.call_start(), connector).await
+    }
+
+    async fn run_start(&self, call: StartCall, connector: &dyn Connector) -> SyncResult<()> {
+        let begun = self.begin_run(call).await;
+        self.calls.settle(call);
+        let (cancel, done) = begun?;
         self.stats.set_runtime();
         let (setup, connector) = (self.setup(), connector.to_shared());
         // No lock is held from here on: `stop()` during the preparation (which may wait on an
         // output retrying for as long as it fails) cancels it.
         let stopped = || SyncError::new(ErrorCode::State, "stop() was called before start() finished");
+        if cancel.is_cancelled() {
+            return Err(self.end_run(&done, stopped()));
+        }
         let first = tokio::select! {
             first = role::first_term(&setup, &*connector, &cancel) => first,
             _ = cancel.cancelled() => Err(Halt::Stopped),
@@ -372,7 +415,8 @@ impl SyncEngine {
     }
 
     /// Registers a new run, so that `stop()` can end it from now on; fails if one is under way.
-    async fn begin_run(&self) -> SyncResult<(CancellationToken, watch::Sender<Finished>)> {
+    /// A run whose start a stop was called after is registered stopping, its token cancelled.
+    async fn begin_run(&self, call: StartCall) -> SyncResult<(CancellationToken, watch::Sender<Finished>)> {
         let mut run = self.run.lock().await;
         let state = self.stats.state();
         if !matches!(state, SyncState::Idle | SyncState::Stopped | SyncState::Failed) {
@@ -387,7 +431,11 @@ impl SyncEngine {
         set_state(&self.stats, &self.events, SyncState::Starting, None);
         let cancel = CancellationToken::new();
         let (done, finished) = watch::channel::<Finished>(None);
-        *run = Some(Run { cancel: cancel.clone(), finished });
+        if self.calls.stopped(call) {
+            set_state(&self.stats, &self.events, SyncState::Stopping, None);
+            cancel.cancel();
+        }
+        *run = Some(Run { start: call, cancel: cancel.clone(), finished });
         Ok((cancel, done))
     }
 
@@ -406,19 +454,38 @@ impl SyncEngine {
     /// Stops reading, writes what was read, saves the checkpoint; then closes the HTTP server.
     /// Idempotent once started.
     pub async fn stop(&self) -> SyncResult<()> {
-        let stopped = self.stop_run().await;
-        if let Some(monitor) = &self.monitor {
-            monitor.shutdown().await;
-        }
-        stopped
+        self.stop_called(self.call_stop()).await
     }
 
-    async fn stop_run(&self) -> SyncResult<()> {
+    /// Numbers a `stop()` call as it is made (see [`call_start`](Self::call_start)): it ends
+    /// every start called before it, and none called after.
+    pub fn call_stop(&self) -> StopCall {
+        self.calls.stop()
+    }
+
+    /// Runs a numbered `stop()` call (see [`call_stop`](Self::call_stop)).
+    pub async fn stop_called(&self, call: StopCall) -> SyncResult<()> {
+        let stopped = self.stop_run(call).await;
+        // The HTTP server of a run started after this stop keeps serving.
+        if let (Some(monitor), false) = (&self.monitor, matches!(stopped, Ok(StopOutcome::LeftLater))) {
+            monitor.shutdown().await;
+        }
+        stopped.map(drop)
+    }
+
+    async fn stop_run(&self, call: StopCall) -> SyncResult<StopOutcome> {
+        // A start called before this stop whose future has not run yet: once registered, its
+        // run is stopping already, and this waits for its end.
+        self.calls.settled_before(call).await;
         let mut finished = {
             let run = self.run.lock().await;
             let Some(run) = run.as_ref() else {
                 return Err(SyncError::new(ErrorCode::State, "stop() called before start()"));
             };
+            if !call.covers(run.start) {
+                // A start called after this stop: the runs this stop ends have ended.
+                return Ok(StopOutcome::LeftLater);
+            }
             if !matches!(self.stats.state(), SyncState::Stopped | SyncState::Failed) {
                 set_state(&self.stats, &self.events, SyncState::Stopping, None);
             }
@@ -426,7 +493,7 @@ impl SyncEngine {
             run.finished.clone()
         };
         let _ = finished.wait_for(|f| f.is_some()).await;
-        Ok(())
+        Ok(StopOutcome::EndedRun)
     }
 
     /// Resolves when the sync has stopped; rejects with the error that made it fail.

@@ -107,6 +107,31 @@ async fn stop_during_a_start_that_cannot_prepare_its_index_ends_it() {
     engine.wait().await.unwrap();
 }
 
+/// A binding runs `start()` and `stop()` as two futures on the engine's threads: called in that
+/// order, the stop may reach the engine first. It found nothing running (`ERR_STATE`) and the
+/// sync went on; now it ends that start all the same, and a stop called before a start does not.
+#[tokio::test]
+async fn a_stop_ends_the_start_called_before_it_whichever_reaches_the_engine_first() {
+    let parts = Parts::default();
+    let c = ns("db.c");
+    parts.source.insert(&c, docs(1));
+    let (engine, _) = super::engine(config(&["db.c"]));
+    let (start, stop) = (engine.call_start(), engine.call_stop());
+    // `join!` polls the stop first: it waits for the start to register its run, then ends it.
+    let (stopped, started) = tokio::join!(engine.stop_called(stop), engine.run_start(start, &parts));
+    stopped.unwrap();
+    assert_eq!(started.unwrap_err().code, crate::error::ErrorCode::State, "start() rejects: it was stopped");
+    assert_eq!(engine.stats().state, SyncState::Stopped);
+    assert!(parts.sink.writes().is_empty(), "nothing was copied");
+    let (stop, start) = (engine.call_stop(), engine.call_start());
+    let (stopped, started) = tokio::join!(engine.stop_called(stop), engine.run_start(start, &parts));
+    stopped.unwrap();
+    started.unwrap();
+    wait_state(&engine, SyncState::Streaming).await;
+    mirrored(&parts, &c, "c").await;
+    engine.stop().await.unwrap();
+}
+
 /// Collections are prepared side by side (a checkpoint read, a start point, an index each: at a
 /// thousand collections, one after another took 82 s against the local servers), so one whose
 /// index is slow to prepare does not hold the others back.
