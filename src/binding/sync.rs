@@ -99,7 +99,7 @@ impl MongoElasticSync {
         // Numbered now, on the caller's thread: a stop() called after this ends this start,
         // whichever of the two futures reaches the engine first.
         let call = self.engine.call_start();
-        env.spawn_future_with_callback(async move { Ok(engine.start_called(call).instrument(span).await) }, move |env, started| {
+        let started = env.spawn_future_with_callback(async move { Ok(engine.start_called(call).instrument(span).await) }, move |env, started| {
             started.map_err(|e| js_error(env, &e))?;
             // A pending promise holds the event loop open until the sync stops or fails.
             env.spawn_future(async move {
@@ -107,7 +107,11 @@ impl MongoElasticSync {
                 Ok(())
             })?;
             Ok(())
-        })
+        });
+        if started.is_err() {
+            self.engine.start_abandoned(call);
+        }
+        started
     }
 
     /// Stops reading, writes what was read, saves the checkpoint, then resolves. Also ends a

@@ -56,9 +56,15 @@ impl Calls {
         start.0 <= self.stopped_upto.load(Ordering::SeqCst)
     }
 
-    /// `start` has registered its run (or was refused): stops waiting for it go on.
+    /// `start` has registered its run, was refused, or will not run: stops waiting for it go on.
     pub fn settle(&self, start: StartCall) {
         self.settled.send_modify(|settled| *settled = (*settled).max(start.0));
+    }
+
+    /// Settles `start` when dropped: once its run is registered or refused, or if its future is
+    /// dropped before (a stop called after it would otherwise wait forever).
+    pub fn settling(&self, start: StartCall) -> Settling<'_> {
+        Settling { calls: self, start }
     }
 
     /// Waits until every start called before `stop` has registered its run or been refused.
@@ -66,6 +72,18 @@ impl Calls {
         let mut settled = self.settled.subscribe();
         // The sender lives in `self`, borrowed for as long as this waits: it cannot close.
         let _ = settled.wait_for(|settled| *settled >= stop.covers).await;
+    }
+}
+
+/// See [`Calls::settling`].
+pub struct Settling<'a> {
+    calls: &'a Calls,
+    start: StartCall,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.calls.settle(self.start);
     }
 }
 
@@ -94,5 +112,18 @@ mod tests {
         calls.settle(second);
         calls.settled_before(stop).await;
         calls.settled_before(Calls::default().stop()).await;
+    }
+
+    #[tokio::test]
+    async fn a_start_whose_future_is_dropped_does_not_hold_up_a_stop() {
+        let calls = Calls::default();
+        let start = calls.start();
+        let stop = calls.stop();
+        let pending = async {
+            let _settling = calls.settling(start);
+            std::future::pending::<()>().await;
+        };
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), pending).await.is_err(), "dropped while pending");
+        calls.settled_before(stop).await;
     }
 }

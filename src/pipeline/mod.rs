@@ -349,6 +349,12 @@ impl SyncEngine {
         self.calls.start()
     }
 
+    /// A numbered `start()` call whose future will not run (it could not be spawned): a stop
+    /// called after it does not wait for it.
+    pub fn start_abandoned(&self, call: StartCall) {
+        self.calls.settle(call);
+    }
+
     /// Runs a numbered `start()` call (see [`call_start`](Self::call_start)).
     pub async fn start_called(&self, call: StartCall) -> SyncResult<()> {
         match self.config.postgres {
@@ -364,8 +370,9 @@ impl SyncEngine {
     }
 
     async fn run_start(&self, call: StartCall, connector: &dyn Connector) -> SyncResult<()> {
+        let settling = self.calls.settling(call);
         let begun = self.begin_run(call).await;
-        self.calls.settle(call);
+        drop(settling);
         let (cancel, done) = begun?;
         self.stats.set_runtime();
         let (setup, connector) = (self.setup(), connector.to_shared());
