@@ -2,7 +2,7 @@
 // Benchmark harness: raw limits, initial copy, engine overhead and stream latency of this engine
 // against a plain Node script and mongo2elastic, on one generated dataset, in one run.
 //
-//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,filtered,postgres] [--skip-mongo2elastic]
+//   node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,filtered,postgres] [--skip-mongo2elastic] [--skip-transform]
 //                     [--stream-docs N] [--updates N] [--seed N] [--verbose]
 //                     [--rounds N] [--addon DIR] [--out NAME]
 //

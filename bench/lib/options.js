@@ -15,7 +15,7 @@ const ENGINE_VARIANTS = {
   'adaptive-on': { adaptive: { enabled: true } },
 }
 const USAGE =
-  'usage: node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,postgres,filtered] [--skip-mongo2elastic] [--stream-docs N] [--updates N] ' +
+  'usage: node bench/run.js [--docs N] [--only copy,overhead,stream,collections,search,postgres,filtered] [--skip-mongo2elastic] [--skip-transform] [--stream-docs N] [--updates N] ' +
   '[--rates N,…] [--poll-ms N] [--stream-rounds N] [--thousand-database] [--thousand-collections N] [--engine-variants default,flush100,adaptive-off,adaptive-on] [--seed N] [--rounds N] [--verbose] [--addon DIR] [--out NAME]'
 
 function usage(msg) {
@@ -25,7 +25,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { docs: 40000, only: null, skipM2e: false, streamDocs: 2000, updates: 2000, seed: null, rounds: 2, verbose: false, addon: ROOT, out: 'latest' }
+  const o = { docs: 40000, only: null, skipM2e: false, skipTransform: false, streamDocs: 2000, updates: 2000, seed: null, rounds: 2, verbose: false, addon: ROOT, out: 'latest' }
   Object.assign(o, { rates: null, pollMs: 20, streamRounds: 1, engineVariants: ['default', 'flush100'] })
   const list = (v) => v.split(',').map((s) => s.trim()).filter(Boolean)
   for (let i = 0; i < argv.length; i++) {
@@ -43,6 +43,7 @@ function parseArgs(argv) {
     if (a.startsWith('--docs')) o.docs = int(val())
     else if (a.startsWith('--only')) o.only = new Set(val().split(',').map((s) => s.trim()).filter(Boolean))
     else if (a === '--skip-mongo2elastic') o.skipM2e = true
+    else if (a === '--skip-transform') o.skipTransform = true
     else if (a === '--thousand-database') o.thousandDatabase = true
     else if (a.startsWith('--thousand-collections')) o.thousandCollections = int(val())
     else if (a.startsWith('--stream-docs')) o.streamDocs = int(val())
