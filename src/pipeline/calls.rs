@@ -67,7 +67,9 @@ impl Calls {
         Settling { calls: self, start }
     }
 
-    /// Waits until every start called before `stop` has registered its run or been refused.
+    /// Waits until the last start called before `stop` has registered its run or been refused.
+    /// (An earlier start still on its way finds that run, or its end: it is refused, or covered
+    /// by this stop, registered stopping.)
     pub async fn settled_before(&self, stop: StopCall) {
         let mut settled = self.settled.subscribe();
         // The sender lives in `self`, borrowed for as long as this waits: it cannot close.
