@@ -337,7 +337,8 @@ impl SyncEngine {
     }
 
     /// Connects to MongoDB and the configured outputs, checks the saved positions and starts
-    /// syncing; resolves once it runs.
+    /// syncing; resolves once it runs. The call is numbered when this future is first polled; a
+    /// binding whose calls run as futures numbers them as they are made ([`call_start`](Self::call_start)).
     pub async fn start(&self) -> SyncResult<()> {
         self.start_called(self.call_start()).await
     }
