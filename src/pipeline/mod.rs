@@ -380,12 +380,12 @@ impl SyncEngine {
         // No lock is held from here on: `stop()` during the preparation (which may wait on an
         // output retrying for as long as it fails) cancels it.
         let stopped = || SyncError::new(ErrorCode::State, "stop() was called before start() finished");
-        if cancel.is_cancelled() {
-            return Err(self.end_run(&done, stopped()));
-        }
         let first = tokio::select! {
-            first = role::first_term(&setup, &*connector, &cancel) => first,
+            // The stop first: a start a stop was called after (its token cancelled when it was
+            // registered) ends without connecting.
+            biased;
             _ = cancel.cancelled() => Err(Halt::Stopped),
+            first = role::first_term(&setup, &*connector, &cancel) => first,
         };
         let first = match first {
             Ok(f) if !cancel.is_cancelled() => f,
